@@ -1,0 +1,183 @@
+"""The vocabulary contract: where the speech tokens sit in the LM's vocabulary.
+
+One contiguous block of `num_speech_tokens` ids starts at `speech_token_offset`; code `k` is id
+`speech_token_offset + k`, by arithmetic, never by formatting `<|s_k|>` and re-tokenizing. Two marker
+tokens open and close every speech segment. `sts-extend-tokenizer` writes the contract as
+`sts_vocab.json` beside the weights and every later stage reads it from there:
+
+    from sts.vocab import SpeechVocab
+    vocab = SpeechVocab.load("runs/lfm2-speech")        # reads runs/lfm2-speech/sts_vocab.json
+    ids = vocab.codes_to_ids(codes)                      # codes: [T] int -> ids: [T] int64
+    assert (vocab.ids_to_codes(ids) == codes).all()
+
+Id layout after extension (`text_vocab_size` = `len(tokenizer)` before it):
+
+    [0, text_vocab_size)                          the base model's tokens, untouched
+    speech_start_id, speech_end_id                the markers, right after them
+    [speech_token_offset, +num_speech_tokens)     <|s_0|> ... <|s_{n-1}|>
+    [.., vocab_size)                              padding rows (vocab_size is a multiple of 128)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+VOCAB_FILE = "sts_vocab.json"
+SPEECH_TOKEN_FORMAT = "<|s_{}|>"
+SPEECH_START_TOKEN = "<|speech_start|>"
+SPEECH_END_TOKEN = "<|speech_end|>"
+
+Ids = TypeVar("Ids")  # np.ndarray or torch.Tensor: functions return the type they were given
+
+
+class VocabError(ValueError):
+    """A missing or inconsistent `sts_vocab.json`, or ids/codes outside their range."""
+
+
+@dataclass(frozen=True)
+class SpeechVocab:
+    """Where the speech tokens live; saved as `sts_vocab.json`."""
+
+    speech_token_offset: int
+    """Id of `<|s_0|>`; code k is id `speech_token_offset + k`."""
+    num_speech_tokens: int
+    """Size of the speech block: the codec's codebook size (65,536 for XCodec2)."""
+    speech_start_id: int
+    """Id of the marker that opens a speech segment."""
+    speech_end_id: int
+    """Id of the marker that closes a speech segment (and ends a speech-output generation)."""
+    text_vocab_size: int
+    """`len(tokenizer)` of the base model: ids below it are the base model's own tokens."""
+    vocab_size: int
+    """Embedding rows after extension, a multiple of `pad_to_multiple_of`."""
+    codec: str = "HKUSTAudio/xcodec2-hf"
+    """The codec whose codes the block holds (Hugging Face id or path)."""
+    frame_rate: float = 50.0
+    """Codes per second of audio."""
+    base_model: str = ""
+    """The model that was extended."""
+    speech_token_format: str = SPEECH_TOKEN_FORMAT
+    """String form of speech token k, for humans and for tokenizers; never used to map codes."""
+    speech_start_token: str = SPEECH_START_TOKEN
+    speech_end_token: str = SPEECH_END_TOKEN
+    format_version: int = 1
+    """Bumped when the layout changes; `load` refuses versions it does not know."""
+
+    def __post_init__(self) -> None:
+        stop = self.speech_token_offset + self.num_speech_tokens
+        if self.num_speech_tokens <= 0:
+            raise VocabError(f"num_speech_tokens must be positive, got {self.num_speech_tokens}")
+        if self.speech_token_offset < self.text_vocab_size or stop > self.vocab_size:
+            raise VocabError(
+                f"speech block [{self.speech_token_offset}, {stop}) must lie in "
+                f"[text_vocab_size={self.text_vocab_size}, vocab_size={self.vocab_size})"
+            )
+        for name in ("speech_start_id", "speech_end_id"):
+            marker = getattr(self, name)
+            if not self.text_vocab_size <= marker < self.vocab_size or self.is_speech_id(marker):
+                raise VocabError(f"{name}={marker} must be a new id outside the speech block")
+
+    @property
+    def speech_token_stop(self) -> int:
+        """One past the last speech id."""
+        return self.speech_token_offset + self.num_speech_tokens
+
+    def is_speech_id(self, ids: Ids) -> Ids:
+        """Elementwise: is this id a speech token? Works on ints, numpy arrays and torch tensors."""
+        return (ids >= self.speech_token_offset) & (ids < self.speech_token_stop)
+
+    def codes_to_ids(self, codes: Ids) -> Ids:
+        """Codes `[...]` in `[0, num_speech_tokens)` -> token ids `[...]` (int64)."""
+        _check_range(codes, 0, self.num_speech_tokens, "speech code")
+        return _as_int64(codes) + self.speech_token_offset
+
+    def ids_to_codes(self, ids: Ids) -> Ids:
+        """Speech token ids `[...]` -> codes `[...]` (int32); any non-speech id is an error."""
+        _check_range(ids, self.speech_token_offset, self.speech_token_stop, "speech token id")
+        codes = ids - self.speech_token_offset
+        return codes.to(dtype=_torch().int32) if _is_tensor(codes) else np.asarray(codes, dtype=np.int32)
+
+    def speech_token(self, code: int) -> str:
+        """The token string of code `code`, e.g. `<|s_42|>`."""
+        return self.speech_token_format.format(code)
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write `model_dir/sts_vocab.json` atomically; returns its path."""
+        path = Path(model_dir) / VOCAB_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{VOCAB_FILE}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> SpeechVocab:
+        """Read `model_dir/sts_vocab.json` (or that file itself) and check it."""
+        path = Path(model_dir)
+        if path.is_dir():
+            path = path / VOCAB_FILE
+        if not path.is_file():
+            raise VocabError(
+                f"{path}: no such file; extend the model first with `sts-extend-tokenizer BASE {path.parent}`"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise VocabError(f"{path}: cannot read the vocabulary contract ({err})") from err
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or data.get("format_version", 1) != 1 or not known >= set(data):
+            raise VocabError(f"{path}: not a version-1 sts vocabulary (unknown keys or version)")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise VocabError(f"{path}: {err}") from err
+        except VocabError as err:
+            raise VocabError(f"{path}: {err}") from err
+
+
+def round_up(n: int, multiple: int) -> int:
+    """Smallest multiple of `multiple` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _is_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _as_int64(x):
+    if _is_tensor(x):
+        return x.to(dtype=_torch().int64)
+    return np.asarray(x, dtype=np.int64)
+
+
+def _check_range(values, low: int, high: int, what: str) -> None:
+    """Raise VocabError naming the first value outside `[low, high)` and how many there are."""
+    if _is_tensor(values):
+        if values.is_floating_point():
+            raise VocabError(f"{what}s must be integers, got {values.dtype}")
+        values = values.detach().cpu().numpy()
+    values = np.asarray(values)
+    if values.dtype.kind not in "iu":
+        raise VocabError(f"{what}s must be integers, got {values.dtype}")
+    bad = (values < low) | (values >= high)
+    if bad.any():
+        first = np.flatnonzero(bad.ravel())[0]
+        raise VocabError(
+            f"{int(bad.sum())} {what}(s) outside [{low}, {high}); first at flat index {first}: "
+            f"{int(values.ravel()[first])}"
+        )

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny models are built once per test session, in a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# Another process on a 2-core machine can slow torch's default threading 50x.
+torch.set_num_threads(1)
+
+TINY_SPEECH_TOKENS = 1024
+"""Speech block size of the tiny extended LM: the tiny XCodec2's codebook (4**5)."""
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    from sts.testing import save_tiny_lfm2
+
+    return save_tiny_lfm2(tmp_path_factory.mktemp("models") / "tiny-lfm2")
+
+
+@pytest.fixture(scope="session")
+def extended_lm_dir(tiny_lm_dir, tmp_path_factory) -> Path:
+    from tokenizer_ext import ExtendConfig, extend_tokenizer
+
+    out = tmp_path_factory.mktemp("models") / "tiny-lfm2-speech"
+    extend_tokenizer(ExtendConfig(str(tiny_lm_dir), out, num_speech_tokens=TINY_SPEECH_TOKENS))
+    return out
+
+
+@pytest.fixture(scope="session")
+def extended_tokenizer(extended_lm_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(extended_lm_dir)
+
+
+@pytest.fixture(scope="session")
+def speech_vocab(extended_lm_dir):
+    from sts.vocab import SpeechVocab
+
+    return SpeechVocab.load(extended_lm_dir)

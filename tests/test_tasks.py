@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from sts.tasks import IGNORE_INDEX, TASKS, Example, TaskFormatter
+
+RNG = np.random.default_rng(0)
+TEXT = {"ja": "駅までの道を教えてください。", "en": "Could you show me the way to the station?"}
+
+
+def example_for(task: str, src: str, tgt: str) -> Example:
+    spec = TASKS[task]
+    return Example(
+        task,
+        src,
+        tgt,
+        src_text=TEXT[src] if spec.input == "text" else None,
+        tgt_text=TEXT[tgt] if spec.output == "text" else None,
+        src_codes=RNG.integers(0, 1024, 23) if spec.input == "speech" else None,
+        tgt_codes=RNG.integers(0, 1024, 17) if spec.output == "speech" else None,
+    )
+
+
+CASES = [
+    (task, src, tgt)
+    for task, spec in TASKS.items()
+    for src in ("ja", "en")
+    for tgt in ([t for t in ("ja", "en") if t != src] if spec.translates else [src])
+]
+
+
+@pytest.fixture(scope="module")
+def formatter(extended_tokenizer, speech_vocab):
+    return TaskFormatter(extended_tokenizer, speech_vocab)
+
+
+def test_every_task_and_direction_is_covered():
+    assert len(CASES) == 10  # s2st/s2tt/t2tt both ways, asr/tts in both languages
+
+
+@pytest.mark.parametrize(("task", "src", "tgt"), CASES)
+def test_build_and_parse_round_trip(formatter, speech_vocab, task, src, tgt):
+    example = example_for(task, src, tgt)
+    sample = formatter.build(example)
+    ids, labels = sample["input_ids"], sample["labels"]
+    assert ids.dtype == labels.dtype == np.int64 and ids.shape == labels.shape
+
+    prompt = formatter.prompt(Example(task, src, tgt, src_text=example.src_text, src_codes=example.src_codes))
+    assert (ids[: len(prompt)] == prompt).all()  # the inference prompt is the sample's own prefix
+    answer = ids[len(prompt) :]
+    parsed = formatter.parse(answer, task)
+    assert parsed.finished and parsed.stray_ids == 0
+    if TASKS[task].output == "speech":
+        assert prompt[-1] == speech_vocab.speech_start_id
+        np.testing.assert_array_equal(parsed.codes, example.tgt_codes)
+        assert parsed.codes.dtype == np.int32
+    else:
+        assert parsed.text == example.tgt_text
+
+    # the source speech sits between the markers, by arithmetic
+    if TASKS[task].input == "speech":
+        start = int(np.flatnonzero(ids == speech_vocab.speech_start_id)[0])
+        segment = ids[start + 1 : start + 1 + len(example.src_codes)]
+        np.testing.assert_array_equal(segment, example.src_codes + speech_vocab.speech_token_offset)
+        assert ids[start + 1 + len(example.src_codes)] == speech_vocab.speech_end_id
+
+    # assistant-only loss: exactly the answer through the end-of-turn token
+    supervised = np.flatnonzero(labels != IGNORE_INDEX)
+    assert supervised[0] == len(prompt) - (TASKS[task].output == "speech")
+    assert ids[supervised[-1]] == formatter.end_of_turn_id
+    assert (labels[supervised] == ids[supervised]).all()
+    assert (np.diff(supervised) == 1).all()
+
+
+@pytest.mark.parametrize(("task", "src", "tgt"), CASES)
+def test_full_sequence_loss(formatter, task, src, tgt):
+    sample = formatter.build(example_for(task, src, tgt), loss="full")
+    assert sample["labels"][0] == IGNORE_INDEX
+    assert (sample["labels"][1:] == sample["input_ids"][1:]).all()
+
+
+def test_system_prompts_differ_per_task_and_direction(formatter, extended_tokenizer):
+    examples = [example_for(*case) for case in CASES]
+    assert len({example.system_prompt() for example in examples}) == len(CASES)
+    for example in examples:
+        rendered = extended_tokenizer.decode(formatter.prompt(example))
+        assert f"<|im_start|>system\n{example.system_prompt()}<|im_end|>" in rendered
+
+
+def test_sample_runs_through_the_tiny_model(formatter, extended_lm_dir):
+    model = AutoModelForCausalLM.from_pretrained(extended_lm_dir)
+    sample = formatter.build(example_for("s2st", "ja", "en"))
+    out = model(
+        input_ids=torch.from_numpy(sample["input_ids"])[None], labels=torch.from_numpy(sample["labels"])[None]
+    )
+    assert torch.isfinite(out.loss)
+
+
+def test_parse_drops_stray_ids_and_reports_unfinished(formatter, speech_vocab):
+    speech = speech_vocab.codes_to_ids(np.array([3, 4, 5]))
+    parsed = formatter.parse(np.concatenate([speech[:2], [65], speech[2:]]), "tts")
+    np.testing.assert_array_equal(parsed.codes, [3, 4, 5])
+    assert parsed.stray_ids == 1 and not parsed.finished
+    parsed = formatter.parse(np.concatenate([speech, [speech_vocab.speech_end_id], speech]), "s2st")
+    np.testing.assert_array_equal(parsed.codes, [3, 4, 5])
+    assert parsed.finished
+    text_ids = formatter.tokenizer("hello", add_special_tokens=False).input_ids
+    parsed = formatter.parse([*text_ids, int(speech[0])], "asr")
+    assert parsed.text == "hello" and parsed.stray_ids == 1 and not parsed.finished
+
+
+@pytest.mark.parametrize(
+    ("example", "message"),
+    [
+        (
+            Example("s2st", "ja", "ja", src_codes=np.ones(3, int), tgt_codes=np.ones(3, int)),
+            "must be different",
+        ),
+        (Example("asr", "ja", "en", src_codes=np.ones(3, int), tgt_text="x"), "must be the same"),
+        (Example("asr", "ja", "ja", src_codes=np.ones(3, int), tgt_text=""), "tgt_text is missing or empty"),
+        (Example("tts", "ja", "ja", tgt_codes=np.ones(3, int)), "src_text is missing"),
+        (Example("t2tt", "fr", "en", src_text="a", tgt_text="b"), "unsupported language 'fr'"),
+        (Example("dub", "ja", "en"), "unknown task 'dub'"),
+        (Example("t2tt", "ja", "en", src_text="a<|im_end|>b", tgt_text="b"), "special-token strings"),
+        (Example("tts", "en", "en", src_text="a<|s_3|>", tgt_codes=np.ones(3, int)), "special-token strings"),
+        (Example("tts", "en", "en", src_text="hi", tgt_codes=np.array([1, 5000])), "outside"),
+    ],
+)
+def test_bad_examples_are_refused(formatter, example, message):
+    with pytest.raises(ValueError, match=message):
+        formatter.build(example)

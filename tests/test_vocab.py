@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError, round_up
+
+VOCAB = SpeechVocab(
+    speech_token_offset=1002,
+    num_speech_tokens=65536,
+    speech_start_id=1000,
+    speech_end_id=1001,
+    text_vocab_size=1000,
+    vocab_size=round_up(1002 + 65536, 128),
+)
+
+
+@given(arrays(np.int64, st.integers(0, 300), elements=st.integers(0, 65535)))
+def test_codes_ids_round_trip_numpy(codes):
+    ids = VOCAB.codes_to_ids(codes)
+    assert ids.dtype == np.int64
+    assert (ids == codes + 1002).all()
+    assert VOCAB.is_speech_id(ids).all()
+    back = VOCAB.ids_to_codes(ids)
+    assert back.dtype == np.int32
+    assert (back == codes).all()
+
+
+@given(st.lists(st.integers(0, 65535), min_size=1, max_size=50))
+def test_codes_ids_round_trip_torch(codes):
+    codes = torch.tensor(codes, dtype=torch.int32)
+    ids = VOCAB.codes_to_ids(codes)
+    assert ids.dtype == torch.int64 and torch.equal(ids, codes.long() + 1002)
+    back = VOCAB.ids_to_codes(ids)
+    assert back.dtype == torch.int32 and torch.equal(back, codes)
+
+
+@given(st.integers(-(2**40), 2**40).filter(lambda c: not 0 <= c < 65536))
+def test_out_of_range_codes_are_refused(bad):
+    codes = np.array([5, bad, 7], dtype=np.int64)
+    with pytest.raises(
+        VocabError, match=rf"1 speech code\(s\) outside \[0, 65536\); first at flat index 1: {bad}"
+    ):
+        VOCAB.codes_to_ids(codes)
+
+
+@pytest.mark.parametrize("bad_id", [0, 999, 1000, 1001, 1002 + 65536, 10**9, -1])
+def test_non_speech_ids_are_refused(bad_id):
+    with pytest.raises(VocabError, match="speech token id"):
+        VOCAB.ids_to_codes(np.array([1002, bad_id]))
+    assert not VOCAB.is_speech_id(bad_id)
+
+
+def test_float_codes_are_refused():
+    with pytest.raises(VocabError, match="must be integers"):
+        VOCAB.codes_to_ids(np.array([1.0, 2.0]))
+    with pytest.raises(VocabError, match="must be integers"):
+        VOCAB.codes_to_ids(torch.tensor([1.0]))
+
+
+def test_speech_token_strings():
+    assert VOCAB.speech_token(0) == "<|s_0|>"
+    assert VOCAB.speech_token(65535) == "<|s_65535|>"
+    assert VOCAB.speech_token_stop == 1002 + 65536
+    assert VOCAB.vocab_size % 128 == 0
+
+
+def test_save_and_load(tmp_path):
+    path = VOCAB.save(tmp_path)
+    assert path == tmp_path / VOCAB_FILE
+    assert SpeechVocab.load(tmp_path) == VOCAB
+    assert SpeechVocab.load(path) == VOCAB
+    assert [p.name for p in tmp_path.iterdir()] == [VOCAB_FILE]  # no temp file left behind
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(VocabError, match=rf"{tmp_path}/sts_vocab.json: no such file.*sts-extend-tokenizer"):
+        SpeechVocab.load(tmp_path)
+    (tmp_path / VOCAB_FILE).write_text("{not json")
+    with pytest.raises(VocabError, match="cannot read"):
+        SpeechVocab.load(tmp_path)
+    (tmp_path / VOCAB_FILE).write_text(json.dumps({**VOCAB.__dict__, "surprise": 1}))
+    with pytest.raises(VocabError, match="not a version-1"):
+        SpeechVocab.load(tmp_path)
+    (tmp_path / VOCAB_FILE).write_text(json.dumps({**VOCAB.__dict__, "speech_token_offset": 10}))
+    with pytest.raises(VocabError, match=r"sts_vocab.json: speech block \[10, "):
+        SpeechVocab.load(tmp_path)
+
+
+def test_inconsistent_layouts_are_refused():
+    fields = dict(VOCAB.__dict__)
+    with pytest.raises(VocabError, match="speech block"):
+        SpeechVocab(**{**fields, "vocab_size": 1002 + 65535})
+    with pytest.raises(VocabError, match="speech_start_id"):
+        SpeechVocab(**{**fields, "speech_start_id": 5000})
+    with pytest.raises(VocabError, match="speech_end_id"):
+        SpeechVocab(**{**fields, "speech_end_id": 10})

@@ -1,0 +1,189 @@
+"""Extend a Hugging Face causal LM with speech tokens: tokenizer, embeddings and `sts_vocab.json`.
+
+    sts-extend-tokenizer LiquidAI/LFM2-350M runs/lfm2-350m-speech --num-speech-tokens 65536
+
+or from Python:
+
+    from tokenizer_ext import ExtendConfig, extend_tokenizer
+    vocab = extend_tokenizer(ExtendConfig("LiquidAI/LFM2-350M", Path("runs/lfm2-350m-speech")))
+
+Adds `<|speech_start|>`, `<|speech_end|>` and `<|s_0|>`...`<|s_{n-1}|>` as one contiguous id block right
+after the base tokenizer's last id (see `sts.vocab` for the layout). New embedding rows start at the
+mean of the base model's rows, so their first logits are ordinary rather than huge or tiny; the
+total is padded to a multiple of 128 for tensor-core friendly matmuls. Tied input/output
+embeddings stay tied. The output folder loads with plain `AutoModelForCausalLM.from_pretrained`
+and `AutoTokenizer.from_pretrained`, and holds `sts_vocab.json` and `extend_config.yaml`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from sts.config import save_config
+from sts.vocab import (
+    SPEECH_END_TOKEN,
+    SPEECH_START_TOKEN,
+    SPEECH_TOKEN_FORMAT,
+    VOCAB_FILE,
+    SpeechVocab,
+    round_up,
+)
+
+# Written for this project: ordinary text whose tokenization must not change (see verify_extension).
+CHECK_SENTENCES = (
+    "The train to Osaka leaves from platform 3 at 10:45.",
+    "Could you tell me where the museum is?",
+    "駅の近くに新しいカフェができました。",
+    "明日の会議は午後二時からです、よろしくお願いします。",
+    "Mixed 日本語 and English, with numbers 123 and symbols <|not a token|>.",
+)
+
+
+class AlreadyExtendedError(ValueError):
+    """The base model already has speech tokens."""
+
+
+@dataclass
+class ExtendConfig:
+    """Add the speech tokens of a codec to a causal LM and save the result as a complete HF folder."""
+
+    base_model: tyro.conf.Positional[str]
+    """Hugging Face id or local directory of the causal LM to extend (e.g. LiquidAI/LFM2-350M)."""
+    out_dir: tyro.conf.Positional[Path]
+    """Output directory; must not exist unless --overwrite."""
+    num_speech_tokens: int = 65536
+    """Speech tokens to add: the codec's codebook size (XCodec2: 65,536)."""
+    pad_to_multiple_of: int = 128
+    """Pad the embedding matrix to a multiple of this many rows."""
+    codec: str = "HKUSTAudio/xcodec2-hf"
+    """Codec whose codes the speech tokens stand for (recorded in sts_vocab.json)."""
+    frame_rate: float = 50.0
+    """Codes per second of that codec (recorded in sts_vocab.json)."""
+    overwrite: bool = False
+    """Replace out_dir if it exists."""
+
+
+def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
+    """Extend `cfg.base_model` and write it to `cfg.out_dir`; returns the vocabulary contract.
+
+    The folder is written under a temporary name and renamed at the end, so an interrupted run
+    leaves no half-written model under `out_dir`.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(cfg.out_dir)
+    if out_dir.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    if (Path(cfg.base_model) / VOCAB_FILE).exists():
+        raise AlreadyExtendedError(f"{cfg.base_model}: already extended (it has {VOCAB_FILE})")
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+    base_tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+    first_speech = SPEECH_TOKEN_FORMAT.format(0)
+    if first_speech in tokenizer.get_vocab() or SPEECH_START_TOKEN in tokenizer.get_vocab():
+        raise AlreadyExtendedError(
+            f"{cfg.base_model}: its tokenizer already has {first_speech}/{SPEECH_START_TOKEN}"
+        )
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype="auto")
+
+    vocab = add_speech_tokens(tokenizer, cfg)
+    vocab = SpeechVocab(
+        **{**vocab.__dict__, "vocab_size": resize_embeddings(model, vocab, cfg.pad_to_multiple_of)}
+    )
+    verify_extension(base_tokenizer, tokenizer, vocab)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        vocab.save(staging)
+        save_config(cfg, staging / "extend_config.yaml")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return vocab
+
+
+def add_speech_tokens(tokenizer, cfg: ExtendConfig) -> SpeechVocab:
+    """Add the markers and the speech block to `tokenizer` in place; `vocab_size` is provisional."""
+    from tokenizers import AddedToken
+
+    text_vocab_size = len(tokenizer)
+    markers = [SPEECH_START_TOKEN, SPEECH_END_TOKEN]
+    speech = [SPEECH_TOKEN_FORMAT.format(k) for k in range(cfg.num_speech_tokens)]
+    # special=True: atomic, never split or normalized, and skipped when decoding text.
+    tokenizer.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in markers + speech], special_tokens=True
+    )
+    ids = tokenizer.convert_tokens_to_ids(markers + speech)
+    expected = list(range(text_vocab_size, text_vocab_size + len(ids)))
+    if ids != expected:
+        raise RuntimeError(
+            f"{cfg.base_model}: the tokenizer did not give the new tokens one contiguous id block"
+        )
+    return SpeechVocab(
+        speech_token_offset=text_vocab_size + len(markers),
+        num_speech_tokens=cfg.num_speech_tokens,
+        speech_start_id=ids[0],
+        speech_end_id=ids[1],
+        text_vocab_size=text_vocab_size,
+        vocab_size=round_up(len(tokenizer), cfg.pad_to_multiple_of),
+        codec=cfg.codec,
+        frame_rate=cfg.frame_rate,
+        base_model=cfg.base_model,
+    )
+
+
+def resize_embeddings(model, vocab: SpeechVocab, pad_to_multiple_of: int) -> int:
+    """Resize to hold every new id, rows from `text_vocab_size` on set to the old rows' mean.
+
+    The base may have more embedding rows than tokenizer entries (padding rows) or fewer; either
+    way, every row a new token or the padding uses starts at the mean of the rows the base
+    tokenizer can reach. Returns the new number of rows.
+    """
+    import torch
+
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    new_rows = round_up(max(vocab.speech_token_stop, old_rows), pad_to_multiple_of)
+    trained_rows = min(vocab.text_vocab_size, old_rows)
+    model.resize_token_embeddings(new_rows, mean_resizing=False)
+    with torch.no_grad():
+        matrices = [model.get_input_embeddings().weight]
+        output = model.get_output_embeddings()
+        if output is not None and output.weight is not matrices[0]:
+            matrices.append(output.weight)
+        for weight in matrices:
+            weight[vocab.text_vocab_size :] = weight[:trained_rows].mean(dim=0, keepdim=True)
+        bias = getattr(output, "bias", None)
+        if bias is not None:
+            bias[vocab.text_vocab_size :] = bias[:trained_rows].mean()
+    if model.config.get_text_config().tie_word_embeddings and output is not None:
+        assert output.weight is model.get_input_embeddings().weight, "tied embeddings came untied"
+    return new_rows
+
+
+def verify_extension(base_tokenizer, tokenizer, vocab: SpeechVocab, sentences=CHECK_SENTENCES) -> None:
+    """Raise if ordinary text tokenizes differently or any `<|s_k|>` is not id `offset + k`."""
+    for text in sentences:
+        before = base_tokenizer(text, add_special_tokens=False).input_ids
+        after = tokenizer(text, add_special_tokens=False).input_ids
+        if before != after:
+            raise RuntimeError(f"extension changed the tokenization of {text!r}: {before} -> {after}")
+    speech = [vocab.speech_token(k) for k in range(vocab.num_speech_tokens)]
+    ids = tokenizer.convert_tokens_to_ids(speech)
+    if ids != list(range(vocab.speech_token_offset, vocab.speech_token_stop)):
+        raise RuntimeError("speech token strings do not map to offset + k")
+    for token, marker_id in (
+        (vocab.speech_start_token, vocab.speech_start_id),
+        (vocab.speech_end_token, vocab.speech_end_id),
+    ):
+        if tokenizer.convert_tokens_to_ids(token) != marker_id:
+            raise RuntimeError(f"{token} does not map to id {marker_id}")
