@@ -1,0 +1,35 @@
+# Quick start: `make run` (the main job) and `make test`; each creates .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; a GPU machine installs its CUDA torch first (see README) and skips this.
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+RUN_DIR ?= runs/tiny
+
+.PHONY: install run test test-fast lint clean
+
+$(BIN)/sts: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)" --extra-index-url $(TORCH_INDEX)
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+install: $(BIN)/sts
+
+run: install
+	$(BIN)/sts tiny-run $(RUN_DIR)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,99 @@
+"""The seams of the corpus builder: what an MT backend, a TTS backend and a check look like.
+
+The pipeline (`corpus_builder.pipeline`) only talks to these; each backend lives in its own
+module and imports its heavy packages inside its constructor. A backend never raises for one bad
+row: it returns a result with a `drop_reason`, and the pipeline counts drops by reason.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class MTResult:
+    text: str | None
+    """The translation; None when dropped."""
+    drop_reason: str | None = None
+    """Why there is no translation, e.g. "mt_empty", "mt_error"."""
+
+
+class MTBackend(ABC):
+    """Translates batches of sentences between `sts.LANGUAGES`."""
+
+    name: str
+    """Recorded in the `mt_backend` column and the corpus card, e.g. "hf:LiquidAI/LFM2-350M-ENJP-MT"."""
+
+    @abstractmethod
+    def translate(
+        self,
+        texts: Sequence[str],
+        src_lang: str,
+        tgt_lang: str,
+        contexts: Sequence[list[tuple[str, str]]] | None = None,
+    ) -> list[MTResult]:
+        """One result per text, in order. `contexts[i]`: previous (source, translation) pairs of the same recording."""
+
+
+@dataclass
+class TTSRequest:
+    text: str
+    """What to say."""
+    lang: str
+    """Language of `text` ("ja" | "en")."""
+    prompt_audio: np.ndarray | None = None
+    """`[N]` float32 16 kHz clip whose voice to keep (voice-preserving mode), or None."""
+    prompt_text: str | None = None
+    """Transcript of `prompt_audio`."""
+
+
+@dataclass
+class TTSResult:
+    audio: np.ndarray | None
+    """`[N]` float32 waveform at `sample_rate`; None when dropped."""
+    sample_rate: int
+    drop_reason: str | None = None
+    """Why there is no audio, e.g. "tts_no_end_marker", "tts_empty", "tts_error"."""
+
+
+class TTSBackend(ABC):
+    """Synthesizes batches of sentences."""
+
+    name: str
+    """Recorded in the `tts_backend` column and the corpus card, e.g. "llasa:HKUSTAudio/Llasa-1B"."""
+    languages: tuple[str, ...]
+    """Languages this backend can speak."""
+
+    @abstractmethod
+    def synthesize(self, requests: Sequence[TTSRequest]) -> list[TTSResult]:
+        """One result per request, in order."""
+
+
+@dataclass
+class CheckInput:
+    src_audio: np.ndarray | None
+    """`[N]` float32 16 kHz source clip (None for text-only sources)."""
+    tgt_audio: np.ndarray
+    """`[N]` float32 16 kHz synthesized target."""
+    tgt_text: str
+    tgt_lang: str
+
+
+class Check(ABC):
+    """Scores synthesized rows; the pipeline stores the score in `column` and drops rows past `threshold`."""
+
+    name: str
+    column: str
+    """Shard column the score goes into ("tgt_asr_error" or "speaker_similarity")."""
+
+    @abstractmethod
+    def score(self, rows: Sequence[CheckInput]) -> list[float]:
+        """One score per row (NaN where it cannot be scored, e.g. no source audio)."""
+
+    @abstractmethod
+    def passes(self, score: float) -> bool:
+        """Whether a row with this score is kept (NaN always passes: unchecked is not bad)."""
