@@ -1,0 +1,74 @@
+"""`sts`: the umbrella command. `sts STAGE ...` runs a stage's own command line.
+
+    sts --help
+    sts extend-tokenizer LiquidAI/LFM2-350M runs/lfm2-350m-speech
+    sts tiny-run runs/tiny
+
+Each stage is also installed as its own script (`sts-extend-tokenizer`, ...); both spellings run
+the same `main`. Only stages that work are listed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module with main(args), one-line description, stand-alone script or None)
+STAGES: dict[str, tuple[str, str, str | None]] = {
+    "extend-tokenizer": (
+        "tokenizer_ext.cli",
+        "add the 65,536 speech tokens to a causal LM (tokenizer, embeddings, sts_vocab.json)",
+        "sts-extend-tokenizer",
+    ),
+    "tiny-run": (
+        "sts.smoke_cli",
+        "run every existing stage end to end on tiny random models (no download)",
+        None,
+    ),
+}
+
+# The whole pipeline, for orientation; stages not in STAGES are marked as not yet available.
+PIPELINE = [
+    ("1. corpus", "sts-build-corpus", "Emilia / local speech -> MT -> TTS -> checks -> Parquet shards"),
+    ("2. speech codes", "sts-encode", "audio -> XCodec2 codes (50 per second)"),
+    ("3. vocabulary", "sts-extend-tokenizer", "base LM + speech tokens"),
+    ("4. training", "sts-train cpt|sft", "continual pre-training, multitask SFT"),
+    ("5. inference", "sts-infer", "in.wav --to en -o out.wav"),
+    ("6. evaluation", "sts-eval", "ASR-BLEU, CER, speaker similarity"),
+]
+
+
+def usage() -> str:
+    from sts import __version__
+
+    width = max(map(len, STAGES))
+    lines = [f"usage: sts STAGE [ARGS...]   (sts {__version__})", "", "stages available in this version:"]
+    lines += [f"  {name:<{width}}  {description}" for name, (_, description, _) in STAGES.items()]
+    lines += ["", "`sts STAGE --help` shows a stage's options.", "", "pipeline:"]
+    scripts = {script for _, _, script in STAGES.values()}
+    for step, command, what in PIPELINE:
+        status = "" if command in scripts else "  (not yet available)"
+        lines.append(f"  {step:<16} {command:<22} {what}{status}")
+    return "\n".join(lines)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if args is None else args)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from sts import __version__
+
+        print(__version__)
+        return 0
+    if args[0] not in STAGES:
+        print(f"sts: unknown stage {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[args[0]][0])
+    return module.main(args[1:]) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

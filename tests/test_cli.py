@@ -1,0 +1,43 @@
+import json
+import subprocess
+import sys
+
+import soundfile as sf
+
+from sts.cli import STAGES, main
+
+
+def test_sts_help_lists_the_stages(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for stage in STAGES:
+        assert stage in out
+    assert "sts-build-corpus" in out and "not yet available" in out
+
+
+def test_unknown_stage_is_an_error(capsys):
+    assert main(["translate-everything"]) == 2
+    assert "unknown stage 'translate-everything'" in capsys.readouterr().err
+
+
+def test_installed_console_scripts_run():
+    bindir = __import__("pathlib").Path(sys.executable).parent
+    out = subprocess.run([bindir / "sts", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "extend-tokenizer" in out
+    out = subprocess.run(
+        [bindir / "sts-extend-tokenizer", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--num-speech-tokens" in out.stdout
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    assert main(["tiny-run", str(tmp_path), "--steps", "40"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["loss"]["last"] < report["loss"]["first"] / 2
+    # 1.2 s and 0.8 s of audio at 16 kHz: N // 320 + 1 codes each
+    assert report["codes"] == {"source": 61, "target": 41, "frame_rate": 50.0}
+    generation = report["generation"]
+    assert generation["codes"] > 0 and generation["stray_ids"] == 0
+    audio, rate = sf.read(tmp_path / "translation.wav")
+    assert rate == 16000 and len(audio) == generation["codes"] * 320
+    assert sf.info(tmp_path / "source.wav").frames == 19200
