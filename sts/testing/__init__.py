@@ -3,6 +3,8 @@
     from sts.testing import save_tiny_lfm2, save_tiny_xcodec2
     lm_dir = save_tiny_lfm2(tmp_path / "lm")          # Lfm2ForCausalLM + tokenizer, ~0.2M params
     codec_dir = save_tiny_xcodec2(tmp_path / "codec")  # Xcodec2Model, hop 320, 1,024 codes
+
+Every test of every stage builds its models with these.
 """
 
 import importlib
