@@ -1,19 +1,27 @@
-"""Speech codecs: waveforms <-> int32 code streams (`Codec`), XCodec2 by default.
+"""Speech codecs: waveforms <-> int32 code streams behind one interface (`Codec`), XCodec2 by default.
 
-from sts.codec import load_codec
-codec = load_codec("HKUSTAudio/xcodec2-hf", device="cuda")
-codes = codec.encode([wav])[0]          # [T] int32, 50 per second
+    from sts.codec import load_codec
+    codec = load_codec("HKUSTAudio/xcodec2-hf", device="cuda")   # or a local checkpoint directory
+    codes = codec.encode([wav])[0]      # [N] float32 16 kHz -> [N // 320 + 1] int32, 50 per second
+    wav = codec.decode([codes])[0]      # -> [len(codes) * 320] float32
+
+Importing `sts.codec` loads neither torch nor transformers; `XCodec2Codec` loads them on first use.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from sts.codec.base import Codec
+
+if TYPE_CHECKING:
+    from sts.codec.xcodec2 import XCodec2Codec
 
 __all__ = ["Codec", "XCodec2Codec", "load_codec"]
 
 
 def __getattr__(name: str):
-    # Lazy: `import sts.codec` must not import torch/transformers.
     if name == "XCodec2Codec":
         from sts.codec.xcodec2 import XCodec2Codec
 
@@ -21,8 +29,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'sts.codec' has no attribute {name!r}")
 
 
-def load_codec(name_or_path: str, **kwargs) -> Codec:
-    """The codec for a Hugging Face id or local directory (XCodec2 is the only one so far)."""
+def load_codec(name_or_path: str | Path, **kwargs) -> Codec:
+    """The codec for a Hugging Face id or local checkpoint directory; `kwargs` go to its constructor.
+
+    XCodec2 is the only codec so far (`XCodec2Codec`: device, dtype, batch_size, ...).
+    """
     from sts.codec.xcodec2 import XCodec2Codec
 
     return XCodec2Codec(name_or_path, **kwargs)

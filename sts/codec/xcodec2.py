@@ -1,29 +1,39 @@
 """XCodec2 through transformers' `Xcodec2Model`: 16 kHz speech <-> one stream of 65,536 codes at 50/s.
 
     from sts.codec import XCodec2Codec
-    codec = XCodec2Codec("HKUSTAudio/xcodec2-hf", device="cuda", dtype="bfloat16")   # or a local dir
-    codes = codec.encode([wav_a, wav_b])        # [N_i] float32 16 kHz -> [T_i] int32, T_i = N_i // 320 + 1
-    wavs = codec.decode(codes)                   # [T_i] -> [T_i * 320] float32
+    codec = XCodec2Codec("HKUSTAudio/xcodec2-hf", device="cuda")   # a hub id or a local directory
+    codes = codec.encode([wav_a, wav_b])    # [N_i] float 16 kHz in [-1, 1] -> [T_i] int32, T_i = N_i // 320 + 1
+    wavs = codec.decode(codes)              # [T_i] int -> [T_i * 320] float32
 
-Code count. Like `Xcodec2FeatureExtractor`, a clip of N samples is extended by one zero sample
-and rounded up to a multiple of the 320-sample hop, so it yields exactly `N // 320 + 1` codes
-(10.0 s -> 501). The model's own `audio_codes_mask` counts `(N + 1) // 320`, one fewer whenever
-N + 1 is not a multiple of 320, which drops the last, partly covered frame; we keep it, so a
-clip's codes are the same whether it is encoded alone or in a batch.
+Code count. Like `Xcodec2FeatureExtractor`, a clip of N samples gets one zero sample appended and is
+rounded up to a multiple of the 320-sample hop, and the model gives one code per hop: exactly
+`N // 320 + 1` codes (10.0 s -> 501), whether the clip is encoded alone or in a batch. The model's
+own `audio_codes_mask` counts `(N + 1) // 320`, which drops the last, partly covered frame; we keep
+it, so a clip's codes are those of encoding it alone.
 
-Batching. `encode` sorts clips by length and batches neighbours (`batch_size`, at most
-`max_batch_seconds` of padded audio). By default (`exact_batches=True`) only clips with the same
-code count share a batch: their padded inputs are then the same as one by one, so the codes are
-identical to one-by-one encoding (tested). With `exact_batches=False` neighbours of different
-lengths share a batch too: the semantic encoder is masked, but the acoustic encoder's
-convolutions and the semantic adapter see a shorter clip's zero padding near its end, so its last
-frames can differ. Measured on the tiny random codec: 48 clips of 1-6 s in batches of 8, 98.4 % of
-codes identical; 12 clips of 0.5-3 s in batches of 6 (four seeds), 96.2-98.6 %; every mismatch
-within a clip's last 10 frames (0.2 s). `tests/test_codec.py` keeps that bound (>= 95 %, last
-10 frames). Not yet measured on the real checkpoint (no hub access where this was written).
+Batching. `encode` sorts clips by length and batches neighbours: at most `batch_size` clips and
+`max_batch_seconds` of padded audio per forward pass, and no clip shorter than the batch's longest
+by more than `max_pad_ratio`. Clips of equal code count get exactly their one-by-one codes (their
+padded inputs are the same). A shorter clip's last frames can differ: the semantic encoder is
+masked, but the convolutions of the acoustic encoder and of the semantic adapter see the batch's
+padding where, alone, they would see the clip's edge. Its pre-quantization latents move only in its
+last 14 frames (0.28 s, the acoustic stack's receptive field, the same kernels in the full-size
+model), by the same amount whether the padding is one hop or many. Measured on the tiny random
+codec, padded batches of 4 against one-by-one encoding: 48 clips of 1-4 s (3 seeds) keep 98.8 % of
+their codes, 99.98 % outside their last 13 frames (one flip at an FSQ rounding boundary in 5,400
+codes); 16 clips of 5-10 s keep 99.45 %, 100 % outside the last 13. Mismatch rate by position from
+the end, last frame first, 1-4 s: 50, 23, 12, 8, 21, 12, 12, 6, 0, 2, 0 ... %; 5-10 s: 50, 31, 25,
+19, 25, 25, 12, 12, 6, 0 ... %. That is ~2 codes per clip: a 10 s clip keeps ~99.5 %. (Random
+weights: the trained codec's rate may differ, its 14-frame reach does not.) `max_pad_ratio=0`
+batches only equal code counts and reproduces one-by-one encoding exactly (on CPU; GPU kernels may
+round differently for different batch sizes).
 
-`decode` is exact: the decoder's GroupNorm and unmasked transformer mix every frame with every
-other, so only clips with the same number of codes share a batch. The output has `T * 320` samples.
+Decoding is exact: the decoder's GroupNorm and unmasked transformer mix all frames of a clip, so
+only clips with the same code count share a batch. T codes decode to exactly `T * 320` samples
+(the ISTFT head gives `(T - 1) * 320 + n_fft - 2 * (n_fft - 320) / 2`).
+
+Semantic features come from `Xcodec2FeatureExtractor` when torchaudio imports and otherwise from
+`sts.codec.features` (the same kaldi fbank in plain torch, on the codec's device; within 5e-5).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sts.codec.base import Codec
 from sts.codec.features import HOP, padded_length, xcodec2_inputs
@@ -40,34 +51,41 @@ DEFAULT_MODEL = "HKUSTAudio/xcodec2-hf"
 
 
 class XCodec2Codec(Codec):
-    """XCodec2 (transformers' port), batched with length bucketing."""
+    """XCodec2 (transformers' port), batched by length."""
 
     sample_rate = 16000
+    hop_length = HOP
+    """Samples per code."""
 
     def __init__(
         self,
         model: str | Path = DEFAULT_MODEL,
         *,
-        device: str = "cpu",
-        dtype: str = "float32",
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
         batch_size: int = 8,
         max_batch_seconds: float = 240.0,
-        exact_batches: bool = True,
+        max_pad_ratio: float = 0.1,
     ):
         """
         Args:
             model: Hugging Face id or local directory of an `Xcodec2Model` checkpoint.
-            device: torch device to run on ("cpu", "cuda", "cuda:1", ...).
-            dtype: weights and activations dtype ("float32", "bfloat16", "float16").
+            device: where the model runs ("cpu", "cuda", "cuda:1", ...).
+            dtype: weights' and activations' dtype; float32 is the reference, bfloat16 halves memory
+                (codes may then differ where a latent lies near an FSQ rounding boundary).
             batch_size: most clips per forward pass.
             max_batch_seconds: most padded audio per forward pass, in seconds (bounds memory).
-            exact_batches: batch only clips with the same code count, so every clip's codes equal
-                its one-by-one encoding; False also batches neighbours of different lengths
-                (fuller batches, last frames may differ; see the module docstring).
+            max_pad_ratio: a clip joins a batch only if it is at least `1 - max_pad_ratio` times as
+                long as the batch's longest; 0 batches only clips with the same code count, whose
+                codes then equal their one-by-one encoding exactly (see the module docstring).
         """
-        import torch
         from transformers import Xcodec2Model
 
+        if batch_size < 1 or max_batch_seconds <= 0 or not 0 <= max_pad_ratio <= 1:
+            raise ValueError(
+                f"need batch_size >= 1, max_batch_seconds > 0 and 0 <= max_pad_ratio <= 1, got "
+                f"{batch_size}, {max_batch_seconds}, {max_pad_ratio}"
+            )
         self.name = str(model)
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -75,84 +93,80 @@ class XCodec2Codec(Codec):
         config = self.model.config
         if config.hop_length != HOP or config.sampling_rate != self.sample_rate:
             raise ValueError(
-                f"{model}: expected hop {HOP} at 16 kHz, got hop {config.hop_length} at {config.sampling_rate}"
+                f"{model}: expected hop {HOP} at {self.sample_rate} Hz, "
+                f"got hop {config.hop_length} at {config.sampling_rate} Hz"
             )
         self.frame_rate = self.sample_rate / HOP
         self.codebook_size = int(np.prod(config.quantization_levels))
         self.batch_size = batch_size
         self.max_batch_samples = int(max_batch_seconds * self.sample_rate)
-        self.exact_batches = exact_batches
+        self.max_pad_ratio = max_pad_ratio
         self._torchaudio_extractor = _torchaudio_feature_extractor()
+
+    def __repr__(self) -> str:
+        return f"XCodec2Codec({self.name!r}, device={str(self.device)!r}, dtype={self.dtype})"
 
     def num_codes(self, num_samples: int) -> int:
         return num_samples // HOP + 1
 
+    @torch.inference_mode()
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
-        import torch
-
-        waveforms = [_checked_waveform(w, i) for i, w in enumerate(waveforms)]
-        codes: list[np.ndarray | None] = [None] * len(waveforms)
-        for batch in self._batches([len(w) for w in waveforms]):
+        """Clips `[N_i]` float at 16 kHz -> codes `[N_i // 320 + 1]` int32, in input order."""
+        waveforms = [_checked_waveform(w, i) for i, w in enumerate(_as_list(waveforms, "waveforms"))]
+        codes: list[np.ndarray] = [np.empty(0, np.int32)] * len(waveforms)
+        lengths = [padded_length(len(w)) for w in waveforms]
+        for batch in self._batches(lengths, self.max_pad_ratio):
             inputs = self._model_inputs([waveforms[i] for i in batch])
-            with torch.inference_mode():
-                out = self.model.encode(**inputs)
-            batch_codes = out.audio_codes[:, 0].cpu().numpy().astype(np.int32)  # [B, T_max]
+            batch_codes = self.model.encode(**inputs).audio_codes[:, 0].cpu().numpy()  # [B, T_max]
             for row, i in enumerate(batch):
-                codes[i] = batch_codes[row, : self.num_codes(len(waveforms[i]))].copy()
+                codes[i] = batch_codes[row, : self.num_codes(len(waveforms[i]))].astype(np.int32)
         return codes
 
+    @torch.inference_mode()
     def decode(self, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
-        import torch
-
-        codes = [self._checked_codes(c, i) for i, c in enumerate(codes)]
-        waveforms: list[np.ndarray | None] = [None] * len(codes)
-        by_length: dict[int, list[int]] = {}
-        for i, c in enumerate(codes):
-            by_length.setdefault(len(c), []).append(i)
-        for length, members in by_length.items():
-            for start in range(0, len(members), self.batch_size):
-                batch = members[start : start + self.batch_size]
-                stacked = torch.from_numpy(np.stack([codes[i] for i in batch]).astype(np.int64))
-                with torch.inference_mode():
-                    audio = self.model.decode(audio_codes=stacked[:, None].to(self.device)).audio_values
-                audio = audio[:, 0, : length * HOP].float().cpu().numpy()
-                for row, i in enumerate(batch):
-                    waveforms[i] = audio[row].copy()
+        """Codes `[T_i]` int in `[0, codebook_size)` -> waveforms `[T_i * 320]` float32 at 16 kHz."""
+        codes = [self._checked_codes(c, i) for i, c in enumerate(_as_list(codes, "codes"))]
+        waveforms: list[np.ndarray] = [np.empty(0, np.float32)] * len(codes)
+        for batch in self._batches([len(c) * HOP for c in codes], max_pad_ratio=0.0):
+            num_frames = len(codes[batch[0]])
+            stacked = torch.from_numpy(np.stack([codes[i] for i in batch]).astype(np.int64))  # [B, T]
+            audio = self.model.decode(audio_codes=stacked[:, None].to(self.device)).audio_values
+            audio = audio[:, 0, : num_frames * HOP].float().cpu().numpy()  # [B, T * 320]
+            for row, i in enumerate(batch):
+                waveforms[i] = audio[row]
         return waveforms
 
-    def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
-        """Indices of clips in length order, cut into batches bounded by count and padded samples."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    def _batches(self, lengths: list[int], max_pad_ratio: float) -> Iterator[list[int]]:
+        """Clip indices, longest first, cut into batches by count, padded samples and padding ratio."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
         batch: list[int] = []
         for i in order:
             if batch:
-                longest = padded_length(lengths[batch[0]])
-                full = len(batch) == self.batch_size or longest * (len(batch) + 1) > self.max_batch_samples
-                if full or (self.exact_batches and padded_length(lengths[i]) != longest):
+                longest = lengths[batch[0]]
+                if (
+                    len(batch) == self.batch_size
+                    or longest * (len(batch) + 1) > self.max_batch_samples
+                    or lengths[i] < (1 - max_pad_ratio) * longest
+                ):
                     yield batch
                     batch = []
             batch.append(i)
         if batch:
             yield batch
 
-    def _model_inputs(self, waveforms: list[np.ndarray]) -> dict:
-        import torch
-
+    def _model_inputs(self, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
         if self._torchaudio_extractor is not None:
-            inputs = self._torchaudio_extractor(
-                waveforms, sampling_rate=self.sample_rate, return_tensors="pt"
+            inputs = dict(
+                self._torchaudio_extractor(
+                    waveforms, sampling_rate=self.sample_rate, return_tensors="pt", device=str(self.device)
+                )
             )
-            names = ("input_values", "padding_mask", "input_features", "input_features_mask")
-            arrays = [inputs[name] for name in names]
         else:
-            arrays = [torch.from_numpy(a) for a in xcodec2_inputs(waveforms)]
-        values, padding_mask, features, features_mask = arrays
-        return {
-            "input_values": values.to(self.device, self.dtype),
-            "padding_mask": padding_mask.to(self.device),
-            "input_features": features.to(self.device, self.dtype),
-            "input_features_mask": features_mask.to(self.device),
-        }
+            inputs = xcodec2_inputs(waveforms, device=self.device)
+        inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
+        for name in ("input_values", "input_features"):
+            inputs[name] = inputs[name].to(self.dtype)
+        return inputs
 
     def _checked_codes(self, codes: np.ndarray, index: int) -> np.ndarray:
         codes = np.asarray(codes)
@@ -162,9 +176,16 @@ class XCodec2Codec(Codec):
             )
         if codes.min() < 0 or codes.max() >= self.codebook_size:
             raise ValueError(
-                f"codes #{index}: values must lie in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}]"
+                f"codes #{index}: values must lie in [0, {self.codebook_size}), "
+                f"got [{codes.min()}, {codes.max()}]"
             )
         return codes
+
+
+def _as_list(items: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    if isinstance(items, np.ndarray | torch.Tensor):  # a lone clip would be iterated sample by sample
+        raise TypeError(f"{what}: pass a list of 1-D arrays (one per clip), got one {type(items).__name__}")
+    return list(items)
 
 
 def _checked_waveform(waveform: np.ndarray, index: int) -> np.ndarray:
@@ -179,10 +200,10 @@ def _checked_waveform(waveform: np.ndarray, index: int) -> np.ndarray:
 
 
 def _torchaudio_feature_extractor():
-    """XCodec2's own feature extractor when torchaudio imports, else None (use the numpy path)."""
+    """XCodec2's own feature extractor when torchaudio imports, else None (use `sts.codec.features`)."""
     try:
         import torchaudio  # noqa: F401
         from transformers import Xcodec2FeatureExtractor
-    except Exception:  # a missing or broken torchaudio: several error types
+    except Exception:  # missing, or installed beside an incompatible torch: several error types
         return None
     return Xcodec2FeatureExtractor()
