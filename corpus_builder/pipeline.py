@@ -1,0 +1,216 @@
+"""Source rows -> filters -> MT -> TTS -> checks -> shard rows (`corpus_builder.schema`).
+
+    from corpus_builder.pipeline import PipelineConfig, process_rows
+    for outcome in process_rows(source_rows, mt=mt, tts=tts, checks=checks, cfg=PipelineConfig()):
+        outcome.row or outcome.drop_reason        # a shard row dict, or why the utterance was dropped
+
+Rows are processed in batches of `batch_size` (MT and TTS each see the whole batch, grouped by
+language pair); every input row yields exactly one `Outcome`, in input order. Nothing about one bad
+row is fatal: undecodable audio, empty text, an empty translation, a TTS that never stops or a
+failed check each become a drop reason. Audio is stored as FLAC bytes: the source at 16 kHz (what
+the codec reads), the target at the TTS's own rate.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from corpus_builder.interfaces import Check, CheckInput, MTBackend, TTSBackend, TTSRequest
+from corpus_builder.mt import ReferenceMT
+from corpus_builder.sources import SourceConfig, SourceRow, audio_drop_reason, duration_reason, filter_reason
+from sts.audio import SAMPLE_RATE, AudioError
+
+
+@dataclass
+class PipelineConfig:
+    """How rows are batched and synthesized."""
+
+    batch_size: int = 32
+    """Rows per MT/TTS batch."""
+    voice_preserving: bool = False
+    """Prompt the TTS with the source clip and its transcript so the target keeps the speaker's voice."""
+    filters: SourceConfig = field(default_factory=SourceConfig)
+    """The source config whose filter fields (languages, durations, DNSMOS, text length) apply."""
+
+
+@dataclass
+class Outcome:
+    id: str
+    row: dict | None = None
+    """A shard row (`corpus_features()` columns), or None when dropped."""
+    drop_reason: str | None = None
+    src_lang: str = ""
+    tgt_lang: str = ""
+
+
+@dataclass
+class _Work:
+    src: SourceRow
+    tgt_lang: str
+    src_audio: np.ndarray | None = None  # [N] float32 16 kHz
+    tgt_text: str | None = None
+    tgt_audio: np.ndarray | None = None  # [N] float32 at tgt_rate
+    tgt_rate: int = SAMPLE_RATE
+    scores: dict = field(default_factory=dict)
+    drop: str | None = None
+
+
+def other_language(lang: str) -> str:
+    return "en" if lang == "ja" else "ja"
+
+
+def flac_bytes(waveform: np.ndarray, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(waveform, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def to_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    if sample_rate == SAMPLE_RATE:
+        return waveform.astype(np.float32, copy=False)
+    return soxr.resample(waveform, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+
+
+def process_rows(
+    rows: Iterable[SourceRow],
+    *,
+    mt: MTBackend,
+    tts: TTSBackend,
+    checks: Sequence[Check] = (),
+    cfg: PipelineConfig | None = None,
+    seen_ids: set[str] | None = None,
+) -> Iterator[Outcome]:
+    """One `Outcome` per input row, in order. `seen_ids` (shared across calls) drops duplicate ids."""
+    cfg = cfg or PipelineConfig()
+    seen_ids = set() if seen_ids is None else seen_ids
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, cfg.batch_size)):
+        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids)
+
+
+def _process_batch(batch, mt, tts, checks, cfg, seen_ids) -> list[Outcome]:
+    work = [_prepare(row, cfg, seen_ids) for row in batch]
+    _translate([w for w in work if not w.drop], mt)
+    _synthesize([w for w in work if not w.drop], tts, cfg)
+    _check([w for w in work if not w.drop], checks)
+    return [_outcome(w, mt, tts) for w in work]
+
+
+def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str]) -> _Work:
+    work = _Work(row, other_language(row.lang))
+    if row.id in seen_ids:
+        work.drop = "duplicate_id"
+        return work
+    seen_ids.add(row.id)
+    work.drop = filter_reason(row, cfg.filters)
+    if work.drop:
+        return work
+    try:
+        work.src_audio = row.load_audio()
+    except AudioError as err:
+        work.drop = audio_drop_reason(err)
+        return work
+    if work.src_audio is not None:
+        work.drop = duration_reason(len(work.src_audio) / SAMPLE_RATE, cfg.filters)
+    return work
+
+
+def _translate(work: list[_Work], mt: MTBackend) -> None:
+    if isinstance(mt, ReferenceMT):
+        for w in work:
+            w.tgt_text = (w.src.tgt_text or "").strip() or None
+            w.drop = None if w.tgt_text else "reference_missing"
+        return
+    for (src_lang, tgt_lang), group in _groups(work, lambda w: (w.src.lang, w.tgt_lang)):
+        results = mt.translate([w.src.text.strip() for w in group], src_lang, tgt_lang)
+        for w, result in zip(group, results, strict=True):
+            w.tgt_text = (result.text or "").strip() or None
+            w.drop = None if w.tgt_text else (result.drop_reason or "mt_empty")
+
+
+def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None:
+    for w in work:
+        if w.tgt_lang not in tts.languages or (w.src_audio is None and w.src.lang not in tts.languages):
+            w.drop = "tts_language_unsupported"
+    work = [w for w in work if not w.drop]
+    # Text-only rows: the source side is synthesized first, then used like a recorded clip.
+    text_only = [w for w in work if w.src_audio is None]
+    if text_only:
+        results = tts.synthesize([TTSRequest(w.src.text.strip(), w.src.lang) for w in text_only])
+        for w, result in zip(text_only, results, strict=True):
+            if result.audio is None or len(result.audio) == 0:
+                w.drop = "src_" + (result.drop_reason or "tts_empty")
+            else:
+                w.src_audio = to_16k(result.audio, result.sample_rate)
+    work = [w for w in work if not w.drop]
+    requests = [
+        TTSRequest(w.tgt_text, w.tgt_lang, w.src_audio, w.src.text.strip())
+        if cfg.voice_preserving
+        else TTSRequest(w.tgt_text, w.tgt_lang)
+        for w in work
+    ]
+    for w, result in zip(work, tts.synthesize(requests) if requests else [], strict=True):
+        if result.audio is None or len(result.audio) == 0:
+            w.drop = result.drop_reason or "tts_empty"
+        elif not np.isfinite(result.audio).all():
+            w.drop = "tts_nonfinite"
+        else:
+            w.tgt_audio, w.tgt_rate = result.audio.astype(np.float32, copy=False), result.sample_rate
+
+
+def _check(work: list[_Work], checks: Sequence[Check]) -> None:
+    for check in checks:
+        work = [w for w in work if not w.drop]
+        if not work:
+            return
+        inputs = [
+            CheckInput(
+                w.src_audio if w.src.audio is not None else None,
+                to_16k(w.tgt_audio, w.tgt_rate),
+                w.tgt_text,
+                w.tgt_lang,
+            )
+            for w in work
+        ]
+        for w, score in zip(work, check.score(inputs), strict=True):
+            w.scores[check.column] = float(score)
+            if not check.passes(float(score)):
+                w.drop = f"check_{check.name}"
+
+
+def _groups(work: list[_Work], key) -> Iterator[tuple]:
+    groups: dict = {}
+    for w in work:
+        groups.setdefault(key(w), []).append(w)
+    return iter(groups.items())
+
+
+def _outcome(w: _Work, mt: MTBackend, tts: TTSBackend) -> Outcome:
+    if w.drop:
+        return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang)
+    row = {
+        "id": w.src.id,
+        "src_lang": w.src.lang,
+        "tgt_lang": w.tgt_lang,
+        "src_text": w.src.text.strip(),
+        "tgt_text": w.tgt_text,
+        "src_audio": {"bytes": flac_bytes(w.src_audio, SAMPLE_RATE), "path": f"{w.src.id}.src.flac"},
+        "tgt_audio": {"bytes": flac_bytes(w.tgt_audio, w.tgt_rate), "path": f"{w.src.id}.tgt.flac"},
+        "src_duration": len(w.src_audio) / SAMPLE_RATE,
+        "tgt_duration": len(w.tgt_audio) / w.tgt_rate,
+        "speaker": w.src.speaker,
+        "source": w.src.source,
+        "mt_backend": mt.name,
+        "tts_backend": tts.name,
+        "tgt_asr_error": w.scores.get("tgt_asr_error", math.nan),
+        "speaker_similarity": w.scores.get("speaker_similarity", math.nan),
+    }
+    return Outcome(w.src.id, row, None, w.src.lang, w.tgt_lang)

@@ -1,0 +1,71 @@
+"""`sts-encode`: code columns added to corpus shards with the tiny XCodec2, resumably."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from corpus_builder.cli import main as build_main
+from corpus_builder.encode import EncodeConfig, encode_corpus, main
+from corpus_builder.schema import encoded_features
+from corpus_builder.testing import tone_seconds
+from sts.audio import load_audio
+
+
+@pytest.fixture(scope="module")
+def tiny_codec_dir(tmp_path_factory):
+    from sts.testing import save_tiny_xcodec2
+
+    return save_tiny_xcodec2(tmp_path_factory.mktemp("models") / "tiny-xcodec2")
+
+
+def _corpus(tmp_path):
+    (tmp_path / "ja.txt").write_text("あ\nいいい\nううううう\n", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("a\nbb\ncccc\n", encoding="utf-8")
+    out = tmp_path / "corpus"
+    args = ["--out-dir", str(out), "--source", "text-pairs", "--path", str(tmp_path / "ja.txt"),
+            "--tgt-path", str(tmp_path / "en.txt"), "--mt", "reference", "--tts", "python:corpus_builder.testing:ToneTTS",
+            "--checks", "none", "--rows-per-shard", "2"]  # fmt: skip
+    assert build_main(args) == 0
+    return out
+
+
+def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
+    import datasets
+
+    from sts.codec import load_codec
+
+    out = _corpus(tmp_path)
+    assert main([str(out), "--codec", str(tiny_codec_dir)]) == 0
+    codec = load_codec(str(tiny_codec_dir))
+    rows = [r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert [r["id"] for r in rows] == ["ja-00000000", "ja-00000001", "ja-00000002"]
+    for r in rows:
+        tgt = load_audio(r["tgt_audio"]["bytes"])
+        assert (
+            len(r["tgt_codes"])
+            == codec.num_codes(len(tgt))
+            == int(round(tone_seconds(r["tgt_text"]) * 16000)) // 320 + 1
+        )
+        assert len(r["src_codes"]) == codec.num_codes(len(load_audio(r["src_audio"]["bytes"])))
+        np.testing.assert_array_equal(r["tgt_codes"], codec.encode([tgt])[0])
+        assert min(r["src_codes"]) >= 0 and max(r["src_codes"]) < codec.codebook_size
+    ds = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train")
+    assert ds.features == encoded_features()
+    card = json.loads((out / "corpus.json").read_text())
+    assert card["encode"]["codec"] == str(tiny_codec_dir) and card["encode"]["frame_rate"] == 50.0
+    assert card["rows"] == 3  # the build's numbers are kept
+
+    # Rerun: everything is done; no codec is even loaded.
+    assert [skipped for _, _, skipped in encode_corpus(EncodeConfig(out, codec="/no/such/codec"))] == [
+        True,
+        True,
+    ]
+    # A rebuild after encoding skips its chunks and keeps the encode record.
+    assert build_main(["--out-dir", str(out), "--source", "text-pairs", "--path", str(tmp_path / "ja.txt"),
+                       "--tgt-path", str(tmp_path / "en.txt"), "--mt", "reference", "--tts", "python:x:Y",
+                       "--checks", "none", "--rows-per-shard", "2"]) == 0  # fmt: skip
+    assert "encode" in json.loads((out / "corpus.json").read_text())

@@ -1,0 +1,142 @@
+"""MT backends: HF generate on the tiny LFM2, vLLM request building, an OpenAI-compatible fake server."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from corpus_builder.interfaces import MTResult
+from corpus_builder.mt import PRESETS, VLLMMT, HFChatMT, ReferenceMT, build_messages, load_mt
+
+
+def test_preset_prompts_and_context_turns():
+    preset = PRESETS["LiquidAI/LFM2-350M-ENJP-MT"]
+    assert (preset.temperature, preset.min_p, preset.repetition_penalty) == (0.5, 0.1, 1.05)
+    assert build_messages("こんにちは", "en", preset) == [
+        {"role": "system", "content": "Translate to English."},
+        {"role": "user", "content": "こんにちは"},
+    ]
+    messages = build_messages("Bye.", "ja", preset, [("Hi.", "やあ。")])
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0]["content"] == "Translate to Japanese." and messages[2]["content"] == "やあ。"
+
+
+def test_hf_backend_generates_with_tiny_lfm2(tiny_lm_dir):
+    mt = HFChatMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", batch_size=3, max_new_tokens=6)
+    assert mt.name == f"hf:{tiny_lm_dir}"
+    prompt = mt.tokenizer.apply_chat_template(
+        build_messages("こんにちは", "en", mt.preset), tokenize=False, add_generation_prompt=True
+    )
+    assert (
+        prompt
+        == "<|startoftext|><|im_start|>system\nTranslate to English.<|im_end|>\n<|im_start|>user\nこんにちは<|im_end|>\n<|im_start|>assistant\n"
+    )
+    texts = ["こんにちは", "おはようございます。今日はお元気ですか？", "ありがとう", "駅はどこですか"]
+    results = mt.translate(texts, "ja", "en")
+    assert len(results) == 4
+    for r in results:  # random weights: gibberish or nothing, but every row gets an answer
+        assert (r.text is not None and r.text.strip() == r.text and r.text) or r.drop_reason == "mt_empty"
+    assert any(r.text for r in results)
+    # Batching and left padding do not change a row's translation (same seed, greedy preset).
+    greedy = HFChatMT(str(tiny_lm_dir), batch_size=4, max_new_tokens=6)
+    together = greedy.translate(texts, "ja", "en")
+    alone = [greedy.translate([t], "ja", "en")[0] for t in texts]
+    assert [r.text for r in together] == [r.text for r in alone]
+
+
+def test_vllm_backend_builds_prompts_and_sampling(tiny_lm_dir, monkeypatch):
+    mt = VLLMMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", max_new_tokens=64)
+    prompts = mt.build_prompts(["Hello.", "Bye."], "ja", [None, [("Hi.", "やあ。")]])
+    assert prompts[0].endswith(
+        "<|im_start|>system\nTranslate to Japanese.<|im_end|>\n<|im_start|>user\nHello.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert "<|im_start|>assistant\nやあ。<|im_end|>\n<|im_start|>user\nBye." in prompts[1]
+    assert mt.sampling_kwargs() == dict(
+        temperature=0.5, min_p=0.1, top_p=1.0, repetition_penalty=1.05, max_tokens=64, seed=0
+    )
+    # The engine call itself needs vllm (a GPU extra); here it is replaced to test result handling.
+    seen = []
+    monkeypatch.setattr(mt, "_generate", lambda p: seen.extend(p) or ["こんにちは。", "  "])
+    assert mt.translate(["Hello.", "Bye."], "en", "ja") == [
+        MTResult("こんにちは。"),
+        MTResult(None, "mt_empty"),
+    ]
+    assert len(seen) == 2 and "Translate to Japanese." in seen[0]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is not None, reason="vllm installed: the engine would start"
+)
+def test_vllm_engine_needs_the_package(tiny_lm_dir):
+    with pytest.raises(ImportError):
+        VLLMMT(str(tiny_lm_dir)).translate(["Hello."], "en", "ja")
+
+
+class _FakeChatServer(BaseHTTPRequestHandler):
+    """Answers chat completions by upper-casing the last user turn; "EMPTY" -> "", "FAIL" -> HTTP 500."""
+
+    requests: list[dict] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, **body})
+        text = body["messages"][-1]["content"]
+        if text == "FAIL":
+            self.send_response(500)
+            self.end_headers()
+            return
+        content = "" if text == "EMPTY" else text.upper()
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def chat_server():
+    _FakeChatServer.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeChatServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_backend_against_local_server(chat_server):
+    mt = load_mt("http", "LiquidAI/LFM2-350M-ENJP-MT", base_url=chat_server, retries=1, concurrency=3)
+    results = mt.translate(["good morning", "EMPTY", "FAIL", "thanks"], "en", "ja")
+    assert results == [
+        MTResult("GOOD MORNING"),
+        MTResult(None, "mt_empty"),
+        MTResult(None, "mt_error"),
+        MTResult("THANKS"),
+    ]
+    assert mt.name == "http:LiquidAI/LFM2-350M-ENJP-MT"
+    first = next(r for r in _FakeChatServer.requests if r["messages"][-1]["content"] == "good morning")
+    assert first["path"] == "/v1/chat/completions"
+    assert first["messages"][0] == {"role": "system", "content": "Translate to Japanese."}
+    assert (first["model"], first["temperature"], first["min_p"], first["repetition_penalty"]) == (
+        "LiquidAI/LFM2-350M-ENJP-MT",
+        0.5,
+        0.1,
+        1.05,
+    )
+    assert sum(r["messages"][-1]["content"] == "FAIL" for r in _FakeChatServer.requests) == 2  # retried once
+
+
+def test_load_mt_errors_and_reference():
+    assert isinstance(load_mt("reference"), ReferenceMT)
+    with pytest.raises(ValueError, match="needs a model"):
+        load_mt("hf")
+    with pytest.raises(ValueError, match="unknown MT backend"):
+        load_mt("google")
