@@ -6,13 +6,15 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 RUN_DIR ?= runs/tiny
+# Extras installed by `make install`: the offline TTS/ASR/speaker packages make the real-speech tests run.
+EXTRAS ?= dev,offline,dist
 
 .PHONY: install run test test-fast lint clean
 
 $(BIN)/sts: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)" --extra-index-url $(TORCH_INDEX)
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(BIN)/sts

@@ -16,6 +16,16 @@ from collections.abc import Sequence
 
 # name -> (module with main(args), one-line description, stand-alone script or None)
 STAGES: dict[str, tuple[str, str, str | None]] = {
+    "build-corpus": (
+        "corpus_builder.cli",
+        "source speech/text -> MT -> TTS -> checks -> resumable Parquet shards",
+        "sts-build-corpus",
+    ),
+    "encode": (
+        "corpus_builder.encode",
+        "add src_codes/tgt_codes (XCodec2, 50 per second) to corpus shards",
+        "sts-encode",
+    ),
     "extend-tokenizer": (
         "tokenizer_ext.cli",
         "add the 65,536 speech tokens to a causal LM (tokenizer, embeddings, sts_vocab.json)",
