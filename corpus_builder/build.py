@@ -53,6 +53,10 @@ class BuildConfig(SourceConfig):
     """Base URL of the OpenAI-compatible endpoint (--mt http)."""
     mt_max_new_tokens: int = 256
     """Longest translation in tokens."""
+    mt_context: int = 0
+    """Context-aware MT: give each segment the previous N segments of its recording (Emilia ids, a
+    manifest's `recording` column) and their translations as prior chat turns. 0: off. The context
+    restarts at every chunk, so resumed and uninterrupted runs agree."""
     tts: str = "llasa:HKUSTAudio/Llasa-1B"
     """TTS spec for `corpus_builder.tts.load_tts`, or "python:module:Class" for any importable TTSBackend."""
     tts_kwargs: str = "{}"
@@ -161,7 +165,9 @@ def build_corpus(
     prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
     shards.remove_stale_temps(out_dir, prefix)
     features = corpus_features()
-    pipeline_cfg = PipelineConfig(cfg.batch_size, cfg.voice_preserving, source_config(cfg))
+    pipeline_cfg = PipelineConfig(
+        cfg.batch_size, cfg.voice_preserving, source_config(cfg), mt_context=cfg.mt_context
+    )
     rows = open_source(source_config(cfg), num_shards=cfg.num_shards, shard_index=cfg.shard_index)
     if cfg.max_rows is not None:
         rows = itertools.islice(rows, cfg.max_rows)
@@ -191,6 +197,7 @@ def build_corpus(
         yield ChunkResult(name, False, stats)
     models = {
         "mt": mt.name if mt else _describe_mt(cfg),
+        "mt_context": cfg.mt_context,
         "tts": tts.name if tts else cfg.tts,
         "checks": [c.name for c in checks] if checks is not None else cfg.checks,
     }
@@ -225,7 +232,7 @@ def build_with_ray(cfg: BuildConfig, argv: list[str] | None = None) -> list[dict
     shards.write_card(
         Path(cfg.out_dir),
         config=config_to_dict(cfg),
-        models={"mt": _describe_mt(cfg), "tts": cfg.tts, "checks": cfg.checks},
+        models={"mt": _describe_mt(cfg), "mt_context": cfg.mt_context, "tts": cfg.tts, "checks": cfg.checks},
         argv=argv,
     )
     return summaries

@@ -292,6 +292,57 @@ class HTTPChatMT(MTBackend):
         return MTResult(None, error)
 
 
+def context_waves(keys: Sequence[str | None]) -> list[int]:
+    """Wave of each item: how many earlier items share its document key (None: always wave 0).
+
+    Items of one wave are independent of each other and can be translated in one batch; an item's
+    context needs the translations of its document's earlier items, which are in earlier waves.
+    """
+    seen: dict[str, int] = {}
+    waves = []
+    for key in keys:
+        if key is None:
+            waves.append(0)
+            continue
+        waves.append(seen.get(key, 0))
+        seen[key] = waves[-1] + 1
+    return waves
+
+
+def translate_in_context(
+    mt: MTBackend,
+    texts: Sequence[str],
+    keys: Sequence[str | None],
+    src_lang: str,
+    tgt_lang: str,
+    *,
+    window: int,
+    history: dict[str, list[tuple[str, str]]] | None = None,
+) -> list[MTResult]:
+    """Translate `texts` in order, each with the previous `window` (source, translation) pairs of its document.
+
+    `keys[i]` names the document (e.g. the recording) of `texts[i]`; None means no context. `history`
+    holds earlier pairs per document and is extended in place (pass the same dict to continue a
+    document across calls). A dropped translation adds nothing to the history. With `window` 0 this
+    is one plain `mt.translate` call. Items are batched by wave (`context_waves`), so the number of
+    backend calls is the length of the longest document in `keys`, not the number of items.
+    """
+    if window <= 0:
+        return list(mt.translate(list(texts), src_lang, tgt_lang))
+    history = {} if history is None else history
+    waves = context_waves(keys)
+    results: list[MTResult | None] = [None] * len(texts)
+    for wave in range(max(waves, default=-1) + 1):
+        items = [i for i, w in enumerate(waves) if w == wave]
+        contexts = [history.get(keys[i], [])[-window:] if keys[i] is not None else [] for i in items]
+        batch = mt.translate([texts[i] for i in items], src_lang, tgt_lang, contexts)
+        for i, result in zip(items, batch, strict=True):
+            results[i] = result
+            if keys[i] is not None and result.text:
+                history.setdefault(keys[i], []).append((texts[i], result.text))
+    return results  # type: ignore[return-value]
+
+
 def load_mt(kind: str, model: str = "", **kwargs) -> MTBackend:
     """An MT backend by kind: "hf", "vllm", "http" (these need `model`) or "reference"."""
     if kind == "reference":

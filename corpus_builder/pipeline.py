@@ -24,7 +24,7 @@ import soundfile as sf
 import soxr
 
 from corpus_builder.interfaces import Check, CheckInput, MTBackend, TTSBackend, TTSRequest
-from corpus_builder.mt import ReferenceMT
+from corpus_builder.mt import ReferenceMT, translate_in_context
 from corpus_builder.sources import SourceConfig, SourceRow, audio_drop_reason, duration_reason, filter_reason
 from sts.audio import SAMPLE_RATE, AudioError
 
@@ -39,6 +39,8 @@ class PipelineConfig:
     """Prompt the TTS with the source clip and its transcript so the target keeps the speaker's voice."""
     filters: SourceConfig = field(default_factory=SourceConfig)
     """The source config whose filter fields (languages, durations, DNSMOS, text length) apply."""
+    mt_context: int = 0
+    """Translate each row with the previous N (source, translation) pairs of its recording (0: off)."""
 
 
 @dataclass
@@ -88,17 +90,23 @@ def process_rows(
     cfg: PipelineConfig | None = None,
     seen_ids: set[str] | None = None,
 ) -> Iterator[Outcome]:
-    """One `Outcome` per input row, in order. `seen_ids` (shared across calls) drops duplicate ids."""
+    """One `Outcome` per input row, in order. `seen_ids` (shared across calls) drops duplicate ids.
+
+    With `cfg.mt_context` > 0 the MT context of a recording runs across the batches of one call and
+    starts empty in each call: the builder calls once per chunk, so a resumed run translates every
+    chunk exactly as an uninterrupted one.
+    """
     cfg = cfg or PipelineConfig()
     seen_ids = set() if seen_ids is None else seen_ids
+    history: dict[str, list[tuple[str, str]]] = {}
     rows = iter(rows)
     while batch := list(itertools.islice(rows, cfg.batch_size)):
-        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids)
+        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids, history)
 
 
-def _process_batch(batch, mt, tts, checks, cfg, seen_ids) -> list[Outcome]:
+def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history) -> list[Outcome]:
     work = [_prepare(row, cfg, seen_ids) for row in batch]
-    _translate([w for w in work if not w.drop], mt)
+    _translate([w for w in work if not w.drop], mt, cfg.mt_context, history)
     _synthesize([w for w in work if not w.drop], tts, cfg)
     _check([w for w in work if not w.drop], checks)
     return [_outcome(w, mt, tts) for w in work]
@@ -123,14 +131,21 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str]) -> _Work:
     return work
 
 
-def _translate(work: list[_Work], mt: MTBackend) -> None:
+def _translate(work: list[_Work], mt: MTBackend, window: int = 0, history: dict | None = None) -> None:
     if isinstance(mt, ReferenceMT):
         for w in work:
             w.tgt_text = (w.src.tgt_text or "").strip() or None
             w.drop = None if w.tgt_text else "reference_missing"
         return
     for (src_lang, tgt_lang), group in _groups(work, lambda w: (w.src.lang, w.tgt_lang)):
-        results = mt.translate([w.src.text.strip() for w in group], src_lang, tgt_lang)
+        texts = [w.src.text.strip() for w in group]
+        if window > 0:
+            keys = [w.src.recording for w in group]
+            results = translate_in_context(
+                mt, texts, keys, src_lang, tgt_lang, window=window, history=history
+            )
+        else:
+            results = mt.translate(texts, src_lang, tgt_lang)
         for w, result in zip(group, results, strict=True):
             w.tgt_text = (result.text or "").strip() or None
             w.drop = None if w.tgt_text else (result.drop_reason or "mt_empty")

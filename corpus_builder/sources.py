@@ -37,7 +37,7 @@ class SourceConfig:
     """emilia: streamed WebDataset tars; local: a JSONL/CSV manifest or a folder; text-pairs: two line-aligned text files."""
     path: str = ""
     """emilia: a HF dataset id or a local folder of tars (default amphion/Emilia-Dataset); local: manifest
-    (.jsonl/.csv with audio, text, language[, speaker, id, tgt_text]) or a folder of audio files with
+    (.jsonl/.csv with audio, text, language[, speaker, id, tgt_text, recording]) or a folder of audio files with
     .txt transcripts beside them; text-pairs: the source-language text file."""
     emilia_subsets: list[str] = field(default_factory=lambda: ["Emilia", "Emilia-YODAS"])
     """Emilia top folders to stream ("Emilia" is CC BY-NC, "Emilia-YODAS" CC BY)."""
@@ -77,6 +77,8 @@ class SourceRow:
     dnsmos: float | None = None
     tgt_text: str | None = None
     """A reference translation (text-pairs, or a manifest's tgt_text column)."""
+    recording: str | None = None
+    """The recording (document) this segment belongs to, for context-aware MT; None: unknown."""
 
     def load_audio(self) -> np.ndarray | None:
         """`[N]` float32 at 16 kHz, or None for text-only rows; raises `AudioError`."""
@@ -197,7 +199,18 @@ def emilia_row(example: dict) -> SourceRow:
         speaker=meta.get("speaker") or "",
         duration=meta.get("duration"),
         dnsmos=meta.get("dnsmos"),
+        recording=emilia_recording(meta.get("id") or example["__key__"]),
     )
+
+
+def emilia_recording(segment_id: str) -> str | None:
+    """The recording of an Emilia segment id: "JA_B00001_S00042_W000007" -> "JA_B00001_S00042".
+
+    Emilia names a segment `{LANG}_B{batch}_S{source recording}_W{segment}`; ids of another shape
+    give None (no context).
+    """
+    head, sep, tail = segment_id.rpartition("_W")
+    return head if sep and head and tail.isdigit() else None
 
 
 # ---------------------------------------------------------------------------------------------- local
@@ -233,6 +246,7 @@ def iter_local(cfg: SourceConfig) -> Iterator[SourceRow]:
             speaker=record.get("speaker") or "",
             duration=float(record["duration"]) if record.get("duration") not in (None, "") else None,
             tgt_text=record.get("tgt_text") or None,
+            recording=str(record["recording"]) if record.get("recording") not in (None, "") else None,
         )
 
 

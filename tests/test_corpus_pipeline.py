@@ -163,7 +163,7 @@ def test_build_writes_shards_and_card_and_resumes(tmp_path):
     assert card["directions"]["ja-en"]["src_hours"] == pytest.approx(7 / 3600, rel=1e-3)
     assert card["directions"]["ja-en"]["tgt_hours"] == pytest.approx(4 * tone_seconds("T0") / 3600, rel=1e-3)
     assert card["directions"]["en-ja"]["src_hours"] == pytest.approx((2 + 3) / 3600, rel=1e-3)
-    assert card["models"] == {"mt": "reference", "tts": "tone:24000", "checks": []}
+    assert card["models"] == {"mt": "reference", "mt_context": 0, "tts": "tone:24000", "checks": []}
     assert card["command"] == ["sts-build-corpus", "test"] and card["config"]["rows_per_shard"] == 3
     assert {"python", "torch", "datasets", "pyarrow"} <= set(card["versions"])
 
