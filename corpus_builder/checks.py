@@ -22,61 +22,15 @@ import math
 import os
 import shutil
 import tempfile
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from corpus_builder.interfaces import Check, CheckInput
+from sts.metrics import asr_error, cer, edit_distance, normalize_en, normalize_ja, wer
 
-# ---------------------------------------------------------------- error rates (pure, exact)
-
-
-def edit_distance(ref: Sequence, hyp: Sequence) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions each cost 1)."""
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        current = [i]
-        for j, h in enumerate(hyp, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1]
-
-
-def _error_rate(ref: list, hyp: list) -> float:
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    return edit_distance(ref, hyp) / len(ref)
-
-
-def normalize_ja(text: str) -> str:
-    """NFKC, then drop punctuation, symbols and whitespace: 「今日は、晴れ。」 -> 今日は晴れ."""
-    text = unicodedata.normalize("NFKC", text)
-    return "".join(c for c in text if unicodedata.category(c)[0] not in "PSZC")
-
-
-def normalize_en(text: str) -> list[str]:
-    """NFKC, lowercase, apostrophes removed ("don't" -> "dont"), other punctuation/symbols -> spaces; words."""
-    text = unicodedata.normalize("NFKC", text).lower().replace("'", "").replace("\u2019", "")
-    text = "".join(" " if unicodedata.category(c)[0] in "PSZC" else c for c in text)
-    return text.split()
-
-
-def cer(ref: str, hyp: str) -> float:
-    """Character error rate after `normalize_ja`: edits / reference characters (1.0 for empty ref, non-empty hyp)."""
-    return _error_rate(list(normalize_ja(ref)), list(normalize_ja(hyp)))
-
-
-def wer(ref: str, hyp: str) -> float:
-    """Word error rate after `normalize_en`: edits / reference words (1.0 for empty ref, non-empty hyp)."""
-    return _error_rate(normalize_en(ref), normalize_en(hyp))
-
-
-def asr_error(ref: str, hyp: str, lang: str) -> float:
-    """CER for Japanese (no word boundaries), WER otherwise."""
-    return cer(ref, hyp) if lang == "ja" else wer(ref, hyp)
-
+__all__ = ["asr_error", "cer", "edit_distance", "normalize_en", "normalize_ja", "wer"]  # re-exported
 
 # ---------------------------------------------------------------- offline Whisper weights
 

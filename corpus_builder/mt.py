@@ -43,12 +43,23 @@ class MTPreset:
 
 
 PRESETS: dict[str, MTPreset] = {
+    # Model card of LiquidAI/LFM2-350M-ENJP-MT: single turn, the system prompt names the target
+    # language exactly so, and the recommended sampling is temperature 0.5, min_p 0.1,
+    # repetition_penalty 1.05.
     "LiquidAI/LFM2-350M-ENJP-MT": MTPreset(
         system_prompts={"ja": "Translate to Japanese.", "en": "Translate to English."},
         temperature=0.5,
         min_p=0.1,
         repetition_penalty=1.05,
     ),
+    # A translation-only fine-tune of LFM2-350M by shisa.ai, reported at +49 % win rate over ENJP-MT
+    # on a translation benchmark. We assume ENJP-MT's prompt format; no recommended sampling was
+    # found in our sources, so it decodes greedily. Check both against its card before a large run.
+    "shisa-ai/shisa-v2.1c-lfm2-350m-sft3-tlonly": MTPreset(
+        system_prompts={"ja": "Translate to Japanese.", "en": "Translate to English."},
+    ),
+    # Any HF chat model: the same system prompts, greedy decoding.
+    "generic": MTPreset(),
 }
 
 

@@ -21,6 +21,11 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "source speech/text -> MT -> TTS -> checks -> resumable Parquet shards",
         "sts-build-corpus",
     ),
+    "eval-mt": (
+        "corpus_builder.mt_eval",
+        "score MT backends on FLORES or any ja/en file pair (BLEU, chrF++, COMET)",
+        "sts-eval-mt",
+    ),
     "encode": (
         "corpus_builder.encode",
         "add src_codes/tgt_codes (XCodec2, 50 per second) to corpus shards",
@@ -41,6 +46,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
 # The whole pipeline, for orientation; stages not in STAGES are marked as not yet available.
 PIPELINE = [
     ("1. corpus", "sts-build-corpus", "Emilia / local speech -> MT -> TTS -> checks -> Parquet shards"),
+    ("1b. MT quality", "sts-eval-mt", "score the corpus builder's MT on FLORES-200 (BLEU, chrF++)"),
     ("2. speech codes", "sts-encode", "audio -> XCodec2 codes (50 per second)"),
     ("3. vocabulary", "sts-extend-tokenizer", "base LM + speech tokens"),
     ("4. training", "sts-train cpt|sft", "continual pre-training, multitask SFT"),

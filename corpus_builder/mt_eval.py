@@ -1,0 +1,341 @@
+"""`sts-eval-mt`: score MT backends on a line-aligned ja/en test set, both directions.
+
+    sts-eval-mt --backends hf:LiquidAI/LFM2-350M-ENJP-MT hf:shisa-ai/shisa-v2.1c-lfm2-350m-sft3-tlonly
+    sts-eval-mt --backends http:LiquidAI/LFM2-350M-ENJP-MT@http://localhost:8000/v1 --context 2
+    sts-eval-mt --backends sts:runs/sft --ja-file test.ja --en-file test.en --limit 200
+
+The test set defaults to the FLORES-200 dev split at `../shared/data/flores200/` (`dev.ja`,
+`dev.en`, `metadata_dev.tsv`) when it is there; `--test-set DIR` names another folder of that
+layout and `--ja-file/--en-file` any pair of line-aligned files. Backends are specs:
+`hf:MODEL`, `vllm:MODEL`, `http:MODEL@BASE_URL` (an OpenAI-compatible server) and `sts:CHECKPOINT`
+(a trained sts model's `t2tt` task, through `infer`). Every sentence of every direction is
+translated; a failed translation is scored as an empty string and counted.
+
+Metrics (`sts.metrics`): sacreBLEU BLEU with `ja-mecab` (when installed) and `char` into Japanese
+and `13a` into English, chrF++, each with its signature; COMET when the `comet` package imports and
+`--comet-model` names a local checkpoint. `--context N` translates each sentence with the previous N
+sentences of its document and their translations (FLORES: lines that share a URL in
+`metadata_dev.tsv`), as the corpus builder's `--mt-context` does, to measure what context buys.
+
+Output in `--out-dir`: `report.json` (scores, signatures, settings, timings, worst cases),
+`report.md` (a table comparing backends, then the worst sentences by chrF++ for reading) and
+`translations.jsonl` (every hypothesis).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpus_builder.interfaces import MTBackend, MTResult
+from corpus_builder.mt import translate_in_context
+from corpus_builder.shards import write_json_atomic
+from sts.config import config_to_dict, parse_cli
+
+DEFAULT_TEST_SET = Path("../shared/data/flores200")
+
+
+@dataclass
+class MTEvalConfig:
+    """Score MT backends on a line-aligned ja/en test set in both directions."""
+
+    backends: list[str]
+    """Backend specs: hf:MODEL, vllm:MODEL, http:MODEL@BASE_URL, sts:CHECKPOINT."""
+    test_set: str = ""
+    """Folder with dev.ja, dev.en (and metadata_dev.tsv); default ../shared/data/flores200 when present."""
+    ja_file: str = ""
+    """Japanese side (overrides --test-set; with --en-file)."""
+    en_file: str = ""
+    """English side, line-aligned with --ja-file."""
+    doc_file: str = ""
+    """Optional document id per line (one per line) for --context; FLORES: metadata_dev.tsv URLs."""
+    directions: list[str] = field(default_factory=lambda: ["en-ja", "ja-en"])
+    """Directions to score."""
+    limit: int | None = None
+    """Score only the first N sentence pairs."""
+    context: int = 0
+    """Previous sentences of the same document given as context (0: none)."""
+    preset: str = ""
+    """MT preset name for hf/vllm/http backends (empty: the model's own)."""
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 32
+    max_new_tokens: int = 256
+    comet_model: str = ""
+    """Local COMET checkpoint (e.g. a downloaded Unbabel/wmt22-comet-da); scored when `comet` imports."""
+    worst: int = 10
+    """Worst sentences (by sentence chrF++) listed per backend and direction."""
+    out_dir: Path = Path("runs/mt-eval")
+    """Where report.json, report.md and translations.jsonl go."""
+
+
+@dataclass
+class TestSet:
+    name: str
+    ja: list[str]
+    en: list[str]
+    docs: list[str | None]
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such test file")
+    return [line.rstrip("\n").strip() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def flores_documents(metadata: Path) -> list[str]:
+    """The URL of every line of FLORES `metadata_dev.tsv` (header: URL, domain, topic, ...)."""
+    with metadata.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if rows and "URL" not in rows[0]:
+        raise ValueError(f"{metadata}: no URL column")
+    return [row["URL"] for row in rows]
+
+
+def load_test_set(cfg: MTEvalConfig) -> TestSet:
+    """The sentence pairs (and documents, when known) that `cfg` names, cut to `cfg.limit`."""
+    docs: list[str | None] | None = None
+    if cfg.ja_file or cfg.en_file:
+        if not (cfg.ja_file and cfg.en_file):
+            raise ValueError("give both --ja-file and --en-file")
+        ja, en = _read_lines(Path(cfg.ja_file)), _read_lines(Path(cfg.en_file))
+        name = f"{cfg.ja_file}|{cfg.en_file}"
+    else:
+        folder = Path(cfg.test_set) if cfg.test_set else DEFAULT_TEST_SET
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder}: no test set here; give --test-set DIR (dev.ja, dev.en) or --ja-file/--en-file"
+            )
+        ja, en = _read_lines(folder / "dev.ja"), _read_lines(folder / "dev.en")
+        name = str(folder)
+        if (folder / "metadata_dev.tsv").is_file():
+            docs = list(flores_documents(folder / "metadata_dev.tsv"))
+    if cfg.doc_file:
+        docs = list(_read_lines(Path(cfg.doc_file)))
+    if len(ja) != len(en):
+        raise ValueError(f"{name}: {len(ja)} Japanese lines but {len(en)} English lines")
+    if docs is not None and len(docs) != len(ja):
+        raise ValueError(f"{name}: {len(docs)} document ids for {len(ja)} sentence pairs")
+    n = len(ja) if cfg.limit is None else min(cfg.limit, len(ja))
+    if n == 0:
+        raise ValueError(f"{name}: no sentence pairs")
+    if cfg.context > 0 and docs is None:
+        raise ValueError(f"{name}: --context needs document ids (metadata_dev.tsv or --doc-file)")
+    return TestSet(name, ja[:n], en[:n], (docs or [None] * len(ja))[:n])
+
+
+class STSTextMT(MTBackend):
+    """A trained sts checkpoint's `t2tt` task (text in, text out) through `infer.Translator`."""
+
+    def __init__(self, checkpoint: str, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 32):
+        from infer import Translator
+
+        self.name = f"sts:{checkpoint}"
+        self.translator = Translator.from_checkpoint(checkpoint, device=device, dtype=dtype)
+        self.translator.batch_size = batch_size
+
+    def translate(self, texts, src_lang, tgt_lang, contexts=None) -> list[MTResult]:
+        from infer import Request
+
+        results = self.translator.run([Request("t2tt", src_lang, tgt_lang, text=t) for t in texts])
+        return [MTResult(r.text) if (r.text or "").strip() else MTResult(None, "mt_empty") for r in results]
+
+
+def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
+    """An MT backend from a spec (see the module docstring)."""
+    from corpus_builder.mt import load_mt
+
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise ValueError(f"backend spec {spec!r}: expected KIND:MODEL, e.g. hf:LiquidAI/LFM2-350M-ENJP-MT")
+    common = dict(preset=cfg.preset or None, max_new_tokens=cfg.max_new_tokens)
+    if kind == "hf":
+        return load_mt("hf", rest, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, **common)
+    if kind == "vllm":
+        return load_mt("vllm", rest, **common)
+    if kind == "http":
+        model, at, url = rest.rpartition("@")
+        if not at:
+            raise ValueError(f"backend spec {spec!r}: expected http:MODEL@BASE_URL")
+        return load_mt("http", model, base_url=url, **common)
+    if kind == "sts":
+        return STSTextMT(rest, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    raise ValueError(f"backend spec {spec!r}: unknown kind {kind!r} (hf, vllm, http, sts)")
+
+
+def comet_score(model_path: str, sources, hyps, refs) -> float | None:
+    """System COMET score, or None when the `comet` package or the local checkpoint is missing."""
+    if not model_path or not Path(model_path).exists():
+        return None
+    try:
+        from comet import load_from_checkpoint
+    except ImportError:
+        return None
+    model = load_from_checkpoint(model_path)
+    data = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(sources, hyps, refs, strict=True)]
+    return float(model.predict(data, batch_size=16, gpus=0, progress_bar=False).system_score)
+
+
+def score_direction(sources, hyps, refs, tgt_lang: str, *, worst: int = 10, comet_model: str = "") -> dict:
+    """Corpus scores with signatures, the empty count and the `worst` sentences by chrF++."""
+    from sts.metrics import bleu, chrf, sentence_chrf
+
+    scores = [s.as_dict() for s in bleu(hyps, refs, tgt_lang)] + [chrf(hyps, refs).as_dict()]
+    per_sentence = [sentence_chrf(h, r) for h, r in zip(hyps, refs, strict=True)]
+    order = sorted(range(len(hyps)), key=lambda i: (per_sentence[i], i))[:worst]
+    report = {
+        "sentences": len(hyps),
+        "empty": sum(not h for h in hyps),
+        "scores": scores,
+        "worst": [
+            {
+                "line": i + 1,
+                "chrf++": per_sentence[i],
+                "source": sources[i],
+                "hypothesis": hyps[i],
+                "reference": refs[i],
+            }
+            for i in order
+        ],
+    }
+    comet = comet_score(comet_model, sources, hyps, refs)
+    if comet is not None:
+        report["scores"].append({"name": "COMET", "score": comet, "signature": comet_model})
+    return report
+
+
+def evaluate(cfg: MTEvalConfig, backends: dict[str, MTBackend] | None = None, argv=None) -> dict:
+    """Translate and score; writes report.json, report.md and translations.jsonl; returns the report."""
+    test = load_test_set(cfg)
+    sides = {"ja": test.ja, "en": test.en}
+    report: dict = {
+        "test_set": test.name,
+        "sentences": len(test.ja),
+        "context": cfg.context,
+        "directions": cfg.directions,
+        "backends": {},
+        "command": list(argv) if argv is not None else sys.argv,
+        "config": config_to_dict(cfg),
+    }
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    translations = []
+    for spec in cfg.backends:
+        if backends and spec in backends:
+            mt = backends[spec]
+        else:
+            try:
+                mt = load_backend(spec, cfg)
+            except OSError as err:
+                raise OSError(f"backend {spec}: cannot load its model: {err}") from err
+        entry = report["backends"].setdefault(spec, {"name": mt.name})
+        for direction in cfg.directions:
+            src_lang, _, tgt_lang = direction.partition("-")
+            if {src_lang, tgt_lang} != {"ja", "en"}:
+                raise ValueError(f"direction {direction!r}: expected en-ja or ja-en")
+            sources, refs = sides[src_lang], sides[tgt_lang]
+            started = time.perf_counter()
+            results = translate_in_context(
+                mt, sources, test.docs, src_lang, tgt_lang, window=cfg.context, history={}
+            )
+            seconds = time.perf_counter() - started
+            hyps = [(r.text or "").strip() for r in results]
+            entry[direction] = {
+                "seconds": seconds,
+                **score_direction(
+                    sources, hyps, refs, tgt_lang, worst=cfg.worst, comet_model=cfg.comet_model
+                ),
+            }
+            translations += [
+                {
+                    "backend": spec,
+                    "direction": direction,
+                    "line": i + 1,
+                    "hypothesis": h,
+                    "drop_reason": r.drop_reason,
+                }
+                for i, (h, r) in enumerate(zip(hyps, results, strict=True))
+            ]
+    write_json_atomic(out_dir / "report.json", report)
+    _write_text_atomic(out_dir / "report.md", markdown(report))
+    _write_text_atomic(
+        out_dir / "translations.jsonl",
+        "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in translations),
+    )
+    return report
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def markdown(report: dict) -> str:
+    """The comparison table (one row per backend and direction, one column per metric), then worst cases."""
+    names: list[str] = []
+    for entry in report["backends"].values():
+        for direction in report["directions"]:
+            for s in entry[direction]["scores"]:
+                if s["name"] not in names:
+                    names.append(s["name"])
+    lines = [
+        f"# MT evaluation: {report['test_set']}",
+        "",
+        f"{report['sentences']} sentence pairs per direction; context: {report['context']} previous sentences.",
+        "",
+        "| backend | direction | " + " | ".join(names) + " | empty | seconds |",
+        "|---|---|" + "---|" * (len(names) + 2),
+    ]
+    signatures: dict[str, str] = {}
+    for spec, entry in report["backends"].items():
+        for direction in report["directions"]:
+            d = entry[direction]
+            by_name = {s["name"]: s for s in d["scores"]}
+            cells = [f"{by_name[n]['score']:.2f}" if n in by_name else "" for n in names]
+            lines.append(
+                f"| {spec} | {direction} | " + " | ".join(cells) + f" | {d['empty']} | {d['seconds']:.1f} |"
+            )
+            signatures.update({f"{s['name']} ({direction})": s["signature"] for s in d["scores"]})
+    lines += ["", "Signatures:", ""] + [f"- {k}: `{v}`" for k, v in signatures.items()]
+    for spec, entry in report["backends"].items():
+        for direction in report["directions"]:
+            lines += ["", f"## Worst sentences: {spec}, {direction}", ""]
+            for w in entry[direction]["worst"]:
+                lines += [
+                    f"- line {w['line']} (chrF++ {w['chrf++']:.1f})",
+                    f"  - source: {w['source']}",
+                    f"  - hypothesis: {w['hypothesis']}",
+                    f"  - reference: {w['reference']}",
+                ]
+    return "\n".join(lines) + "\n"
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+
+    args = list(sys.argv[1:] if args is None else args)
+    cfg = parse_cli(MTEvalConfig, args, prog="sts-eval-mt")
+    console = Console(stderr=True)
+    try:
+        report = evaluate(cfg, argv=["sts-eval-mt", *args])
+    except (OSError, ValueError) as err:  # a missing file or model, a malformed test set or spec
+        console.print(f"sts-eval-mt: error: {err}", style="red", markup=False, highlight=False)
+        return 2
+    for spec, entry in report["backends"].items():
+        for direction in report["directions"]:
+            scores = ", ".join(f"{s['name']} {s['score']:.2f}" for s in entry[direction]["scores"])
+            console.print(f"{spec} {direction}: {scores}")
+            for s in entry[direction]["scores"]:
+                console.print(f"    {s['name']}: {s['signature']}", style="dim")
+    console.print(f"report: {Path(cfg.out_dir) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""sts-eval-mt: test-set loading, every backend kind, context assembly, report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from corpus_builder.interfaces import MTBackend, MTResult
+from corpus_builder.mt_eval import MTEvalConfig, evaluate, load_backend, load_test_set, main
+
+pytest.importorskip("sacrebleu")
+
+FLORES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flores200"
+
+
+class LookupMT(MTBackend):
+    """Knows a few sentences; everything else gets an empty translation. Records contexts."""
+
+    name = "lookup"
+
+    def __init__(self, table):
+        self.table, self.contexts = table, []
+
+    def translate(self, texts, src_lang, tgt_lang, contexts=None):
+        self.contexts += list(contexts or [None] * len(texts))
+        return [MTResult(self.table[t]) if t in self.table else MTResult(None, "mt_empty") for t in texts]
+
+
+@pytest.fixture()
+def pair_files(tmp_path):
+    ja = ["おはようございます。", "駅はどこですか。", "ありがとう。"]
+    en = ["Good morning.", "Where is the station?", "Thank you."]
+    (tmp_path / "t.ja").write_text("\n".join(ja) + "\n", encoding="utf-8")
+    (tmp_path / "t.en").write_text("\n".join(en) + "\n", encoding="utf-8")
+    (tmp_path / "t.doc").write_text("d1\nd1\nd2\n", encoding="utf-8")
+    return tmp_path, ja, en
+
+
+def test_scores_reports_and_worst_cases(pair_files):
+    folder, ja, en = pair_files
+    table = dict(zip(ja, en, strict=True)) | dict(zip(en, ja, strict=True))
+    table.pop("Thank you.")  # en->ja of line 3 fails: scored as empty
+    cfg = MTEvalConfig(
+        backends=["lookup"],
+        ja_file=str(folder / "t.ja"),
+        en_file=str(folder / "t.en"),
+        out_dir=folder / "out",
+    )
+    report = evaluate(cfg, backends={"lookup": LookupMT(table)}, argv=["sts-eval-mt"])
+    ja_en = report["backends"]["lookup"]["ja-en"]
+    assert {s["name"]: s["score"] for s in ja_en["scores"]}["BLEU(13a)"] == pytest.approx(100.0)
+    en_ja = report["backends"]["lookup"]["en-ja"]
+    assert en_ja["empty"] == 1
+    assert en_ja["worst"][0]["line"] == 3 and en_ja["worst"][0]["hypothesis"] == ""
+    assert {s["name"] for s in en_ja["scores"]} >= {"BLEU(char)", "chrF++"}
+    md = (folder / "out" / "report.md").read_text()
+    assert "| lookup | en-ja |" in md and "tok:char" in md
+    lines = (folder / "out" / "translations.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and json.loads(lines[2])["drop_reason"] == "mt_empty"
+    assert json.loads((folder / "out" / "report.json").read_text())["sentences"] == 3
+
+
+def test_context_follows_documents(pair_files):
+    folder, ja, en = pair_files
+    mt = LookupMT(dict(zip(ja, en, strict=True)))
+    cfg = MTEvalConfig(
+        backends=["lookup"],
+        ja_file=str(folder / "t.ja"),
+        en_file=str(folder / "t.en"),
+        doc_file=str(folder / "t.doc"),
+        directions=["ja-en"],
+        context=1,
+        out_dir=folder / "out",
+    )
+    evaluate(cfg, backends={"lookup": mt})
+    # Wave 0: lines 1 and 3 (documents d1, d2); wave 1: line 2 with line 1 as its context.
+    assert mt.contexts == [[], [], [(ja[0], en[0])]]
+
+
+def test_context_without_documents_is_refused(pair_files):
+    folder, *_ = pair_files
+    cfg = MTEvalConfig(backends=["x"], ja_file=str(folder / "t.ja"), en_file=str(folder / "t.en"), context=2)
+    with pytest.raises(ValueError, match="needs document ids"):
+        load_test_set(cfg)
+
+
+def test_bad_test_sets(tmp_path, pair_files):
+    folder, *_ = pair_files
+    (tmp_path / "short.en").write_text("one\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="3 Japanese lines but 1 English"):
+        load_test_set(
+            MTEvalConfig(backends=[], ja_file=str(folder / "t.ja"), en_file=str(tmp_path / "short.en"))
+        )
+    with pytest.raises(FileNotFoundError, match="no test set here"):
+        load_test_set(MTEvalConfig(backends=[], test_set=str(tmp_path / "nowhere")))
+    with pytest.raises(ValueError, match="expected KIND:MODEL"):
+        load_backend("LiquidAI/LFM2-350M-ENJP-MT", MTEvalConfig(backends=[]))
+    with pytest.raises(ValueError, match="http:MODEL@BASE_URL"):
+        load_backend("http:model-without-url", MTEvalConfig(backends=[]))
+
+
+def test_cli_with_the_tiny_lfm2_hf_backend(pair_files, tiny_lm_dir, capsys):
+    folder, *_ = pair_files
+    out = folder / "cli"
+    code = main(
+        [
+            "--backends", f"hf:{tiny_lm_dir}",
+            "--ja-file", str(folder / "t.ja"), "--en-file", str(folder / "t.en"),
+            "--max-new-tokens", "4", "--worst", "2", "--out-dir", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    entry = report["backends"][f"hf:{tiny_lm_dir}"]
+    assert entry["name"] == f"hf:{tiny_lm_dir}"
+    for direction in ("en-ja", "ja-en"):
+        assert entry[direction]["sentences"] == 3 and len(entry[direction]["worst"]) == 2
+        assert all(0 <= s["score"] <= 100 for s in entry[direction]["scores"])
+    assert "report:" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not FLORES.is_dir(), reason="FLORES-200 reference data not present")
+def test_flores_documents_load_by_url():
+    cfg = MTEvalConfig(backends=[], test_set=str(FLORES), limit=5, context=2)
+    test = load_test_set(cfg)
+    assert len(test.ja) == len(test.en) == len(test.docs) == 5
+    assert all(d and d.startswith("http") for d in test.docs)
+    assert test.docs[0] == test.docs[1]  # the first two lines share an article
