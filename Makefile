@@ -13,7 +13,7 @@ EXTRAS ?= dev,offline,dist,eval
 
 $(BIN)/sts: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)" --extra-index-url $(TORCH_INDEX)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --retries 1 --timeout 15 "$(TORCH)" --extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install -e ".[$(EXTRAS)]"
 	touch $@
 

@@ -26,6 +26,11 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "score MT backends on FLORES or any ja/en file pair (BLEU, chrF++, COMET)",
         "sts-eval-mt",
     ),
+    "fit-codec": (
+        "sts.fit_codec",
+        "fit the offline/demo codec (k-means over log-mel, Griffin-Lim) from audio; not XCodec2",
+        "sts-fit-codec",
+    ),
     "encode": (
         "corpus_builder.encode",
         "add src_codes/tgt_codes (XCodec2, 50 per second) to corpus shards",

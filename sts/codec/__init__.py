@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 from sts.codec.base import Codec
 
 if TYPE_CHECKING:
+    from sts.codec.melkmeans import MelKMeansCodec
     from sts.codec.xcodec2 import XCodec2Codec
 
-__all__ = ["Codec", "XCodec2Codec", "load_codec"]
+__all__ = ["Codec", "MelKMeansCodec", "XCodec2Codec", "load_codec"]
 
 
 def __getattr__(name: str):
@@ -26,14 +27,23 @@ def __getattr__(name: str):
         from sts.codec.xcodec2 import XCodec2Codec
 
         return XCodec2Codec
+    if name == "MelKMeansCodec":
+        from sts.codec.melkmeans import MelKMeansCodec
+
+        return MelKMeansCodec
     raise AttributeError(f"module 'sts.codec' has no attribute {name!r}")
 
 
 def load_codec(name_or_path: str | Path, **kwargs) -> Codec:
     """The codec for a Hugging Face id or local checkpoint directory; `kwargs` go to its constructor.
 
-    XCodec2 is the only codec so far (`XCodec2Codec`: device, dtype, batch_size, ...).
+    A directory written by `MelKMeansCodec.save` (the offline/demo codec, `sts-fit-codec`) loads as
+    that; anything else as XCodec2 (`XCodec2Codec`: device, dtype, batch_size, ...).
     """
+    from sts.codec.melkmeans import MelKMeansCodec, is_mel_kmeans_dir
+
+    if is_mel_kmeans_dir(name_or_path):  # numpy on the CPU: device/dtype/batch settings don't apply
+        return MelKMeansCodec.load(name_or_path)
     from sts.codec.xcodec2 import XCodec2Codec
 
     return XCodec2Codec(name_or_path, **kwargs)

@@ -1,0 +1,98 @@
+"""`sts-fit-codec`: fit the offline/demo codec (k-means over log-mel frames) from audio, in seconds.
+
+    sts-fit-codec corpus/demo -o runs/codec --codebook-size 512      # a corpus folder's src/tgt audio
+    sts-fit-codec clips/ more.wav -o runs/codec                       # audio files and folders
+
+Inputs are audio files (wav/flac/mp3/ogg), folders searched recursively for them, and corpus folders
+written by `sts-build-corpus` (both `src_audio` and `tgt_audio` of every `part-*.parquet`). The
+result is a directory that `sts.codec.load_codec` opens as `MelKMeansCodec`; `sts-encode --codec
+DIR` and every other stage take it where they take XCodec2. It is the offline demo's codec, not a
+replacement for XCodec2 (see `sts.codec.melkmeans`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tyro
+
+from sts.audio import load_audio
+from sts.config import parse_cli
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+
+
+@dataclass
+class FitCodecConfig:
+    """Fit the offline/demo codec (k-means units over 50 Hz log-mel frames) from audio."""
+
+    inputs: tyro.conf.Positional[list[Path]]
+    """Audio files, folders of audio, or corpus folders (part-*.parquet)."""
+    out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/codec")
+    """Output directory (codec.json + centroids.npy)."""
+    codebook_size: int = 512
+    """Number of codes (speech tokens)."""
+    max_seconds: float = 3600.0
+    """Use at most this much audio (the first files found)."""
+    seed: int = 0
+
+
+def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
+    """16 kHz mono float32 waveforms from files, folders and corpus folders, in a stable order."""
+    for path in inputs:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        shards = sorted(path.glob("part-*.parquet")) if path.is_dir() else []
+        if shards:
+            import pyarrow.parquet as pq
+
+            for shard in shards:
+                table = pq.read_table(shard, columns=["id", "src_audio", "tgt_audio"])
+                for row in table.to_pylist():
+                    for side in ("src_audio", "tgt_audio"):
+                        yield load_audio(row[side]["bytes"], name=f"{shard.name}:{row['id']}:{side}")
+        elif path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+                yield load_audio(file)
+        else:
+            yield load_audio(path)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+
+    from sts.codec.melkmeans import MelKMeansCodec
+
+    cfg = parse_cli(FitCodecConfig, list(sys.argv[1:] if args is None else args), prog="sts-fit-codec")
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    waveforms, seconds = [], 0.0
+    for waveform in iter_waveforms(cfg.inputs):
+        waveforms.append(waveform)
+        seconds += len(waveform) / MelKMeansCodec.sample_rate
+        if seconds >= cfg.max_seconds:
+            break
+    try:
+        codec = MelKMeansCodec.fit(waveforms, codebook_size=cfg.codebook_size, seed=cfg.seed)
+    except ValueError as err:
+        console.print(f"sts-fit-codec: error: {err}", markup=False, soft_wrap=True)
+        return 2
+    codec.save(cfg.out)
+    console.print(
+        f"{cfg.out}: {codec.codebook_size} codes fitted on {len(waveforms)} clips, {seconds:.1f} s of audio "
+        f"in {time.perf_counter() - started:.1f} s (offline/demo codec, not XCodec2)",
+        markup=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
