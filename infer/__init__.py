@@ -1,5 +1,31 @@
 """Stage 5: translate speech with a trained checkpoint (`sts-infer in.wav --to en -o out.wav`).
 
-Not in this version yet: the package holds no code until its commands work (see the README's
-roadmap). `sts.tasks.TaskFormatter.prompt`/`parse` already build the prompts and read outputs.
+    sts-infer in.wav --to en -o out.wav --model runs/sft        # see `infer.cli` for every mode
+
+    from infer import Request, Translator
+    tr = Translator.from_checkpoint("runs/sft", device="cuda", fast=True)
+    [result] = tr.run([Request("s2st", "ja", "en", wav=wav)])   # result.waveform / .text / .warnings
+
+Modules: `translate` (the library: segment, encode, prompt, generate, cut loops, decode, join),
+`constraints` (allowed-id masks, length budgets, the repetition-loop guard), `backends`
+(transformers with the static-cache/CUDA-graph fast path, vLLM), `segment` (long-form splitting at
+pauses), `asr` (Whisper behind a small interface), `metrics` (sacreBLEU BLEU/chrF, CER/WER), `eval`
+(`sts-eval`: ASR-BLEU, chrF, CER/WER, speaker similarity, codec round trip, real-time factor, plot).
+Importing `infer` loads neither torch nor a model.
 """
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from infer.translate import Request, Result, Translator
+
+__all__ = ["Request", "Result", "Translator"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `sts-infer --help` and `import infer` do not pay for torch and transformers.
+    if name in __all__:
+        from infer import translate
+
+        return getattr(translate, name)
+    raise AttributeError(f"module 'infer' has no attribute {name!r}")

@@ -26,6 +26,16 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "score MT backends on FLORES or any ja/en file pair (BLEU, chrF++, COMET)",
         "sts-eval-mt",
     ),
+    "infer": (
+        "infer.cli",
+        "translate speech (s2st), transcribe (asr), speech->text (s2tt), read text aloud (tts)",
+        "sts-infer",
+    ),
+    "eval": (
+        "infer.eval",
+        "score a checkpoint on a test manifest: ASR-BLEU, chrF++, CER/WER, speaker similarity, RTF",
+        "sts-eval",
+    ),
     "fit-codec": (
         "sts.fit_codec",
         "fit the offline/demo codec (k-means over log-mel, Griffin-Lim) from audio; not XCodec2",

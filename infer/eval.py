@@ -1,0 +1,369 @@
+"""`sts-eval`: score a checkpoint on a test manifest; writes a JSON report, per-utterance rows and a plot.
+
+    sts-eval test.jsonl --model runs/sft -o reports/sft --tasks s2st s2tt asr tts
+
+The manifest is JSONL, one utterance per line (paths relative to the manifest):
+
+    {"id": "u1", "audio": "ja/u1.wav", "src_lang": "ja", "tgt_lang": "en",
+     "src_text": "駅はどこですか", "tgt_text": "Where is the station?", "tgt_audio": "en/u1.wav"}
+
+Per task (each utterance that has the fields the task needs):
+
+    s2st  ASR-BLEU and ASR-chrF (Whisper transcript of the output vs `tgt_text`), speaker similarity
+          source<->output (resemblyzer, when installed), real-time factor
+    s2tt  BLEU and chrF of the output text vs `tgt_text`         t2tt  the same from `src_text`
+    asr   CER (and WER for English) vs `src_text`                tts   ASR CER/WER of the speech vs `src_text`
+
+BLEU uses sacreBLEU tokenizer `char` (and `ja-mecab` when MeCab is installed) for Japanese, `13a`
+for English; every score carries its signature (`infer.metrics`). `codec_roundtrip` scores the
+references themselves: the ASR error of the original audio and of its codec encode->decode, so the
+ceiling the codec puts on ASR-BLEU is visible. Real-time factor is wall time per second of source
+speech (per second of output speech for tts); below 1 is faster than real time.
+
+ASR (`--asr`): `auto` is faster-whisper with the offline Whisper base where installed, else a
+Hugging Face Whisper id; `self` is the checkpoint's own `asr` task; `none` skips ASR-based scores.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import tyro
+
+from infer.metrics import bleu_scores, chrf_score, error_rate, sentence_chrf
+from sts.audio import load_audio, write_audio
+from sts.tasks import task_spec
+
+Task = Literal["s2st", "s2tt", "asr", "tts", "t2tt"]
+
+
+@dataclass
+class EvalItem:
+    """One manifest row."""
+
+    id: str
+    src_lang: str
+    tgt_lang: str
+    audio: Path | None = None
+    """Source speech."""
+    src_text: str | None = None
+    tgt_text: str | None = None
+    tgt_audio: Path | None = None
+    """Reference target speech (used by `codec_roundtrip`)."""
+
+
+def read_manifest(path: str | Path) -> list[EvalItem]:
+    """Rows of a JSONL test manifest; audio paths resolved against the manifest's folder."""
+    path = Path(path)
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if "src_lang" not in row:
+            raise ValueError(f"{path}:{n}: needs src_lang")
+        for key in ("audio", "tgt_audio"):
+            if row.get(key):
+                row[key] = path.parent / row[key]
+        row.setdefault("id", f"{n:06d}")
+        row.setdefault("tgt_lang", "en" if row["src_lang"] == "ja" else "ja")
+        known = EvalItem.__dataclass_fields__
+        items.append(EvalItem(**{k: v for k, v in row.items() if k in known}))
+    return items
+
+
+def _task_input(item: EvalItem, task: str):
+    """(Request, reference text, reference language) for an item, or None when it lacks a field."""
+    from infer.translate import Request
+
+    spec = task_spec(task)
+    tgt = item.tgt_lang if spec.translates else item.src_lang
+    ref = item.tgt_text if spec.translates else item.src_text
+    if (
+        not ref
+        or (spec.input == "speech" and item.audio is None)
+        or (spec.input == "text" and not item.src_text)
+    ):
+        return None
+    if spec.input == "speech":
+        request = Request(task, item.src_lang, tgt, wav=load_audio(item.audio), id=item.id)
+    else:
+        request = Request(task, item.src_lang, tgt, text=item.src_text, id=item.id)
+    return request, ref, tgt
+
+
+def evaluate_task(
+    translator, items: Sequence[EvalItem], task: str, *, asr=None, speaker=None, audio_dir=None
+):
+    """Run one task over the items that support it; returns (summary dict, per-utterance rows)."""
+    spec = task_spec(task)
+    inputs = [x for x in (_task_input(item, task) for item in items) if x is not None]
+    if not inputs:
+        return {"n": 0, "skipped": "no manifest row has the fields this task needs"}, []
+    started = time.perf_counter()
+    results = translator.run([request for request, _, _ in inputs])
+    elapsed = time.perf_counter() - started
+    sr = translator.codec.sample_rate if translator.codec is not None else 16000
+
+    rows = []
+    for (request, ref, lang), result in zip(inputs, results, strict=True):
+        row = {
+            "id": request.id,
+            "task": task,
+            "lang": lang,
+            "ref": ref,
+            "hyp": result.text,
+            "warnings": result.warnings,
+            "finished": result.finished,
+        }
+        if request.wav is not None:
+            row["source_seconds"] = round(len(request.wav) / sr, 3)
+        if result.waveform is not None:
+            row["output_seconds"] = round(len(result.waveform) / sr, 3)
+            if audio_dir is not None:
+                write_audio(Path(audio_dir) / task / f"{request.id}.wav", result.waveform)
+        rows.append(row)
+
+    summary: dict = {"n": len(rows), "wall_seconds": round(elapsed, 3)}
+    if spec.output == "speech":
+        if asr is None:
+            summary["skipped"] = "no ASR (--asr none or unavailable): ASR-based scores not computed"
+        else:
+            summary["asr"] = asr.name
+            for lang in sorted({r["lang"] for r in rows}):
+                group = [(row, res) for row, res in zip(rows, results, strict=True) if row["lang"] == lang]
+                texts = asr.transcribe([res.waveform for _, res in group], lang)
+                for (row, _), text in zip(group, texts, strict=True):
+                    row["hyp"] = text
+    if all(r["hyp"] is not None for r in rows):
+        summary |= _scores(rows, translates=spec.translates)
+    for row in rows:
+        if row["hyp"] is not None:
+            ref, hyp = row["ref"], row["hyp"]
+            row["chrf"] = sentence_chrf(hyp, ref)
+            row["cer"] = error_rate([hyp], [ref], row["lang"])["cer"]
+    if speaker is not None and spec.input == "speech" and spec.output == "speech":
+        sims = [speaker(req.wav, res.waveform) for (req, _, _), res in zip(inputs, results, strict=True)]
+        for row, sim in zip(rows, sims, strict=True):
+            row["speaker_similarity"] = round(sim, 4)
+        summary["speaker_similarity"] = round(float(np.mean(sims)), 4)
+    seconds = sum(r.get("source_seconds" if spec.input == "speech" else "output_seconds", 0.0) for r in rows)
+    summary["rtf"] = round(elapsed / seconds, 4) if seconds else None
+    summary["loops"] = sum(any("repetition loop" in w for w in r["warnings"]) for r in rows)
+    summary["unfinished"] = sum(not r["finished"] for r in rows)
+    return summary, rows
+
+
+def _scores(rows: list[dict], *, translates: bool) -> dict:
+    """Corpus scores per reference language: BLEU + chrF for translation, CER/WER otherwise."""
+    out = {}
+    for lang in sorted({r["lang"] for r in rows}):
+        hyps = [r["hyp"] for r in rows if r["lang"] == lang]
+        refs = [r["ref"] for r in rows if r["lang"] == lang]
+        if translates:
+            out[f"to_{lang}"] = {"bleu": bleu_scores(hyps, refs, lang), "chrf": chrf_score(hyps, refs)}
+        else:
+            out[lang] = error_rate(hyps, refs, lang)
+    return out
+
+
+def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
+    """ASR error of the reference audio as is and after codec encode->decode, per language."""
+    pairs = [(load_audio(i.audio), i.src_text, i.src_lang) for i in items if i.audio and i.src_text]
+    pairs += [(load_audio(i.tgt_audio), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text]
+    if not pairs:
+        return {"n": 0, "skipped": "no reference audio with its text"}
+    out: dict = {"asr": asr.name}
+    for lang in sorted({p[2] for p in pairs}):
+        waves = [w for w, _, lg in pairs if lg == lang]
+        refs = [t for _, t, lg in pairs if lg == lang]
+        resynth = codec.decode(codec.encode(waves))
+        out[lang] = {
+            "n": len(waves),
+            "original": error_rate(asr.transcribe(waves, lang), refs, lang),
+            "resynthesized": error_rate(asr.transcribe(resynth, lang), refs, lang),
+        }
+    return out
+
+
+def resemblyzer_similarity():
+    """A `(wav_a, wav_b) -> cosine` speaker similarity from resemblyzer, or None when not installed."""
+    try:
+        from resemblyzer import VoiceEncoder, preprocess_wav
+    except ImportError:
+        return None
+    encoder = VoiceEncoder("cpu", verbose=False)
+
+    def similarity(a: np.ndarray, b: np.ndarray) -> float:
+        ea, eb = (encoder.embed_utterance(preprocess_wav(np.asarray(w, np.float32), 16000)) for w in (a, b))
+        return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-9))
+
+    return similarity
+
+
+def plot_report(rows: list[dict], path: Path) -> Path | None:
+    """Per task, the per-utterance chrF (translation) or CER (asr/tts) as a histogram; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    tasks = sorted({r["task"] for r in rows if r.get("hyp") is not None})
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        key = "chrf" if task_spec(task).translates else "cer"
+        ax.hist([r[key] for r in rows if r["task"] == task and key in r], bins=20)
+        ax.set_title(f"{task}: per-utterance {key}")
+        ax.set_xlabel(key)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class EvalConfig:
+    """Score an sts checkpoint on a JSONL test manifest."""
+
+    manifest: tyro.conf.Positional[Path]
+    """JSONL test manifest (see `infer.eval`)."""
+    model: str = "runs/sft"
+    """Checkpoint directory or Hugging Face id (with `sts_vocab.json`)."""
+    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
+    """Folder for report.json, rows.jsonl, report.png and the generated audio."""
+    tasks: tuple[Task, ...] = ("s2st",)
+    """Tasks to score; each uses the manifest rows that have the fields it needs."""
+    codec: str | None = None
+    """Codec id/path; default: the one `sts_vocab.json` records."""
+    asr: str = "auto"
+    """auto | self | none | a faster-whisper model name/dir."""
+    codec_roundtrip: bool = True
+    """Score the reference audio before and after a codec round trip (needs ASR)."""
+    speaker_similarity: bool = True
+    """Source<->output speaker similarity for s2st (needs resemblyzer)."""
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """Generation engine; vllm needs the GPU extra."""
+    device: str = "auto"
+    """"auto": cuda when available, else cpu."""
+    dtype: str = "auto"
+    """"auto": bfloat16 on cuda, float32 on cpu."""
+    fast: bool | None = None
+    """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
+    batch_size: int = 8
+    """Inputs generated together."""
+    greedy: bool = True
+    """Greedy decoding for every task (reproducible scores); --no-greedy samples with the task defaults."""
+    limit: int | None = None
+    """Only the first N manifest rows."""
+    max_new_tokens: int | None = None
+    """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
+    seed: int = 0
+    """Sampling seed (with --no-greedy)."""
+
+
+def run(cfg: EvalConfig, log=print) -> dict:
+    """Evaluate, write report.json / rows.jsonl / report.png into `cfg.output`; returns the report."""
+    from infer.cli import load_translator
+
+    items = read_manifest(cfg.manifest)[: cfg.limit]
+    translator = load_translator(
+        cfg.model,
+        codec=cfg.codec,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        backend=cfg.backend,
+        fast=cfg.fast,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        greedy=cfg.greedy,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+    asr = _load_asr(cfg.asr, translator, log)
+    speaker = resemblyzer_similarity() if cfg.speaker_similarity else None
+    report: dict = {"model": cfg.model, "manifest": str(cfg.manifest), "items": len(items), "tasks": {}}
+    rows: list[dict] = []
+    for task in cfg.tasks:
+        log(f"{task}: generating")
+        summary, task_rows = evaluate_task(
+            translator, items, task, asr=asr, speaker=speaker, audio_dir=cfg.output / "audio"
+        )
+        report["tasks"][task] = summary
+        rows += task_rows
+        log(f"{task}: {_headline(summary)}")
+    if cfg.codec_roundtrip and asr is not None:
+        report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    _write(cfg.output / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    plot = plot_report(rows, cfg.output / "report.png")
+    report["plot"] = str(plot) if plot else None
+    _write(cfg.output / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    log(f"wrote {cfg.output / 'report.json'}")
+    return report
+
+
+def _headline(summary: dict) -> str:
+    """One log line: the first score of each kind, with its signature."""
+    parts = [f"n={summary['n']}"]
+    for key, value in summary.items():
+        if key.startswith("to_"):
+            for score in value["bleu"].values():
+                if "score" in score:
+                    parts.append(f"BLEU[{key}] {score['score']} ({score['signature']})")
+            parts.append(f"chrF[{key}] {value['chrf']['score']}")
+        elif key in ("ja", "en"):
+            parts.append(
+                f"CER[{key}] {value['cer']}" + (f" WER {value['wer']}" if value["wer"] is not None else "")
+            )
+    for key in ("rtf", "loops", "unfinished", "speaker_similarity", "skipped"):
+        if summary.get(key) is not None:
+            parts.append(f"{key}={summary[key]}")
+    return ", ".join(parts)
+
+
+def _load_asr(name: str, translator, log):
+    from infer.asr import CheckpointASR, default_asr
+
+    if name == "none":
+        return None
+    if name == "self":
+        return CheckpointASR(translator)
+    try:
+        return default_asr(None if name == "auto" else name)
+    except (ImportError, OSError, ValueError) as err:
+        log(
+            f"warning: no ASR ({err}); ASR-based scores are skipped (install faster-whisper or use --asr self)"
+        )
+        return None
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sts.config import parse_cli
+
+    cfg = parse_cli(EvalConfig, argv, prog="sts-eval")
+    try:
+        run(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"sts-eval: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

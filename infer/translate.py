@@ -1,0 +1,308 @@
+"""The inference library: requests in, results (codes, waveform, text, warnings) out.
+
+    from infer import Translator, Request
+    tr = Translator.from_checkpoint("runs/sft", device="cuda", fast=True)
+    [result] = tr.run([Request("s2st", "ja", "en", wav=load_audio("in.wav"))])
+    result.waveform, result.warnings          # [N] float32 16 kHz; e.g. ["loop at 3.2 s: cut"]
+
+Per request: speech longer than `max_segment_seconds` is split at pauses (`infer.segment`), every
+segment is encoded and prompted (`sts.tasks.TaskFormatter`), all segments of all requests are
+generated in batches under the task's constraint and length budget, loops are cut
+(`infer.constraints`), and the pieces are decoded and joined with short silences.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from infer.backends import DEFAULT_SAMPLING, GenerationRequest, Sampling, TransformersBackend
+from infer.constraints import LoopGuard, allowed_token_ids, default_guard, find_loop, max_new_tokens_for
+from infer.segment import join_texts, join_waveforms, split_at_pauses
+from sts.tasks import Example, TaskFormatter, task_spec
+from sts.vocab import SpeechVocab
+
+
+@dataclass
+class Request:
+    """One input to translate, transcribe or read aloud."""
+
+    task: str
+    src_lang: str
+    tgt_lang: str
+    wav: np.ndarray | None = None
+    """`[N]` float32 16 kHz source speech (speech-input tasks)."""
+    text: str | None = None
+    """Source text (tts, t2tt)."""
+    id: str = ""
+
+
+@dataclass
+class Result:
+    id: str
+    task: str
+    src_lang: str
+    tgt_lang: str
+    text: str | None = None
+    """Output text (asr, s2tt, t2tt)."""
+    codes: list[np.ndarray] = field(default_factory=list)
+    """Speech output: `[T_k]` int32 codes per segment."""
+    waveform: np.ndarray | None = None
+    """Speech output: `[sum T_k * 320 + gaps]` float32 at 16 kHz."""
+    segments: int = 1
+    source_seconds: float = 0.0
+    finished: bool = True
+    """Every segment ended with its end marker (not cut by the length budget or a loop)."""
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    """Wall time spent on this request's batch share (batch time / batch size)."""
+
+    def summary(self) -> dict:
+        """A JSON-able row for the results file."""
+        out = {
+            "id": self.id,
+            "task": self.task,
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+            "text": self.text,
+            "segments": self.segments,
+            "source_seconds": round(self.source_seconds, 3),
+            "finished": self.finished,
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.codes:
+            out["codes"] = int(sum(len(c) for c in self.codes))
+            out["output_seconds"] = round(len(self.waveform) / 16000, 3) if self.waveform is not None else 0.0
+        return out
+
+
+@dataclass
+class _Segment:
+    request: int
+    example: Example
+    source_seconds: float | None
+    source_chars: int | None
+    index: int = 0
+    """Position of the segment in its request (long inputs have several)."""
+    count: int = 1
+
+
+class Translator:
+    """A checkpoint (LM + tokenizer + `sts_vocab.json`), its codec and a generation backend."""
+
+    def __init__(
+        self,
+        tokenizer,
+        vocab: SpeechVocab,
+        backend,
+        codec=None,
+        *,
+        batch_size: int = 8,
+        max_segment_seconds: float = 20.0,
+        vad: str = "auto",
+        sampling: dict[str, Sampling] | None = None,
+        guards: dict[str, LoopGuard] | None = None,
+        max_new_tokens: int | None = None,
+        gap_seconds: float = 0.3,
+        seed: int | None = 0,
+    ):
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.formatter = TaskFormatter(tokenizer, vocab)
+        self.backend = backend
+        self.codec = codec
+        self.batch_size = batch_size
+        self.max_segment_seconds = max_segment_seconds
+        self.vad = vad
+        self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
+        self.guards = {"speech": default_guard("speech"), "text": default_guard("text"), **(guards or {})}
+        self.max_new_tokens = max_new_tokens
+        self.gap_seconds = gap_seconds
+        self.seed = seed
+        self.extra_logits_processors: list = []
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        model: str | Path,
+        *,
+        codec: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        backend: str = "transformers",
+        fast: bool = False,
+        **kwargs,
+    ) -> Translator:
+        """Load LM, tokenizer and vocabulary from `model` (dir or HF id), and the codec it records.
+
+        `codec` overrides `sts_vocab.json`'s codec id/path (every task but t2tt needs the codec).
+        """
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from sts.codec import load_codec
+
+        vocab = SpeechVocab.load(_local_dir(model))
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        if backend == "vllm":
+            from infer.backends import VllmBackend
+
+            gen = VllmBackend(_local_dir(model), dtype=dtype)
+        elif backend == "transformers":
+            lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(device).eval()
+            gen = TransformersBackend(lm, pad_token_id=tokenizer.pad_token_id or 0, fast=fast)
+        else:
+            raise ValueError(f"backend must be 'transformers' or 'vllm', got {backend!r}")
+        codec_model = load_codec(codec or vocab.codec, device=device)
+        if codec_model.codebook_size != vocab.num_speech_tokens:
+            raise ValueError(
+                f"codec {codec_model.name} has {codec_model.codebook_size} codes but the checkpoint's "
+                f"speech block has {vocab.num_speech_tokens}"
+            )
+        return cls(tokenizer, vocab, gen, codec_model, **kwargs)
+
+    def run(self, requests: Sequence[Request]) -> list[Result]:
+        return list(self.iter_results(requests))
+
+    def iter_results(self, requests: Sequence[Request]) -> Iterator[Result]:
+        """Results in request order; requests are processed `batch_size` at a time."""
+        for start in range(0, len(requests), self.batch_size):
+            yield from self._run_chunk(list(requests[start : start + self.batch_size]))
+
+    def _run_chunk(self, requests: list[Request]) -> list[Result]:
+        started = time.perf_counter()
+        results = [Result(r.id, r.task, r.src_lang, r.tgt_lang) for r in requests]
+        segments = self._segments(requests, results)
+        generated: list[np.ndarray | None] = [None] * len(segments)
+        # Group by task (one constraint and sampling per batch), shortest prompts together.
+        prompts = [self.formatter.prompt(s.example) for s in segments]
+        by_task: dict[str, list[int]] = {}
+        for i in sorted(range(len(segments)), key=lambda i: len(prompts[i])):
+            by_task.setdefault(segments[i].example.task, []).append(i)
+        for task, order in by_task.items():
+            for b in range(0, len(order), self.batch_size):
+                batch = order[b : b + self.batch_size]
+                request = self._generation_request(task, [segments[i] for i in batch])
+                for i, ids in zip(
+                    batch, self.backend.generate([prompts[i] for i in batch], request), strict=True
+                ):
+                    generated[i] = ids
+        pieces: list[list] = [[] for _ in requests]
+        for seg, ids in zip(segments, generated, strict=True):
+            pieces[seg.request].append(self._read_output(seg, ids, results[seg.request]))
+        for request, result, parts in zip(requests, results, pieces, strict=True):
+            self._assemble(request, result, parts)
+            result.seconds = (time.perf_counter() - started) / len(requests)
+        return results
+
+    def _segments(self, requests: list[Request], results: list[Result]) -> list[_Segment]:
+        """Split, encode and wrap every request's source into task examples."""
+        segments: list[_Segment] = []
+        waves: list[np.ndarray] = []
+        owners: list[int] = []
+        for i, (request, result) in enumerate(zip(requests, results, strict=True)):
+            spec = task_spec(request.task)
+            if spec.input == "text":
+                if not request.text:
+                    raise ValueError(f"{request.id or request.task}: task {request.task} needs text input")
+                example = Example(request.task, request.src_lang, request.tgt_lang, src_text=request.text)
+                segments.append(_Segment(i, example, None, len(request.text)))
+                continue
+            if request.wav is None:
+                raise ValueError(f"{request.id or request.task}: task {request.task} needs speech input")
+            result.source_seconds = len(request.wav) / self.codec.sample_rate
+            spans = split_at_pauses(request.wav, max_seconds=self.max_segment_seconds, vad=self.vad)
+            result.segments = len(spans)
+            for a, b in spans:
+                waves.append(request.wav[a:b])
+                owners.append(i)
+        codes = self.codec.encode(waves) if waves else []
+        for i, wav, src_codes in zip(owners, waves, codes, strict=True):
+            r = requests[i]
+            example = Example(r.task, r.src_lang, r.tgt_lang, src_codes=src_codes)
+            segments.append(_Segment(i, example, len(wav) / self.codec.sample_rate, None))
+        segments.sort(key=lambda s: s.request)  # stable: a request's segments stay in time order
+        for i, seg in enumerate(segments):
+            seg.count = results[seg.request].segments
+            seg.index = 0 if i == 0 or segments[i - 1].request != seg.request else segments[i - 1].index + 1
+        return segments
+
+    def _generation_request(self, task: str, segs: list[_Segment]) -> GenerationRequest:
+        output = task_spec(task).output
+        guard = self.guards[output]
+        budgets = [
+            max_new_tokens_for(
+                guard,
+                output,
+                source_seconds=s.source_seconds,
+                source_chars=s.source_chars,
+                frame_rate=self.vocab.frame_rate,
+            )
+            for s in segs
+        ]
+        if self.max_new_tokens is not None:
+            budgets = [min(b, self.max_new_tokens) for b in budgets]
+        end_ids = [self.vocab.speech_end_id] if output == "speech" else [self.tokenizer.eos_token_id]
+        return GenerationRequest(
+            allowed=allowed_token_ids(self.vocab, self.tokenizer, output),
+            end_ids=end_ids,
+            max_new_tokens=budgets,
+            sampling=self.sampling[task],
+            guard=guard,
+            extra_logits_processors=list(self.extra_logits_processors),
+            seed=self.seed,
+        )
+
+    def _read_output(self, seg: _Segment, ids: np.ndarray, result: Result):
+        """Cut a loop, parse, and note why an output did not end properly. Returns codes or text."""
+        task = seg.example.task
+        output = task_spec(task).output
+        end_ids = [self.vocab.speech_end_id] if output == "speech" else [self.tokenizer.eos_token_id]
+        ended = len(ids) > 0 and ids[-1] in end_ids
+        body = ids[:-1] if ended else ids
+        loop = find_loop(body, self.guards[output])
+        if loop is not None:
+            start, n = loop
+            body, ended = body[: start + n], False
+            at = f"{start / self.vocab.frame_rate:.1f} s" if output == "speech" else f"token {start}"
+            if seg.count > 1:
+                at += f" of segment {seg.index + 1}/{seg.count}"
+            result.warnings.append(f"repetition loop at {at} (a {n}-token unit repeating): output cut there")
+        elif not ended:
+            result.warnings.append(f"length limit reached after {len(body)} tokens: output may be truncated")
+        result.finished &= ended
+        parsed = self.formatter.parse(body, task)
+        if parsed.stray_ids:  # the constraint makes this impossible; a backend that ignored it would not
+            result.warnings.append(f"{parsed.stray_ids} ids of the wrong modality dropped")
+        return parsed.codes if output == "speech" else parsed.text
+
+    def _assemble(self, request: Request, result: Result, parts: list) -> None:
+        if task_spec(request.task).output == "text":
+            result.text = join_texts(parts, request.tgt_lang)
+            return
+        result.codes = [np.asarray(c, dtype=np.int32) for c in parts]
+        nonempty = [c for c in result.codes if len(c)]
+        if len(nonempty) < len(result.codes):
+            result.warnings.append(f"{len(result.codes) - len(nonempty)} segment(s) produced no speech")
+        waves = self.codec.decode(nonempty) if nonempty else []
+        result.waveform = join_waveforms(waves, gap_seconds=self.gap_seconds)
+
+
+def replace_sampling(base: Sampling, **overrides) -> Sampling:
+    """`base` with the given fields replaced; None values are ignored."""
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _local_dir(model: str | Path) -> Path | str:
+    """A local directory as is; a hub id as its snapshot directory (downloaded if not cached)."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(str(model))

@@ -1,0 +1,161 @@
+"""Constrained decoding and the loop guard: allowed-id sets, the logits mask, loops, length budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from infer.backends import GenerationRequest, Sampling, TransformersBackend, vllm_sampling_kwargs
+from infer.constraints import (
+    SPEECH_GUARD,
+    TEXT_GUARD,
+    AllowedTokensProcessor,
+    LoopGuard,
+    LoopStoppingCriteria,
+    allowed_token_ids,
+    find_loop,
+    max_new_tokens_for,
+    tail_is_loop,
+)
+
+
+def test_allowed_ids_split_the_vocabulary(speech_vocab, extended_tokenizer):
+    speech = allowed_token_ids(speech_vocab, extended_tokenizer, "speech")
+    text = allowed_token_ids(speech_vocab, extended_tokenizer, "text")
+    assert len(speech) == speech_vocab.num_speech_tokens + 1
+    assert speech_vocab.speech_end_id in speech and speech_vocab.speech_start_id not in speech
+    assert speech_vocab.is_speech_id(speech[speech != speech_vocab.speech_end_id]).all()
+    assert (text < speech_vocab.text_vocab_size).all()
+    assert extended_tokenizer.eos_token_id in text
+    for special in ("<|pad|>", "<|startoftext|>", "<|im_start|>"):
+        assert extended_tokenizer.convert_tokens_to_ids(special) not in text
+    assert not set(speech) & set(text)
+    with pytest.raises(ValueError):
+        allowed_token_ids(speech_vocab, extended_tokenizer, "video")
+
+
+def test_processor_masks_everything_else_and_holds_the_end_back():
+    allowed = np.array([3, 5, 7])
+    proc = AllowedTokensProcessor(allowed, end_ids=[7], prompt_len=4, min_new_tokens=2)
+    scores = torch.zeros(2, 10)
+    first = proc(torch.zeros(2, 4, dtype=torch.long), scores.clone())  # nothing generated yet
+    assert torch.isfinite(first).nonzero()[:, 1].unique().tolist() == [3, 5]
+    later = proc(torch.zeros(2, 6, dtype=torch.long), scores.clone())  # two tokens generated
+    assert torch.isfinite(later).nonzero()[:, 1].unique().tolist() == [3, 5, 7]
+
+
+def test_vllm_kwargs_carry_the_same_constraint():
+    allowed = np.array([10, 11, 12, 99])
+    request = GenerationRequest(
+        allowed, end_ids=[99], max_new_tokens=[5, 8], sampling=Sampling(do_sample=False), seed=3
+    )
+    kwargs = vllm_sampling_kwargs(request)
+    assert [k["max_tokens"] for k in kwargs] == [5, 8]
+    for k in kwargs:
+        assert k["allowed_token_ids"] == [10, 11, 12, 99] and k["stop_token_ids"] == [99]
+        assert k["temperature"] == 0.0 and k["min_tokens"] == 1 and k["seed"] == 3
+    sampled = vllm_sampling_kwargs(
+        GenerationRequest(allowed, [99], [4], sampling=Sampling(temperature=0.5, min_p=0.1, top_k=0))
+    )[0]
+    assert sampled["temperature"] == 0.5 and sampled["min_p"] == 0.1 and sampled["top_k"] == -1
+
+
+def test_find_loop_cuts_at_the_first_repeated_unit():
+    guard = LoopGuard(max_ngram=4, min_repeats=3, min_span=6)
+    unit = [7, 8, 9]
+    ids = np.array([1, 2, 3, 4] + unit * 3 + [5, 6])
+    assert find_loop(ids, guard) == (4, 3)
+    start, n = find_loop(ids, guard)
+    assert ids[: start + n].tolist() == [1, 2, 3, 4, 7, 8, 9]
+    assert find_loop(np.array([1, 2] + unit * 2 + [5]), guard) is None  # two copies: not yet a loop
+    # A 1-token unit must span min_span tokens, not just min_repeats.
+    assert find_loop(np.array([4, 4, 4, 4, 4]), guard) is None
+    assert find_loop(np.array([1] + [4] * 6), guard) == (1, 1)
+    assert tail_is_loop(np.array([1] + [4] * 6), guard) and not tail_is_loop(np.array([4] * 6 + [1]), guard)
+
+
+def test_shipped_guards_ignore_normal_variation():
+    rng = np.random.default_rng(0)
+    assert find_loop(rng.integers(0, 65536, 1000), SPEECH_GUARD) is None
+    assert find_loop(rng.integers(0, 300, 300), TEXT_GUARD) is None
+    # Speech: a 0.1 s pattern must cover 2 s (20 copies) before it counts.
+    assert find_loop(np.tile(np.arange(5), 19), SPEECH_GUARD) is None
+    assert find_loop(np.tile(np.arange(5), 20), SPEECH_GUARD) == (0, 5)
+
+
+def test_length_budget_follows_the_source():
+    assert max_new_tokens_for(SPEECH_GUARD, "speech", source_seconds=10.0) == 125 * 10 + 50
+    assert max_new_tokens_for(SPEECH_GUARD, "text", source_seconds=2.0) == 50 + 50
+    assert max_new_tokens_for(SPEECH_GUARD, "speech", source_chars=10) == 150 + 50
+    assert max_new_tokens_for(TEXT_GUARD, "text", source_chars=10) == 20 + 50
+    with pytest.raises(ValueError):
+        max_new_tokens_for(SPEECH_GUARD, "speech")
+
+
+def test_stopping_criteria_stops_only_the_looping_row():
+    guard = LoopGuard(max_ngram=2, min_repeats=4, min_span=4)
+    prompt = torch.zeros(2, 3, dtype=torch.long)
+    generated = torch.tensor([[5, 6, 5, 6, 5, 6, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8]])
+    stop = LoopStoppingCriteria(guard, prompt_len=3, check_every=8)
+    assert stop(torch.cat([prompt, generated], 1), torch.zeros(2, 10)).tolist() == [True, False]
+
+
+@pytest.fixture(scope="module")
+def random_model(extended_lm_dir):
+    """The tiny extended LM with small random embedding rows (tied): unconstrained, it emits any id."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(extended_lm_dir).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, 0.05)  # near-flat logits
+    return model
+
+
+@pytest.mark.parametrize("output", ["speech", "text"])
+def test_backend_output_stays_in_its_modality(random_model, speech_vocab, extended_tokenizer, output):
+    """Sampling at temperature 1.5 from a random model: the constraint alone keeps ids in bounds."""
+    backend = TransformersBackend(random_model, pad_token_id=0)
+    allowed = allowed_token_ids(speech_vocab, extended_tokenizer, output)
+    end = speech_vocab.speech_end_id if output == "speech" else extended_tokenizer.eos_token_id
+    prompts = [np.arange(20, 32), np.arange(40, 60)]
+    hot = Sampling(temperature=1.5, top_p=1.0)
+    everything = np.arange(speech_vocab.vocab_size)
+    free = backend.generate(prompts, GenerationRequest(everything, [end], [60, 60], sampling=hot, seed=0))
+    assert not np.isin(np.concatenate(free), allowed).all()  # the test can fail: unconstrained it strays
+    out = backend.generate(prompts, GenerationRequest(allowed, [end], [60, 40], sampling=hot, seed=0))
+    assert [len(o) <= b for o, b in zip(out, [60, 40], strict=True)] == [True, True]
+    for ids in out:
+        assert len(ids) and np.isin(ids, allowed).all()
+        assert end not in ids[:-1]  # generation stops at the end id
+    if output == "speech":
+        assert speech_vocab.is_speech_id(np.concatenate(out)[np.concatenate(out) != end]).all()
+    else:
+        assert (np.concatenate(out) < speech_vocab.text_vocab_size).all()
+
+
+def test_fast_path_matches_eager_greedy(random_model, speech_vocab, extended_tokenizer):
+    """The static-cache path gives the same greedy tokens as the dynamic cache."""
+    allowed = allowed_token_ids(speech_vocab, extended_tokenizer, "speech")
+    request = GenerationRequest(
+        allowed, [speech_vocab.speech_end_id], [24, 24], sampling=Sampling(do_sample=False)
+    )
+    prompts = [np.arange(20, 32), np.arange(40, 50)]
+    eager = TransformersBackend(random_model, pad_token_id=0).generate(prompts, request)
+    fast = TransformersBackend(random_model, pad_token_id=0, fast=True).generate(prompts, request)
+    assert [e.tolist() for e in eager] == [f.tolist() for f in fast]
+
+
+def test_vllm_completion_read_like_transformers():
+    """vLLM may or may not list the stop id it stopped on; the backend returns it last either way."""
+    from types import SimpleNamespace
+
+    from infer.backends import _with_stop_id
+
+    stopped = SimpleNamespace(token_ids=[5, 6], finish_reason="stop", stop_reason=99)
+    assert _with_stop_id(stopped, [99]).tolist() == [5, 6, 99]
+    listed = SimpleNamespace(token_ids=[5, 6, 99], finish_reason="stop", stop_reason=99)
+    assert _with_stop_id(listed, [99]).tolist() == [5, 6, 99]
+    cut = SimpleNamespace(token_ids=[5, 6, 7], finish_reason="length", stop_reason=None)
+    assert _with_stop_id(cut, [99]).tolist() == [5, 6, 7]
