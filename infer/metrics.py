@@ -18,51 +18,39 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from sts import metrics
+from sts.metrics import edit_distance, mecab_available
+
+__all__ = ["bleu_scores", "chrf_score", "edit_distance", "error_rate", "mecab_available", "sentence_chrf"]
+
 BLEU_TOKENIZERS = {"ja": ("char", "ja-mecab"), "en": ("13a",)}
 """sacreBLEU tokenizers per target language, the first being the headline one."""
 
 
 def bleu_scores(hyps: Sequence[str], refs: Sequence[str], lang: str) -> dict[str, dict]:
     """Corpus BLEU of `hyps` against one reference each, per tokenizer of `lang`, with signatures."""
-    from sacrebleu.metrics import BLEU
-
-    _check_pairs(hyps, refs)
+    scores = {s.name.removeprefix("BLEU(").removesuffix(")"): s for s in metrics.bleu(hyps, refs, lang)}
     out: dict[str, dict] = {}
     for tokenizer in BLEU_TOKENIZERS[lang]:
-        if tokenizer == "ja-mecab" and not mecab_available():
+        if tokenizer not in scores:
             out[tokenizer] = {"skipped": "mecab-python3 + ipadic not installed; `char` is reported instead"}
             continue
-        bleu = BLEU(tokenize=tokenizer)
-        score = bleu.corpus_score(list(hyps), [list(refs)])
-        out[tokenizer] = {"score": round(score.score, 2), "signature": str(bleu.get_signature())}
+        out[tokenizer] = {
+            "score": round(scores[tokenizer].score, 2),
+            "signature": scores[tokenizer].signature,
+        }
     return out
 
 
 def chrf_score(hyps: Sequence[str], refs: Sequence[str]) -> dict:
-    """Corpus chrF (sacreBLEU defaults: character 6-grams, beta 2) with its signature."""
-    from sacrebleu.metrics import CHRF
-
-    _check_pairs(hyps, refs)
-    chrf = CHRF()
-    score = chrf.corpus_score(list(hyps), [list(refs)])
-    return {"score": round(score.score, 2), "signature": str(chrf.get_signature())}
+    """Corpus chrF (sacreBLEU defaults: character 6-grams, beta 2, no word n-grams) with its signature."""
+    score = metrics.chrf(hyps, refs, word_order=0)
+    return {"score": round(score.score, 2), "signature": score.signature}
 
 
 def sentence_chrf(hyp: str, ref: str) -> float:
     """chrF of one pair (for per-utterance rows and plots)."""
-    from sacrebleu.metrics import CHRF
-
-    return round(CHRF().sentence_score(hyp, [ref]).score, 2)
-
-
-def mecab_available() -> bool:
-    """Whether sacreBLEU's `ja-mecab` tokenizer can run (mecab-python3 and ipadic import)."""
-    try:
-        import ipadic  # noqa: F401
-        import MeCab  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return round(metrics.sentence_chrf(hyp, ref, word_order=0), 2)
 
 
 def normalize_text(text: str, lang: str) -> str:
@@ -71,17 +59,6 @@ def normalize_text(text: str, lang: str) -> str:
     text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
     text = re.sub(r"\s+", " ", text).strip()
     return text.replace(" ", "") if lang == "ja" else text
-
-
-def edit_distance(hyp: Sequence, ref: Sequence) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
-    previous = list(range(len(ref) + 1))
-    for i, h in enumerate(hyp, 1):
-        current = [i]
-        for j, r in enumerate(ref, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (h != r)))
-        previous = current
-    return previous[-1]
 
 
 def error_rate(hyps: Sequence[str], refs: Sequence[str], lang: str) -> dict:

@@ -69,9 +69,9 @@ def test_bleu_ja_mecab_when_installed():
 
 
 def test_bleu_ja_mecab_missing_says_so(monkeypatch):
-    import infer.metrics
+    import sts.metrics
 
-    monkeypatch.setattr(infer.metrics, "mecab_available", lambda: False)
+    monkeypatch.setattr(sts.metrics, "mecab_available", lambda: False)
     scores = bleu_scores(["今日はいい天気"], ["今日はいい天気"], "ja")
     assert scores["char"]["score"] == 100.0
     assert "score" not in scores["ja-mecab"] and "char" in scores["ja-mecab"]["skipped"]
