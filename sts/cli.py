@@ -26,6 +26,11 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "score MT backends on FLORES or any ja/en file pair (BLEU, chrF++, COMET)",
         "sts-eval-mt",
     ),
+    "train": (
+        "train.cli",
+        "continual pre-training (cpt) and multitask SFT (sft) of the extended LM; exact resume",
+        "sts-train",
+    ),
     "infer": (
         "infer.cli",
         "translate speech (s2st), transcribe (asr), speech->text (s2tt), read text aloud (tts)",
@@ -51,6 +56,11 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "add the 65,536 speech tokens to a causal LM (tokenizer, embeddings, sts_vocab.json)",
         "sts-extend-tokenizer",
     ),
+    "demo": (
+        "sts.demo",
+        "the whole pipeline offline on a CPU with real speech (offline TTS/ASR, demo codec) -> report.md",
+        None,
+    ),
     "tiny-run": (
         "sts.smoke_cli",
         "run every existing stage end to end on tiny random models (no download)",
@@ -64,7 +74,7 @@ PIPELINE = [
     ("1b. MT quality", "sts-eval-mt", "score the corpus builder's MT on FLORES-200 (BLEU, chrF++)"),
     ("2. speech codes", "sts-encode", "audio -> XCodec2 codes (50 per second)"),
     ("3. vocabulary", "sts-extend-tokenizer", "base LM + speech tokens"),
-    ("4. training", "sts-train cpt|sft", "continual pre-training, multitask SFT"),
+    ("4. training", "sts-train", "sts-train cpt / sts-train sft: continual pre-training, multitask SFT"),
     ("5. inference", "sts-infer", "in.wav --to en -o out.wav"),
     ("6. evaluation", "sts-eval", "ASR-BLEU, CER, speaker similarity"),
 ]

@@ -1,5 +1,25 @@
 """Stage 4: continual pre-training and multitask SFT (`sts-train cpt`, `sts-train sft`).
 
-Reads token shards and a model extended by `sts-extend-tokenizer`. Not in this version yet: the
-package holds no code until its commands work (see the README's roadmap).
+    sts-train sft --config train/configs/sft_lfm2_350m.yaml --model runs/lfm2-350m-speech --shards runs/encoded
+
+or from Python:
+
+    from train import TrainConfig, train
+    last_checkpoint = train(TrainConfig(stage="sft", model="runs/lfm2-350m-speech", shards=["runs/encoded"]))
+
+Modules: `config` (TrainConfig), `data` (cpt/sft documents from corpus shards and text), `token_cache`
+(self-describing tokenized shards), `packing` (weighted mixture + packing, resumable by index),
+`loss` (chunked/fused linear cross-entropy), `trainer` (the loop), `runtime` (one process, or many
+through accelerate), `checkpoint`, `metrics`, `axolotl` (export), `cli`, `testing` (tiny shards and configs). Importing `train` is cheap: torch and transformers load when a function runs.
 """
+
+import importlib
+
+_EXPORTS = {"TrainConfig": "train.config", "train": "train.trainer", "export_axolotl": "train.axolotl"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,0 +1,80 @@
+"""`--export-axolotl`: the pre-tokenized dataset schema (input_ids, attention_mask, labels) and the YAML."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from sts.tasks import IGNORE_INDEX
+from sts.vocab import SpeechVocab
+from train.axolotl import AXOLOTL_COLUMNS, store_rows
+from train.cli import main
+from train.config import CONFIG_DIR
+from train.testing import write_tiny_encoded_shards
+from train.token_cache import DocWriter
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
+
+
+def export(stage, model, shards, tmp_path, *extra):
+    out = tmp_path / "axolotl"
+    args = [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model), "--shards",
+            *map(str, shards), "--out-dir", str(tmp_path / "run"), "--export-axolotl", str(out), *extra]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def test_sft_export_schema_and_yaml(extended_lm_dir, shards, tmp_path):
+    out = export("sft", extended_lm_dir, shards, tmp_path, "--lora-r", "8")
+    assert not list((tmp_path / "run").glob("checkpoint-*")), "export does not train"
+    cfg = yaml.safe_load((out / "axolotl.yaml").read_text())
+    assert cfg["base_model"] == str(extended_lm_dir)
+    assert cfg["sequence_len"] == 256 and cfg["sample_packing"] is True and cfg["lr_scheduler"] == "cosine"
+    assert cfg["adapter"] == "lora" and cfg["lora_r"] == 8
+    for key in ("datasets", "test_datasets"):
+        (entry,) = cfg[key]
+        assert entry["ds_type"] == "parquet" and "type" not in entry  # no `type:`: pre-tokenized rows
+        assert (out / "data" / entry["path"].split("/")[-1]).is_file()
+
+    vocab = SpeechVocab.load(extended_lm_dir)
+    for split in ("train", "eval"):
+        table = pq.read_table(out / "data" / f"{split}.parquet")
+        assert tuple(table.column_names) == AXOLOTL_COLUMNS
+        assert str(table.schema.field("input_ids").type) == "list<element: int32>"
+        assert str(table.schema.field("labels").type) == "list<element: int64>"
+        rows = table.to_pylist()
+        assert rows
+        for row in rows:
+            ids, labels, mask = map(np.array, (row["input_ids"], row["labels"], row["attention_mask"]))
+            assert len(ids) == len(labels) == len(mask) <= 256 and (mask == 1).all()
+            kept = labels != IGNORE_INDEX
+            assert labels[0] == IGNORE_INDEX and 0 < kept.sum() < len(ids)  # assistant-only loss
+            assert (labels[kept] == ids[kept]).all()  # aligned, not shifted: the model shifts
+            assert ids.max() < vocab.vocab_size
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "train.parquet"), split="train")
+    assert ds.column_names == list(AXOLOTL_COLUMNS)
+
+
+def test_cpt_export_cuts_long_documents(extended_lm_dir, shards, tmp_path):
+    out = export("cpt", extended_lm_dir, shards, tmp_path, "--seq-len", "16", "--eval-fraction", "0")
+    cfg = yaml.safe_load((out / "axolotl.yaml").read_text())
+    assert "test_datasets" not in cfg and "eval_steps" not in cfg
+    rows = pq.read_table(out / "data" / "train.parquet").to_pylist()
+    assert max(len(r["input_ids"]) for r in rows) == 16
+    assert all(r["labels"][1:] == r["input_ids"][1:] for r in rows)  # cpt learns every token
+
+
+def test_store_rows_pieces():
+    writer = DocWriter(with_labels=False)
+    writer.add("speech_ja", np.arange(1, 11))
+    rows = list(store_rows(writer.build({}), seq_len=4))
+    assert [r["input_ids"] for r in rows] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    assert [r["labels"][0] for r in rows] == [IGNORE_INDEX] * 3
+    assert list(store_rows(writer.build({}), seq_len=4, order=[0, 0]))[3]["input_ids"] == [1, 2, 3, 4]

@@ -1,0 +1,152 @@
+"""The training configuration: one typed dataclass for `sts-train cpt` and `sts-train sft`.
+
+Every field becomes a flag (`--lr 3e-4`) and a YAML key; `--config train/configs/sft_lfm2_350m.yaml`
+loads a shipped file first. The run folder keeps the resolved config as `train_config.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+"""The shipped YAML configs (installed with the package)."""
+
+TASK_NAMES = ("s2st", "s2tt", "t2tt", "asr", "tts")
+
+
+def default_task_weights() -> dict[str, float]:
+    return {"s2st": 1.0, "asr": 0.5, "tts": 0.5, "s2tt": 0.25, "t2tt": 0.25}
+
+
+@dataclass
+class TrainConfig:
+    """Continual pre-training (cpt) or multitask SFT (sft) of an LM extended with speech tokens."""
+
+    model: str = "runs/lfm2-350m-speech"
+    """Model dir written by `sts-extend-tokenizer` (or a previous checkpoint): weights, tokenizer, sts_vocab.json."""
+    out_dir: Path = Path("runs/train")
+    """Run folder: checkpoint-NNNNNNN/ dirs, metrics.jsonl, train_config.yaml, token_cache/."""
+    stage: Literal["cpt", "sft"] = "sft"
+    """Which data recipe: speech+text LM pre-training (cpt) or the multitask chat mixture (sft); the
+    `sts-train cpt|sft` sub-command sets it."""
+
+    # --- data -------------------------------------------------------------------------------------
+    shards: list[str] = field(default_factory=list)
+    """Encoded corpus shards (Parquet files or folders of them) with src_codes/tgt_codes columns."""
+    text_files: list[str] = field(default_factory=list)
+    """cpt: local UTF-8 text files; one document per blank-line-separated paragraph block."""
+    text_datasets: list[str] = field(default_factory=list)
+    """cpt: Hugging Face text datasets as `PATH:CONFIG:SPLIT` (e.g. `wikimedia/wikipedia:20231101.ja:train`), streamed."""
+    text_column: str = "text"
+    """Column of `text_datasets` that holds the document text."""
+    text_max_docs: int = 10_000
+    """cpt: at most this many documents per text dataset (streaming stops there)."""
+    speech_weight: float = 0.7
+    """cpt: fraction of sampled documents that are speech-only sequences (the rest is text)."""
+    task_weights: dict[str, float] = field(default_factory=default_task_weights)
+    """sft: sampling weight per task (s2st, s2tt, t2tt, asr, tts); 0 leaves a task out. Both directions are used."""
+    loss_mask: Literal["assistant", "full"] = "assistant"
+    """sft: loss on the assistant turn only, or on the whole sequence."""
+    overlong: Literal["drop", "trim"] = "drop"
+    """Samples longer than seq_len: drop them, or keep their first seq_len tokens (both are counted)."""
+    seq_len: int = 4096
+    """Tokens per training sequence."""
+    packing: bool = True
+    """Pack several documents/samples into one sequence (position ids restart per document, so attention
+    layers do not look across documents; a document ends with the end token). False: one per sequence, padded."""
+    tokenize_workers: int = 1
+    """Processes that tokenize corpus rows (an sft sample takes ~1 ms: use many for a large corpus)."""
+    cache_dir: Path | None = None
+    """Token cache (self-describing .safetensors shards); default out_dir/token_cache. Reused by reruns."""
+    eval_fraction: float = 0.02
+    """Share of corpus rows (chosen by a hash of their id) held out for the per-task eval loss."""
+    eval_every: int = 500
+    """Steps between eval-loss passes (0: never)."""
+    eval_batches: int = 20
+    """Batches per task in one eval pass."""
+
+    # --- optimisation -----------------------------------------------------------------------------
+    batch_size: int = 8
+    """Sequences per device per micro-step."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step."""
+    max_steps: int = 10_000
+    """Optimizer steps in the run (the cosine schedule ends here)."""
+    lr: float = 2e-4
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """The cosine schedule decays to lr * min_lr_ratio."""
+    warmup_steps: int = 200
+    """Linear warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to norms, biases and embeddings)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """bf16 autocast on GPU, fp32 on CPU under auto."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (less memory, ~25 % slower)."""
+    loss_impl: Literal["auto", "naive", "chunked", "liger"] = "auto"
+    """Cross-entropy: auto = liger's fused linear CE on GPU when installed, else chunked (never builds
+    the [B, L, V] fp32 logits); naive = the model's own loss (reference)."""
+    ce_chunk_tokens: int = 4096
+    """Tokens per chunk of the chunked cross-entropy."""
+    compile: bool = False
+    """torch.compile each decoder layer (fusion; GPU; the first steps are slow while it compiles)."""
+    attn_implementation: str | None = None
+    """Passed to from_pretrained (e.g. flash_attention_2, sdpa); None: transformers' default."""
+    lora_r: int = 0
+    """LoRA rank (needs peft); 0 trains all weights."""
+    lora_alpha: int = 32
+    """LoRA alpha."""
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "w1", "w2", "w3"]
+    )
+    """Module names LoRA adapts."""
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+    seed: int = 0
+    """Seed of the data order and the model-side RNG."""
+    log_every: int = 10
+    """Steps between metric lines."""
+    save_every: int = 1000
+    """Steps between checkpoints (the last step is always saved)."""
+    keep_last: int = 3
+    """Checkpoints kept (older ones are deleted; 0 keeps all)."""
+    resume: bool = True
+    """Continue from the newest complete checkpoint in out_dir, if any."""
+    max_bad_steps: int = 10
+    """Stop after this many consecutive steps with a NaN/inf loss or gradient (each one is skipped)."""
+    logger: Literal["auto", "none", "tensorboard", "wandb"] = "auto"
+    """Metric logger besides stdout: auto = tensorboard when installed."""
+    distributed: Literal["auto", "accelerate", "none"] = "auto"
+    """auto: accelerate (FSDP/DeepSpeed/DDP as its launch config says) when started with more than one
+    process (`accelerate launch`, torchrun), else a plain single-process loop; accelerate forces it."""
+    export_axolotl: Path | None = None
+    """Write an axolotl YAML and the pre-tokenized dataset to this folder instead of training."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.task_weights) - set(TASK_NAMES)
+        if unknown:
+            raise ValueError(f"unknown task(s) in task_weights: {sorted(unknown)}; tasks are {TASK_NAMES}")
+        if self.seq_len < 8 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("seq_len must be >= 8 and batch_size, grad_accum >= 1")
+        if self.max_steps < 1 or self.log_every < 1 or self.save_every < 1 or self.max_bad_steps < 1:
+            raise ValueError("max_steps, log_every, save_every and max_bad_steps must be >= 1")
+        if not 0.0 <= self.speech_weight <= 1.0:
+            raise ValueError(f"speech_weight must be in [0, 1], got {self.speech_weight}")
+        self.out_dir = Path(self.out_dir)
+        self.betas = tuple(self.betas)
+
+    @property
+    def token_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else self.out_dir / "token_cache"
+
+
+def shipped_configs() -> list[Path]:
+    """Every YAML training config shipped with the package."""
+    return sorted(CONFIG_DIR.glob("*.yaml"))

@@ -1,0 +1,102 @@
+"""Small encoded corpus shards for tests and smoke runs, following `corpus_builder.schema`.
+
+from train.testing import write_tiny_encoded_shards
+shards = write_tiny_encoded_shards(tmp_path / "encoded", num_codes=1024)   # [Path] to Parquet files
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PAIRS = [
+    ("おはようございます。", "Good morning."),
+    ("駅はどこですか？", "Where is the station?"),
+    ("切符を二枚ください。", "Two tickets, please."),
+    ("ありがとう。", "Thank you."),
+    ("公園まで歩きましょう。", "Let's walk to the park."),
+    ("これはいくらですか？", "How much is this?"),
+]
+
+
+def write_tiny_encoded_shards(
+    out_dir: str | Path,
+    *,
+    num_codes: int = 1024,
+    rows_per_shard: int = 12,
+    num_shards: int = 2,
+    seed: int = 0,
+) -> list[Path]:
+    """Parquet shards with the encoded-corpus features: random int32 codes (10-30 frames), short texts.
+
+    Rows alternate ja->en and en->ja; audio columns hold 10 ms of silence (training never reads them).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from corpus_builder.schema import encoded_features
+
+    rng = np.random.default_rng(seed)
+    wav = _silence_wav()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s in range(num_shards):
+        rows = []
+        for r in range(rows_per_shard):
+            ja, en = PAIRS[(s * rows_per_shard + r) % len(PAIRS)]
+            src_lang, tgt_lang, src_text, tgt_text = (
+                ("ja", "en", ja, en) if r % 2 == 0 else ("en", "ja", en, ja)
+            )
+            src_len, tgt_len = rng.integers(10, 30, size=2)
+            rows.append(
+                {
+                    "id": f"tiny-{s}-{r}",
+                    "src_lang": src_lang,
+                    "tgt_lang": tgt_lang,
+                    "src_text": src_text,
+                    "tgt_text": tgt_text,
+                    "src_audio": {"bytes": wav, "path": f"tiny-{s}-{r}-src.wav"},
+                    "tgt_audio": {"bytes": wav, "path": f"tiny-{s}-{r}-tgt.wav"},
+                    "src_duration": float(src_len) / 50,
+                    "tgt_duration": float(tgt_len) / 50,
+                    "speaker": "",
+                    "source": "tiny",
+                    "mt_backend": "reference",
+                    "tts_backend": "none",
+                    "tgt_asr_error": float("nan"),
+                    "speaker_similarity": float("nan"),
+                    "src_codes": rng.integers(0, num_codes, size=src_len, dtype=np.int32).tolist(),
+                    "tgt_codes": rng.integers(0, num_codes, size=tgt_len, dtype=np.int32).tolist(),
+                }
+            )
+        path = out_dir / f"shard-{s:05d}.parquet"
+        # the features' arrow schema carries the `huggingface` metadata, so `datasets` opens it typed
+        pq.write_table(pa.Table.from_pylist(rows, schema=encoded_features().arrow_schema), path)
+        paths.append(path)
+    return paths
+
+
+def _silence_wav() -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(160, dtype=np.float32), 16_000, format="WAV")
+    return buf.getvalue()
+
+
+def tiny_config(stage: str, model: str | Path, shards: list[str | Path], out_dir: str | Path, **overrides):
+    """The shipped `tiny_{stage}.yaml` pointed at a tiny model, tiny shards and a run folder."""
+    from sts.config import load_config
+    from train.config import CONFIG_DIR, TrainConfig
+
+    overrides = {
+        "model": str(model),
+        "shards": [str(s) for s in shards],
+        "out_dir": str(out_dir),
+        **overrides,
+    }
+    return load_config(TrainConfig, CONFIG_DIR / f"tiny_{stage}.yaml", **overrides)

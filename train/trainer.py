@@ -1,0 +1,265 @@
+"""The training loop behind `sts-train cpt|sft`: one function for CPU, one GPU and many.
+
+    from train.config import TrainConfig
+    from train.trainer import train
+    train(TrainConfig(stage="sft", model="runs/lfm2-350m-speech", shards=["runs/corpus"], out_dir=Path("runs/sft")))
+
+Multi-GPU: `accelerate launch --config_file train/configs/accelerate/fsdp.yaml -m train.cli sft --config ...`
+(or deepspeed_zero2.yaml), or `torchrun --nproc_per_node 8 -m train.cli sft ...` (DDP); the loop is the
+same (`train.runtime`). Each optimizer step reads `batch_size * grad_accum * world_size` sequences; rank r
+takes every world_size-th one, so N ranks x batch b see the same global batch as 1 rank x batch N*b.
+Sequence i is a pure function of i (see `train.packing`), so resuming needs only the number of sequences
+consumed, kept in the checkpoint. A step whose loss or gradient is NaN/inf is skipped (no update, logged);
+after `max_bad_steps` in a row the run stops with `TrainingDiverged` and the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from sts.config import config_to_dict, save_config
+from sts.tasks import IGNORE_INDEX
+from sts.vocab import SpeechVocab
+from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.loss import CausalLMWithLoss
+from train.metrics import MetricLogger
+from train.packing import PackedStream
+from train.runtime import make_runtime, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite steps."""
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up to 1, then cosine to `min_lr_ratio` at `max_steps` (a factor on cfg.lr)."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def load_model(cfg: TrainConfig, weights_from: Path | None = None):
+    """The extended HF model (+ LoRA adapters when lora_r > 0), fp32 master weights.
+
+    weights_from: a checkpoint folder to take the weights from instead of `cfg.model` (resume).
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    lora_resume = cfg.lora_r > 0 and weights_from is not None
+    source = cfg.model if weights_from is None or lora_resume else weights_from
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    if cfg.gradient_checkpointing:
+        if hasattr(lm, "activation_checkpointing_enable"):  # the newer name (transformers >= 5.2x)
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.config.use_cache = False
+    if cfg.compile:  # per layer, in place: the state-dict names (and so the checkpoints) do not change
+        for layer in lm.model.layers:
+            layer.compile()
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if lora_resume:
+            return PeftModel.from_pretrained(lm, weights_from, is_trainable=True)
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.lora_targets)
+        lm = get_peft_model(lm, lora)
+    return lm
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices, none on norms, biases and embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def mixture_weights(cfg: TrainConfig, group_names: list[str]) -> dict[str, float]:
+    """Sampling weight per document group, summing to 1.
+
+    sft: a task's weight is shared by its groups (`asr:ja`, `asr:en`, ...), so it is the task's share.
+    cpt: `speech_weight` shared by the `speech_*` groups, the rest by the text groups.
+    """
+    if cfg.stage == "sft":
+        task_of = {g: g.split(":")[0] for g in group_names}
+        per_task = {t: sum(1 for g in group_names if task_of[g] == t) for t in set(task_of.values())}
+        weights = {g: cfg.task_weights.get(task_of[g], 0.0) / per_task[task_of[g]] for g in group_names}
+    else:
+        speech = [g for g in group_names if g.startswith("speech_")]
+        text = [g for g in group_names if not g.startswith("speech_")]
+        weights = {g: cfg.speech_weight / len(speech) for g in speech}
+        weights.update({g: (1 - cfg.speech_weight) / len(text) for g in text})
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"every data group has weight 0: groups {group_names}")
+    return {g: w / total for g, w in weights.items()}
+
+
+def compute_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, counted tokens) of one micro-batch; a module-level hook so tests can inject NaN."""
+    return model(batch["input_ids"], batch["labels"], batch["position_ids"])
+
+
+def train(cfg: TrainConfig) -> Path | None:
+    """Run (or resume) the training `cfg` describes; returns the last checkpoint written."""
+    from transformers import AutoTokenizer
+
+    from train.data import build_doc_stores
+
+    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    vocab = SpeechVocab.load(cfg.model)
+    with rt.main_process_first():
+        train_store, eval_store = build_doc_stores(cfg, tokenizer, vocab)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    weights = mixture_weights(cfg, train_store.group_names)
+    stream = PackedStream(train_store, weights, cfg.seq_len, cfg.seed, pack=cfg.packing, pad_id=pad_id)
+
+    resume_from = latest_checkpoint(out_dir) if cfg.resume else None
+    lm = load_model(cfg, weights_from=None if resume_from is None or rt.weights_in_state else resume_from)
+    model = CausalLMWithLoss(lm, impl=cfg.loss_impl, chunk_tokens=cfg.ce_chunk_tokens).to(rt.device)
+    fused = {"fused": True} if rt.device.type == "cuda" and not rt.weights_in_state else {}  # one GPU
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **fused)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    model, optimizer = rt.prepare(model, optimizer, scheduler)
+
+    world, rank = rt.num_processes, rt.process_index
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    state = {"step": 0, "bad_steps": 0, "sequences_per_step": per_step, "sequences_consumed": 0}
+    if resume_from is not None:
+        state = load_checkpoint(rt, optimizer, resume_from)
+        if state.get("sequences_per_step", per_step) != per_step:
+            log.warning(
+                "resuming with %d sequences per step (was %d): the data position is approximate",
+                per_step,
+                state["sequences_per_step"],
+            )
+        rt.print(f"resumed from {resume_from} at step {state['step']}")
+    if rt.is_main_process:
+        save_config(cfg, out_dir / "train_config.yaml")
+    logger = MetricLogger(
+        out_dir, cfg.max_steps, cfg.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
+    )
+    rt.print(
+        f"{cfg.stage}: {train_store.num_docs} documents in {train_store.group_names}, loss {model_loss_impl(model, rt)}"
+    )
+
+    last_saved, t0, steps_timed = None, time.perf_counter(), 0
+    model.train()
+    while state["step"] < cfg.max_steps:
+        micro = []
+        for m in range(cfg.grad_accum):
+            start = state["sequences_consumed"] + m * cfg.batch_size * world + rank
+            arrays = stream.batch(start, cfg.batch_size, stride=world)
+            micro.append({k: torch.from_numpy(v).to(rt.device, non_blocking=True) for k, v in arrays.items()})
+        lr = scheduler.get_last_lr()[0]
+        metrics = train_step(rt, model, micro, cfg.max_grad_norm)
+        state["step"] += 1
+        state["sequences_consumed"] += per_step
+        if metrics is None:  # non-finite: skip the update; the schedule and the data move on
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            state["bad_steps"] += 1
+            logger.log(
+                state["step"], {"skipped": "non-finite loss or gradient", "bad_steps": state["bad_steps"]}
+            )
+            if state["bad_steps"] >= cfg.max_bad_steps:
+                logger.close()
+                raise TrainingDiverged(
+                    f"{state['bad_steps']} consecutive non-finite steps; last good checkpoint: {last_saved}"
+                )
+            continue
+        state["bad_steps"] = 0
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps_timed += 1
+        if state["step"] % cfg.log_every == 0 or state["step"] == cfg.max_steps:
+            elapsed = time.perf_counter() - t0
+            metrics.update(lr=lr, tokens_per_s=steps_timed * per_step * cfg.seq_len / max(elapsed, 1e-9))
+            logger.log(state["step"], metrics)
+            t0, steps_timed = time.perf_counter(), 0
+        if cfg.eval_every and state["step"] % cfg.eval_every == 0 and eval_store.num_docs:
+            logger.log(state["step"], evaluate(model, eval_store, cfg, rt, pad_id), kind="eval")
+        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.max_steps:
+            last_saved = save_checkpoint(rt, model, optimizer, tokenizer, vocab, cfg, dict(state))
+    logger.close()
+    return last_saved or latest_checkpoint(out_dir)
+
+
+def train_step(rt, model, micro: list[dict[str, torch.Tensor]], max_grad_norm: float) -> dict | None:
+    """Forward/backward of one optimizer step's micro-batches and gradient clipping (no update).
+
+    Returns {loss, grad_norm, tokens}, or None when the loss or the gradient is NaN/inf on any rank.
+    The loss is the summed token loss over the whole step divided by its loss tokens (all ranks, all
+    micro-batches), so every token weighs the same however the batch is split.
+    """
+    world = rt.num_processes
+    n_local = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+    n_global = int(rt.reduce(torch.tensor(n_local, device=rt.device), "sum").item())
+    loss_total = torch.zeros((), device=rt.device)
+    for m, batch in enumerate(micro):
+        sync = rt.no_sync(model) if m < len(micro) - 1 else contextlib.nullcontext()
+        with sync:
+            with rt.autocast():
+                loss_sum, _ = compute_loss(model, batch)
+            not_finite = 1.0 - torch.isfinite(loss_sum.detach()).float()
+            if rt.reduce(not_finite, "sum").item() > 0:  # every rank skips together
+                return None
+            rt.backward(loss_sum * world / max(n_global, 1))  # DDP/FSDP average gradients over ranks
+        loss_total += loss_sum.detach().float()
+    grad_norm = float(
+        rt.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
+    )
+    if not math.isfinite(grad_norm):
+        return None
+    loss = rt.reduce(loss_total, "sum").item() / max(n_global, 1)
+    return {"loss": loss, "grad_norm": grad_norm, "tokens": n_global}
+
+
+def model_loss_impl(model, rt) -> str:
+    return getattr(rt.unwrap_model(model), "impl", "?")
+
+
+@torch.no_grad()
+def evaluate(model, store, cfg: TrainConfig, rt, pad_id: int) -> dict[str, float]:
+    """Mean loss per group (task or data source) over `eval_batches` batches of held-out sequences."""
+    model.eval()
+    world, rank = rt.num_processes, rt.process_index
+    results = {}
+    for group in store.group_names:
+        stream = PackedStream(
+            store, None, cfg.seq_len, seed=1234, pack=cfg.packing, pad_id=pad_id, groups=[group]
+        )
+        total = torch.zeros(2, device=rt.device)
+        for b in range(cfg.eval_batches):
+            arrays = stream.batch(b * cfg.batch_size * world + rank, cfg.batch_size, stride=world)
+            batch = {k: torch.from_numpy(v).to(rt.device) for k, v in arrays.items()}
+            with rt.autocast():
+                loss_sum, n = compute_loss(model, batch)
+            total += torch.stack([loss_sum.float(), n.float()])
+        total = rt.reduce(total, "sum")
+        results[f"loss/{group}"] = (total[0] / total[1].clamp(min=1)).item()
+    model.train()
+    return results
