@@ -43,8 +43,8 @@ TRAINING_TEXT = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 384):
-    """A byte-level BPE tokenizer trained on `TRAINING_TEXT`: Japanese and English, LFM2 specials.
+def build_tiny_tokenizer(vocab_size: int = 384, texts: list[str] | None = None):
+    """A byte-level BPE tokenizer trained on `texts` (default `TRAINING_TEXT`): ja and en, LFM2 specials.
 
     Byte-level, so every string (kanji included) tokenizes without unknowns. `vocab_size` is the
     BPE target; the real size can be smaller when the text runs out of merges.
@@ -61,7 +61,7 @@ def build_tiny_tokenizer(vocab_size: int = 384):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(TRAINING_TEXT * 4, trainer)
+    bpe.train_from_iterator((texts or TRAINING_TEXT) * 4, trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|startoftext|>",
@@ -96,19 +96,29 @@ def tiny_lfm2_config(vocab_size: int, **overrides):
     return Lfm2Config(**fields)
 
 
-def save_tiny_lfm2(out_dir: str | Path, *, extra_vocab_rows: int = 16, seed: int = 0) -> Path:
+def save_tiny_lfm2(
+    out_dir: str | Path,
+    *,
+    extra_vocab_rows: int = 16,
+    seed: int = 0,
+    texts: list[str] | None = None,
+    tokenizer_vocab_size: int = 384,
+    **config_overrides,
+) -> Path:
     """Build and `save_pretrained` a tiny random LFM2 with its tokenizer; returns `out_dir`.
 
     `extra_vocab_rows` makes `config.vocab_size` larger than `len(tokenizer)` (as real checkpoints
     often pad their embeddings); a negative value makes it smaller, the other case to handle.
+    `texts` / `tokenizer_vocab_size` train the BPE on other text; `config_overrides` change the
+    `Lfm2Config` (e.g. `hidden_size=256` for the offline demo's small LM).
     """
     import torch
     from transformers import Lfm2ForCausalLM
 
     out_dir = Path(out_dir)
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(tokenizer_vocab_size, texts)
     torch.manual_seed(seed)
-    model = Lfm2ForCausalLM(tiny_lfm2_config(len(tokenizer) + extra_vocab_rows))
+    model = Lfm2ForCausalLM(tiny_lfm2_config(len(tokenizer) + extra_vocab_rows, **config_overrides))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

