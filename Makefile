@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; a GPU machine installs its CUDA torch first (see README) and skips this.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-RUN_DIR ?= runs/tiny
+RUN_DIR ?= runs/demo
 # Extras installed by `make install`: the offline TTS/ASR/speaker packages make the real-speech tests run.
 EXTRAS ?= dev,offline,dist,eval
 
@@ -20,7 +20,7 @@ $(BIN)/sts: pyproject.toml
 install: $(BIN)/sts
 
 run: install
-	$(BIN)/sts tiny-run $(RUN_DIR)
+	$(BIN)/sts demo $(RUN_DIR)
 
 test: install
 	$(BIN)/ruff check .

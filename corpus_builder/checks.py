@@ -117,7 +117,9 @@ class SpeakerSimilarity(Check):
     column = "speaker_similarity"
 
     def __init__(self, min_speaker_similarity: float = 0.6, *, device: str = "cpu"):
-        import resemblyzer  # noqa: F401  (needs setuptools<81 for pkg_resources)
+        with warnings.catch_warnings():  # its webrtcvad dependency imports the deprecated pkg_resources
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            import resemblyzer  # noqa: F401  (needs setuptools<81 for pkg_resources)
 
         self.min_speaker_similarity = min_speaker_similarity
         self.device = device
