@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from corpus_builder.interfaces import Check, CheckInput
 from sts.metrics import asr_error, cer, edit_distance, normalize_en, normalize_ja, wer
-from sts.offline_models import default_whisper_model
-
-__all__ = ["asr_error", "cer", "edit_distance", "normalize_en", "normalize_ja", "wer"]  # re-exported
+from sts.offline_models import default_whisper_model, offline_whisper_base, offline_whisper_tiny_en
 
 # ---------------------------------------------------------------- offline Whisper weights
 
@@ -174,8 +173,11 @@ __all__ = [
     "asr_error",
     "cer",
     "default_checks",
+    "default_whisper_model",
     "edit_distance",
     "normalize_en",
     "normalize_ja",
+    "offline_whisper_base",
+    "offline_whisper_tiny_en",
     "wer",
 ]
