@@ -44,6 +44,8 @@ class EncodeConfig:
     """Codec dtype ("float32", "bfloat16", "float16")."""
     batch_size: int = 8
     """Most clips per codec forward pass (clips are bucketed by length)."""
+    reencode: bool = False
+    """Replace codes already in the shards (needed after changing the codec)."""
 
 
 def is_encoded(path: Path) -> bool:
@@ -70,8 +72,15 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
     paths = sorted(corpus_dir.glob("part-*.parquet"))
     if not paths and not (corpus_dir / shards.CARD_NAME).exists():
         raise FileNotFoundError(f"{corpus_dir}: no part-*.parquet shards and no corpus.json")
+    recorded = recorded_codec(corpus_dir)
+    wanted = codec.name if codec is not None else str(cfg.codec)
+    if not cfg.reencode and recorded is not None and recorded != wanted and any(map(is_encoded, paths)):
+        raise ValueError(
+            f"{corpus_dir}: already encoded with {recorded!r}, not {wanted!r}; "
+            "pass --reencode to replace the codes"
+        )
     for path in paths:
-        if is_encoded(path):
+        if is_encoded(path) and not cfg.reencode:
             yield path.name, pq.read_metadata(path).num_rows, True
             continue
         if codec is None:
@@ -83,6 +92,14 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
         yield path.name, table.num_rows, False
     if codec is not None:
         _record(corpus_dir, codec)
+
+
+def recorded_codec(corpus_dir: Path) -> str | None:
+    """The codec `corpus.json` says the shards were encoded with, or None."""
+    card_path = corpus_dir / shards.CARD_NAME
+    if not card_path.exists():
+        return None
+    return json.loads(card_path.read_text()).get("encode", {}).get("codec")
 
 
 def _record(corpus_dir: Path, codec) -> None:

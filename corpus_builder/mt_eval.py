@@ -66,6 +66,8 @@ class MTEvalConfig:
     dtype: str = "float32"
     batch_size: int = 32
     max_new_tokens: int = 256
+    sts_codec: str = ""
+    """Codec for `sts:` backends (default: the one the checkpoint's sts_vocab.json records)."""
     comet_model: str = ""
     """Local COMET checkpoint (e.g. a downloaded Unbabel/wmt22-comet-da); scored when `comet` imports."""
     worst: int = 10
@@ -132,11 +134,19 @@ def load_test_set(cfg: MTEvalConfig) -> TestSet:
 class STSTextMT(MTBackend):
     """A trained sts checkpoint's `t2tt` task (text in, text out) through `infer.Translator`."""
 
-    def __init__(self, checkpoint: str, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 32):
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        codec: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 32,
+    ):
         from infer import Translator
 
         self.name = f"sts:{checkpoint}"
-        self.translator = Translator.from_checkpoint(checkpoint, device=device, dtype=dtype)
+        self.translator = Translator.from_checkpoint(checkpoint, codec=codec, device=device, dtype=dtype)
         self.translator.batch_size = batch_size
 
     def translate(self, texts, src_lang, tgt_lang, contexts=None) -> list[MTResult]:
@@ -164,7 +174,9 @@ def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
             raise ValueError(f"backend spec {spec!r}: expected http:MODEL@BASE_URL")
         return load_mt("http", model, base_url=url, **common)
     if kind == "sts":
-        return STSTextMT(rest, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+        return STSTextMT(
+            rest, codec=cfg.sts_codec or None, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
+        )
     raise ValueError(f"backend spec {spec!r}: unknown kind {kind!r} (hf, vllm, http, sts)")
 
 

@@ -170,7 +170,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     """Run every step into `cfg.out_dir`; returns the report (also written as report.json / report.md)."""
     import torch
 
-    from corpus_builder.encode import EncodeConfig, encode_corpus
+    from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
     from sts.codec import load_codec
     from train.config import TrainConfig
     from train.trainer import train
@@ -200,8 +200,9 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         log(f"2/7 codec: fitting the offline codec ({codebook} codes) on the training audio")
         codec_dir = fit_codec(out, corpora["train"], codebook, cfg.seed)
     codec = load_codec(codec_dir)
-    for corpus in corpora.values():
-        list(encode_corpus(EncodeConfig(corpus, codec=str(codec_dir)), codec=codec))
+    for corpus in corpora.values():  # a rerun with another codec replaces the codes
+        reencode = recorded_codec(corpus) not in (None, codec.name)
+        list(encode_corpus(EncodeConfig(corpus, codec=str(codec_dir), reencode=reencode), codec=codec))
     step("codec")
 
     log("3/7 LM: " + (f"extending {cfg.model}" if cfg.model else f"a small LFM2 (hidden {size['hidden']})"))

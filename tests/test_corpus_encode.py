@@ -13,6 +13,7 @@ from corpus_builder.encode import EncodeConfig, encode_corpus, main
 from corpus_builder.schema import encoded_features
 from corpus_builder.testing import tone_seconds
 from sts.audio import load_audio
+from sts.codec.melkmeans import MelKMeansCodec
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +60,21 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
     assert card["encode"]["codec"] == str(tiny_codec_dir) and card["encode"]["frame_rate"] == 50.0
     assert card["rows"] == 3  # the build's numbers are kept
 
-    # Rerun: everything is done; no codec is even loaded.
-    assert [skipped for _, _, skipped in encode_corpus(EncodeConfig(out, codec="/no/such/codec"))] == [
+    # Rerun: everything is done; the codec is not even loaded.
+    assert [skipped for _, _, skipped in encode_corpus(EncodeConfig(out, codec=str(tiny_codec_dir)))] == [
         True,
         True,
     ]
+    # Another codec on encoded shards is refused unless asked to replace the codes.
+    with pytest.raises(ValueError, match="already encoded with .* pass --reencode"):
+        list(encode_corpus(EncodeConfig(out, codec="/no/such/codec")))
+    mel = MelKMeansCodec.fit([load_audio(r["src_audio"]["bytes"]) for r in rows], codebook_size=8)
+    mel.save(tmp_path / "mel")
+    assert main([str(out), "--codec", str(tmp_path / "mel"), "--reencode"]) == 0
+    again = [r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert [r["id"] for r in again] == [r["id"] for r in rows]
+    assert max(max(r["src_codes"]) for r in again) < 8
+    assert json.loads((out / "corpus.json").read_text())["encode"]["codebook_size"] == 8
     # A rebuild after encoding skips its chunks and keeps the encode record.
     assert build_main(["--out-dir", str(out), "--source", "text-pairs", "--path", str(tmp_path / "ja.txt"),
                        "--tgt-path", str(tmp_path / "en.txt"), "--mt", "reference", "--tts", "python:x:Y",

@@ -84,3 +84,26 @@ def test_notebooks_execute_on_the_demo_output(demo_dir, notebook, monkeypatch):
     ).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.slow
+def test_demo_with_local_lfm2_and_xcodec2_checkpoints(demo_dir, tiny_lm_dir, tmp_path):
+    """`--model` / `--codec` swap in real-format checkpoints (here tiny random LFM2 and XCodec2)."""
+    import shutil
+
+    from sts.demo import DemoConfig, run_demo
+    from sts.testing import save_tiny_xcodec2
+
+    out = tmp_path / "run"
+    shutil.copytree(demo_dir / "corpus", out / "corpus")  # the builder resumes: no TTS again
+    codec_dir = save_tiny_xcodec2(tmp_path / "xcodec2")
+    report = run_demo(
+        DemoConfig(out, size="tiny", model=str(tiny_lm_dir), codec=str(codec_dir), steps=4, examples=1),
+        log=lambda *_: None,
+    )
+    assert report["codec"] == {"dir": str(codec_dir), "type": "XCodec2Codec", "codebook_size": 1024}
+    card = json.loads((out / "corpus" / "train" / "corpus.json").read_text())
+    assert card["encode"]["codebook_size"] == 1024  # re-encoded with the given codec
+    vocab = json.loads((out / "models" / "demo-lfm2-speech" / "sts_vocab.json").read_text())
+    assert vocab["num_speech_tokens"] == 1024
+    assert f"the codec at {codec_dir}" in (out / "report.md").read_text()

@@ -121,6 +121,22 @@ def test_cli_with_the_tiny_lfm2_hf_backend(pair_files, tiny_lm_dir, capsys):
     assert "report:" in capsys.readouterr().err
 
 
+def test_sts_checkpoint_t2tt_backend(pair_files, extended_lm_dir, tmp_path):
+    from sts.testing import save_tiny_xcodec2
+
+    folder, *_ = pair_files
+    codec = save_tiny_xcodec2(tmp_path / "xcodec2")
+    spec = f"sts:{extended_lm_dir}"
+    cfg = MTEvalConfig(
+        backends=[spec], ja_file=str(folder / "t.ja"), en_file=str(folder / "t.en"),
+        sts_codec=str(codec), max_new_tokens=4, out_dir=folder / "sts",
+    )  # fmt: skip
+    report = evaluate(cfg)
+    assert report["backends"][spec]["name"] == spec
+    lines = [json.loads(x) for x in (folder / "sts" / "translations.jsonl").read_text().splitlines()]
+    assert len(lines) == 6 and {x["direction"] for x in lines} == {"en-ja", "ja-en"}
+
+
 @pytest.mark.skipif(not FLORES.is_dir(), reason="FLORES-200 reference data not present")
 def test_flores_documents_load_by_url():
     cfg = MTEvalConfig(backends=[], test_set=str(FLORES), limit=5, context=2)
