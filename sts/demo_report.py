@@ -1,0 +1,198 @@
+"""The offline demo's report: `report.md` with the numbers, audio players and links, and plots.
+
+    from sts.demo_report import write_report
+    write_report(Path("runs/demo"), report)     # `report` as `sts.demo.run_demo` builds it
+
+Plots (`loss.png`, `corpus.png`) need matplotlib (the `eval` extra); without it the report has none.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_figures(out: Path, report: dict) -> list[str]:
+    """loss.png and corpus.png (durations, check scores) next to the report; [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    losses = [m for m in report["losses"] if m.get("kind", "train") == "train" and "loss" in m]
+    if losses:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.plot([m["step"] for m in losses], [m["loss"] for m in losses], marker="o", markersize=3)
+        ax.set(xlabel="step", ylabel="SFT loss (assistant tokens)", title="Training loss")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=110)
+        plt.close(fig)
+        written.append("loss.png")
+    from sts.demo import corpus_rows
+
+    rows = corpus_rows(out / "corpus" / "train")
+    if rows:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        axes[0].hist([r["src_duration"] for r in rows], bins=20, alpha=0.7, label="ja (source)")
+        axes[0].hist([r["tgt_duration"] for r in rows], bins=20, alpha=0.7, label="en (target)")
+        axes[0].set(xlabel="seconds", ylabel="utterances", title="Corpus durations")
+        axes[0].legend()
+        errors = [r["tgt_asr_error"] for r in rows if r["tgt_asr_error"] == r["tgt_asr_error"]]
+        axes[1].hist(errors, bins=20, color="tab:green")
+        axes[1].set(xlabel="Whisper WER of the English target", ylabel="utterances", title="ASR check")
+        fig.tight_layout()
+        fig.savefig(out / "corpus.png", dpi=110)
+        plt.close(fig)
+        written.append("corpus.png")
+    return written
+
+
+def learned_summary(evaluation: dict) -> str:
+    """One honest sentence on what the model learned, from the train vs held-out scores."""
+    groups = evaluation.get("asr_bleu") or {}
+    if not groups:
+        return "Without ASR there is no measure of what the model learned."
+
+    def mean_chrf(split: str) -> float | None:
+        values = [g["scores"]["chrF++"] for k, g in groups.items() if k.startswith(split)]
+        return float(np.mean(values)) if values else None
+
+    seen, unseen = mean_chrf("train"), mean_chrf("test")
+    text = (
+        f"Mean ASR-chrF++ of the output speech: {seen:.1f} on training sentences, "
+        f"{unseen:.1f} on held-out sentences. "
+    )
+    if seen is not None and unseen is not None and seen > unseen + 5:
+        text += (
+            "The model reproduces some of what it was trained on and does not translate unseen sentences: "
+        )
+    else:
+        text += (
+            "At this size and training time the model has not learned to translate, even its training pairs: "
+        )
+    text += "this is a pipeline demo, not a translation model."
+    round_trip = evaluation.get("codec_round_trip") or {}
+    if round_trip:
+        ceiling = ", ".join(
+            f"{r['metric']} {r['reference_audio']:.2f} -> {r['codec_round_trip']:.2f} ({lang})"
+            for lang, r in round_trip.items()
+        )
+        text += (
+            f" The demo codec alone already costs intelligibility: Whisper error {ceiling} on the references."
+        )
+    return text
+
+
+def write_report(out: Path, report: dict) -> None:
+    """report.md: what ran, the numbers, audio players and links, plots (when matplotlib is installed)."""
+    figures = plot_figures(out, report)
+    ev = report["evaluation"]
+    cfg = report["config"]
+    lines = [
+        "# sts offline demo",
+        "",
+        f"Size `{cfg['size']}`, seed {cfg['seed']}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        "Everything ran on this machine's CPU with no download: real Japanese (Kokoro) and English (Piper) "
+        "speech, checked and scored by offline Whisper, encoded with "
+        + (
+            "the offline k-means/Griffin-Lim codec (a demo codec, not XCodec2)"
+            if report["codec"]["type"] == "MelKMeansCodec"
+            else f"the codec at {report['codec']['dir']}"
+        )
+        + ".",
+        "",
+        f"**What the model learned.** {learned_summary(ev)}",
+        "",
+        "## Steps and time",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {seconds} |" for name, seconds in report["timings_s"].items()]
+    lines += [
+        "",
+        "## Corpus",
+        "",
+        "| split | pairs in | rows kept | dropped (reason: count) | hours ja / en |",
+        "|---|---|---|---|---|",
+    ]
+    for name, card in report["corpus"].items():
+        drops = ", ".join(f"{k}: {v}" for k, v in card["drops"].items()) or "none"
+        d = card["directions"].get("ja-en", {"src_hours": 0.0, "tgt_hours": 0.0})
+        lines.append(
+            f"| {name} | {card['input_rows']} | {card['rows']} | {drops} | {d['src_hours']:.4f} / {d['tgt_hours']:.4f} |"
+        )
+    if "corpus.png" in figures:
+        lines += ["", "![corpus](corpus.png)"]
+    codec = report["codec"]
+    lines += [
+        "",
+        "## Codec",
+        "",
+        f"`{codec['type']}`, {codec['codebook_size']} codes, 50 per second ({codec['dir']}).",
+    ]
+    if "codec_round_trip" in ev:
+        lines += ["", "| language | metric | reference audio | after codec round trip |", "|---|---|---|---|"]
+        for lang, r in ev["codec_round_trip"].items():
+            lines.append(
+                f"| {lang} | {r['metric']} | {r['reference_audio']:.3f} | {r['codec_round_trip']:.3f} |"
+            )
+    losses = [m for m in report["losses"] if "loss" in m]
+    lines += ["", "## Training", ""]
+    if losses:
+        lines.append(
+            f"{report['steps']} SFT steps; loss {losses[0]['loss']:.3f} at step {losses[0]['step']} -> "
+            f"{losses[-1]['loss']:.3f} at step {losses[-1]['step']}. Checkpoint: `{report['checkpoint']}`."
+        )
+    if "loss.png" in figures:
+        lines += ["", "![loss](loss.png)"]
+    lines += ["", "## Scores", ""]
+    if ev.get("asr_bleu"):
+        names: list[str] = []
+        for g in ev["asr_bleu"].values():
+            names += [n for n in g["scores"] if n not in names]
+        lines += [
+            "| sentences | n | " + " | ".join(f"ASR-{n}" for n in names) + " | ASR error vs reference |"
+        ]
+        lines += ["|---|---|" + "---|" * (len(names) + 1)]
+        for key, g in ev["asr_bleu"].items():
+            cells = " | ".join(f"{g['scores'][n]:.1f}" if n in g["scores"] else "" for n in names)
+            lines.append(f"| {key} | {g['n']} | {cells} | {g['asr_error_vs_reference']:.3f} |")
+        signatures = {n: s for g in ev["asr_bleu"].values() for n, s in g["signatures"].items()}
+        lines += ["", "Signatures: " + "; ".join(f"{n} `{s}`" for n, s in signatures.items())]
+        lines += [
+            "",
+            f"Speaker similarity source -> output (resemblyzer cosine, mean): {ev.get('speaker_similarity_mean')}. "
+            f"Real-time factor of batched translation on this CPU: {ev.get('rtf')}.",
+        ]
+    else:
+        lines.append(ev.get("note", "no scores"))
+    lines += ["", "## Translations", ""]
+    for item in report["outputs"]:
+        lines += [
+            f"### {item['split']} {item['src_lang']} -> {item['tgt_lang']}: {item['id']}",
+            "",
+            f"- source: {item['source_text']}",
+            f"- reference: {item['reference_text']}",
+            f"- Whisper hears in the output: {item.get('asr_text', '(no ASR)') or '(nothing)'}",
+            f"- output {item['output_seconds']:.1f} s, finished: {item['finished']}, "
+            f"speaker similarity: {item.get('speaker_similarity', 'n/a')}"
+            + (f", warnings: {'; '.join(item['warnings'])}" if item["warnings"] else ""),
+            "",
+            f'<audio controls src="{item["source_wav"]}"></audio> source ([{item["source_wav"]}]({item["source_wav"]}))',
+            "",
+        ]
+        if item["output_wav"]:
+            lines += [
+                f'<audio controls src="{item["output_wav"]}"></audio> output ([{item["output_wav"]}]({item["output_wav"]}))',
+                "",
+            ]
+    tmp = out / ".report.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(out / "report.md")
