@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 RUN_DIR ?= runs/demo
 # Extras installed by `make install`: the offline TTS/ASR/speaker packages make the real-speech tests run.
-EXTRAS ?= dev,offline,dist,eval
+EXTRAS ?= dev,offline,dist,eval,train
 
 .PHONY: install run test test-fast lint clean
 
