@@ -116,14 +116,16 @@ class MelKMeansCodec(Codec):
             if len(clip) == 0:
                 waveforms.append(np.zeros(0, dtype=np.float32))
                 continue
-            audio = librosa.griffinlim(
-                self.magnitudes()[:, clip],
-                n_iter=self.griffin_lim_iters,
-                hop_length=self.hop_length,
-                n_fft=self.n_fft,
-                center=True,
-                random_state=0,
-            )  # (T - 1) * hop samples: pad the last frame's hop, as XCodec2 returns T * hop
+            with warnings.catch_warnings():  # a few frames are shorter than n_fft: fine, they are padded
+                warnings.filterwarnings("ignore", message="n_fft=.*is too large", category=UserWarning)
+                audio = librosa.griffinlim(
+                    self.magnitudes()[:, clip],
+                    n_iter=self.griffin_lim_iters,
+                    hop_length=self.hop_length,
+                    n_fft=self.n_fft,
+                    center=True,
+                    random_state=0,
+                )  # (T - 1) * hop samples: pad the last frame's hop, as XCodec2 returns T * hop
             audio = np.pad(audio, (0, max(0, n_samples - len(audio))))[:n_samples]
             waveforms.append(np.clip(audio, -1.0, 1.0).astype(np.float32))
         return waveforms
