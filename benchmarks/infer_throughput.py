@@ -51,22 +51,13 @@ LFM2_350M = dict(
     block_auto_adjust_ff_dim=True,
     tie_word_embeddings=True,
 )
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    layer_types=["conv", "full_attention", "conv", "full_attention"],
-    max_position_embeddings=4096,
-    block_multiple_of=32,
-    tie_word_embeddings=True,
-)
 
 
 def build_lm(tiny: bool, device: str, dtype: torch.dtype):
     """Random LM + its speech vocabulary layout: text ids, 2 markers, then the speech block."""
     from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    from sts.testing.lm import tiny_lfm2_config
 
     text_vocab, speech = (384, 1024) if tiny else (65536, 65536)
     vocab = SpeechVocab(
@@ -77,13 +68,12 @@ def build_lm(tiny: bool, device: str, dtype: torch.dtype):
         text_vocab_size=text_vocab,
         vocab_size=round_up(text_vocab + 2 + speech, 128),
     )
-    config = Lfm2Config(
-        vocab_size=vocab.vocab_size,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        **(TINY if tiny else LFM2_350M),
-    )
+    if tiny:  # the test kit's tiny LFM2 (hidden 64, both layer kinds)
+        config = tiny_lfm2_config(vocab.vocab_size)
+    else:
+        config = Lfm2Config(
+            vocab_size=vocab.vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, **LFM2_350M
+        )
     torch.manual_seed(0)
     model = Lfm2ForCausalLM(config).to(device=device, dtype=dtype).eval()
     return model, vocab

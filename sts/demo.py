@@ -299,7 +299,6 @@ def translate_examples(
                         "tgt_lang": tgt,
                         "source_text": row[f"{side}_text"],
                         "reference_text": row[f"{other}_text"],
-                        "source_audio_bytes": row[f"{side}_audio"]["bytes"],
                     }
                 )
                 requests.append(Request("s2st", src, tgt, wav=load_audio(row[f"{side}_audio"]["bytes"])))
@@ -308,9 +307,9 @@ def translate_examples(
     seconds = time.perf_counter() - started
     audio_dir = out / "outputs"
     audio_dir.mkdir(parents=True, exist_ok=True)
-    for item, result in zip(items, results, strict=True):
+    for item, request, result in zip(items, requests, results, strict=True):
         src_path, out_path = audio_dir / f"{item['id']}.source.wav", audio_dir / f"{item['id']}.output.wav"
-        write_audio(src_path, load_audio(item.pop("source_audio_bytes")))
+        write_audio(src_path, request.wav)  # decoded once, for the request
         waveform = result.waveform if result.waveform is not None else np.zeros(0, np.float32)
         if len(waveform):
             write_audio(out_path, waveform)
