@@ -238,11 +238,11 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     step("train")
 
     log("5/7 translating held-out and training sentences, both directions")
-    outputs = translate_examples(out, checkpoint, codec_dir, corpora, cfg.examples)
+    outputs, rtf = translate_examples(out, checkpoint, codec_dir, corpora, cfg.examples)
     step("translate")
 
     log("6/7 evaluating with offline Whisper and resemblyzer")
-    evaluation = evaluate_outputs(out, outputs, codec, corpora["test"])
+    evaluation = evaluate_outputs(out, outputs, codec, corpora["test"]) | {"rtf": round(rtf, 3)}
     step("evaluate")
 
     log("7/7 writing the report")
@@ -280,8 +280,11 @@ def corpus_rows(corpus: Path) -> list[dict]:
 
 def translate_examples(
     out: Path, checkpoint, codec_dir: Path, corpora: dict[str, Path], n: int
-) -> list[dict]:
-    """s2st ja->en and en->ja on `n` held-out and `n` training rows; writes wavs, returns one dict per output."""
+) -> tuple[list[dict], float]:
+    """s2st ja->en and en->ja on `n` held-out and `n` training rows; writes wavs.
+
+    Returns one dict per output and the real-time factor of the whole batch (wall time / source audio).
+    """
     from infer import Request, Translator
 
     translator = Translator.from_checkpoint(checkpoint, codec=str(codec_dir))
@@ -322,9 +325,7 @@ def translate_examples(
             warnings=list(result.warnings),
         )
     total_audio = sum(i["source_seconds"] for i in items) or 1.0
-    for item in items:
-        item["batch_rtf"] = seconds / total_audio  # wall time of the whole batch / source audio
-    return items
+    return items, seconds / total_audio
 
 
 def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> dict:
@@ -400,7 +401,6 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> 
             "codec_round_trip": error(decoded),
         }
     result["codec_round_trip"] = round_trip
-    result["rtf"] = round(items[0]["batch_rtf"], 3) if items else None
     return result
 
 

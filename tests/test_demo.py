@@ -60,6 +60,7 @@ def test_tiny_demo_writes_a_report_with_real_numbers(demo_dir):
     for lang in ("ja", "en"):
         rt = ev["codec_round_trip"][lang]
         assert 0 <= rt["reference_audio"] <= rt["codec_round_trip"] + 0.5
+    assert ev["rtf"] > 0 and "batch_rtf" not in report["outputs"][0]
     assert len(report["outputs"]) == 2 * 2 * 2  # 2 examples x 2 splits x 2 directions
     for item in report["outputs"]:
         assert (demo_dir / item["source_wav"]).is_file()
