@@ -221,6 +221,7 @@ class VLLMMT(MTBackend):
             repetition_penalty=p.repetition_penalty,
             max_tokens=self.max_new_tokens,
             seed=self.seed,
+            detokenize=False,
         )
 
     def translate(self, texts, src_lang, tgt_lang, contexts=None) -> list[MTResult]:
@@ -241,8 +242,20 @@ class VLLMMT(MTBackend):
         if self._engine is None:
             kwargs = with_lfm2_overrides(self.model_name, self.engine_kwargs)
             self._engine = LLM(model=self.model_name, seed=self.seed, **kwargs)
-        outputs = self._engine.generate(prompts, SamplingParams(**self.sampling_kwargs()), use_tqdm=False)
-        return [o.outputs[0].text if o.outputs else "" for o in outputs]
+        # Token ids, not text: vLLM tokenizes text with special tokens, and a tokenizer that adds BOS
+        # would put a second one before the template's. These are the ids the transformers backend feeds.
+        token_prompts = [
+            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=False).input_ids} for p in prompts
+        ]
+        outputs = self._engine.generate(
+            token_prompts, SamplingParams(**self.sampling_kwargs()), use_tqdm=False
+        )
+        # Decoded as the transformers backend decodes (vLLM's own text holds back a trailing partial
+        # UTF-8 character, transformers shows it as U+FFFD), so both backends give the same string.
+        return [
+            self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) if o.outputs else ""
+            for o in outputs
+        ]
 
 
 class HTTPChatMT(MTBackend):

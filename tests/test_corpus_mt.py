@@ -56,7 +56,13 @@ def test_vllm_backend_builds_prompts_and_sampling(tiny_lm_dir, monkeypatch):
     )
     assert "<|im_start|>assistant\nやあ。<|im_end|>\n<|im_start|>user\nBye." in prompts[1]
     assert mt.sampling_kwargs() == dict(
-        temperature=0.5, min_p=0.1, top_p=1.0, repetition_penalty=1.05, max_tokens=64, seed=0
+        temperature=0.5,
+        min_p=0.1,
+        top_p=1.0,
+        repetition_penalty=1.05,
+        max_tokens=64,
+        seed=0,
+        detokenize=False,
     )
     # The engine call itself needs vllm (a GPU extra); here it is replaced to test result handling.
     seen = []
