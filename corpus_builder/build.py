@@ -57,6 +57,9 @@ class BuildConfig(SourceConfig):
     """Context-aware MT: give each segment the previous N segments of its recording (Emilia ids, a
     manifest's `recording` column) and their translations as prior chat turns. 0: off. The context
     restarts at every chunk, so resumed and uninterrupted runs agree."""
+    mt_keep_truncated: bool = False
+    """Keep translations that reach --mt-max-new-tokens without ending. Default: drop them as
+    `mt_truncated` (usually a repetition loop, else a cut sentence)."""
     tts: str = "llasa:HKUSTAudio/Llasa-1B"
     """TTS spec for `corpus_builder.tts.load_tts`, or "python:module:Class" for any importable TTSBackend."""
     tts_kwargs: str = "{}"
@@ -166,7 +169,11 @@ def build_corpus(
     shards.remove_stale_temps(out_dir, prefix)
     features = corpus_features()
     pipeline_cfg = PipelineConfig(
-        cfg.batch_size, cfg.voice_preserving, source_config(cfg), mt_context=cfg.mt_context
+        cfg.batch_size,
+        cfg.voice_preserving,
+        source_config(cfg),
+        mt_context=cfg.mt_context,
+        mt_keep_truncated=cfg.mt_keep_truncated,
     )
     rows = open_source(source_config(cfg), num_shards=cfg.num_shards, shard_index=cfg.shard_index)
     if cfg.max_rows is not None:

@@ -20,6 +20,8 @@ class MTResult:
     """The translation; None when dropped."""
     drop_reason: str | None = None
     """Why there is no translation, e.g. "mt_empty", "mt_error"."""
+    truncated: bool = False
+    """The model hit its token budget without ending: usually a repetition loop or a cut sentence."""
 
 
 class MTBackend(ABC):

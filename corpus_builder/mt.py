@@ -83,9 +83,9 @@ def build_messages(
     return messages
 
 
-def result_from_text(text: str | None) -> MTResult:
+def result_from_text(text: str | None, truncated: bool = False) -> MTResult:
     text = (text or "").strip()
-    return MTResult(text) if text else MTResult(None, "mt_empty")
+    return MTResult(text, truncated=truncated) if text else MTResult(None, "mt_empty")
 
 
 def _contexts(contexts, n: int) -> list:
@@ -144,12 +144,13 @@ class HFChatMT(MTBackend):
                 )
             ]
             try:
-                results += [result_from_text(t) for t in self._generate(batch)]
+                results += [result_from_text(t, cut) for t, cut in self._generate(batch)]
             except Exception:  # one bad batch (OOM, a tokenizer error) drops its rows only
                 results += [MTResult(None, "mt_error")] * len(batch)
         return results
 
-    def _generate(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+    def _generate(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str, bool]]:
+        """(translation, truncated) per conversation; truncated: no end-of-turn id was generated."""
         import torch
 
         prompts = [
@@ -176,7 +177,15 @@ class HFChatMT(MTBackend):
                 **sampling,
             )
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        ended = torch.isin(new_tokens, torch.tensor(self._end_ids(), device=new_tokens.device)).any(dim=1)
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [(text, not bool(done)) for text, done in zip(texts, ended, strict=True)]
+
+    def _end_ids(self) -> list[int]:
+        """The ids `generate` stops on: the generation config's eos ids, else the tokenizer's."""
+        eos = self.model.generation_config.eos_token_id
+        eos = self.tokenizer.eos_token_id if eos is None else eos
+        return [int(i) for i in (eos if isinstance(eos, list) else [eos])]
 
 
 class VLLMMT(MTBackend):
@@ -232,9 +241,10 @@ class VLLMMT(MTBackend):
             raise
         except Exception:
             return [MTResult(None, "mt_error")] * len(texts)
-        return [result_from_text(o) for o in outputs]
+        return [result_from_text(text, cut) for text, cut in outputs]
 
-    def _generate(self, prompts: list[str]) -> list[str]:
+    def _generate(self, prompts: list[str]) -> list[tuple[str, bool]]:
+        """(translation, truncated) per prompt; truncated: vLLM stopped on the length budget."""
         from vllm import LLM, SamplingParams
 
         from sts.vllm_compat import with_lfm2_overrides
@@ -253,7 +263,12 @@ class VLLMMT(MTBackend):
         # Decoded as the transformers backend decodes (vLLM's own text holds back a trailing partial
         # UTF-8 character, transformers shows it as U+FFFD), so both backends give the same string.
         return [
-            self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True) if o.outputs else ""
+            (
+                self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True),
+                o.outputs[0].finish_reason == "length",
+            )
+            if o.outputs
+            else ("", False)
             for o in outputs
         ]
 
@@ -313,7 +328,8 @@ class HTTPChatMT(MTBackend):
                 request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     reply = json.loads(response.read())
-                return result_from_text(reply["choices"][0]["message"]["content"])
+                choice = reply["choices"][0]
+                return result_from_text(choice["message"]["content"], choice.get("finish_reason") == "length")
             except Exception:  # HTTP errors, timeouts, malformed replies: retried, then dropped
                 error = "mt_error"
         return MTResult(None, error)
@@ -365,7 +381,7 @@ def translate_in_context(
         batch = mt.translate([texts[i] for i in items], src_lang, tgt_lang, contexts)
         for i, result in zip(items, batch, strict=True):
             results[i] = result
-            if keys[i] is not None and result.text:
+            if keys[i] is not None and result.text and not result.truncated:  # a loop is no context
                 history.setdefault(keys[i], []).append((texts[i], result.text))
     return results  # type: ignore[return-value]
 

@@ -153,7 +153,12 @@ class STSTextMT(MTBackend):
         from infer import Request
 
         results = self.translator.run([Request("t2tt", src_lang, tgt_lang, text=t) for t in texts])
-        return [MTResult(r.text) if (r.text or "").strip() else MTResult(None, "mt_empty") for r in results]
+        return [
+            MTResult(r.text, truncated=not r.finished)
+            if (r.text or "").strip()
+            else MTResult(None, "mt_empty")
+            for r in results
+        ]
 
 
 def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
@@ -259,6 +264,7 @@ def evaluate(cfg: MTEvalConfig, backends: dict[str, MTBackend] | None = None, ar
             hyps = [(r.text or "").strip() for r in results]
             entry[direction] = {
                 "seconds": seconds,
+                "truncated": sum(r.truncated for r in results),  # hit the token budget: loops, cut sentences
                 **score_direction(
                     sources, hyps, refs, tgt_lang, worst=cfg.worst, comet_model=cfg.comet_model
                 ),
@@ -270,6 +276,7 @@ def evaluate(cfg: MTEvalConfig, backends: dict[str, MTBackend] | None = None, ar
                     "line": i + 1,
                     "hypothesis": h,
                     "drop_reason": r.drop_reason,
+                    "truncated": r.truncated,
                 }
                 for i, (h, r) in enumerate(zip(hyps, results, strict=True))
             ]
@@ -301,8 +308,8 @@ def markdown(report: dict) -> str:
         "",
         f"{report['sentences']} sentence pairs per direction; context: {report['context']} previous sentences.",
         "",
-        "| backend | direction | " + " | ".join(names) + " | empty | seconds |",
-        "|---|---|" + "---|" * (len(names) + 2),
+        "| backend | direction | " + " | ".join(names) + " | empty | truncated | seconds |",
+        "|---|---|" + "---|" * (len(names) + 3),
     ]
     signatures: dict[str, str] = {}
     for spec, entry in report["backends"].items():
@@ -311,7 +318,9 @@ def markdown(report: dict) -> str:
             by_name = {s["name"]: s for s in d["scores"]}
             cells = [f"{by_name[n]['score']:.2f}" if n in by_name else "" for n in names]
             lines.append(
-                f"| {spec} | {direction} | " + " | ".join(cells) + f" | {d['empty']} | {d['seconds']:.1f} |"
+                f"| {spec} | {direction} | "
+                + " | ".join(cells)
+                + f" | {d['empty']} | {d.get('truncated', 0)} | {d['seconds']:.1f} |"
             )
             signatures.update({f"{s['name']} ({direction})": s["signature"] for s in d["scores"]})
     lines += ["", "Signatures:", ""] + [f"- {k}: `{v}`" for k, v in signatures.items()]

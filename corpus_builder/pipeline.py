@@ -41,6 +41,8 @@ class PipelineConfig:
     """The source config whose filter fields (languages, durations, DNSMOS, text length) apply."""
     mt_context: int = 0
     """Translate each row with the previous N (source, translation) pairs of its recording (0: off)."""
+    mt_keep_truncated: bool = False
+    """Keep translations that hit the MT token budget without ending (default: drop, `mt_truncated`)."""
 
 
 @dataclass
@@ -106,7 +108,7 @@ def process_rows(
 
 def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history) -> list[Outcome]:
     work = [_prepare(row, cfg, seen_ids) for row in batch]
-    _translate([w for w in work if not w.drop], mt, cfg.mt_context, history)
+    _translate([w for w in work if not w.drop], mt, cfg.mt_context, history, cfg.mt_keep_truncated)
     _synthesize([w for w in work if not w.drop], tts, cfg)
     _check([w for w in work if not w.drop], checks)
     return [_outcome(w, mt, tts) for w in work]
@@ -131,7 +133,13 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str]) -> _Work:
     return work
 
 
-def _translate(work: list[_Work], mt: MTBackend, window: int = 0, history: dict | None = None) -> None:
+def _translate(
+    work: list[_Work],
+    mt: MTBackend,
+    window: int = 0,
+    history: dict | None = None,
+    keep_truncated: bool = False,
+) -> None:
     if isinstance(mt, ReferenceMT):
         for w in work:
             w.tgt_text = (w.src.tgt_text or "").strip() or None
@@ -149,6 +157,8 @@ def _translate(work: list[_Work], mt: MTBackend, window: int = 0, history: dict 
         for w, result in zip(group, results, strict=True):
             w.tgt_text = (result.text or "").strip() or None
             w.drop = None if w.tgt_text else (result.drop_reason or "mt_empty")
+            if w.tgt_text and result.truncated and not keep_truncated:
+                w.drop = "mt_truncated"
 
 
 def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None:

@@ -41,6 +41,14 @@ def test_hf_backend_generates_with_tiny_lfm2(tiny_lm_dir):
     for r in results:  # random weights: gibberish or nothing, but every row gets an answer
         assert (r.text is not None and r.text.strip() == r.text and r.text) or r.drop_reason == "mt_empty"
     assert any(r.text for r in results)
+    # `truncated` says whether the model ended its turn: forced to end after 2 tokens / never to end.
+    config, eos = mt.model.generation_config, mt.tokenizer.eos_token_id
+    config.min_new_tokens, config.sequence_bias = 2, [[[eos], 100.0]]
+    ended = mt.translate(texts, "ja", "en")
+    assert not any(r.truncated for r in ended) and any(r.text for r in ended)
+    config.min_new_tokens, config.sequence_bias, config.suppress_tokens = None, None, [eos]
+    cut = mt.translate(texts, "ja", "en")
+    assert all(r.truncated for r in cut if r.text) and any(r.text for r in cut)
     # Batching and left padding do not change a row's translation (same seed, greedy preset).
     greedy = HFChatMT(str(tiny_lm_dir), batch_size=4, max_new_tokens=6)
     together = greedy.translate(texts, "ja", "en")
@@ -66,12 +74,14 @@ def test_vllm_backend_builds_prompts_and_sampling(tiny_lm_dir, monkeypatch):
     )
     # The engine call itself needs vllm (a GPU extra); here it is replaced to test result handling.
     seen = []
-    monkeypatch.setattr(mt, "_generate", lambda p: seen.extend(p) or ["こんにちは。", "  "])
-    assert mt.translate(["Hello.", "Bye."], "en", "ja") == [
+    replies = [("こんにちは。", False), ("  ", False), ("ああああ", True)]
+    monkeypatch.setattr(mt, "_generate", lambda p: seen.extend(p) or replies)
+    assert mt.translate(["Hello.", "Bye.", "Ah."], "en", "ja") == [
         MTResult("こんにちは。"),
         MTResult(None, "mt_empty"),
+        MTResult("ああああ", truncated=True),
     ]
-    assert len(seen) == 2 and "Translate to Japanese." in seen[0]
+    assert len(seen) == 3 and "Translate to Japanese." in seen[0]
 
 
 @pytest.mark.skipif(
@@ -83,7 +93,8 @@ def test_vllm_engine_needs_the_package(tiny_lm_dir):
 
 
 class _FakeChatServer(BaseHTTPRequestHandler):
-    """Answers chat completions by upper-casing the last user turn; "EMPTY" -> "", "FAIL" -> HTTP 500."""
+    """Answers chat completions by upper-casing the last user turn; "EMPTY" -> "", "FAIL" -> HTTP 500,
+    "LOOP" -> finish_reason "length"."""
 
     requests: list[dict] = []
 
@@ -96,7 +107,9 @@ class _FakeChatServer(BaseHTTPRequestHandler):
             self.end_headers()
             return
         content = "" if text == "EMPTY" else text.upper()
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        finish = "length" if text == "LOOP" else "stop"
+        choice = {"message": {"role": "assistant", "content": content}, "finish_reason": finish}
+        data = json.dumps({"choices": [choice]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -120,12 +133,13 @@ def chat_server():
 
 def test_http_backend_against_local_server(chat_server):
     mt = load_mt("http", "LiquidAI/LFM2-350M-ENJP-MT", base_url=chat_server, retries=1, concurrency=3)
-    results = mt.translate(["good morning", "EMPTY", "FAIL", "thanks"], "en", "ja")
+    results = mt.translate(["good morning", "EMPTY", "FAIL", "thanks", "LOOP"], "en", "ja")
     assert results == [
         MTResult("GOOD MORNING"),
         MTResult(None, "mt_empty"),
         MTResult(None, "mt_error"),
         MTResult("THANKS"),
+        MTResult("LOOP", truncated=True),
     ]
     assert mt.name == "http:LiquidAI/LFM2-350M-ENJP-MT"
     first = next(r for r in _FakeChatServer.requests if r["messages"][-1]["content"] == "good morning")

@@ -195,7 +195,7 @@ from corpus_builder.mt import VLLMMT
 job = json.load(open(sys.argv[1]))
 mt = VLLMMT(job["model"], preset="generic", max_new_tokens=12, dtype="float32", enforce_eager=True, max_model_len=512)
 out = mt.translate(job["texts"], "en", "ja", job["contexts"])
-print("RESULT" + json.dumps([[r.text, r.drop_reason] for r in out]))
+print("RESULT" + json.dumps([[r.text, r.drop_reason, r.truncated] for r in out]))
 """
 
 
@@ -221,5 +221,5 @@ def test_vllm_mt_matches_transformers_mt(vllm_ready_model, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])
-    assert got == [[r.text, r.drop_reason] for r in expected]
+    assert got == [[r.text, r.drop_reason, r.truncated] for r in expected]
     assert any(r.text for r in expected)

@@ -16,16 +16,23 @@ FLORES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flore
 
 
 class LookupMT(MTBackend):
-    """Knows a few sentences; everything else gets an empty translation. Records contexts."""
+    """Knows a few sentences; everything else gets an empty translation. Records contexts.
+
+    Sources in `cut` come back as translations that hit the token budget (truncated)."""
 
     name = "lookup"
 
-    def __init__(self, table):
-        self.table, self.contexts = table, []
+    def __init__(self, table, cut=()):
+        self.table, self.cut, self.contexts = table, set(cut), []
 
     def translate(self, texts, src_lang, tgt_lang, contexts=None):
         self.contexts += list(contexts or [None] * len(texts))
-        return [MTResult(self.table[t]) if t in self.table else MTResult(None, "mt_empty") for t in texts]
+        return [
+            MTResult(self.table[t], truncated=t in self.cut)
+            if t in self.table
+            else MTResult(None, "mt_empty")
+            for t in texts
+        ]
 
 
 @pytest.fixture()
@@ -48,17 +55,27 @@ def test_scores_reports_and_worst_cases(pair_files):
         en_file=str(folder / "t.en"),
         out_dir=folder / "out",
     )
-    report = evaluate(cfg, backends={"lookup": LookupMT(table)}, argv=["sts-eval-mt"])
+    report = evaluate(cfg, backends={"lookup": LookupMT(table, cut=[ja[1]])}, argv=["sts-eval-mt"])
     ja_en = report["backends"]["lookup"]["ja-en"]
     assert {s["name"]: s["score"] for s in ja_en["scores"]}["BLEU(13a)"] == pytest.approx(100.0)
+    assert ja_en["truncated"] == 1  # counted, still scored as written
     en_ja = report["backends"]["lookup"]["en-ja"]
-    assert en_ja["empty"] == 1
+    assert en_ja["empty"] == 1 and en_ja["truncated"] == 0
     assert en_ja["worst"][0]["line"] == 3 and en_ja["worst"][0]["hypothesis"] == ""
     assert {s["name"] for s in en_ja["scores"]} >= {"BLEU(char)", "chrF++"}
     md = (folder / "out" / "report.md").read_text()
     assert "| lookup | en-ja |" in md and "tok:char" in md
     lines = (folder / "out" / "translations.jsonl").read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[2])["drop_reason"] == "mt_empty"
+    assert [json.loads(x)["truncated"] for x in lines] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]  # en-ja, then ja-en
+    assert "| empty | truncated | seconds |" in md
     assert json.loads((folder / "out" / "report.json").read_text())["sentences"] == 3
 
 
