@@ -163,15 +163,17 @@ def run(cfg: InferConfig, log=print) -> int:
     if not batch and spec.output == "speech" and cfg.output is None:
         raise ValueError(f"task {cfg.task} writes audio: give -o OUT.wav")
 
-    requests, targets = [], []
+    pending = []
     for item in items:
         target = out_dir / f"{item['id']}{suffix}" if batch else cfg.output
-        if batch and target.exists():
-            continue
-        requests.append(_request(cfg, item, translator))
-        targets.append(target)
-    if batch and len(requests) < len(items):
-        log(f"skipping {len(items) - len(requests)} input(s) whose output exists")
+        if not (batch and target.exists()):
+            pending.append((item, target))
+    if batch and len(pending) < len(items):
+        log(f"skipping {len(items) - len(pending)} input(s) whose output exists")
+    # Built lazily, one batch at a time: a large folder is never all in memory, and the outputs
+    # written before a bad input stay (a rerun resumes after them).
+    requests = (_request(cfg, item, translator) for item, _ in pending)
+    targets = [target for _, target in pending]
 
     results_path = cfg.results or (out_dir / "results.jsonl" if batch else None)
     status, loops = 0, 0
@@ -214,9 +216,14 @@ def _inputs(cfg: InferConfig) -> list[dict]:
         items = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {n}: not a JSON object ({err})") from err
                 if "audio" in row:
                     row["audio"] = path.parent / row["audio"]
+                if "audio" in row and not row["audio"].is_file():
+                    raise FileNotFoundError(f"{path}, line {n}: no audio file {row['audio']}")
                 row.setdefault("id", Path(row["audio"]).stem if "audio" in row else f"{n:06d}")
                 items.append(row)
         return items

@@ -13,8 +13,9 @@ generated in batches under the task's constraint and length budget, loops are cu
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -169,10 +170,11 @@ class Translator:
     def run(self, requests: Sequence[Request]) -> list[Result]:
         return list(self.iter_results(requests))
 
-    def iter_results(self, requests: Sequence[Request]) -> Iterator[Result]:
-        """Results in request order; requests are processed `batch_size` at a time."""
-        for start in range(0, len(requests), self.batch_size):
-            yield from self._run_chunk(list(requests[start : start + self.batch_size]))
+    def iter_results(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """Results in request order; requests are taken (and can be built lazily) `batch_size` at a time."""
+        pending = iter(requests)
+        while chunk := list(itertools.islice(pending, self.batch_size)):
+            yield from self._run_chunk(chunk)
 
     def _run_chunk(self, requests: list[Request]) -> list[Result]:
         started = time.perf_counter()

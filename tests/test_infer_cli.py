@@ -106,6 +106,44 @@ def test_batch_folder_resumes(model_dir, clips, tmp_path, capsys):
     assert [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()][2:] == ["b"]
 
 
+def test_batch_keeps_outputs_before_a_bad_input_and_loads_lazily(
+    model_dir, clips, tmp_path, capsys, monkeypatch
+):
+    import infer.cli as cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(clips / "folder" / f"{name}.wav", folder / f"{name}.wav")
+    (folder / "c.wav").write_bytes(b"RIFF not really audio")
+    loaded = []
+    real_load = cli.load_audio
+    monkeypatch.setattr(cli, "load_audio", lambda path: loaded.append(path.name) or real_load(path))
+    out = tmp_path / "out"
+    args = [str(folder), "--from", "ja", "-o", str(out), "--model", str(model_dir), "--max-new-tokens", "8"]
+    assert main([*args, "--batch-size", "1"]) == 2
+    assert "c.wav" in capsys.readouterr().err  # the error names the file
+    assert loaded == ["a.wav", "b.wav", "c.wav"]  # one batch at a time, in order
+    assert (out / "a.wav").is_file() and (out / "b.wav").is_file() and not (out / "c.wav").exists()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    shutil.copy(clips / "ja.wav", folder / "c.wav")  # fixed: the rerun does only c
+    loaded.clear()
+    assert main(args) == 0
+    assert loaded == ["c.wav"] and (out / "c.wav").is_file()
+
+
+def test_batch_manifest_errors_name_the_line(model_dir, clips, tmp_path, capsys):
+    manifest = clips / "bad.jsonl"
+    args = [str(manifest), "--task", "s2tt", "-o", str(tmp_path / "out"), "--model", str(model_dir)]
+    manifest.write_text(json.dumps({"audio": "ja.wav"}) + "\n" + json.dumps({"audio": "nope.wav"}) + "\n")
+    assert main(args) == 2
+    assert "bad.jsonl, line 2: no audio file" in capsys.readouterr().err
+    manifest.write_text(json.dumps({"audio": "ja.wav"}) + "\n{not json\n")
+    assert main(args) == 2
+    assert "bad.jsonl, line 2: not a JSON object" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_batch_manifest_text_output(model_dir, clips, tmp_path):
     manifest = clips / "test.jsonl"
     rows = [
