@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpus_builder.interfaces import MTBackend, MTResult
-from corpus_builder.mt import translate_in_context
+from corpus_builder.mt import result_from_text, translate_in_context
 from corpus_builder.shards import write_json_atomic
 from sts.config import config_to_dict, parse_cli
 
@@ -153,12 +153,7 @@ class STSTextMT(MTBackend):
         from infer import Request
 
         results = self.translator.run([Request("t2tt", src_lang, tgt_lang, text=t) for t in texts])
-        return [
-            MTResult(r.text, truncated=not r.finished)
-            if (r.text or "").strip()
-            else MTResult(None, "mt_empty")
-            for r in results
-        ]
+        return [result_from_text(r.text, truncated=not r.finished) for r in results]
 
 
 def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
@@ -320,7 +315,7 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {spec} | {direction} | "
                 + " | ".join(cells)
-                + f" | {d['empty']} | {d.get('truncated', 0)} | {d['seconds']:.1f} |"
+                + f" | {d['empty']} | {d['truncated']} | {d['seconds']:.1f} |"
             )
             signatures.update({f"{s['name']} ({direction})": s["signature"] for s in d["scores"]})
     lines += ["", "Signatures:", ""] + [f"- {k}: `{v}`" for k, v in signatures.items()]

@@ -148,9 +148,8 @@ class VllmBackend:
     def __init__(self, model_dir: str, *, dtype: str = "auto", seed: int = 0, **llm_kwargs):
         from vllm import LLM
 
-        from sts.vllm_compat import register, with_lfm2_overrides
+        from sts.vllm_compat import with_lfm2_overrides
 
-        register()  # this process; the processes vLLM starts load it as a plugin (sts/vllm_compat.py)
         llm_kwargs = with_lfm2_overrides(model_dir, llm_kwargs)
         self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed, **llm_kwargs)
 

@@ -49,6 +49,12 @@ def manifest(tmp_path_factory):
     return path
 
 
+def _eval_args(manifest, checkpoint, out, *, asr: str, max_new_tokens: int) -> list[str]:
+    """The `sts-eval` arguments the tests share: manifest, checkpoint, output folder, ASR, length cap."""
+    args = [str(manifest), "--model", str(checkpoint), "-o", str(out), "--asr", asr]
+    return [*args, "--max-new-tokens", str(max_new_tokens)]
+
+
 def test_read_manifest(manifest):
     items = read_manifest(manifest)
     assert [i.id for i in items] == ["j1", "e1", "t1"]
@@ -58,18 +64,7 @@ def test_read_manifest(manifest):
 
 def test_eval_every_task(model_dir, manifest, tmp_path):  # noqa: F811
     out = tmp_path / "report"
-    args = [
-        str(manifest),
-        "--model",
-        str(model_dir),
-        "-o",
-        str(out),
-        "--asr",
-        "self",
-        "--max-new-tokens",
-        "12",
-        "--no-speaker-similarity",
-    ]
+    args = [*_eval_args(manifest, model_dir, out, asr="self", max_new_tokens=12), "--no-speaker-similarity"]
     assert main([*args, "--tasks", "s2st", "s2tt", "asr", "tts", "t2tt"]) == 0
     report = json.loads((out / "report.json").read_text())
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
@@ -105,17 +100,7 @@ def test_eval_every_task(model_dir, manifest, tmp_path):  # noqa: F811
 
 def test_eval_without_asr_skips_speech_scores(model_dir, manifest, tmp_path):  # noqa: F811
     out = tmp_path / "report"
-    args = [
-        str(manifest),
-        "--model",
-        str(model_dir),
-        "-o",
-        str(out),
-        "--asr",
-        "none",
-        "--max-new-tokens",
-        "6",
-    ]
+    args = _eval_args(manifest, model_dir, out, asr="none", max_new_tokens=6)
     assert main([*args, "--tasks", "s2st", "t2tt", "--limit", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert "skipped" in report["tasks"]["s2st"] and "to_en" not in report["tasks"]["s2st"]
@@ -132,17 +117,7 @@ def test_speaker_similarity_in_s2st(model_dir, manifest, tmp_path):  # noqa: F81
     same = synthetic_utterance(1.5, 150.0, seed=7)
     assert similarity(same, same) == pytest.approx(1.0, abs=1e-4)
     out = tmp_path / "report"
-    args = [
-        str(manifest),
-        "--model",
-        str(model_dir),
-        "-o",
-        str(out),
-        "--asr",
-        "none",
-        "--max-new-tokens",
-        "40",
-    ]
+    args = _eval_args(manifest, model_dir, out, asr="none", max_new_tokens=40)
     assert main([*args, "--tasks", "s2st", "--no-codec-roundtrip"]) == 0
     report = json.loads((out / "report.json").read_text())
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
