@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Literal
 
 from corpus_builder import shards
-from corpus_builder.interfaces import Check, MTBackend, TTSBackend
+from corpus_builder.interfaces import Check, TTSBackend
 from corpus_builder.pipeline import Outcome, PipelineConfig, process_rows
-from corpus_builder.schema import corpus_features
 from corpus_builder.sources import SourceConfig, open_source
 from sts.config import config_to_dict
+from sts.corpus import corpus_features
+from sts.mt import MTBackend
 
 
 @dataclass(kw_only=True)
@@ -113,7 +114,7 @@ def _import(spec: str):
 
 
 def make_mt(cfg: BuildConfig) -> MTBackend:
-    from corpus_builder.mt import load_mt
+    from sts.mt import load_mt
 
     kwargs: dict = {}
     if cfg.mt != "reference":

@@ -25,9 +25,10 @@ import pyarrow.parquet as pq
 import tyro
 
 from corpus_builder import shards
-from corpus_builder.schema import encoded_features
 from sts.audio import load_audio
 from sts.config import parse_cli
+from sts.corpus import encoded_features, shard_paths
+from sts.io import write_json_atomic
 
 
 @dataclass
@@ -69,7 +70,7 @@ def encode_table(table: pa.Table, codec) -> pa.Table:
 def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, bool]]:
     """Encode every shard not yet encoded; yields (shard name, rows, skipped) per shard."""
     corpus_dir = Path(cfg.corpus_dir)
-    paths = sorted(corpus_dir.glob("part-*.parquet"))
+    paths = shard_paths(corpus_dir)
     if not paths and not (corpus_dir / shards.CARD_NAME).exists():
         raise FileNotFoundError(f"{corpus_dir}: no part-*.parquet shards and no corpus.json")
     recorded = recorded_codec(corpus_dir)
@@ -113,7 +114,7 @@ def _record(corpus_dir: Path, codec) -> None:
         "dtype": "int32",
         "columns": ["src_codes", "tgt_codes"],
     }
-    shards.write_json_atomic(card_path, card)
+    write_json_atomic(card_path, card)
 
 
 def main(args: Sequence[str] | None = None) -> int:

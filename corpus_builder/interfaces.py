@@ -1,4 +1,4 @@
-"""The seams of the corpus builder: what an MT backend, a TTS backend and a check look like.
+"""The seams of the corpus builder: what a TTS backend and a check look like (MT: `sts.mt`).
 
 The pipeline (`corpus_builder.pipeline`) only talks to these; each backend lives in its own
 module and imports its heavy packages inside its constructor. A backend never raises for one bad
@@ -12,33 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-
-@dataclass
-class MTResult:
-    text: str | None
-    """The translation; None when dropped."""
-    drop_reason: str | None = None
-    """Why there is no translation, e.g. "mt_empty", "mt_error"."""
-    truncated: bool = False
-    """The model hit its token budget without ending: usually a repetition loop or a cut sentence."""
-
-
-class MTBackend(ABC):
-    """Translates batches of sentences between `sts.LANGUAGES`."""
-
-    name: str
-    """Recorded in the `mt_backend` column and the corpus card, e.g. "hf:LiquidAI/LFM2-350M-ENJP-MT"."""
-
-    @abstractmethod
-    def translate(
-        self,
-        texts: Sequence[str],
-        src_lang: str,
-        tgt_lang: str,
-        contexts: Sequence[list[tuple[str, str]]] | None = None,
-    ) -> list[MTResult]:
-        """One result per text, in order. `contexts[i]`: previous (source, translation) pairs of the same recording."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Source rows -> filters -> MT -> TTS -> checks -> shard rows (`corpus_builder.schema`).
+"""Source rows -> filters -> MT -> TTS -> checks -> shard rows (`sts.corpus`).
 
     from corpus_builder.pipeline import PipelineConfig, process_rows
     for outcome in process_rows(source_rows, mt=mt, tts=tts, checks=checks, cfg=PipelineConfig()):
@@ -23,10 +23,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from corpus_builder.interfaces import Check, CheckInput, MTBackend, TTSBackend, TTSRequest
-from corpus_builder.mt import ReferenceMT, translate_in_context
+from corpus_builder.interfaces import Check, CheckInput, TTSBackend, TTSRequest
 from corpus_builder.sources import SourceConfig, SourceRow, audio_drop_reason, duration_reason, filter_reason
 from sts.audio import SAMPLE_RATE, AudioError
+from sts.mt import MTBackend, ReferenceMT, translate_in_context
 
 
 @dataclass

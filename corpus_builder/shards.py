@@ -25,19 +25,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sts.corpus import CARD_NAME, SHARD_GLOB
+from sts.io import write_json_atomic
+
 PROGRESS_DIR = ".progress"
-CARD_NAME = "corpus.json"
 
 
 def chunk_name(shard_index: int, num_shards: int, chunk: int) -> str:
     return f"part-{shard_index:05d}-of-{num_shards:05d}-{chunk:06d}"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
-    os.replace(tmp, path)
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
@@ -137,7 +132,7 @@ def summarize(out_dir: Path) -> dict:
             d["tgt_hours"] += s["tgt"] / 3600
     total["drops"] = dict(sorted(total["drops"].items(), key=lambda kv: -kv[1]))
     total["dropped"] = sum(total["drops"].values())
-    total["shards"] = sorted(p.name for p in out_dir.glob("part-*.parquet"))
+    total["shards"] = sorted(p.name for p in out_dir.glob(SHARD_GLOB))
     return total
 
 
@@ -145,7 +140,7 @@ def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | N
     """Write `corpus.json` (atomically) from the stats present now; returns it."""
     card = {
         "description": "Synthetic parallel ja<->en speech corpus made by sts-build-corpus",
-        "features": "corpus_builder.schema.corpus_features()",
+        "features": "sts.corpus.corpus_features()",
         **summarize(out_dir),
         "models": models,
         "versions": package_versions(),

@@ -24,6 +24,7 @@ import tyro
 
 from sts.audio import load_audio
 from sts.config import parse_cli
+from sts.corpus import shard_paths
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -49,7 +50,7 @@ def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
-        shards = sorted(path.glob("part-*.parquet")) if path.is_dir() else []
+        shards = shard_paths(path) if path.is_dir() else []
         if shards:
             import pyarrow.parquet as pq
 

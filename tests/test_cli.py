@@ -5,7 +5,7 @@ import sys
 import pytest
 import soundfile as sf
 
-from sts.cli import STAGES, main
+from recipes.cli import STAGES, main
 
 
 def test_sts_help_lists_the_stages(capsys):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 from corpus_builder.build import BuildConfig, build_corpus
-from corpus_builder.interfaces import MTBackend, MTResult
-from corpus_builder.mt import PRESETS, build_messages, context_waves, translate_in_context
 from corpus_builder.pipeline import PipelineConfig, process_rows
 from corpus_builder.sources import SourceConfig, SourceRow, emilia_recording
 from corpus_builder.testing import ToneTTS, tone_bytes
+from sts.mt import PRESETS, MTBackend, MTResult, build_messages, context_waves, translate_in_context
 
 
 class ContextMT(MTBackend):

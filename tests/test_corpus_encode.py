@@ -10,10 +10,10 @@ import pytest
 
 from corpus_builder.cli import main as build_main
 from corpus_builder.encode import EncodeConfig, encode_corpus, main
-from corpus_builder.schema import encoded_features
 from corpus_builder.testing import tone_seconds
 from sts.audio import load_audio
 from sts.codec.melkmeans import MelKMeansCodec
+from sts.corpus import encoded_features
 
 
 @pytest.fixture(scope="module")

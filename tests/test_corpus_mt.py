@@ -9,8 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from corpus_builder.interfaces import MTResult
-from corpus_builder.mt import PRESETS, VLLMMT, HFChatMT, ReferenceMT, build_messages, load_mt
+from sts.mt import PRESETS, VLLMMT, HFChatMT, MTResult, ReferenceMT, build_messages, load_mt
 
 
 def test_preset_prompts_and_context_turns():

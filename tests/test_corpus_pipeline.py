@@ -12,12 +12,12 @@ import pytest
 import soundfile as sf
 
 from corpus_builder.build import BuildConfig, build_corpus
-from corpus_builder.interfaces import MTBackend, MTResult
 from corpus_builder.pipeline import PipelineConfig, process_rows
-from corpus_builder.schema import corpus_features
 from corpus_builder.sources import SourceConfig, SourceRow
 from corpus_builder.testing import LengthCheck, ToneTTS, tone_bytes, tone_seconds
 from sts.audio import write_audio
+from sts.corpus import corpus_features
+from sts.mt import MTBackend, MTResult
 
 
 class TagMT(MTBackend):

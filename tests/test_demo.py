@@ -26,7 +26,7 @@ def test_notebooks_are_committed_without_outputs():
 
 
 def test_sentence_split_is_seeded_and_disjoint():
-    from sts.demo import SIZES, load_sentences, split_sentences
+    from recipes.demo import SIZES, load_sentences, split_sentences
 
     pairs = load_sentences()
     assert len(pairs) >= 300 and {"id", "category", "ja", "en"} <= set(pairs[0])
@@ -41,7 +41,7 @@ def test_sentence_split_is_seeded_and_disjoint():
 def demo_dir(tmp_path_factory):
     if not OFFLINE:
         pytest.skip("the offline extra (Kokoro, Piper, faster-whisper, resemblyzer) is not installed")
-    from sts.demo import DemoConfig, run_demo
+    from recipes.demo import DemoConfig, run_demo
 
     out = tmp_path_factory.mktemp("demo") / "run"
     run_demo(DemoConfig(out, size="tiny", examples=2), log=lambda *_: None)
@@ -92,7 +92,7 @@ def test_demo_with_local_lfm2_and_xcodec2_checkpoints(demo_dir, tiny_lm_dir, tmp
     """`--model` / `--codec` swap in real-format checkpoints (here tiny random LFM2 and XCodec2)."""
     import shutil
 
-    from sts.demo import DemoConfig, run_demo
+    from recipes.demo import DemoConfig, run_demo
     from sts.testing import save_tiny_xcodec2
 
     out = tmp_path / "run"

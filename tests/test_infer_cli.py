@@ -14,7 +14,7 @@ import torch
 
 from infer.cli import main
 from sts.audio import write_audio
-from sts.smoke import synthetic_utterance
+from sts.testing import synthetic_utterance
 from sts.vocab import SpeechVocab
 
 HOP = 320

@@ -10,7 +10,7 @@ from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
 from infer.eval import main, read_manifest
 from infer.metrics import bleu_scores, chrf_score, error_rate, mecab_available
 from sts.audio import write_audio
-from sts.smoke import synthetic_utterance
+from sts.testing import synthetic_utterance
 
 pytest.importorskip("sacrebleu")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from infer.segment import energy_pauses, find_pauses, join_texts, join_waveforms, split_at_pauses
-from sts.smoke import synthetic_utterance
+from sts.testing import synthetic_utterance
 
 SR = 16000
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from corpus_builder.interfaces import MTBackend, MTResult
-from corpus_builder.mt_eval import MTEvalConfig, evaluate, load_backend, load_test_set, main
+from infer.mt_eval import MTEvalConfig, evaluate, load_backend, load_test_set, main
+from sts.mt import MTBackend, MTResult
 
 pytest.importorskip("sacrebleu")
 

@@ -151,8 +151,7 @@ def test_sts_infer_backend_vllm_matches_transformers(vllm_ready_model, tmp_path)
 
     from infer.cli import main
     from sts.audio import write_audio
-    from sts.smoke import synthetic_utterance
-    from sts.testing import save_tiny_xcodec2
+    from sts.testing import save_tiny_xcodec2, synthetic_utterance
 
     model_dir, vocab, _ = vllm_ready_model
     codec_dir = save_tiny_xcodec2(tmp_path / "codec")
@@ -195,7 +194,7 @@ def test_sts_infer_backend_vllm_matches_transformers(vllm_ready_model, tmp_path)
 
 RUN_MT = """
 import json, sys
-from corpus_builder.mt import VLLMMT
+from sts.mt import VLLMMT
 job = json.load(open(sys.argv[1]))
 mt = VLLMMT(job["model"], preset="generic", max_new_tokens=12, dtype="float32", enforce_eager=True, max_model_len=512)
 out = mt.translate(job["texts"], "en", "ja", job["contexts"])
@@ -205,7 +204,7 @@ print("RESULT" + json.dumps([[r.text, r.drop_reason, r.truncated] for r in out])
 
 def test_vllm_mt_matches_transformers_mt(vllm_ready_model, tmp_path):
     """The corpus builder's vLLM MT backend gives the transformers backend's greedy text, context included."""
-    from corpus_builder.mt import HFChatMT
+    from sts.mt import HFChatMT
 
     model_dir, _, _ = vllm_ready_model
     texts = ["Good morning.", "Where is the station?", "Thank you very much."]

@@ -1,4 +1,4 @@
-"""Small encoded corpus shards for tests and smoke runs, following `corpus_builder.schema`.
+"""Small encoded corpus shards for tests and smoke runs, following `sts.corpus`.
 
 from train.testing import write_tiny_encoded_shards
 shards = write_tiny_encoded_shards(tmp_path / "encoded", num_codes=1024)   # [Path] to Parquet files
@@ -35,7 +35,7 @@ def write_tiny_encoded_shards(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from corpus_builder.schema import encoded_features
+    from sts.corpus import encoded_features
 
     rng = np.random.default_rng(seed)
     wav = _silence_wav()

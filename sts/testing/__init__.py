@@ -15,6 +15,7 @@ _EXPORTS = {
     "tiny_lfm2_config": "sts.testing.lm",
     "save_tiny_xcodec2": "sts.testing.codec",
     "tiny_xcodec2_config": "sts.testing.codec",
+    "synthetic_utterance": "sts.testing.audio",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -43,6 +43,7 @@ import numpy as np
 import tyro
 
 from sts.audio import load_audio, write_audio
+from sts.corpus import read_rows
 
 # pairs for training, pairs held out, SFT steps, sequence length, LM width/depth, codebook size
 SIZES: dict[str, dict] = {
@@ -171,8 +172,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     import torch
 
     from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
+    from recipes.demo_report import write_report
     from sts.codec import load_codec
-    from sts.demo_report import write_report
     from train.config import TrainConfig
     from train.trainer import train
 
@@ -269,15 +270,6 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     return report
 
 
-def corpus_rows(corpus: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    rows = []
-    for shard in sorted(corpus.glob("part-*.parquet")):
-        rows += pq.read_table(shard).to_pylist()
-    return rows
-
-
 def translate_examples(
     out: Path, checkpoint, codec_dir: Path, corpora: dict[str, Path], n: int
 ) -> tuple[list[dict], float]:
@@ -290,7 +282,7 @@ def translate_examples(
     translator = Translator.from_checkpoint(checkpoint, codec=str(codec_dir))
     items, requests = [], []
     for split in ("test", "train"):
-        for row in corpus_rows(corpora[split])[:n]:
+        for row in read_rows(corpora[split])[:n]:
             for src, tgt in (("ja", "en"), ("en", "ja")):
                 side = "src" if src == row["src_lang"] else "tgt"
                 other = "tgt" if side == "src" else "src"
@@ -382,7 +374,7 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> 
                     sims.append(item["speaker_similarity"])
         result["speaker_similarity_mean"] = round(float(np.mean(sims)), 3) if sims else None
     # What the codec alone costs: ASR error of the test references before and after a round trip.
-    rows = corpus_rows(test_corpus)
+    rows = read_rows(test_corpus)
     round_trip = {}
     for lang, side in (("ja", "src"), ("en", "tgt")):
         refs = [load_audio(r[f"{side}_audio"]["bytes"]) for r in rows]

@@ -1,7 +1,7 @@
 """The offline demo's report: `report.md` with the numbers, audio players and links, and plots.
 
-    from sts.demo_report import write_report
-    write_report(Path("runs/demo"), report)     # `report` as `sts.demo.run_demo` builds it
+    from recipes.demo_report import write_report
+    write_report(Path("runs/demo"), report)     # `report` as `recipes.demo.run_demo` builds it
 
 Plots (`loss.png`, `corpus.png`) need matplotlib (the `eval` extra); without it the report has none.
 """
@@ -34,9 +34,9 @@ def plot_figures(out: Path, report: dict) -> list[str]:
         fig.savefig(out / "loss.png", dpi=110)
         plt.close(fig)
         written.append("loss.png")
-    from sts.demo import corpus_rows
+    from sts.corpus import read_rows
 
-    rows = corpus_rows(out / "corpus" / "train")
+    rows = read_rows(out / "corpus" / "train")
     if rows:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
         axes[0].hist([r["src_duration"] for r in rows], bins=20, alpha=0.7, label="ja (source)")

@@ -14,24 +14,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import tyro
 
 from sts.audio import write_audio
-
-
-def synthetic_utterance(
-    seconds: float, base_hz: float, sample_rate: int = 16000, seed: int = 0
-) -> np.ndarray:
-    """A voiced-speech stand-in: a gliding harmonic tone with syllable-like amplitude bursts. `[N]` float32."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    pitch = base_hz * (1 + 0.15 * np.sin(2 * np.pi * 0.7 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
-    syllables = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, np.pi)), 0, None)
-    return (0.3 * voiced * syllables + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+from sts.config import parse_cli
+from sts.testing.audio import synthetic_utterance
 
 
 def run_tiny_pipeline(out_dir: str | Path, *, steps: int = 60, seed: int = 0, log=print) -> dict:
@@ -115,3 +106,28 @@ def run_tiny_pipeline(out_dir: str | Path, *, steps: int = 60, seed: int = 0, lo
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+@dataclass
+class TinyRunConfig:
+    """Run every existing stage end to end on tiny random models (no download, CPU, < 1 min)."""
+
+    out_dir: tyro.conf.Positional[Path] = Path("runs/tiny")
+    """Where the tiny models, audio and report.json go."""
+    steps: int = 60
+    """Optimizer steps of the overfitting check."""
+    seed: int = 0
+    """Seed for the random models and data."""
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    import torch
+    from rich.console import Console
+
+    cfg = parse_cli(TinyRunConfig, args, prog="sts tiny-run")
+    console = Console(stderr=True)
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    report = run_tiny_pipeline(cfg.out_dir, steps=cfg.steps, seed=cfg.seed, log=console.log)
+    print(json.dumps(report, indent=2))
+    console.print(f"wrote {cfg.out_dir}/report.json, source.wav and translation.wav")
+    return 0

@@ -22,7 +22,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "sts-build-corpus",
     ),
     "eval-mt": (
-        "corpus_builder.mt_eval",
+        "infer.mt_eval",
         "score MT backends on FLORES or any ja/en file pair (BLEU, chrF++, COMET)",
         "sts-eval-mt",
     ),
@@ -57,12 +57,12 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "sts-extend-tokenizer",
     ),
     "demo": (
-        "sts.demo",
+        "recipes.demo",
         "the whole pipeline offline on a CPU with real speech (offline TTS/ASR, demo codec) -> report.md",
         None,
     ),
     "tiny-run": (
-        "sts.smoke_cli",
+        "recipes.tiny_run",
         "run every existing stage end to end on tiny random models (no download)",
         None,
     ),

@@ -1,6 +1,7 @@
-"""MT backends: a Hugging Face chat model, vLLM, an OpenAI-compatible endpoint, or the source's reference.
+"""Text MT, shared by the corpus builder and `sts-eval-mt`: a Hugging Face chat model, vLLM, an
+OpenAI-compatible endpoint, or the source's reference.
 
-    from corpus_builder.mt import load_mt
+    from sts.mt import load_mt
     mt = load_mt("hf", model="LiquidAI/LFM2-350M-ENJP-MT", device="cuda")     # the preset's prompts + sampling
     mt = load_mt("http", model="LiquidAI/LFM2-350M-ENJP-MT", base_url="http://localhost:8000/v1")
     mt.translate(["こんにちは"], "ja", "en")      # [MTResult(text="Hello", drop_reason=None)]
@@ -17,11 +18,38 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from corpus_builder.interfaces import MTBackend, MTResult
+
+@dataclass
+class MTResult:
+    text: str | None
+    """The translation; None when dropped."""
+    drop_reason: str | None = None
+    """Why there is no translation, e.g. "mt_empty", "mt_error"."""
+    truncated: bool = False
+    """The model hit its token budget without ending: usually a repetition loop or a cut sentence."""
+
+
+class MTBackend(ABC):
+    """Translates batches of sentences between `sts.LANGUAGES`."""
+
+    name: str
+    """Recorded in the `mt_backend` column and the corpus card, e.g. "hf:LiquidAI/LFM2-350M-ENJP-MT"."""
+
+    @abstractmethod
+    def translate(
+        self,
+        texts: Sequence[str],
+        src_lang: str,
+        tgt_lang: str,
+        contexts: Sequence[list[tuple[str, str]]] | None = None,
+    ) -> list[MTResult]:
+        """One result per text, in order. `contexts[i]`: previous (source, translation) pairs of the same recording."""
+
 
 LANGUAGE_NAMES = {"ja": "Japanese", "en": "English"}
 

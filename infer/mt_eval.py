@@ -32,10 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpus_builder.interfaces import MTBackend, MTResult
-from corpus_builder.mt import result_from_text, translate_in_context
-from corpus_builder.shards import write_json_atomic
 from sts.config import config_to_dict, parse_cli
+from sts.io import write_json_atomic, write_text_atomic
+from sts.mt import MTBackend, MTResult, result_from_text, translate_in_context
 
 DEFAULT_TEST_SET = Path("../shared/data/flores200")
 
@@ -158,7 +157,7 @@ class STSTextMT(MTBackend):
 
 def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
     """An MT backend from a spec (see the module docstring)."""
-    from corpus_builder.mt import load_mt
+    from sts.mt import load_mt
 
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
@@ -276,18 +275,12 @@ def evaluate(cfg: MTEvalConfig, backends: dict[str, MTBackend] | None = None, ar
                 for i, (h, r) in enumerate(zip(hyps, results, strict=True))
             ]
     write_json_atomic(out_dir / "report.json", report)
-    _write_text_atomic(out_dir / "report.md", markdown(report))
-    _write_text_atomic(
+    write_text_atomic(out_dir / "report.md", markdown(report))
+    write_text_atomic(
         out_dir / "translations.jsonl",
         "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in translations),
     )
     return report
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def markdown(report: dict) -> str:

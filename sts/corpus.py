@@ -1,0 +1,99 @@
+"""The corpus folder contract: where a corpus's shards and card are, read by every stage.
+
+    from sts.corpus import shard_paths, read_card, read_rows
+    shard_paths("corpus/ja-en")            # [Path] of part-*.parquet, sorted
+    read_card("corpus/ja-en")["encode"]    # what sts-encode recorded (codec, frame rate, codebook)
+    read_rows("corpus/ja-en", columns=["id", "src_text"])   # [dict], small corpora and tests only
+
+`sts-build-corpus` writes the folder (`corpus_builder.shards`), `sts-encode` adds code columns,
+`sts-train`, `sts-fit-codec` and the recipes read it. Only this module knows the layout.
+
+A shard is a Parquet file that `datasets.load_dataset("parquet", data_files=...)` opens with the
+features of `corpus_features()` (the `huggingface` schema metadata carries them). Audio columns are
+`datasets.Audio` structs `{"bytes": <flac or wav file bytes>, "path": <name>}`, stored at their own
+rate; open them with `Audio(decode=False)` and `sts.audio.load_audio(row["src_audio"]["bytes"])`
+(datasets 5.x decodes audio only through torchcodec/FFmpeg). `sts-encode` adds the code columns
+(`encoded_features()`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+CARD_NAME = "corpus.json"
+"""The card beside the shards: counts, hours, drops, models, versions, command (and `encode`)."""
+SHARD_GLOB = "part-*.parquet"
+
+
+def shard_paths(corpus_dir: str | Path) -> list[Path]:
+    """The Parquet shards of a corpus folder, sorted by name (empty when there are none)."""
+    return sorted(Path(corpus_dir).glob(SHARD_GLOB))
+
+
+def is_corpus_dir(path: str | Path) -> bool:
+    """Whether `path` is a folder with shards or a corpus card."""
+    path = Path(path)
+    return path.is_dir() and (bool(shard_paths(path)) or (path / CARD_NAME).is_file())
+
+
+def read_card(corpus_dir: str | Path) -> dict:
+    """`corpus.json` of a corpus folder, or {} when it has none."""
+    path = Path(corpus_dir) / CARD_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def read_rows(corpus_dir: str | Path, columns: Sequence[str] | None = None) -> list[dict]:
+    """Every row of every shard as a dict (optionally only `columns`); for small corpora and tests."""
+    import pyarrow.parquet as pq
+
+    rows: list[dict] = []
+    for shard in shard_paths(corpus_dir):
+        rows += pq.read_table(shard, columns=list(columns) if columns else None).to_pylist()
+    return rows
+
+
+def _features(with_codes: bool):
+    import datasets
+
+    columns = {
+        "id": datasets.Value("string"),  # unique over the corpus; the resume key
+        "src_lang": datasets.Value("string"),  # "ja" | "en"
+        "tgt_lang": datasets.Value("string"),
+        "src_text": datasets.Value("string"),  # transcript of src_audio
+        "tgt_text": datasets.Value("string"),  # translation, spoken in tgt_audio
+        "src_audio": datasets.Audio(decode=False),
+        "tgt_audio": datasets.Audio(decode=False),
+        "src_duration": datasets.Value("float32"),  # seconds
+        "tgt_duration": datasets.Value("float32"),
+        "speaker": datasets.Value("string"),  # source speaker id, "" when unknown
+        "source": datasets.Value("string"),  # e.g. "emilia", "local", "text-pairs"
+        "mt_backend": datasets.Value("string"),  # e.g. "hf:LiquidAI/LFM2-350M-ENJP-MT", "reference"
+        "tts_backend": datasets.Value("string"),
+        "tgt_asr_error": datasets.Value(
+            "float32"
+        ),  # CER (ja) / WER (en) of ASR(tgt_audio) vs tgt_text; NaN = unchecked
+        "speaker_similarity": datasets.Value(
+            "float32"
+        ),  # cosine(src, tgt) speaker embeddings; NaN = unchecked
+    }
+    if with_codes:
+        columns["src_codes"] = datasets.List(datasets.Value("int32"))  # [T_src], 50 per second
+        columns["tgt_codes"] = datasets.List(datasets.Value("int32"))  # [T_tgt]
+    return datasets.Features(columns)
+
+
+def corpus_features():
+    """Features of a shard as `sts-build-corpus` writes it."""
+    return _features(with_codes=False)
+
+
+def encoded_features():
+    """Features of a shard after `sts-encode` added `src_codes` / `tgt_codes`."""
+    return _features(with_codes=True)
