@@ -8,8 +8,9 @@
 
 A batch input is a folder of audio files or a JSONL manifest (`audio` path relative to the manifest,
 optional `id`, `text`, `src_lang`). Outputs that already exist are skipped, so a rerun resumes.
-`--from` omitted: speech is language-identified with Whisper (faster-whisper; `--from` is then
-required when it is missing), text by its script (kana/kanji -> ja).
+`--from` omitted: speech is language-identified with Whisper (`sts.asr.detect_language`; silence,
+a clip under 1 s, an unsure guess or no faster-whisper is an error asking for `--from`), text by
+its script (kana/kanji -> ja).
 """
 
 from __future__ import annotations
@@ -233,15 +234,22 @@ def _inputs(cfg: InferConfig) -> list[dict]:
 
 
 def _request(cfg: InferConfig, item: dict, translator):
-    from infer.asr import detect_language
     from infer.translate import Request
+    from sts.asr import detect_language
 
     spec = task_spec(cfg.task)
     wav = load_audio(item["audio"]) if spec.input == "speech" else None
     text = item.get("text") if spec.input == "text" else None
     src = cfg.src_lang or item.get("src_lang")
-    if src is None:
-        src = detect_language(wav) if wav is not None else text_language(text or "")
+    if src is None and wav is not None:
+        detected = detect_language(wav)
+        if not detected.known:
+            raise ValueError(
+                f"{item['audio']}: cannot tell the source language: {detected.reason}; pass --from ja|en"
+            )
+        src = detected.lang
+    elif src is None:
+        src = text_language(text or "")
     tgt = cfg.to or (("en" if src == "ja" else "ja") if spec.translates else src)
     return Request(cfg.task, src, tgt, wav=wav, text=text, id=str(item["id"]))
 

@@ -9,19 +9,24 @@ The manifest is JSONL, one utterance per line (paths relative to the manifest):
 
 Per task (each utterance that has the fields the task needs):
 
-    s2st  ASR-BLEU and ASR-chrF (Whisper transcript of the output vs `tgt_text`), speaker similarity
-          source<->output (resemblyzer, when installed), real-time factor
-    s2tt  BLEU and chrF of the output text vs `tgt_text`         t2tt  the same from `src_text`
+    s2st  ASR-BLEU and ASR-chrF++ (Whisper transcript of the output vs `tgt_text`), speaker
+          similarity source<->output (`sts.speaker`, when resemblyzer is installed), real-time factor
+    s2tt  BLEU and chrF++ of the output text vs `tgt_text`       t2tt  the same from `src_text`
     asr   CER (and WER for English) vs `src_text`                tts   ASR CER/WER of the speech vs `src_text`
 
-BLEU uses sacreBLEU tokenizer `char` (and `ja-mecab` when MeCab is installed) for Japanese, `13a`
-for English; every score carries its signature (`infer.metrics`). `codec_roundtrip` scores the
-references themselves: the ASR error of the original audio and of its codec encode->decode, so the
-ceiling the codec puts on ASR-BLEU is visible. Real-time factor is wall time per second of source
-speech (per second of output speech for tts); below 1 is faster than real time.
+Scoring is `sts.metrics`. Speech output (s2st) is scored by the SeamlessM4T ASR-BLEU protocol
+(`sts.metrics.asr_bleu`): both sides through the Whisper normalizer of the language, lowercased,
+sacreBLEU `char` for Japanese (`ja-mecab` beside it when MeCab imports) and `13a` for English.
+Text output (s2tt, t2tt) is scored on raw text. Each score block names its `protocol` next to the
+sacreBLEU signature, and so does the log line. CER/WER (asr, tts, codec round trip) compare
+normalized text. `codec_roundtrip` scores the references themselves: the ASR error of the original
+audio and of its codec encode->decode, so the ceiling the codec puts on ASR-BLEU is visible.
+Real-time factor is wall time per second of source speech (per second of output speech for tts);
+below 1 is faster than real time.
 
-ASR (`--asr`): `auto` is faster-whisper with the offline Whisper base where installed, else a
-Hugging Face Whisper id; `self` is the checkpoint's own `asr` task; `none` skips ASR-based scores.
+ASR (`--asr`): `auto` is `sts.asr` (faster-whisper with the offline Whisper base where installed,
+else a Hugging Face Whisper id), greedy at temperature 0 as the protocol decodes, silence -> "";
+`self` is the checkpoint's own `asr` task; `none` skips ASR-based scores.
 """
 
 from __future__ import annotations
@@ -37,8 +42,20 @@ from typing import Annotated, Literal
 import numpy as np
 import tyro
 
-from infer.metrics import bleu_scores, chrf_score, error_rate, sentence_chrf
 from sts.audio import load_audio, write_audio
+from sts.metrics import (
+    NORMALIZERS,
+    RAW_TEXT,
+    asr_bleu,
+    bleu,
+    chrf,
+    error_rate,
+    headline_tokenizer,
+    mecab_available,
+    normalize,
+    sentence_chrf,
+)
+from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import task_spec
 
 Task = Literal["s2st", "s2tt", "asr", "tts", "t2tt"]
@@ -142,18 +159,26 @@ def evaluate_task(
                 texts = asr.transcribe([res.waveform for _, res in group], lang)
                 for (row, _), text in zip(group, texts, strict=True):
                     row["hyp"] = text
+    speech_out = spec.output == "speech"
     if all(r["hyp"] is not None for r in rows):
-        summary |= _scores(rows, translates=spec.translates)
+        summary |= _scores(rows, translates=spec.translates, speech=speech_out)
     for row in rows:
         if row["hyp"] is not None:
-            ref, hyp = row["ref"], row["hyp"]
-            row["chrf"] = sentence_chrf(hyp, ref)
-            row["cer"] = error_rate([hyp], [ref], row["lang"])["cer"]
-    if speaker is not None and spec.input == "speech" and spec.output == "speech":
-        sims = [speaker(req.wav, res.waveform) for (req, _, _), res in zip(inputs, results, strict=True)]
+            ref, hyp, lang = row["ref"], row["hyp"], row["lang"]
+            if speech_out:  # per row as the corpus score: normalized text
+                ref, hyp = normalize(ref, lang), normalize(hyp, lang)
+            row["chrf++"] = round(sentence_chrf(hyp, ref), 2)
+            row["cer"] = round(error_rate([row["hyp"]], [row["ref"]], lang)["cer"], 4)
+    if speaker is not None and spec.input == "speech" and speech_out:
+        summary["speaker_encoder"] = SPEAKER_ENCODER
+        sims = [
+            speaker.similarity(req.wav, res.waveform)
+            for (req, _, _), res in zip(inputs, results, strict=True)
+        ]
         for row, sim in zip(rows, sims, strict=True):
-            row["speaker_similarity"] = round(sim, 4)
-        summary["speaker_similarity"] = round(float(np.mean(sims)), 4)
+            row["speaker_similarity"] = None if sim is None else round(sim, 4)
+        scored = [s for s in sims if s is not None]
+        summary["speaker_similarity"] = round(float(np.mean(scored)), 4) if scored else None
     seconds = sum(r.get("source_seconds" if spec.input == "speech" else "output_seconds", 0.0) for r in rows)
     summary["rtf"] = round(elapsed / seconds, 4) if seconds else None
     summary["loops"] = sum(any("repetition loop" in w for w in r["warnings"]) for r in rows)
@@ -161,17 +186,39 @@ def evaluate_task(
     return summary, rows
 
 
-def _scores(rows: list[dict], *, translates: bool) -> dict:
-    """Corpus scores per reference language: BLEU + chrF for translation, CER/WER otherwise."""
+def _scores(rows: list[dict], *, translates: bool, speech: bool) -> dict:
+    """Corpus scores per reference language: (ASR-)BLEU + chrF++ for translation, CER/WER otherwise."""
     out = {}
     for lang in sorted({r["lang"] for r in rows}):
         hyps = [r["hyp"] for r in rows if r["lang"] == lang]
         refs = [r["ref"] for r in rows if r["lang"] == lang]
         if translates:
-            out[f"to_{lang}"] = {"bleu": bleu_scores(hyps, refs, lang), "chrf": chrf_score(hyps, refs)}
+            out[f"to_{lang}"] = translation_scores(hyps, refs, lang, speech=speech)
         else:
             out[lang] = error_rate(hyps, refs, lang)
     return out
+
+
+def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str, *, speech: bool) -> dict:
+    """One report block: ASR-BLEU/chrF++ (`speech`: transcripts, normalized) or raw-text BLEU/chrF++.
+
+    {"protocol", "bleu": {tokenizer: {"score", "signature", "protocol"}}, "chrf++": {...}} (plus
+    "normalizer" for speech); a `ja-mecab` that cannot run says so instead of being left out.
+    """
+    scores = asr_bleu(hyps, refs, lang) if speech else [*bleu(hyps, refs, lang), chrf(hyps, refs)]
+    block: dict = {"protocol": RAW_TEXT, "bleu": {}}
+    for score in scores:
+        entry = {"score": round(score.score, 2), "signature": score.signature, "protocol": score.protocol}
+        if score.name.startswith("BLEU("):
+            block["bleu"][score.name.removeprefix("BLEU(").removesuffix(")")] = entry
+        else:
+            block["chrf++"] = entry
+    if lang == "ja" and not mecab_available():
+        block["bleu"]["ja-mecab"] = {"skipped": "mecab-python3 + ipadic not installed; `char` is reported"}
+    block["protocol"] = block["bleu"][headline_tokenizer(lang)]["protocol"]
+    if speech:
+        block["normalizer"] = NORMALIZERS[lang]
+    return block
 
 
 def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
@@ -193,23 +240,8 @@ def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
     return out
 
 
-def resemblyzer_similarity():
-    """A `(wav_a, wav_b) -> cosine` speaker similarity from resemblyzer, or None when not installed."""
-    try:
-        from resemblyzer import VoiceEncoder, preprocess_wav
-    except ImportError:
-        return None
-    encoder = VoiceEncoder("cpu", verbose=False)
-
-    def similarity(a: np.ndarray, b: np.ndarray) -> float:
-        ea, eb = (encoder.embed_utterance(preprocess_wav(np.asarray(w, np.float32), 16000)) for w in (a, b))
-        return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-9))
-
-    return similarity
-
-
 def plot_report(rows: list[dict], path: Path) -> Path | None:
-    """Per task, the per-utterance chrF (translation) or CER (asr/tts) as a histogram; None without matplotlib."""
+    """Per task, the per-utterance chrF++ (translation) or CER (asr/tts) as a histogram; None without matplotlib."""
     try:
         import matplotlib
 
@@ -222,7 +254,7 @@ def plot_report(rows: list[dict], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        key = "chrf" if task_spec(task).translates else "cer"
+        key = "chrf++" if task_spec(task).translates else "cer"
         ax.hist([r[key] for r in rows if r["task"] == task and key in r], bins=20)
         ax.set_title(f"{task}: per-utterance {key}")
         ax.set_xlabel(key)
@@ -290,7 +322,7 @@ def run(cfg: EvalConfig, log=print) -> dict:
         max_new_tokens=cfg.max_new_tokens,
     )
     asr = _load_asr(cfg.asr, translator, log)
-    speaker = resemblyzer_similarity() if cfg.speaker_similarity else None
+    speaker = _load_speaker(log) if cfg.speaker_similarity else None
     report: dict = {"model": cfg.model, "manifest": str(cfg.manifest), "items": len(items), "tasks": {}}
     rows: list[dict] = []
     for task in cfg.tasks:
@@ -313,14 +345,13 @@ def run(cfg: EvalConfig, log=print) -> dict:
 
 
 def _headline(summary: dict) -> str:
-    """One log line: the first score of each kind, with its signature."""
+    """One log line: each score with its protocol and signature, then the counts."""
     parts = [f"n={summary['n']}"]
     for key, value in summary.items():
         if key.startswith("to_"):
-            for score in value["bleu"].values():
+            for score in [*value["bleu"].values(), value["chrf++"]]:
                 if "score" in score:
-                    parts.append(f"BLEU[{key}] {score['score']} ({score['signature']})")
-            parts.append(f"chrF[{key}] {value['chrf']['score']}")
+                    parts.append(f"[{key}] {score['protocol']} {score['score']} ({score['signature']})")
         elif key in ("ja", "en"):
             parts.append(
                 f"CER[{key}] {value['cer']}" + (f" WER {value['wer']}" if value["wer"] is not None else "")
@@ -332,18 +363,29 @@ def _headline(summary: dict) -> str:
 
 
 def _load_asr(name: str, translator, log):
-    from infer.asr import CheckpointASR, default_asr
+    from infer.self_asr import CheckpointASR
+    from sts.asr import default_asr
 
     if name == "none":
         return None
     if name == "self":
         return CheckpointASR(translator)
     try:
-        return default_asr(None if name == "auto" else name)
+        return default_asr(None if name == "auto" else name, beam_size=1)  # the protocol: greedy
     except (ImportError, OSError, ValueError) as err:
         log(
             f"warning: no ASR ({err}); ASR-based scores are skipped (install faster-whisper or use --asr self)"
         )
+        return None
+
+
+def _load_speaker(log):
+    from sts.speaker import SpeakerEncoder
+
+    try:
+        return SpeakerEncoder()
+    except ImportError as err:
+        log(f"warning: no speaker encoder ({err}); speaker similarity is skipped (install resemblyzer)")
         return None
 
 

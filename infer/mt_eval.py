@@ -11,8 +11,8 @@ layout and `--ja-file/--en-file` any pair of line-aligned files. Backends are sp
 (a trained sts model's `t2tt` task, through `infer`). Every sentence of every direction is
 translated; a failed translation is scored as an empty string and counted.
 
-Metrics (`sts.metrics`): sacreBLEU BLEU with `ja-mecab` (when installed) and `char` into Japanese
-and `13a` into English, chrF++, each with its signature; COMET when the `comet` package imports and
+Metrics (`sts.metrics`, on raw text as for every text output): sacreBLEU BLEU with `ja-mecab`
+(when installed) and `char` into Japanese and `13a` into English, chrF++, each with its signature; COMET when the `comet` package imports and
 `--comet-model` names a local checkpoint. `--context N` translates each sentence with the previous N
 sentences of its document and their translations (FLORES: lines that share a URL in
 `metadata_dev.tsv`), as the corpus builder's `--mt-context` does, to measure what context buys.

@@ -16,7 +16,8 @@ What it does, with every stage's real code:
    the codec's speech tokens (`tokenizer_ext`);
 5. trains multitask SFT (`train`) for a fixed number of steps;
 6. translates held-out and training sentences in both directions (`infer`);
-7. evaluates: ASR-BLEU/chrF++ of the output speech with offline Whisper, speaker similarity,
+7. evaluates: ASR-BLEU/chrF++ of the output speech with offline Whisper (`sts.asr`,
+   `sts.metrics.asr_bleu`: the SeamlessM4T protocol), speaker similarity (`sts.speaker`),
    the codec round trip on the references, real-time factor; and writes `report.md` (audio links,
    plots) and `report.json`.
 
@@ -321,31 +322,32 @@ def translate_examples(
 
 
 def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> dict:
-    """ASR-BLEU / chrF++ of the outputs, speaker similarity source->output, codec round trip of references.
+    """ASR-BLEU / ASR-chrF++ of the outputs, speaker similarity source->output, codec round trip of references.
 
-    Adds `asr_text` (and `speaker_similarity`) to each item. Without faster-whisper there is no ASR
-    and the result says so.
+    The same functions as `sts-eval`: `sts.asr` (offline Whisper, greedy, silence -> ""),
+    `sts.metrics.asr_bleu` (the SeamlessM4T protocol: normalized, lowercased, `char` for Japanese)
+    and `sts.speaker`. Adds `asr_text` (and `speaker_similarity`) to each item. Without
+    faster-whisper there is no ASR and the result says so.
     """
-    from corpus_builder.checks import AsrRoundTrip, SpeakerSimilarity
-    from sts.metrics import asr_error, bleu, chrf
+    from sts.asr import FasterWhisperASR
+    from sts.metrics import asr_bleu, asr_error
+    from sts.speaker import ENCODER, SpeakerEncoder
 
     try:
-        asr = AsrRoundTrip(beam_size=1)  # greedy: a garbled output must not cost a long beam search
+        asr = FasterWhisperASR(compute_type="int8", beam_size=1)  # the protocol's greedy decoding
     except ImportError:
         asr = None
     try:
-        speaker = SpeakerSimilarity()
+        speaker = SpeakerEncoder()
     except ImportError:
         speaker = None
-    result: dict = {"asr": asr is not None, "speaker_encoder": speaker is not None}
+    result: dict = {"asr": asr is not None, "speaker_encoder": ENCODER if speaker is not None else None}
     if asr is None:
         result["note"] = "faster-whisper is not installed: no ASR-based scores (install the offline extra)"
         return result
     for item in items:
-        wav = load_audio(out / item["output_wav"]) if item["output_wav"] else None
-        item["asr_text"] = (
-            asr.transcribe(wav, item["tgt_lang"]) if wav is not None and len(wav) > 1600 else ""
-        )
+        wav = load_audio(out / item["output_wav"]) if item["output_wav"] else np.zeros(0, np.float32)
+        item["asr_text"] = asr.transcribe([wav], item["tgt_lang"])[0]
     groups: dict[str, dict] = {}
     for split in ("test", "train"):
         for src, tgt in (("ja", "en"), ("en", "ja")):
@@ -353,11 +355,12 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> 
             if not chosen:
                 continue
             hyps, refs = [i["asr_text"] for i in chosen], [i["reference_text"] for i in chosen]
-            scores = bleu(hyps, refs, tgt) + [chrf(hyps, refs)]
+            scores = asr_bleu(hyps, refs, tgt)
             groups[f"{split} {src}->{tgt}"] = {
                 "n": len(chosen),
                 "scores": {s.name: round(s.score, 2) for s in scores},
                 "signatures": {s.name: s.signature for s in scores},
+                "protocols": {s.name: s.protocol for s in scores},
                 "asr_error_vs_reference": round(
                     float(np.mean([asr_error(r, h, tgt) for r, h in zip(refs, hyps, strict=True)])), 3
                 ),
@@ -367,10 +370,11 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> 
         sims = []
         for item in items:
             if item["output_wav"] and item["output_seconds"] > 0.5:
-                src_emb = speaker.embed(load_audio(out / item["source_wav"]))
-                out_emb = speaker.embed(load_audio(out / item["output_wav"]))
-                if src_emb is not None and out_emb is not None:
-                    item["speaker_similarity"] = round(float(np.dot(src_emb, out_emb)), 3)
+                sim = speaker.similarity(
+                    load_audio(out / item["source_wav"]), load_audio(out / item["output_wav"])
+                )
+                if sim is not None:
+                    item["speaker_similarity"] = round(sim, 3)
                     sims.append(item["speaker_similarity"])
         result["speaker_similarity_mean"] = round(float(np.mean(sims)), 3) if sims else None
     # What the codec alone costs: ASR error of the test references before and after a round trip.
@@ -382,10 +386,10 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> 
         decoded = codec.decode(codec.encode(refs))
 
         def error(waveforms, lang=lang, texts=texts):
-            errors = [
-                asr_error(t, asr.transcribe(w, lang), lang) for t, w in zip(texts, waveforms, strict=True)
-            ]
-            return round(float(np.mean(errors)), 3)
+            heard = asr.transcribe(list(waveforms), lang)
+            return round(
+                float(np.mean([asr_error(t, h, lang) for t, h in zip(texts, heard, strict=True)])), 3
+            )
 
         round_trip[lang] = {
             "metric": "CER" if lang == "ja" else "WER",

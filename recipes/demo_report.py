@@ -165,10 +165,14 @@ def write_report(out: Path, report: dict) -> None:
             cells = " | ".join(f"{g['scores'][n]:.1f}" if n in g["scores"] else "" for n in names)
             lines.append(f"| {key} | {g['n']} | {cells} | {g['asr_error_vs_reference']:.3f} |")
         signatures = {n: s for g in ev["asr_bleu"].values() for n, s in g["signatures"].items()}
+        protocols = {n: p for g in ev["asr_bleu"].values() for n, p in g.get("protocols", {}).items()}
         lines += ["", "Signatures: " + "; ".join(f"{n} `{s}`" for n, s in signatures.items())]
+        if protocols:
+            lines += ["", "Protocols: " + "; ".join(f"{n}: {p}" for n, p in protocols.items())]
         lines += [
             "",
-            f"Speaker similarity source -> output (resemblyzer cosine, mean): {ev.get('speaker_similarity_mean')}. "
+            f"Speaker similarity source -> output ({ev.get('speaker_encoder') or 'resemblyzer'} cosine, mean): "
+            f"{ev.get('speaker_similarity_mean')}. "
             f"Real-time factor of batched translation on this CPU: {ev.get('rtf')}.",
         ]
     else:

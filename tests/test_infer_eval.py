@@ -7,9 +7,9 @@ import json
 import pytest
 from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
 
-from infer.eval import main, read_manifest
-from infer.metrics import bleu_scores, chrf_score, error_rate, mecab_available
+from infer.eval import main, read_manifest, translation_scores
 from sts.audio import write_audio
+from sts.metrics import asr_bleu, bleu, chrf, error_rate, mecab_available
 from sts.testing import synthetic_utterance
 
 pytest.importorskip("sacrebleu")
@@ -72,7 +72,8 @@ def test_eval_every_task(model_dir, manifest, tmp_path):  # noqa: F811
     assert {t: tasks[t]["n"] for t in tasks} == {"s2st": 2, "s2tt": 2, "asr": 2, "tts": 3, "t2tt": 3}
     assert len(rows) == 12 and all(isinstance(r["hyp"], str) for r in rows)
 
-    # translation: BLEU per target language with the right tokenizers, recomputable from the rows
+    # translation: BLEU per target language with the right tokenizers, recomputable from the rows;
+    # speech output (s2st) by the ASR-BLEU protocol on normalized text, text output on raw text
     for task in ("s2st", "s2tt", "t2tt"):
         summary = tasks[task]
         assert "tok:13a" in summary["to_en"]["bleu"]["13a"]["signature"]
@@ -81,8 +82,19 @@ def test_eval_every_task(model_dir, manifest, tmp_path):  # noqa: F811
         for lang in ("en", "ja"):
             mine = [r for r in rows if r["task"] == task and r["lang"] == lang]
             hyps, refs = [r["hyp"] for r in mine], [r["ref"] for r in mine]
-            assert summary[f"to_{lang}"]["bleu"] == bleu_scores(hyps, refs, lang)
-            assert summary[f"to_{lang}"]["chrf"] == chrf_score(hyps, refs)
+            block = summary[f"to_{lang}"]
+            if task == "s2st":
+                expected = asr_bleu(hyps, refs, lang)
+                assert block["protocol"].startswith("ASR-BLEU (Whisper normalizer, lowercase")
+                assert "case:lc" in block["bleu"][{"en": "13a", "ja": "char"}[lang]]["signature"]
+            else:
+                expected = [*bleu(hyps, refs, lang), chrf(hyps, refs)]
+                assert block["protocol"] == "raw text" and "normalizer" not in block
+            assert block["chrf++"]["score"] == pytest.approx(expected[-1].score, abs=0.005)
+            for score in expected[:-1]:
+                entry = block["bleu"][score.name.removeprefix("BLEU(").removesuffix(")")]
+                assert entry["score"] == pytest.approx(score.score, abs=0.005)
+                assert (entry["signature"], entry["protocol"]) == (score.signature, score.protocol)
     assert tasks["s2st"]["asr"] == "sts-checkpoint:asr" and tasks["s2st"]["rtf"] > 0
     # asr and tts: CER (WER for English) against the source text
     for task in ("asr", "tts"):
@@ -90,6 +102,7 @@ def test_eval_every_task(model_dir, manifest, tmp_path):  # noqa: F811
             mine = [r for r in rows if r["task"] == task and r["lang"] == lang]
             assert tasks[task][lang] == error_rate([r["hyp"] for r in mine], [r["ref"] for r in mine], lang)
     assert tasks["asr"]["en"]["wer"] is not None and tasks["asr"]["ja"]["wer"] is None
+    assert all("chrf++" in r and "cer" in r for r in rows)
     # the codec round trip of the reference audio (j1 and e1 source audio, e1 again as j1's target)
     assert report["codec_roundtrip"]["en"]["n"] == 2 and report["codec_roundtrip"]["ja"]["n"] == 1
     assert {"original", "resynthesized"} <= set(report["codec_roundtrip"]["ja"])
@@ -107,20 +120,30 @@ def test_eval_without_asr_skips_speech_scores(model_dir, manifest, tmp_path):  #
     assert "to_en" in report["tasks"]["t2tt"] and "codec_roundtrip" not in report
 
 
+def test_translation_scores_say_when_ja_mecab_cannot_run(monkeypatch):
+    import infer.eval
+    import sts.metrics
+
+    for module in (infer.eval, sts.metrics):
+        monkeypatch.setattr(module, "mecab_available", lambda: False)
+    block = translation_scores(["今日はいい天気"], ["今日はいい天気"], "ja", speech=False)
+    assert block["bleu"]["char"]["score"] == 100.0 and block["protocol"] == "raw text"
+    assert "score" not in block["bleu"]["ja-mecab"] and "char" in block["bleu"]["ja-mecab"]["skipped"]
+    spoken = translation_scores(["300円です"], ["三百円です。"], "ja", speech=True)
+    assert spoken["bleu"]["char"]["score"] == 100.0 and "kanji numerals" in spoken["normalizer"]
+
+
 @pytest.mark.slow
 def test_speaker_similarity_in_s2st(model_dir, manifest, tmp_path):  # noqa: F811
-    """resemblyzer, when installed: one cosine per s2st row and their mean (about 40 s: model load)."""
+    """`sts.speaker`, when resemblyzer is installed: one cosine per s2st row and their mean."""
     pytest.importorskip("resemblyzer")
-    from infer.eval import resemblyzer_similarity
-
-    similarity = resemblyzer_similarity()
-    same = synthetic_utterance(1.5, 150.0, seed=7)
-    assert similarity(same, same) == pytest.approx(1.0, abs=1e-4)
     out = tmp_path / "report"
     args = _eval_args(manifest, model_dir, out, asr="none", max_new_tokens=40)
     assert main([*args, "--tasks", "s2st", "--no-codec-roundtrip"]) == 0
     report = json.loads((out / "report.json").read_text())
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
-    sims = [r["speaker_similarity"] for r in rows]
-    assert len(sims) == 2 and all(-1 <= s <= 1 for s in sims)
-    assert report["tasks"]["s2st"]["speaker_similarity"] == pytest.approx(sum(sims) / 2, abs=1e-4)
+    sims = [r["speaker_similarity"] for r in rows if r["speaker_similarity"] is not None]
+    assert len(rows) == 2 and all(-1 <= s <= 1 for s in sims)
+    mean = report["tasks"]["s2st"]["speaker_similarity"]
+    assert mean == (pytest.approx(sum(sims) / len(sims), abs=1e-4) if sims else None)
+    assert "resemblyzer" in report["tasks"]["s2st"]["speaker_encoder"]
