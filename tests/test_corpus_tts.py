@@ -12,7 +12,7 @@ import pytest
 from corpus_builder.interfaces import TTSRequest
 from corpus_builder.tts import KNOWN_SPECS, load_tts
 from corpus_builder.tts.llasa import MARKERS, LlasaBase, LlasaPrompter, LlasaSampling
-from corpus_builder.tts.llasa_vllm import new_ids_from_output, vllm_requests
+from sts.generation import completion_ids, vllm_sampling_kwargs
 
 NUM_CODES = 1024  # the tiny XCodec2's codebook
 
@@ -44,12 +44,16 @@ def _voice_clip(seconds: float = 1.0) -> np.ndarray:
 
 def test_loop_guard_budget_is_proportional_and_capped():
     sampling = LlasaSampling(
-        min_speech_tokens=100, speech_tokens_per_char={"ja": 25, "en": 10}, max_speech_tokens=2048
+        min_speech_tokens=100, speech_tokens_per_char={"ja": 25, "en": 10}, max_length=2048
     )
     assert sampling.max_new_tokens("Hi.", "en") == 100  # floor
     assert sampling.max_new_tokens("x" * 50, "en") == 500
     assert sampling.max_new_tokens("あ" * 50, "ja") == 1250
     assert sampling.max_new_tokens("あ" * 500, "ja") == 2048  # cap
+    # The window holds the prompt too: a 700-token prompt leaves 1,348 of Llasa's 2,048.
+    assert LlasaSampling().max_length == 2048
+    assert sampling.max_new_tokens("あ" * 500, "ja", prompt_len=700) == 1348
+    assert sampling.max_new_tokens("Hi.", "en", prompt_len=700) == 100
 
 
 def test_prompter_maps_the_contiguous_speech_block(tts):
@@ -189,29 +193,33 @@ def test_vllm_requests_are_built_without_vllm(llasa_dir, tiny_codec):
         TTSRequest("おはよう。", "ja", prompt_audio=_voice_clip(0.5), prompt_text="こんにちは"),
     ]
     jobs, drops = base.jobs(requests)
-    prompts, params = vllm_requests(jobs, base.prompter, sampling)
     p = base.prompter
-    assert prompts[0] == {"prompt_token_ids": p.prompt_ids("Good morning.")}
+    assert not drops and jobs[0].prompt_ids == p.prompt_ids("Good morning.")
     prompt_codes = tiny_codec.encode([requests[1].prompt_audio])[0]
     assert len(prompt_codes) == 26  # 0.5 s -> 8000 // 320 + 1
-    assert prompts[1] == {"prompt_token_ids": p.prompt_ids("おはよう。", prompt_codes, "こんにちは")}
+    assert jobs[1].prompt_ids == p.prompt_ids("おはよう。", prompt_codes, "こんにちは")
+    params = vllm_sampling_kwargs(base.request(jobs))
     assert params[0] == dict(
         temperature=0.8,
         top_p=0.95,
-        max_tokens=150,
-        allowed_token_ids=p.allowed_ids,
+        top_k=-1,
+        min_p=0.0,
+        repetition_penalty=1.0,
+        min_tokens=0,
         stop_token_ids=[p.speech_end_id],
-        seed=3,
+        allowed_token_ids=p.allowed_ids.tolist(),
         detokenize=False,
-        skip_special_tokens=False,
+        max_tokens=150,
+        seed=3,
     )
     assert params[1]["seed"] == 4 and params[1]["max_tokens"] == 150
-    # Outputs: a stop on the end marker keeps the row, a length stop is a loop-guard drop.
+    # Outputs: a stop on the end marker keeps the row, a length stop is a budget drop.
     off, end = p.speech_token_offset, p.speech_end_id
-    stopped = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[off + 1, off + 2], finish_reason="stop")])
-    cut = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[off + 1] * 150, finish_reason="length")])
-    assert p.parse(new_ids_from_output(stopped, end))[0].tolist() == [1, 2]
-    assert p.parse(new_ids_from_output(cut, end)) == (None, "tts_no_end_marker")
+    stopped = SimpleNamespace(token_ids=[off + 1, off + 2], finish_reason="stop", stop_reason=end)
+    cut = SimpleNamespace(token_ids=[off + 1, off + 2] * 75, finish_reason="length", stop_reason=None)
+    assert base.read(completion_ids(stopped, [end]))[0].tolist() == [1, 2]
+    assert p.parse(completion_ids(cut, [end])) == (None, "tts_no_end_marker")
+    assert base.read(completion_ids(cut, [end])) == (None, "tts_loop")  # 75 copies of a 2-code unit
 
 
 @pytest.mark.skipif(

@@ -1,4 +1,5 @@
-"""Constrained decoding and the loop guard: allowed-id sets, the logits mask, loops, length budgets."""
+"""The base generation layer (`sts.generation`): allowed-id sets, the logits mask, per-row budgets, loops,
+the transformers backend and the vLLM request building (pure Python, no vLLM)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from infer.backends import GenerationRequest, Sampling, TransformersBackend, vllm_sampling_kwargs
-from infer.constraints import (
+from sts.generation import (
     SPEECH_GUARD,
     TEXT_GUARD,
     AllowedTokensProcessor,
+    GenerationRequest,
     LoopGuard,
     LoopStoppingCriteria,
+    Sampling,
+    TransformersBackend,
     allowed_token_ids,
+    completion_ids,
     find_loop,
-    max_new_tokens_for,
+    split_end,
     tail_is_loop,
+    vllm_sampling_kwargs,
 )
 
 
@@ -52,9 +57,10 @@ def test_vllm_kwargs_carry_the_same_constraint():
     )
     kwargs = vllm_sampling_kwargs(request)
     assert [k["max_tokens"] for k in kwargs] == [5, 8]
+    assert [k["seed"] for k in kwargs] == [3, 4]  # one seed per row: equal prompts still sample apart
     for k in kwargs:
         assert k["allowed_token_ids"] == [10, 11, 12, 99] and k["stop_token_ids"] == [99]
-        assert k["temperature"] == 0.0 and k["min_tokens"] == 1 and k["seed"] == 3
+        assert k["temperature"] == 0.0 and k["min_tokens"] == 1 and k["repetition_penalty"] == 1.0
     sampled = vllm_sampling_kwargs(
         GenerationRequest(allowed, [99], [4], sampling=Sampling(temperature=0.5, min_p=0.1, top_k=0))
     )[0]
@@ -82,15 +88,6 @@ def test_shipped_guards_ignore_normal_variation():
     # Speech: a 0.1 s pattern must cover 2 s (20 copies) before it counts.
     assert find_loop(np.tile(np.arange(5), 19), SPEECH_GUARD) is None
     assert find_loop(np.tile(np.arange(5), 20), SPEECH_GUARD) == (0, 5)
-
-
-def test_length_budget_follows_the_source():
-    assert max_new_tokens_for(SPEECH_GUARD, "speech", source_seconds=10.0) == 125 * 10 + 50
-    assert max_new_tokens_for(SPEECH_GUARD, "text", source_seconds=2.0) == 50 + 50
-    assert max_new_tokens_for(SPEECH_GUARD, "speech", source_chars=10) == 150 + 50
-    assert max_new_tokens_for(TEXT_GUARD, "text", source_chars=10) == 20 + 50
-    with pytest.raises(ValueError):
-        max_new_tokens_for(SPEECH_GUARD, "speech")
 
 
 def test_stopping_criteria_stops_only_the_looping_row():
@@ -151,11 +148,16 @@ def test_vllm_completion_read_like_transformers():
     """vLLM may or may not list the stop id it stopped on; the backend returns it last either way."""
     from types import SimpleNamespace
 
-    from infer.backends import _with_stop_id
-
     stopped = SimpleNamespace(token_ids=[5, 6], finish_reason="stop", stop_reason=99)
-    assert _with_stop_id(stopped, [99]).tolist() == [5, 6, 99]
+    assert completion_ids(stopped, [99]).tolist() == [5, 6, 99]
     listed = SimpleNamespace(token_ids=[5, 6, 99], finish_reason="stop", stop_reason=99)
-    assert _with_stop_id(listed, [99]).tolist() == [5, 6, 99]
+    assert completion_ids(listed, [99]).tolist() == [5, 6, 99]
+    eos = SimpleNamespace(token_ids=[5, 6], finish_reason="stop", stop_reason=None)  # the model's own eos
+    assert completion_ids(eos, [98, 99]).tolist() == [5, 6, 98]
     cut = SimpleNamespace(token_ids=[5, 6, 7], finish_reason="length", stop_reason=None)
-    assert _with_stop_id(cut, [99]).tolist() == [5, 6, 7]
+    assert completion_ids(cut, [99]).tolist() == [5, 6, 7]
+    assert [split_end(completion_ids(c, [99]), [99])[1] for c in (stopped, listed, cut)] == [
+        True,
+        True,
+        False,
+    ]
