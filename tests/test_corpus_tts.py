@@ -294,3 +294,67 @@ def test_static_cache_path_matches_the_dynamic_one(tmp_path, tiny_codec):
     allowed = set(dynamic.prompter.allowed_ids)
     assert [[i for i in row if i in allowed] for row in a] == [[i for i in row if i in allowed] for row in b]
     assert [sum(i in allowed for i in row) for row in b] == [6, 13]
+
+
+def test_llasa_budget_counts_the_prompt_in_its_window(tmp_path, tiny_codec):
+    """prompt + new tokens never pass `max_length`; a prompt that leaves too little room is dropped."""
+    from corpus_builder.tts.testing import save_tiny_llasa
+
+    model_dir = save_tiny_llasa(tmp_path / "never-ends", num_speech_tokens=NUM_CODES, never_end=True)
+    long_text = "A sentence long enough to want many more tokens than the window leaves. " * 3
+    # Llasa's own window (2,048): a 10 s voice prompt (501 codes) cuts a long text's budget, 40 s
+    # (2,001 codes) leaves less than min_speech_tokens. Before, the budget ignored the prompt.
+    default = load_tts(f"llasa:{model_dir}", codec=tiny_codec)
+    jobs, drops = default.jobs(
+        [
+            TTSRequest(long_text, "en", prompt_audio=_voice_clip(10.0), prompt_text="Hi."),
+            TTSRequest("Hello.", "en", prompt_audio=_voice_clip(40.0), prompt_text="Hi."),
+        ]
+    )
+    assert drops == {1: "tts_prompt_too_long"}
+    [job] = jobs
+    assert len(job.prompt_ids) > 501 and len(job.prompt_ids) + job.max_new_tokens == 2048
+    # A small window, generated: each row reaches exactly the window and no further.
+    sampling = LlasaSampling(min_speech_tokens=20, max_length=300, seed=0)
+    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling, batch_size=4)
+    requests = [
+        TTSRequest(long_text, "en"),
+        TTSRequest("Good morning, how are you?", "en", prompt_audio=_voice_clip(4.0), prompt_text="Hi."),
+        TTSRequest("Hello.", "en", prompt_audio=_voice_clip(5.5), prompt_text="Hi."),
+    ]
+    jobs, drops = tts.jobs(requests)
+    assert drops == {2: "tts_prompt_too_long"} and [j.index for j in jobs] == [0, 1]
+    assert len(jobs[1].prompt_ids) > 201  # the 4 s voice prompt's codes are in the prompt
+    new_ids = tts.generate(jobs)
+    assert [len(j.prompt_ids) + len(ids) for j, ids in zip(jobs, new_ids, strict=True)] == [300, 300]
+    results = tts.synthesize(requests)
+    assert [r.drop_reason for r in results] == ["tts_no_end_marker"] * 2 + ["tts_prompt_too_long"]
+
+
+def test_a_looping_row_is_stopped_early_and_dropped(tmp_path, tiny_codec):
+    """A model that repeats 3 codes forever: generation stops at the loop guard's check, not the
+    600-token budget, and the row is dropped as "tts_loop" (never cut and kept)."""
+    from corpus_builder.tts.testing import save_tiny_llasa
+    from sts.generation import SPEECH_GUARD, find_loop
+
+    model_dir = save_tiny_llasa(
+        tmp_path / "loops", num_speech_tokens=NUM_CODES, end_bias=0.0, loop_codes=(3, 5, 7)
+    )
+    sampling = LlasaSampling(min_speech_tokens=600, seed=0)
+    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling)
+    requests = [TTSRequest("Good morning.", "en"), TTSRequest("おはようございます。", "ja")]
+    jobs, _ = tts.jobs(requests)
+    assert [j.max_new_tokens for j in jobs] == [600, 600]
+    new_ids = tts.generate(jobs)
+    off = tts.prompter.speech_token_offset
+    for ids in new_ids:
+        # A 3-code unit is a loop after 34 copies (>= 100 codes); the tail is checked every 16 steps.
+        assert len(ids) == 112 and ids[:6] == [off + 3, off + 5, off + 7] * 2
+        assert find_loop(np.asarray(ids), SPEECH_GUARD) == (0, 3)
+    assert [r.drop_reason for r in tts.synthesize(requests)] == ["tts_loop", "tts_loop"]
+    # Without the guard the same rows run their whole budget and are dropped for that instead.
+    unguarded = load_tts(
+        f"llasa:{model_dir}", codec=tiny_codec, sampling=LlasaSampling(min_speech_tokens=200, loop_guard=None)
+    )
+    jobs, _ = unguarded.jobs(requests[:1])
+    assert [len(ids) for ids in unguarded.generate(jobs)] == [200]

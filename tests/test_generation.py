@@ -161,3 +161,101 @@ def test_vllm_completion_read_like_transformers():
         True,
         False,
     ]
+
+
+def test_processor_masks_exactly_the_allowed_ids():
+    rng = np.random.default_rng(0)
+    vocab = 50
+    allowed = np.sort(rng.choice(vocab, 12, replace=False))
+    end = int(allowed[3])
+    scores = torch.from_numpy(rng.standard_normal((3, vocab)).astype(np.float32))
+    proc = AllowedTokensProcessor(allowed, end_ids=[end], prompt_len=5, min_new_tokens=1)
+    late = proc(torch.zeros(3, 7, dtype=torch.long), scores.clone())
+    finite = torch.isfinite(late)
+    assert (finite == torch.isin(torch.arange(vocab), torch.from_numpy(allowed))[None]).all()
+    assert torch.equal(late[finite], scores[finite])  # allowed scores pass through unchanged
+    early = proc(torch.zeros(3, 5, dtype=torch.long), scores.clone())
+    assert torch.isfinite(early).sum(1).tolist() == [11, 11, 11] and torch.isinf(early[:, end]).all()
+    # Unconstrained (MT): nothing masked but the end ids while min_new_tokens holds them back.
+    free = AllowedTokensProcessor(None, end_ids=[end, 7], prompt_len=5, min_new_tokens=2)
+    held = free(torch.zeros(3, 6, dtype=torch.long), scores.clone())
+    assert torch.isinf(held).any(0).nonzero().ravel().tolist() == sorted([end, 7])
+    assert torch.equal(free(torch.zeros(3, 7, dtype=torch.long), scores.clone()), scores)
+
+
+def test_request_refuses_what_could_never_end():
+    with pytest.raises(ValueError, match="not among the allowed"):
+        GenerationRequest(np.array([1, 2, 3]), [9], [4])
+    with pytest.raises(ValueError, match="at least 1 token"):
+        GenerationRequest(np.array([1, 9]), [9], [4, 0])
+    with pytest.raises(ValueError, match="end id"):
+        GenerationRequest(None, [], [4])
+    assert GenerationRequest(None, [9], [4], seed=None).row_seed(3) is None
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_each_row_stops_at_its_own_budget(random_model, speech_vocab, fast):
+    """Mixed budgets in one batch: every row gets exactly its own, and `generate` stops at the largest
+    (not at the fast path's rounded-up 256) because the rows stop themselves."""
+    allowed = allowed_token_ids(speech_vocab, None, "speech")
+    budgets = [5, 17, 9]
+    request = GenerationRequest(
+        allowed,
+        [speech_vocab.speech_end_id],
+        budgets,
+        sampling=Sampling(temperature=1.5),
+        min_new_tokens=17,  # no row may end early: each must run into its budget
+        seed=0,
+    )
+    steps = []
+    hook = random_model.register_forward_hook(lambda *args: steps.append(1))
+    try:
+        out = TransformersBackend(random_model, pad_token_id=0, fast=fast).generate(
+            [np.arange(20, 32), np.arange(40, 60), np.arange(5, 9)], request
+        )
+    finally:
+        hook.remove()
+    assert [len(o) for o in out] == budgets
+    assert all(speech_vocab.is_speech_id(o).all() for o in out)  # no end id, no padding kept
+    assert len(steps) == max(budgets)  # one prefill + 16 decoding steps, then every row had stopped
+
+
+def test_loop_guard_stops_only_the_looping_row_early(random_model, speech_vocab):
+    """Row 0 is forced into a 3-token cycle: the criterion stops it at the next check; row 1 runs on."""
+    from transformers import LogitsProcessor
+
+    cycle = speech_vocab.speech_token_offset + np.array([7, 8, 9])
+
+    class ForceCycle(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - 64  # the fast path pads the 12-id prompts to 64
+            scores[0] = float("-inf")
+            scores[0, int(cycle[step % 3])] = 0.0
+            return scores
+
+    guard = LoopGuard(max_ngram=4, min_repeats=4, min_span=12)
+    request = GenerationRequest(
+        allowed_token_ids(speech_vocab, None, "speech"),
+        [speech_vocab.speech_end_id],
+        [60, 60],
+        sampling=Sampling(temperature=1.5),  # row 1 samples freely (greedy, this random model drones)
+        min_new_tokens=60,
+        guard=guard,
+        extra_logits_processors=[ForceCycle()],
+        seed=0,
+    )
+    looped, free = TransformersBackend(random_model, pad_token_id=0, fast=True).generate(
+        [np.arange(20, 32), np.arange(40, 52)], request
+    )
+    assert len(looped) == 16  # the first check (every 16 steps) after 12 looping tokens
+    assert looped.tolist() == np.resize(cycle, 16).tolist() and find_loop(looped, guard) == (0, 3)
+    assert len(free) == 60
+
+
+def test_loop_criterion_records_where_it_stopped():
+    guard = LoopGuard(max_ngram=2, min_repeats=4, min_span=4)
+    stop = LoopStoppingCriteria(guard, prompt_len=2, check_every=4)
+    rows = torch.tensor([[1, 1, 5, 6, 5, 6, 5, 6, 5, 6, 9, 9], [1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]])
+    for width in range(3, rows.shape[1] + 1):
+        done = stop(rows[:, :width], None)
+    assert done.tolist() == [True, False] and stop.stopped_at.tolist() == [8, 0]

@@ -33,7 +33,8 @@ class TransformersBackend:
         model: a causal LM (`...ForCausalLM`), already on its device and in eval mode.
         pad_token_id: fills the left padding (masked out) and the rows that stopped early.
         fast: static KV cache, prompt width and max_new_tokens rounded up to `shape_multiples`.
-        compile: torch.compile with CUDA graphs (default: when fast and the model is on CUDA).
+        compile: torch.compile with CUDA graphs (default: when fast and the model is on CUDA); False
+            keeps a static cache uncompiled (transformers would otherwise compile it on CUDA itself).
         shape_multiples: (prompt width, new tokens) rounding of the fast path.
     """
 
@@ -91,6 +92,8 @@ class TransformersBackend:
             from transformers import CompileConfig
 
             kwargs["compile_config"] = CompileConfig(mode="reduce-overhead", fullgraph=False)
+        elif self.fast:  # transformers would compile a static cache on CUDA by itself
+            kwargs["disable_compile"] = True
         if request.seed is not None:
             torch.manual_seed(request.seed)
         device = self.model.device
