@@ -79,6 +79,10 @@ def test_find_loop_cuts_at_the_first_repeated_unit():
     assert find_loop(np.array([4, 4, 4, 4, 4]), guard) is None
     assert find_loop(np.array([1] + [4] * 6), guard) == (1, 1)
     assert tail_is_loop(np.array([1] + [4] * 6), guard) and not tail_is_loop(np.array([4] * 6 + [1]), guard)
+    # A batch is checked in one pass, row by row the same.
+    batch = np.array([[1, 2, 3] + [4] * 6, [4] * 6 + [1, 2, 3], [7, 8, 9] * 3, [0, 7, 8, 9, 7, 8, 9, 7, 8]])
+    assert tail_is_loop(batch, guard).tolist() == [tail_is_loop(row, guard) for row in batch]
+    assert tail_is_loop(batch, guard).tolist() == [True, False, True, False]
 
 
 def test_shipped_guards_ignore_normal_variation():

@@ -59,11 +59,17 @@ def find_loop(ids: np.ndarray, guard: LoopGuard) -> tuple[int, int] | None:
     return best
 
 
-def tail_is_loop(ids: np.ndarray, guard: LoopGuard) -> bool:
-    """Whether the last tokens of `ids` (`[T]` int) already form a loop (cheaper than `find_loop`)."""
-    ids = np.asarray(ids).ravel()
+def tail_is_loop(ids: np.ndarray, guard: LoopGuard) -> bool | np.ndarray:
+    """Whether the last tokens already form a loop (cheaper than `find_loop`).
+
+    `ids`: `[T]` int -> bool, or `[B, T]` (rows of one batch) -> `[B]` bool, vectorized over rows.
+    """
+    ids = np.asarray(ids)
+    rows = ids.reshape(-1, ids.shape[-1])
+    looping = np.zeros(len(rows), dtype=bool)
     for n in range(1, guard.max_ngram + 1):
         span = n * guard.repeats_needed(n)
-        if len(ids) >= span and np.array_equal(ids[-span + n :], ids[-span:-n]):
-            return True
-    return False
+        if rows.shape[1] >= span:
+            # `need` copies of an n-gram at the end == the tail shifted by n equals itself.
+            looping |= (rows[:, rows.shape[1] - span + n :] == rows[:, rows.shape[1] - span : -n]).all(axis=1)
+    return looping if ids.ndim == 2 else bool(looping[0])

@@ -75,7 +75,8 @@ class RowBudgetCriteria(StoppingCriteria):
 class LoopStoppingCriteria(StoppingCriteria):
     """Stops each row whose generated tail is a loop (`tail_is_loop`); checked every `check_every` steps.
 
-    Reading the ids back to the CPU syncs the GPU, hence the stride. `stopped_at[b]` (`[B]` int64)
+    Reading the ids back to the CPU syncs the GPU, hence the stride (the check itself is one
+    vectorized pass over the batch). `stopped_at[b]` (`[B]` int64)
     records how many tokens row b had when it was stopped, 0 when it never was.
     """
 
@@ -93,7 +94,7 @@ class LoopStoppingCriteria(StoppingCriteria):
             self.stopped_at = np.zeros(input_ids.shape[0], dtype=np.int64)
         if steps > 0 and steps % self.check_every == 0:
             generated = input_ids[:, self.prompt_len :].cpu().numpy()
-            looping = np.array([tail_is_loop(ids, self.guard) for ids in generated])
+            looping = tail_is_loop(generated, self.guard)
             self.stopped_at[looping & (self.stopped_at == 0)] = steps
             self._done = self._done | torch.from_numpy(looping).to(input_ids.device)
         return self._done

@@ -7,6 +7,9 @@
 Every backend (`TransformersBackend`, `VllmBackend`) reads the same request and returns the same
 thing: each row's generated ids, cut right after its first end id, at its own budget, or where the
 loop guard stopped it. Pure Python + numpy, so requests are built and checked without torch.
+A new decoding option (e.g. repetition-aware sampling, a constraint that depends on the row's
+state) is one more field here, turned into a logits processor by `processors.logits_processors`
+and into vLLM's terms by `vllm_backend.vllm_sampling_kwargs`.
 """
 
 from __future__ import annotations
