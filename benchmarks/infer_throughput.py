@@ -7,7 +7,7 @@
 Random weights (no download): an `Lfm2ForCausalLM` of LFM2-350M's shape (hidden 1024, 16 layers,
 attention at 2,5,8,10,12,14) with its 65,536 text ids + 2 markers + 65,536 speech ids (vocab padded
 to a multiple of 128), and a full-size random `Xcodec2Model`. Every generation goes through
-`infer.backends.TransformersBackend` under the speech constraint (`AllowedTokensProcessor`), greedy,
+`sts.generation.TransformersBackend` under the speech constraint (`AllowedTokensProcessor`), greedy,
 with `min_new_tokens = max_new_tokens` so that every row really decodes `--new-tokens` tokens (random
 weights would otherwise stop or loop anywhere; the loop guard is off for the same reason).
 
@@ -34,8 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infer.backends import GenerationRequest, Sampling, TransformersBackend
-from infer.constraints import allowed_token_ids
+from sts.generation import GenerationRequest, Sampling, TransformersBackend, allowed_token_ids
 from sts.vocab import SpeechVocab, round_up
 
 LFM2_350M = dict(

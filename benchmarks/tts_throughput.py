@@ -7,16 +7,19 @@
 RANDOM WEIGHTS: the model is a `LlamaForCausalLM` with Llasa-1B's shape (Llama-3.2-1B: hidden 2048,
 16 layers, 32 heads / 8 KV heads, intermediate 8192, tied embeddings; vocab 128,256 + 8 markers +
 65,536 speech tokens) initialised at random, so the audio is noise; only the speed is real. Every
-row is forced to generate exactly `--new-tokens` tokens (no end marker), through the same
-speech-only logits mask (`AllowedIdsProcessor`) and sampling (temperature 0.8, top_p 1) as
-`corpus_builder.tts.llasa.LlasaTTS`. The codec stage decodes the same number of codes with a
+row is forced to generate exactly `--new-tokens` tokens (no end marker), through the backend of
+`corpus_builder.tts.llasa.LlasaTTS` (`sts.generation.TransformersBackend`: the speech-only logits
+mask, per-row budgets) and its sampling (temperature 0.8, top_p 1); the loop guard is off (random
+weights loop anywhere). The codec stage decodes the same number of codes with a
 random full-size XCodec2 (`Xcodec2Config()` defaults), batched as `XCodec2Codec.decode` does.
 
 Paths, per batch size:
   eager     `generate()` with the dynamic KV cache (what a plain loop over utterances does at batch 1)
-  static    `cache_implementation="static"`, compile disabled
+  static    `cache_implementation="static"`, compile disabled (the backend's fast path, `compile=False`)
   compiled  static cache + `compile_config=CompileConfig(mode="reduce-overhead")`: torch.compile with
             CUDA graphs (transformers compiles only on cuda/xpu; on CPU this row equals `static`)
+The static paths round the prompt width up to a multiple of 64 and the new tokens to 256 (so that
+batches share compiled shapes); rows still stop at `--new-tokens`.
 
 50 speech tokens = 1 s of audio, so "x real time" = tokens/s / 50 and, on one GPU, hours of speech
 per GPU-hour = x real time. The TTS stage's figure combines LM and codec time.
@@ -103,43 +106,37 @@ def build_lm(args: Args):
 
 
 def time_generate(model, allowed, args: Args, batch: int, mode: str) -> dict:
+    import numpy as np
     import torch
-    from transformers import CompileConfig, LogitsProcessorList
 
-    from corpus_builder.tts.llasa import AllowedIdsProcessor, allowed_mask
+    from sts.generation import GenerationRequest, Sampling, TransformersBackend
 
-    mask = allowed_mask(allowed, model.config.vocab_size, args.device)
     gen = torch.Generator(device="cpu").manual_seed(args.seed)
-    input_ids = torch.randint(10, 500, (batch, args.prompt_tokens), generator=gen).to(args.device)
-    kwargs = dict(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        do_sample=True,
-        temperature=0.8,
-        top_p=1.0,
-        top_k=None,
-        max_new_tokens=args.new_tokens,
+    prompts = list(torch.randint(10, 500, (batch, args.prompt_tokens), generator=gen).numpy())
+    # LlasaTTS's request (speech block + end marker, temperature 0.8, top_p 1) with every row held to
+    # exactly `new_tokens` (the end marker is masked until then; random weights would loop: no guard).
+    request = GenerationRequest(
+        np.asarray(allowed),
+        [allowed[-1]],
+        [args.new_tokens] * batch,
+        sampling=Sampling(temperature=0.8, top_p=1.0),
         min_new_tokens=args.new_tokens,
-        logits_processor=LogitsProcessorList([AllowedIdsProcessor(mask)]),
+        seed=args.seed,
     )
-    if mode in ("static", "compiled"):
-        kwargs["cache_implementation"] = "static"
-    if mode == "static":
-        kwargs["disable_compile"] = True
-    if mode == "compiled":
-        kwargs["compile_config"] = CompileConfig(mode="reduce-overhead")
+    backend = TransformersBackend(
+        model, pad_token_id=0, fast=mode in ("static", "compiled"), compile=mode == "compiled"
+    )
 
     def run():
         _sync(args.device)
         start = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(**kwargs)
+        out = backend.generate(prompts, request)
         _sync(args.device)
         return time.perf_counter() - start, out
 
     warmup, out = run()
-    new = out[:, args.prompt_tokens :]
-    assert new.shape == (batch, args.new_tokens), new.shape
+    assert [len(o) for o in out] == [args.new_tokens] * batch, [len(o) for o in out]
+    new = np.stack(out)
     in_block = (new >= allowed[0]) & (new <= allowed[-2])
     assert bool((in_block | (new == allowed[-1])).all()), "a non-speech token was generated"
     best = min(run()[0] for _ in range(args.repeats))

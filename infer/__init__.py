@@ -7,10 +7,11 @@
     [result] = tr.run([Request("s2st", "ja", "en", wav=wav)])   # result.waveform / .text / .warnings
 
 Modules: `translate` (the library: segment, encode, prompt, generate, cut loops, decode, join),
-`constraints` (allowed-id masks, length budgets, the repetition-loop guard), `backends`
-(transformers with the static-cache/CUDA-graph fast path, vLLM), `segment` (long-form splitting at
-pauses), `asr` (Whisper behind a small interface), `metrics` (sacreBLEU BLEU/chrF, CER/WER), `eval`
-(`sts-eval`: ASR-BLEU, chrF, CER/WER, speaker similarity, codec round trip, real-time factor, plot).
+`decoding` (per-task sampling defaults, loop guards, length budgets from the source; the mechanisms
+themselves, constrained decoding and the transformers/vLLM backends, are `sts.generation`),
+`segment` (long-form splitting at pauses), `asr` (Whisper behind a small interface), `metrics`
+(sacreBLEU BLEU/chrF, CER/WER), `eval` (`sts-eval`: ASR-BLEU, chrF, CER/WER, speaker similarity,
+codec round trip, real-time factor, plot).
 Importing `infer` loads neither torch nor a model.
 """
 

@@ -64,7 +64,7 @@ class InferConfig:
     max_new_tokens: int | None = None
     """Hard cap on top of the per-input length budget."""
     greedy: bool = False
-    """Greedy decoding instead of the task's sampling defaults (`infer.backends.DEFAULT_SAMPLING`)."""
+    """Greedy decoding instead of the task's sampling defaults (`infer.decoding.DEFAULT_SAMPLING`)."""
     temperature: float | None = None
     """Override the task's sampling temperature."""
     top_p: float | None = None

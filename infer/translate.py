@@ -7,8 +7,9 @@
 
 Per request: speech longer than `max_segment_seconds` is split at pauses (`infer.segment`), every
 segment is encoded and prompted (`sts.tasks.TaskFormatter`), all segments of all requests are
-generated in batches under the task's constraint and length budget, loops are cut
-(`infer.constraints`), and the pieces are decoded and joined with short silences.
+generated in batches under the task's constraint and length budget (`sts.generation`, with the
+per-task defaults of `infer.decoding`), loops are cut, and the pieces are decoded and joined with
+short silences.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from infer.backends import DEFAULT_SAMPLING, GenerationRequest, Sampling, TransformersBackend
-from infer.constraints import LoopGuard, allowed_token_ids, default_guard, find_loop, max_new_tokens_for
+from infer.decoding import DEFAULT_GUARDS, DEFAULT_SAMPLING, LengthBudget, max_new_tokens_for
 from infer.segment import join_texts, join_waveforms, split_at_pauses
+from sts.generation.allowed import allowed_token_ids
+from sts.generation.loops import LoopGuard, find_loop
+from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches, split_end
 from sts.tasks import Example, TaskFormatter, task_spec
 from sts.vocab import SpeechVocab
 
@@ -94,7 +97,13 @@ class _Segment:
 
 
 class Translator:
-    """A checkpoint (LM + tokenizer + `sts_vocab.json`), its codec and a generation backend."""
+    """A checkpoint (LM + tokenizer + `sts_vocab.json`), its codec and a generation backend.
+
+    `backend`: an `sts.generation` backend (`TransformersBackend`, `VllmBackend`). `sampling`
+    overrides `infer.decoding.DEFAULT_SAMPLING` per task, `guards` the loop guard per output
+    modality, `length_budget` how long an output may get relative to its source;
+    `max_new_tokens` caps every budget.
+    """
 
     def __init__(
         self,
@@ -108,6 +117,7 @@ class Translator:
         vad: str = "auto",
         sampling: dict[str, Sampling] | None = None,
         guards: dict[str, LoopGuard] | None = None,
+        length_budget: LengthBudget | None = None,
         max_new_tokens: int | None = None,
         gap_seconds: float = 0.3,
         seed: int | None = 0,
@@ -121,7 +131,8 @@ class Translator:
         self.max_segment_seconds = max_segment_seconds
         self.vad = vad
         self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
-        self.guards = {"speech": default_guard("speech"), "text": default_guard("text"), **(guards or {})}
+        self.guards = {**DEFAULT_GUARDS, **(guards or {})}
+        self.length_budget = length_budget or LengthBudget()
         self.max_new_tokens = max_new_tokens
         self.gap_seconds = gap_seconds
         self.seed = seed
@@ -151,10 +162,12 @@ class Translator:
         vocab = SpeechVocab.load(_local_dir(model))
         tokenizer = AutoTokenizer.from_pretrained(model)
         if backend == "vllm":
-            from infer.backends import VllmBackend
+            from sts.generation.vllm_backend import VllmBackend
 
             gen = VllmBackend(_local_dir(model), dtype=dtype)
         elif backend == "transformers":
+            from sts.generation.transformers_backend import TransformersBackend
+
             lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(device).eval()
             gen = TransformersBackend(lm, pad_token_id=tokenizer.pad_token_id or 0, fast=fast)
         else:
@@ -184,11 +197,11 @@ class Translator:
         # Group by task (one constraint and sampling per batch), shortest prompts together.
         prompts = [self.formatter.prompt(s.example) for s in segments]
         by_task: dict[str, list[int]] = {}
-        for i in sorted(range(len(segments)), key=lambda i: len(prompts[i])):
-            by_task.setdefault(segments[i].example.task, []).append(i)
-        for task, order in by_task.items():
-            for b in range(0, len(order), self.batch_size):
-                batch = order[b : b + self.batch_size]
+        for i, seg in enumerate(segments):
+            by_task.setdefault(seg.example.task, []).append(i)
+        for task, members in by_task.items():
+            for rows in length_sorted_batches([len(prompts[i]) for i in members], self.batch_size):
+                batch = [members[r] for r in rows]
                 request = self._generation_request(task, [segments[i] for i in batch])
                 for i, ids in zip(
                     batch, self.backend.generate([prompts[i] for i in batch], request), strict=True
@@ -236,10 +249,9 @@ class Translator:
 
     def _generation_request(self, task: str, segs: list[_Segment]) -> GenerationRequest:
         output = task_spec(task).output
-        guard = self.guards[output]
         budgets = [
             max_new_tokens_for(
-                guard,
+                self.length_budget,
                 output,
                 source_seconds=s.source_seconds,
                 source_chars=s.source_chars,
@@ -255,7 +267,7 @@ class Translator:
             end_ids=end_ids,
             max_new_tokens=budgets,
             sampling=self.sampling[task],
-            guard=guard,
+            guard=self.guards[output],
             extra_logits_processors=list(self.extra_logits_processors),
             seed=self.seed,
         )
@@ -265,8 +277,7 @@ class Translator:
         task = seg.example.task
         output = task_spec(task).output
         end_ids = [self.vocab.speech_end_id] if output == "speech" else [self.tokenizer.eos_token_id]
-        ended = len(ids) > 0 and ids[-1] in end_ids
-        body = ids[:-1] if ended else ids
+        body, ended = split_end(ids, end_ids)
         loop = find_loop(body, self.guards[output])
         if loop is not None:
             start, n = loop

@@ -10,7 +10,9 @@ Every backend builds the same chat: a system prompt naming the target language (
 `LiquidAI/LFM2-350M-ENJP-MT` exactly `Translate to Japanese.` / `Translate to English.`), then the
 optional context (previous source/translation pairs of the same recording, as prior user/assistant
 turns), then the text as the user turn. The ENJP-MT card uses a single turn: pass no context for it.
-A failed or empty translation is an `MTResult` with a drop reason ("mt_error", "mt_empty"), never
+`hf` and `vllm` tokenize that chat and generate through `sts.generation` (the preset's sampling,
+the model's eos ids from its generation config, no constraint on the ids); a row that reaches
+`max_new_tokens` without an eos id is `truncated`. A failed or empty translation is an `MTResult` with a drop reason ("mt_error", "mt_empty"), never
 an exception.
 """
 
@@ -22,6 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from sts.generation.request import GenerationRequest, Sampling, generation_end_ids, split_end
 
 
 @dataclass
@@ -68,6 +72,17 @@ class MTPreset:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     max_new_tokens: int = 256
+
+    def sampling(self) -> Sampling:
+        """The preset as `sts.generation.Sampling` (temperature 0: greedy, the other knobs unused)."""
+        if self.temperature <= 0:
+            return Sampling(do_sample=False)
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+        )
 
 
 PRESETS: dict[str, MTPreset] = {
@@ -129,8 +144,77 @@ class ReferenceMT(MTBackend):
         raise TypeError("ReferenceMT translates nothing: the pipeline reads the rows' reference text")
 
 
-class HFChatMT(MTBackend):
-    """A causal chat LM through transformers: batched, left-padded `generate`."""
+class _ChatLM(MTBackend):
+    """What `HFChatMT` and `VLLMMT` share: chat prompts as token ids, one unconstrained generation
+    request (`sts.generation`, `allowed=None`), and each row read back as text + `truncated`."""
+
+    batch_size: int | None = None
+    """Rows per backend call (None: all); a failing call drops its rows only ("mt_error")."""
+
+    def _setup(self, model: str, tokenizer, preset: str | None, max_new_tokens: int | None, seed: int):
+        self.model_name = str(model)
+        self.preset = preset_for(model, preset)
+        self.max_new_tokens = max_new_tokens or self.preset.max_new_tokens
+        self.seed = seed
+        self.tokenizer = tokenizer
+
+    def build_prompts(self, texts, tgt_lang, contexts=None) -> list[str]:
+        """Chat-template-rendered prompts, one per text."""
+        return [
+            self.tokenizer.apply_chat_template(
+                build_messages(t, tgt_lang, self.preset, c), tokenize=False, add_generation_prompt=True
+            )
+            for t, c in zip(texts, _contexts(contexts, len(texts)), strict=True)
+        ]
+
+    def prompt_ids(self, texts, tgt_lang, contexts=None) -> list[list[int]]:
+        """Token ids of `build_prompts` (what either backend receives)."""
+        # The chat template already holds BOS: the tokenizer must not add another (nor must vLLM,
+        # which would tokenize text prompts with special tokens), so both get these ids.
+        return [
+            self.tokenizer(p, add_special_tokens=False)["input_ids"]
+            for p in self.build_prompts(texts, tgt_lang, contexts)
+        ]
+
+    def generation_request(self, rows: int) -> GenerationRequest:
+        """The preset's sampling, `max_new_tokens` per row, ended by the model's eos ids, no constraint."""
+        return GenerationRequest(
+            allowed=None,
+            end_ids=self.end_ids,
+            max_new_tokens=[self.max_new_tokens] * rows,
+            sampling=self.preset.sampling(),
+            min_new_tokens=0,
+            seed=self.seed,
+        )
+
+    def backend(self):
+        """The `sts.generation` backend that generates the ids."""
+        raise NotImplementedError
+
+    def read(self, ids) -> MTResult:
+        """A generated row -> its text; truncated when it has no end id (budget reached)."""
+        body, ended = split_end(ids, self.end_ids)
+        return result_from_text(self.tokenizer.decode(body, skip_special_tokens=True), truncated=not ended)
+
+    def translate(self, texts, src_lang, tgt_lang, contexts=None) -> list[MTResult]:
+        contexts = _contexts(contexts, len(texts))
+        size = self.batch_size or max(len(texts), 1)
+        results: list[MTResult] = []
+        for start in range(0, len(texts), size):
+            batch = slice(start, start + size)
+            try:
+                prompts = self.prompt_ids(texts[batch], tgt_lang, contexts[batch])
+                rows = self.backend().generate(prompts, self.generation_request(len(prompts)))
+                results += [self.read(ids) for ids in rows]
+            except ImportError:  # vLLM missing is a setup error, not a bad batch
+                raise
+            except Exception:  # one bad batch (OOM, a tokenizer error) drops its rows only
+                results += [MTResult(None, "mt_error")] * len(texts[batch])
+        return results
+
+
+class HFChatMT(_ChatLM):
+    """A causal chat LM through transformers (`sts.generation.TransformersBackend`): batched, left-padded."""
 
     def __init__(
         self,
@@ -146,78 +230,34 @@ class HFChatMT(MTBackend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from sts.generation.transformers_backend import TransformersBackend
+
         self.name = f"hf:{model}"
-        self.preset = preset_for(model, preset)
-        self.max_new_tokens = max_new_tokens or self.preset.max_new_tokens
+        self._setup(model, AutoTokenizer.from_pretrained(model), preset, max_new_tokens, seed)
         self.batch_size = batch_size
-        self.seed = seed
-        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = torch.device(device)
         self.model = (
             AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
         )
-
-    def translate(self, texts, src_lang, tgt_lang, contexts=None) -> list[MTResult]:
-        contexts = _contexts(contexts, len(texts))
-        results: list[MTResult] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = [
-                build_messages(t, tgt_lang, self.preset, c)
-                for t, c in zip(
-                    texts[start : start + self.batch_size],
-                    contexts[start : start + self.batch_size],
-                    strict=True,
-                )
-            ]
-            try:
-                results += [result_from_text(t, cut) for t, cut in self._generate(batch)]
-            except Exception:  # one bad batch (OOM, a tokenizer error) drops its rows only
-                results += [MTResult(None, "mt_error")] * len(batch)
-        return results
-
-    def _generate(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str, bool]]:
-        """(translation, truncated) per conversation; truncated: no end-of-turn id was generated."""
-        import torch
-
-        prompts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-            for c in conversations
-        ]
-        # The chat template already holds BOS; don't let the tokenizer add another.
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.device
+        pad = self.tokenizer.pad_token_id
+        self._backend = TransformersBackend(
+            self.model, pad_token_id=self.tokenizer.eos_token_id if pad is None else pad
         )
-        p = self.preset
-        sampling = (
-            dict(do_sample=True, temperature=p.temperature, min_p=p.min_p or None, top_p=p.top_p)
-            if p.temperature > 0
-            else dict(do_sample=False)
-        )
-        torch.manual_seed(self.seed)
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                repetition_penalty=p.repetition_penalty,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **sampling,
-            )
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        ended = torch.isin(new_tokens, torch.tensor(self._end_ids(), device=new_tokens.device)).any(dim=1)
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [(text, not bool(done)) for text, done in zip(texts, ended, strict=True)]
 
-    def _end_ids(self) -> list[int]:
+    @property
+    def end_ids(self) -> list[int]:
         """The ids `generate` stops on: the generation config's eos ids, else the tokenizer's."""
-        eos = self.model.generation_config.eos_token_id
-        eos = self.tokenizer.eos_token_id if eos is None else eos
-        return [int(i) for i in (eos if isinstance(eos, list) else [eos])]
+        return generation_end_ids(self.model.generation_config, self.tokenizer)
+
+    def backend(self):
+        return self._backend
 
 
-class VLLMMT(MTBackend):
-    """vLLM offline batched generation with the same chat prompts (vllm is imported on first use)."""
+class VLLMMT(_ChatLM):
+    """vLLM offline batched generation (`sts.generation.VllmBackend`) with the same chat prompts.
+
+    The engine starts on the first `translate` (vllm is imported there); `engine_kwargs` go to `vllm.LLM`.
+    """
 
     def __init__(
         self,
@@ -228,77 +268,24 @@ class VLLMMT(MTBackend):
         seed: int = 0,
         **engine_kwargs,
     ):
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, GenerationConfig
 
         self.name = f"vllm:{model}"
-        self.model_name = model
-        self.preset = preset_for(model, preset)
-        self.max_new_tokens = max_new_tokens or self.preset.max_new_tokens
-        self.seed = seed
+        self._setup(model, AutoTokenizer.from_pretrained(model), preset, max_new_tokens, seed)
         self.engine_kwargs = engine_kwargs
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self._engine = None
-
-    def build_prompts(self, texts, tgt_lang, contexts=None) -> list[str]:
-        """Chat-template-rendered prompts, one per text (what vLLM's `generate` receives)."""
-        return [
-            self.tokenizer.apply_chat_template(
-                build_messages(t, tgt_lang, self.preset, c), tokenize=False, add_generation_prompt=True
-            )
-            for t, c in zip(texts, _contexts(contexts, len(texts)), strict=True)
-        ]
-
-    def sampling_kwargs(self) -> dict:
-        """Keyword arguments of `vllm.SamplingParams`."""
-        p = self.preset
-        return dict(
-            temperature=p.temperature,
-            min_p=p.min_p,
-            top_p=p.top_p,
-            repetition_penalty=p.repetition_penalty,
-            max_tokens=self.max_new_tokens,
-            seed=self.seed,
-            detokenize=False,
-        )
-
-    def translate(self, texts, src_lang, tgt_lang, contexts=None) -> list[MTResult]:
-        prompts = self.build_prompts(texts, tgt_lang, contexts)
         try:
-            outputs = self._generate(prompts)
-        except ImportError:
-            raise
-        except Exception:
-            return [MTResult(None, "mt_error")] * len(texts)
-        return [result_from_text(text, cut) for text, cut in outputs]
+            config = GenerationConfig.from_pretrained(model)
+        except OSError:  # no generation_config.json: the tokenizer's eos
+            config = None
+        self.end_ids = generation_end_ids(config, self.tokenizer)
+        self._backend = None
 
-    def _generate(self, prompts: list[str]) -> list[tuple[str, bool]]:
-        """(translation, truncated) per prompt; truncated: vLLM stopped on the length budget."""
-        from vllm import LLM, SamplingParams
+    def backend(self):
+        if self._backend is None:
+            from sts.generation.vllm_backend import VllmBackend
 
-        from sts.vllm_compat import with_lfm2_overrides
-
-        if self._engine is None:
-            kwargs = with_lfm2_overrides(self.model_name, self.engine_kwargs)
-            self._engine = LLM(model=self.model_name, seed=self.seed, **kwargs)
-        # Token ids, not text: vLLM tokenizes text with special tokens, and a tokenizer that adds BOS
-        # would put a second one before the template's. These are the ids the transformers backend feeds.
-        token_prompts = [
-            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=False).input_ids} for p in prompts
-        ]
-        outputs = self._engine.generate(
-            token_prompts, SamplingParams(**self.sampling_kwargs()), use_tqdm=False
-        )
-        # Decoded as the transformers backend decodes (vLLM's own text holds back a trailing partial
-        # UTF-8 character, transformers shows it as U+FFFD), so both backends give the same string.
-        return [
-            (
-                self.tokenizer.decode(o.outputs[0].token_ids, skip_special_tokens=True),
-                o.outputs[0].finish_reason == "length",
-            )
-            if o.outputs
-            else ("", False)
-            for o in outputs
-        ]
+            self._backend = VllmBackend(self.model_name, seed=self.seed, **self.engine_kwargs)
+        return self._backend
 
 
 class HTTPChatMT(MTBackend):

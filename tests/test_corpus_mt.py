@@ -7,8 +7,10 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 
+from sts.generation import vllm_sampling_kwargs
 from sts.mt import PRESETS, VLLMMT, HFChatMT, MTResult, ReferenceMT, build_messages, load_mt
 
 
@@ -62,25 +64,43 @@ def test_vllm_backend_builds_prompts_and_sampling(tiny_lm_dir, monkeypatch):
         "<|im_start|>system\nTranslate to Japanese.<|im_end|>\n<|im_start|>user\nHello.<|im_end|>\n<|im_start|>assistant\n"
     )
     assert "<|im_start|>assistant\nやあ。<|im_end|>\n<|im_start|>user\nBye." in prompts[1]
-    assert mt.sampling_kwargs() == dict(
+    eos = mt.tokenizer.eos_token_id
+    assert mt.end_ids == [eos]  # the tiny model's generation config names the tokenizer's eos
+    [first, second] = vllm_sampling_kwargs(mt.generation_request(2))
+    assert first == dict(
         temperature=0.5,
-        min_p=0.1,
         top_p=1.0,
+        top_k=-1,
+        min_p=0.1,
         repetition_penalty=1.05,
+        min_tokens=0,
+        stop_token_ids=[eos],
+        allowed_token_ids=None,
+        detokenize=False,
         max_tokens=64,
         seed=0,
-        detokenize=False,
     )
-    # The engine call itself needs vllm (a GPU extra); here it is replaced to test result handling.
+    assert second["seed"] == 1
+    # The engine itself needs vllm (a GPU extra); a stand-in backend returns rows as VllmBackend does.
+    ids = lambda text: mt.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rows = [ids("こんにちは。") + [eos], ids("  ") + [eos], ids("ああああ")]  # the last hit its budget
     seen = []
-    replies = [("こんにちは。", False), ("  ", False), ("ああああ", True)]
-    monkeypatch.setattr(mt, "_generate", lambda p: seen.extend(p) or replies)
+
+    class Stub:
+        def generate(self, prompts, request):
+            seen.append((prompts, request))
+            return [np.asarray(r) for r in rows]
+
+    mt._backend = Stub()
     assert mt.translate(["Hello.", "Bye.", "Ah."], "en", "ja") == [
         MTResult("こんにちは。"),
         MTResult(None, "mt_empty"),
         MTResult("ああああ", truncated=True),
     ]
-    assert len(seen) == 3 and "Translate to Japanese." in seen[0]
+    [(prompts, request)] = seen
+    assert prompts == mt.prompt_ids(["Hello.", "Bye.", "Ah."], "ja")
+    assert mt.tokenizer.decode(prompts[0]) == mt.build_prompts(["Hello."], "ja")[0]
+    assert request.max_new_tokens == [64] * 3 and request.allowed is None
 
 
 @pytest.mark.skipif(

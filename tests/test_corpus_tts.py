@@ -12,7 +12,7 @@ import pytest
 from corpus_builder.interfaces import TTSRequest
 from corpus_builder.tts import KNOWN_SPECS, load_tts
 from corpus_builder.tts.llasa import MARKERS, LlasaBase, LlasaPrompter, LlasaSampling
-from corpus_builder.tts.llasa_vllm import new_ids_from_output, vllm_requests
+from sts.generation import completion_ids, vllm_sampling_kwargs
 
 NUM_CODES = 1024  # the tiny XCodec2's codebook
 
@@ -44,12 +44,16 @@ def _voice_clip(seconds: float = 1.0) -> np.ndarray:
 
 def test_loop_guard_budget_is_proportional_and_capped():
     sampling = LlasaSampling(
-        min_speech_tokens=100, speech_tokens_per_char={"ja": 25, "en": 10}, max_speech_tokens=2048
+        min_speech_tokens=100, speech_tokens_per_char={"ja": 25, "en": 10}, max_length=2048
     )
     assert sampling.max_new_tokens("Hi.", "en") == 100  # floor
     assert sampling.max_new_tokens("x" * 50, "en") == 500
     assert sampling.max_new_tokens("あ" * 50, "ja") == 1250
     assert sampling.max_new_tokens("あ" * 500, "ja") == 2048  # cap
+    # The window holds the prompt too: a 700-token prompt leaves 1,348 of Llasa's 2,048.
+    assert LlasaSampling().max_length == 2048
+    assert sampling.max_new_tokens("あ" * 500, "ja", prompt_len=700) == 1348
+    assert sampling.max_new_tokens("Hi.", "en", prompt_len=700) == 100
 
 
 def test_prompter_maps_the_contiguous_speech_block(tts):
@@ -189,29 +193,33 @@ def test_vllm_requests_are_built_without_vllm(llasa_dir, tiny_codec):
         TTSRequest("おはよう。", "ja", prompt_audio=_voice_clip(0.5), prompt_text="こんにちは"),
     ]
     jobs, drops = base.jobs(requests)
-    prompts, params = vllm_requests(jobs, base.prompter, sampling)
     p = base.prompter
-    assert prompts[0] == {"prompt_token_ids": p.prompt_ids("Good morning.")}
+    assert not drops and jobs[0].prompt_ids == p.prompt_ids("Good morning.")
     prompt_codes = tiny_codec.encode([requests[1].prompt_audio])[0]
     assert len(prompt_codes) == 26  # 0.5 s -> 8000 // 320 + 1
-    assert prompts[1] == {"prompt_token_ids": p.prompt_ids("おはよう。", prompt_codes, "こんにちは")}
+    assert jobs[1].prompt_ids == p.prompt_ids("おはよう。", prompt_codes, "こんにちは")
+    params = vllm_sampling_kwargs(base.request(jobs))
     assert params[0] == dict(
         temperature=0.8,
         top_p=0.95,
-        max_tokens=150,
-        allowed_token_ids=p.allowed_ids,
+        top_k=-1,
+        min_p=0.0,
+        repetition_penalty=1.0,
+        min_tokens=0,
         stop_token_ids=[p.speech_end_id],
-        seed=3,
+        allowed_token_ids=p.allowed_ids.tolist(),
         detokenize=False,
-        skip_special_tokens=False,
+        max_tokens=150,
+        seed=3,
     )
     assert params[1]["seed"] == 4 and params[1]["max_tokens"] == 150
-    # Outputs: a stop on the end marker keeps the row, a length stop is a loop-guard drop.
+    # Outputs: a stop on the end marker keeps the row, a length stop is a budget drop.
     off, end = p.speech_token_offset, p.speech_end_id
-    stopped = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[off + 1, off + 2], finish_reason="stop")])
-    cut = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[off + 1] * 150, finish_reason="length")])
-    assert p.parse(new_ids_from_output(stopped, end))[0].tolist() == [1, 2]
-    assert p.parse(new_ids_from_output(cut, end)) == (None, "tts_no_end_marker")
+    stopped = SimpleNamespace(token_ids=[off + 1, off + 2], finish_reason="stop", stop_reason=end)
+    cut = SimpleNamespace(token_ids=[off + 1, off + 2] * 75, finish_reason="length", stop_reason=None)
+    assert base.read(completion_ids(stopped, [end]))[0].tolist() == [1, 2]
+    assert p.parse(completion_ids(cut, [end])) == (None, "tts_no_end_marker")
+    assert base.read(completion_ids(cut, [end])) == (None, "tts_loop")  # 75 copies of a 2-code unit
 
 
 @pytest.mark.skipif(
@@ -286,3 +294,67 @@ def test_static_cache_path_matches_the_dynamic_one(tmp_path, tiny_codec):
     allowed = set(dynamic.prompter.allowed_ids)
     assert [[i for i in row if i in allowed] for row in a] == [[i for i in row if i in allowed] for row in b]
     assert [sum(i in allowed for i in row) for row in b] == [6, 13]
+
+
+def test_llasa_budget_counts_the_prompt_in_its_window(tmp_path, tiny_codec):
+    """prompt + new tokens never pass `max_length`; a prompt that leaves too little room is dropped."""
+    from corpus_builder.tts.testing import save_tiny_llasa
+
+    model_dir = save_tiny_llasa(tmp_path / "never-ends", num_speech_tokens=NUM_CODES, never_end=True)
+    long_text = "A sentence long enough to want many more tokens than the window leaves. " * 3
+    # Llasa's own window (2,048): a 10 s voice prompt (501 codes) cuts a long text's budget, 40 s
+    # (2,001 codes) leaves less than min_speech_tokens. Before, the budget ignored the prompt.
+    default = load_tts(f"llasa:{model_dir}", codec=tiny_codec)
+    jobs, drops = default.jobs(
+        [
+            TTSRequest(long_text, "en", prompt_audio=_voice_clip(10.0), prompt_text="Hi."),
+            TTSRequest("Hello.", "en", prompt_audio=_voice_clip(40.0), prompt_text="Hi."),
+        ]
+    )
+    assert drops == {1: "tts_prompt_too_long"}
+    [job] = jobs
+    assert len(job.prompt_ids) > 501 and len(job.prompt_ids) + job.max_new_tokens == 2048
+    # A small window, generated: each row reaches exactly the window and no further.
+    sampling = LlasaSampling(min_speech_tokens=20, max_length=300, seed=0)
+    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling, batch_size=4)
+    requests = [
+        TTSRequest(long_text, "en"),
+        TTSRequest("Good morning, how are you?", "en", prompt_audio=_voice_clip(4.0), prompt_text="Hi."),
+        TTSRequest("Hello.", "en", prompt_audio=_voice_clip(5.5), prompt_text="Hi."),
+    ]
+    jobs, drops = tts.jobs(requests)
+    assert drops == {2: "tts_prompt_too_long"} and [j.index for j in jobs] == [0, 1]
+    assert len(jobs[1].prompt_ids) > 201  # the 4 s voice prompt's codes are in the prompt
+    new_ids = tts.generate(jobs)
+    assert [len(j.prompt_ids) + len(ids) for j, ids in zip(jobs, new_ids, strict=True)] == [300, 300]
+    results = tts.synthesize(requests)
+    assert [r.drop_reason for r in results] == ["tts_no_end_marker"] * 2 + ["tts_prompt_too_long"]
+
+
+def test_a_looping_row_is_stopped_early_and_dropped(tmp_path, tiny_codec):
+    """A model that repeats 3 codes forever: generation stops at the loop guard's check, not the
+    600-token budget, and the row is dropped as "tts_loop" (never cut and kept)."""
+    from corpus_builder.tts.testing import save_tiny_llasa
+    from sts.generation import SPEECH_GUARD, find_loop
+
+    model_dir = save_tiny_llasa(
+        tmp_path / "loops", num_speech_tokens=NUM_CODES, end_bias=0.0, loop_codes=(3, 5, 7)
+    )
+    sampling = LlasaSampling(min_speech_tokens=600, seed=0)
+    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling)
+    requests = [TTSRequest("Good morning.", "en"), TTSRequest("おはようございます。", "ja")]
+    jobs, _ = tts.jobs(requests)
+    assert [j.max_new_tokens for j in jobs] == [600, 600]
+    new_ids = tts.generate(jobs)
+    off = tts.prompter.speech_token_offset
+    for ids in new_ids:
+        # A 3-code unit is a loop after 34 copies (>= 100 codes); the tail is checked every 16 steps.
+        assert len(ids) == 112 and ids[:6] == [off + 3, off + 5, off + 7] * 2
+        assert find_loop(np.asarray(ids), SPEECH_GUARD) == (0, 3)
+    assert [r.drop_reason for r in tts.synthesize(requests)] == ["tts_loop", "tts_loop"]
+    # Without the guard the same rows run their whole budget and are dropped for that instead.
+    unguarded = load_tts(
+        f"llasa:{model_dir}", codec=tiny_codec, sampling=LlasaSampling(min_speech_tokens=200, loop_guard=None)
+    )
+    jobs, _ = unguarded.jobs(requests[:1])
+    assert [len(ids) for ids in unguarded.generate(jobs)] == [200]

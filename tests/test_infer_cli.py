@@ -305,9 +305,8 @@ def test_long_form_split_translate_join(model_dir, tmp_path):
 def test_loop_cut_matches_the_raw_generation(looping_model_dir, clips):
     """The kept codes are exactly the raw ids up to the end of the loop's first copy."""
     from infer import Request, Translator
-    from infer.backends import Sampling
-    from infer.constraints import SPEECH_GUARD, find_loop
     from sts.audio import load_audio
+    from sts.generation import SPEECH_GUARD, Sampling, find_loop
 
     translator = Translator.from_checkpoint(looping_model_dir, sampling={"s2st": Sampling(do_sample=False)})
     raw: list[np.ndarray] = []

@@ -60,7 +60,7 @@ def run_with_vllm(script: str, *args: str):
 RUN_VLLM = """
 import json, sys
 import numpy as np
-from infer.backends import GenerationRequest, Sampling, VllmBackend
+from sts.generation import GenerationRequest, Sampling, VllmBackend
 job = json.load(open(sys.argv[1]))
 backend = VllmBackend(job["model"], dtype="float32", enforce_eager=True, max_model_len=512)
 request = GenerationRequest(np.array(job["allowed"]), job["end_ids"], job["budgets"], sampling=Sampling(do_sample=False))
@@ -102,8 +102,7 @@ def vllm_ready_model(tmp_path_factory):
 def test_vllm_greedy_equals_transformers(vllm_ready_model, tmp_path):
     import torch
 
-    from infer.backends import GenerationRequest, Sampling, TransformersBackend
-    from infer.constraints import allowed_token_ids
+    from sts.generation import GenerationRequest, Sampling, TransformersBackend, allowed_token_ids
 
     model_dir, vocab, model = vllm_ready_model
     allowed = allowed_token_ids(vocab, None, "speech")
@@ -225,7 +224,7 @@ from corpus_builder.interfaces import TTSRequest
 from corpus_builder.tts.llasa import LlasaSampling
 from corpus_builder.tts.llasa_vllm import LlasaVLLM
 job = json.load(open(sys.argv[1]))
-sampling = LlasaSampling(temperature=0.0, min_speech_tokens=32, max_speech_tokens=32)
+sampling = LlasaSampling(temperature=0.0, min_speech_tokens=32, speech_tokens_per_char={"ja": 0.0, "en": 0.0})
 tts = LlasaVLLM(job["model"], codec=job["codec"], device="cpu", dtype="float32", sampling=sampling,
                 voice_preserving=False, enforce_eager=True, max_model_len=512)
 jobs, _ = tts.jobs([TTSRequest(text, lang) for text, lang in job["requests"]])
@@ -252,7 +251,9 @@ def test_llasa_vllm_matches_transformers_llasa(tmp_path):
     model.save_pretrained(llasa_dir)
     codec_dir = save_tiny_xcodec2(tmp_path / "codec")
     requests = [("Good morning.", "en"), ("おはようございます。", "ja"), ("Where is the station?", "en")]
-    sampling = LlasaSampling(temperature=0.0, min_speech_tokens=32, max_speech_tokens=32)
+    sampling = LlasaSampling(
+        temperature=0.0, min_speech_tokens=32, speech_tokens_per_char={"ja": 0.0, "en": 0.0}
+    )
     tts = LlasaTTS(llasa_dir, codec=str(codec_dir), sampling=sampling, voice_preserving=False, batch_size=3)
     jobs, _ = tts.jobs([TTSRequest(text, lang) for text, lang in requests])
     end, pad = tts.prompter.speech_end_id, tts.prompter.pad_id

@@ -14,10 +14,19 @@ Voice-preserving mode (a request with `prompt_audio` and `prompt_text`): `{text}
 continues in that voice; only the newly generated codes are returned. Speech ids are
 `speech_token_offset + code` by arithmetic (the block `<|s_0|>...` is checked contiguous once).
 
-Generation is constrained to the speech block plus the end marker, and a loop guard bounds it:
-at most `max(min_speech_tokens, speech_tokens_per_char * len(text))` new tokens (capped at
-`max_speech_tokens`); a row that hits its bound without `<|SPEECH_GENERATION_END|>` is dropped with
-"tts_no_end_marker".
+Generation goes through `sts.generation` (the same layer as `sts-infer` and the corpus MT):
+
+* constrained to the speech block plus `<|SPEECH_GENERATION_END|>` (`AllowedTokensProcessor` on
+  transformers, `allowed_token_ids` on vLLM);
+* budgeted per row: at most `max(min_speech_tokens, speech_tokens_per_char * len(text))` new tokens,
+  and never past Llasa's window: prompt + new tokens <= `max_length` (2,048; Llasa's maintainers
+  state that the limit covers text and speech together). A prompt that leaves fewer than
+  `min_speech_tokens` (a long voice prompt) is dropped as "tts_prompt_too_long";
+* loop-guarded: a row whose codes fall into a repetition loop (`sts.generation.SPEECH_GUARD`: a unit
+  of up to 0.5 s repeated to cover >= 2 s) is stopped as soon as its tail loops (transformers; vLLM
+  runs it to its budget) and dropped as "tts_loop". `sts-infer` cuts a loop and keeps the rest; a
+  corpus row must say its whole text, so a cut row would be a wrong pair;
+* a row that hits its budget without the end marker is dropped as "tts_no_end_marker".
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from corpus_builder.interfaces import TTSBackend, TTSRequest, TTSResult
+from sts.generation.allowed import speech_block_ids
+from sts.generation.loops import SPEECH_GUARD, LoopGuard, find_loop
+from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches
 
 MARKERS = (
     "<|TEXT_GENERATION_START|>",
@@ -49,26 +61,38 @@ DEFAULT_CODEC = "HKUSTAudio/xcodec2-hf"
 
 @dataclass
 class LlasaSampling:
-    """Sampling and loop-guard settings shared by the transformers and vLLM paths."""
+    """Sampling, length budgets and loop guard, shared by the transformers and vLLM paths."""
 
     temperature: float = 0.8
     """Llasa's card default; 0 means greedy."""
     top_p: float = 1.0
     """Nucleus sampling; the card notes 0.95/0.9 are more stable."""
     min_speech_tokens: int = 150
-    """Loop guard floor: even a one-word text may run this long (3 s at 50 tokens/s)."""
+    """Budget floor: even a one-word text may run this long (3 s at 50 tokens/s). A prompt that
+    leaves less room than this in the window is dropped ("tts_prompt_too_long")."""
     speech_tokens_per_char: dict[str, float] = field(default_factory=lambda: {"ja": 25.0, "en": 10.0})
-    """Loop guard slope per character of the new text, by language: ~3x natural speech (ja ~5
+    """Budget slope per character of the new text, by language: ~3x natural speech (ja ~5
     chars/s = 10 tokens/char, en ~14 chars/s = 3.6 tokens/char)."""
-    max_speech_tokens: int = 2048
-    """Hard cap on new speech tokens (Llasa's max length)."""
+    max_length: int = 2048
+    """Llasa's window in tokens, prompt (text + voice prompt codes) and new tokens together; Llasa was
+    trained on 2,048 and its maintainers state the limit covers text and speech."""
+    loop_guard: LoopGuard | None = SPEECH_GUARD
+    """A row whose codes loop is stopped early and dropped ("tts_loop"); None: no loop check."""
     seed: int | None = None
-    """Seed for sampling (None: torch's current state)."""
+    """Seed for sampling (None: torch's current state; vLLM: row i gets seed + i)."""
 
-    def max_new_tokens(self, text: str, lang: str) -> int:
-        """The loop guard: how many tokens row `text` may generate, its end marker included."""
+    def max_new_tokens(self, text: str, lang: str, prompt_len: int = 0) -> int:
+        """How many tokens row `text` may generate, its end marker included: the text's budget,
+        cut to what the window leaves after a `prompt_len`-token prompt (may be < 1: no room)."""
         per_char = self.speech_tokens_per_char.get(lang, max(self.speech_tokens_per_char.values()))
-        return int(min(self.max_speech_tokens, max(self.min_speech_tokens, per_char * len(text))))
+        wanted = max(self.min_speech_tokens, per_char * len(text))
+        return int(min(self.max_length - prompt_len, wanted))
+
+    def sampling(self) -> Sampling:
+        """As `sts.generation.Sampling` (temperature <= 0: greedy)."""
+        if self.temperature <= 0:
+            return Sampling(do_sample=False)
+        return Sampling(temperature=self.temperature, top_p=self.top_p)
 
 
 class LlasaPrompter:
@@ -100,8 +124,10 @@ class LlasaPrompter:
             raise ValueError(
                 f"<|s_0|>..<|s_{num_speech_tokens - 1}|> are not contiguous ids from {self.speech_token_offset}"
             )
-        self.allowed_ids = [*expected, self.speech_end_id]
-        """Ids generation may produce: the speech block and the end marker."""
+        self.allowed_ids = speech_block_ids(
+            self.speech_token_offset, num_speech_tokens, end_id=self.speech_end_id
+        )
+        """`[num_speech_tokens + 1]` int64 ids generation may produce: the speech block and the end marker."""
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.speech_end_id
 
     def codes_to_ids(self, codes: np.ndarray) -> list[int]:
@@ -152,12 +178,15 @@ class LlasaJob:
     """One request, ready to generate."""
 
     index: int
+    """Position of the request in the `synthesize` call."""
     prompt_ids: list[int]
+    """`[L]` the whole prompt (chat template, text, voice prompt codes)."""
     max_new_tokens: int
+    """Its budget, end marker included: L + max_new_tokens <= `LlasaSampling.max_length`."""
 
 
 class LlasaBase(TTSBackend):
-    """What the transformers and vLLM paths share: prompts, voice prompts' codes, parsing, decoding."""
+    """What the transformers and vLLM paths share: prompts, budgets, the generation request, parsing, decoding."""
 
     languages = ("ja", "en")
 
@@ -177,7 +206,7 @@ class LlasaBase(TTSBackend):
         self.prompter = LlasaPrompter(tokenizer, codec.codebook_size)
 
     def jobs(self, requests: Sequence[TTSRequest]) -> tuple[list[LlasaJob], dict[int, str]]:
-        """Prompt ids and loop-guard budgets per request; requests that cannot run get a drop reason."""
+        """Prompt ids and budgets per request; requests that cannot run get a drop reason."""
         drops: dict[int, str] = {}
         cloned = [
             i
@@ -203,26 +232,52 @@ class LlasaBase(TTSBackend):
                 and i not in prompt_codes
                 and request.prompt_text
             ):
-                drops[i] = (
-                    "tts_bad_prompt_audio"  # empty or NaN/inf: cannot clone, and must not fail the batch
-                )
+                # Empty or NaN/inf: cannot clone, and must not fail the batch.
+                drops[i] = "tts_bad_prompt_audio"
             else:
                 codes = prompt_codes.get(i)
                 ids = self.prompter.prompt_ids(
                     request.text, codes, request.prompt_text if codes is not None else None
                 )
-                jobs.append(LlasaJob(i, ids, self.sampling.max_new_tokens(request.text, request.lang)))
+                if self.sampling.max_length - len(ids) < self.sampling.min_speech_tokens:
+                    drops[i] = "tts_prompt_too_long"
+                    continue
+                budget = self.sampling.max_new_tokens(request.text, request.lang, prompt_len=len(ids))
+                jobs.append(LlasaJob(i, ids, budget))
         return jobs, drops
 
+    def request(self, jobs: Sequence[LlasaJob]) -> GenerationRequest:
+        """The `sts.generation` request of `jobs` (either backend): speech block + end marker, each
+        job's budget, Llasa's sampling and the loop guard."""
+        return GenerationRequest(
+            self.prompter.allowed_ids,
+            end_ids=[self.prompter.speech_end_id],
+            max_new_tokens=[job.max_new_tokens for job in jobs],
+            sampling=self.sampling.sampling(),
+            min_new_tokens=0,
+            guard=self.sampling.loop_guard,
+            seed=self.sampling.seed,
+        )
+
     def generate(self, jobs: Sequence[LlasaJob]) -> list[list[int]]:
-        """New ids per job (prompt excluded), in order."""
+        """New ids per job (prompt excluded), in order, up to and including the end marker."""
         raise NotImplementedError
+
+    def read(self, new_ids: Sequence[int]) -> tuple[np.ndarray | None, str | None]:
+        """Generated ids -> (`[T]` int32 codes, None) or (None, drop reason); a looping row is "tts_loop"."""
+        new_ids = list(new_ids)
+        end = self.prompter.speech_end_id
+        body = new_ids[: new_ids.index(end)] if end in new_ids else new_ids
+        guard = self.sampling.loop_guard
+        if guard is not None and find_loop(np.asarray(body, dtype=np.int64), guard) is not None:
+            return None, "tts_loop"
+        return self.prompter.parse(new_ids)
 
     def synthesize(self, requests: Sequence[TTSRequest]) -> list[TTSResult]:
         jobs, drops = self.jobs(requests)
         codes: dict[int, np.ndarray] = {}
         for job, new_ids in zip(jobs, self.generate(jobs) if jobs else [], strict=True):
-            job_codes, reason = self.prompter.parse(new_ids)
+            job_codes, reason = self.read(new_ids)
             if reason:
                 drops[job.index] = reason
             else:
@@ -246,7 +301,7 @@ def _load_codec(codec, device: str, dtype: str):
 
 
 class LlasaTTS(LlasaBase):
-    """Llasa through transformers `generate()`: batched, left-padded, constrained, loop-guarded.
+    """Llasa through transformers `generate()` (`sts.generation.TransformersBackend`): batched, left-padded.
 
     Args:
         model: Hugging Face id or local dir of a Llasa checkpoint (e.g. `HKUSTAudio/Llasa-1B`).
@@ -254,8 +309,9 @@ class LlasaTTS(LlasaBase):
         device, dtype: where and in which dtype the LM runs.
         codec_dtype: the codec's dtype (fp32 by default).
         batch_size: requests per `generate()` call (sorted by prompt length first).
-        sampling: temperature / top_p / loop guard.
-        static_cache: `cache_implementation="static"` (+ `compile` for CUDA graphs: the fast GPU path).
+        sampling: temperature / top_p / budgets / loop guard.
+        static_cache: `cache_implementation="static"` (+ `compile` for CUDA graphs: the fast GPU path),
+            shapes rounded so that batches share compiled graphs.
     """
 
     def __init__(
@@ -276,6 +332,8 @@ class LlasaTTS(LlasaBase):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from sts.generation.transformers_backend import TransformersBackend
+
         tokenizer = AutoTokenizer.from_pretrained(model)
         super().__init__(
             tokenizer,
@@ -290,98 +348,16 @@ class LlasaTTS(LlasaBase):
             AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
         )
         self.batch_size = batch_size
-        self.static_cache = static_cache or compile
-        self.compile = compile
-        self._allowed_mask = None
+        self.backend = TransformersBackend(
+            self.model, pad_token_id=self.prompter.pad_id, fast=static_cache or compile, compile=compile
+        )
 
     def generate(self, jobs: Sequence[LlasaJob]) -> list[list[int]]:
-        order = sorted(range(len(jobs)), key=lambda j: len(jobs[j].prompt_ids))
         out: list[list[int] | None] = [None] * len(jobs)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            for j, ids in zip(batch, self._generate_batch([jobs[j] for j in batch]), strict=True):
-                out[j] = ids
+        for batch in length_sorted_batches([len(job.prompt_ids) for job in jobs], self.batch_size):
+            rows = self.backend.generate(
+                [jobs[j].prompt_ids for j in batch], self.request([jobs[j] for j in batch])
+            )
+            for j, ids in zip(batch, rows, strict=True):
+                out[j] = ids.tolist()
         return out
-
-    def _generate_batch(self, jobs: Sequence[LlasaJob]) -> list[list[int]]:
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
-        prompts = [job.prompt_ids for job in jobs]
-        width = max(len(p) for p in prompts)
-        max_new = max(job.max_new_tokens for job in jobs)
-        if self.static_cache:
-            # A static cache (and its CUDA graphs) is sized by prompt width + max_new_tokens: round both
-            # up so that batches share a few shapes instead of recompiling for each. Rows still stop at
-            # their own budget (RowBudget), so the output is the same.
-            width, max_new = _round_up(width, 64), _round_up(max_new, 256)
-        pad = self.prompter.pad_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        attention_mask = torch.tensor(
-            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
-        )
-        budgets = torch.tensor([job.max_new_tokens for job in jobs], device=self.device)
-        if self._allowed_mask is None:
-            self._allowed_mask = allowed_mask(
-                self.prompter.allowed_ids, self.model.config.vocab_size, self.device
-            )
-        if self.sampling.seed is not None:
-            torch.manual_seed(self.sampling.seed)
-        kwargs = {}
-        if self.static_cache:
-            kwargs["cache_implementation"] = "static"
-        if self.compile:
-            from transformers import CompileConfig
-
-            kwargs["compile_config"] = CompileConfig(mode="reduce-overhead")
-        greedy = self.sampling.temperature <= 0
-        with torch.inference_mode():
-            sequences = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                do_sample=not greedy,
-                temperature=None if greedy else self.sampling.temperature,
-                top_p=None if greedy else self.sampling.top_p,
-                top_k=None,
-                max_new_tokens=max_new,
-                eos_token_id=self.prompter.speech_end_id,
-                pad_token_id=pad,
-                logits_processor=LogitsProcessorList([AllowedIdsProcessor(self._allowed_mask)]),
-                stopping_criteria=StoppingCriteriaList([RowBudget(width, budgets)]),
-                **kwargs,
-            )
-        return [row[width:].tolist() for row in sequences.cpu()]
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def allowed_mask(allowed_ids: Sequence[int], vocab_size: int, device):
-    """`[V]` additive mask: 0 on allowed ids, -inf elsewhere."""
-    import torch
-
-    mask = torch.full((vocab_size,), float("-inf"), device=device)
-    mask[torch.tensor(allowed_ids, device=device)] = 0.0
-    return mask
-
-
-class AllowedIdsProcessor:
-    """Logits processor: only the speech block and the end marker can be sampled."""
-
-    def __init__(self, mask):
-        self.mask = mask  # [V]
-
-    def __call__(self, input_ids, scores):
-        return scores + self.mask[: scores.shape[-1]].to(scores.dtype)
-
-
-class RowBudget:
-    """Stopping criterion: row b stops after `budgets[b]` new tokens (the per-row loop guard)."""
-
-    def __init__(self, prompt_width: int, budgets):
-        self.prompt_width = prompt_width
-        self.budgets = budgets  # [B] int
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return (input_ids.shape[1] - self.prompt_width) >= self.budgets

@@ -7,11 +7,14 @@ Same classes and layout as `HKUSTAudio/Llasa-1B` (`LlamaForCausalLM`, markers th
 appended to a BPE vocabulary), only smaller. A random model emits its end marker with probability
 ~1/1025 per step, so `end_bias` raises its logit through the saved generation config
 (`sequence_bias`) to make rows end after a few dozen tokens; `never_end=True` instead suppresses it
-(`suppress_tokens`), the model that trips the loop guard. Both are honoured by `generate()` itself.
+(`suppress_tokens`), the model that runs into its length budget; `loop_codes=(a, b, c)` biases it
+to repeat those codes forever (`sequence_bias` on each code after the one before it), the model
+that falls into a repetition loop. All are honoured by `generate()` itself (not by vLLM).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from corpus_builder.tts.llasa import MARKERS, SPEECH_TOKEN_FORMAT
@@ -35,6 +38,7 @@ def save_tiny_llasa(
     num_speech_tokens: int = 1024,
     end_bias: float = 3.5,
     never_end: bool = False,
+    loop_codes: Sequence[int] = (),
     seed: int = 0,
     **config_overrides,
 ) -> Path:
@@ -71,6 +75,11 @@ def save_tiny_llasa(
         generation.suppress_tokens = [end_id]
     elif end_bias:
         generation.sequence_bias = [[[end_id], float(end_bias)]]
+    if loop_codes:
+        unit = [tokenizer.convert_tokens_to_ids(SPEECH_TOKEN_FORMAT.format(int(c))) for c in loop_codes]
+        # Start on the first code; after each code its successor wins (+100 beats the start's +50).
+        cycle = [[[unit[i - 1], unit[i]], 100.0] for i in range(len(unit))]
+        generation.sequence_bias = [*(generation.sequence_bias or []), [[unit[0]], 50.0], *cycle]
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

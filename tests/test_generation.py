@@ -1,4 +1,5 @@
-"""Constrained decoding and the loop guard: allowed-id sets, the logits mask, loops, length budgets."""
+"""The base generation layer (`sts.generation`): allowed-id sets, the logits mask, per-row budgets, loops,
+the transformers backend and the vLLM request building (pure Python, no vLLM)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from infer.backends import GenerationRequest, Sampling, TransformersBackend, vllm_sampling_kwargs
-from infer.constraints import (
+from sts.generation import (
     SPEECH_GUARD,
     TEXT_GUARD,
     AllowedTokensProcessor,
+    GenerationRequest,
     LoopGuard,
     LoopStoppingCriteria,
+    Sampling,
+    TransformersBackend,
     allowed_token_ids,
+    completion_ids,
     find_loop,
-    max_new_tokens_for,
+    split_end,
     tail_is_loop,
+    vllm_sampling_kwargs,
 )
 
 
@@ -52,9 +57,10 @@ def test_vllm_kwargs_carry_the_same_constraint():
     )
     kwargs = vllm_sampling_kwargs(request)
     assert [k["max_tokens"] for k in kwargs] == [5, 8]
+    assert [k["seed"] for k in kwargs] == [3, 4]  # one seed per row: equal prompts still sample apart
     for k in kwargs:
         assert k["allowed_token_ids"] == [10, 11, 12, 99] and k["stop_token_ids"] == [99]
-        assert k["temperature"] == 0.0 and k["min_tokens"] == 1 and k["seed"] == 3
+        assert k["temperature"] == 0.0 and k["min_tokens"] == 1 and k["repetition_penalty"] == 1.0
     sampled = vllm_sampling_kwargs(
         GenerationRequest(allowed, [99], [4], sampling=Sampling(temperature=0.5, min_p=0.1, top_k=0))
     )[0]
@@ -73,6 +79,10 @@ def test_find_loop_cuts_at_the_first_repeated_unit():
     assert find_loop(np.array([4, 4, 4, 4, 4]), guard) is None
     assert find_loop(np.array([1] + [4] * 6), guard) == (1, 1)
     assert tail_is_loop(np.array([1] + [4] * 6), guard) and not tail_is_loop(np.array([4] * 6 + [1]), guard)
+    # A batch is checked in one pass, row by row the same.
+    batch = np.array([[1, 2, 3] + [4] * 6, [4] * 6 + [1, 2, 3], [7, 8, 9] * 3, [0, 7, 8, 9, 7, 8, 9, 7, 8]])
+    assert tail_is_loop(batch, guard).tolist() == [tail_is_loop(row, guard) for row in batch]
+    assert tail_is_loop(batch, guard).tolist() == [True, False, True, False]
 
 
 def test_shipped_guards_ignore_normal_variation():
@@ -82,15 +92,6 @@ def test_shipped_guards_ignore_normal_variation():
     # Speech: a 0.1 s pattern must cover 2 s (20 copies) before it counts.
     assert find_loop(np.tile(np.arange(5), 19), SPEECH_GUARD) is None
     assert find_loop(np.tile(np.arange(5), 20), SPEECH_GUARD) == (0, 5)
-
-
-def test_length_budget_follows_the_source():
-    assert max_new_tokens_for(SPEECH_GUARD, "speech", source_seconds=10.0) == 125 * 10 + 50
-    assert max_new_tokens_for(SPEECH_GUARD, "text", source_seconds=2.0) == 50 + 50
-    assert max_new_tokens_for(SPEECH_GUARD, "speech", source_chars=10) == 150 + 50
-    assert max_new_tokens_for(TEXT_GUARD, "text", source_chars=10) == 20 + 50
-    with pytest.raises(ValueError):
-        max_new_tokens_for(SPEECH_GUARD, "speech")
 
 
 def test_stopping_criteria_stops_only_the_looping_row():
@@ -151,11 +152,114 @@ def test_vllm_completion_read_like_transformers():
     """vLLM may or may not list the stop id it stopped on; the backend returns it last either way."""
     from types import SimpleNamespace
 
-    from infer.backends import _with_stop_id
-
     stopped = SimpleNamespace(token_ids=[5, 6], finish_reason="stop", stop_reason=99)
-    assert _with_stop_id(stopped, [99]).tolist() == [5, 6, 99]
+    assert completion_ids(stopped, [99]).tolist() == [5, 6, 99]
     listed = SimpleNamespace(token_ids=[5, 6, 99], finish_reason="stop", stop_reason=99)
-    assert _with_stop_id(listed, [99]).tolist() == [5, 6, 99]
+    assert completion_ids(listed, [99]).tolist() == [5, 6, 99]
+    eos = SimpleNamespace(token_ids=[5, 6], finish_reason="stop", stop_reason=None)  # the model's own eos
+    assert completion_ids(eos, [98, 99]).tolist() == [5, 6, 98]
     cut = SimpleNamespace(token_ids=[5, 6, 7], finish_reason="length", stop_reason=None)
-    assert _with_stop_id(cut, [99]).tolist() == [5, 6, 7]
+    assert completion_ids(cut, [99]).tolist() == [5, 6, 7]
+    assert [split_end(completion_ids(c, [99]), [99])[1] for c in (stopped, listed, cut)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_processor_masks_exactly_the_allowed_ids():
+    rng = np.random.default_rng(0)
+    vocab = 50
+    allowed = np.sort(rng.choice(vocab, 12, replace=False))
+    end = int(allowed[3])
+    scores = torch.from_numpy(rng.standard_normal((3, vocab)).astype(np.float32))
+    proc = AllowedTokensProcessor(allowed, end_ids=[end], prompt_len=5, min_new_tokens=1)
+    late = proc(torch.zeros(3, 7, dtype=torch.long), scores.clone())
+    finite = torch.isfinite(late)
+    assert (finite == torch.isin(torch.arange(vocab), torch.from_numpy(allowed))[None]).all()
+    assert torch.equal(late[finite], scores[finite])  # allowed scores pass through unchanged
+    early = proc(torch.zeros(3, 5, dtype=torch.long), scores.clone())
+    assert torch.isfinite(early).sum(1).tolist() == [11, 11, 11] and torch.isinf(early[:, end]).all()
+    # Unconstrained (MT): nothing masked but the end ids while min_new_tokens holds them back.
+    free = AllowedTokensProcessor(None, end_ids=[end, 7], prompt_len=5, min_new_tokens=2)
+    held = free(torch.zeros(3, 6, dtype=torch.long), scores.clone())
+    assert torch.isinf(held).any(0).nonzero().ravel().tolist() == sorted([end, 7])
+    assert torch.equal(free(torch.zeros(3, 7, dtype=torch.long), scores.clone()), scores)
+
+
+def test_request_refuses_what_could_never_end():
+    with pytest.raises(ValueError, match="not among the allowed"):
+        GenerationRequest(np.array([1, 2, 3]), [9], [4])
+    with pytest.raises(ValueError, match="at least 1 token"):
+        GenerationRequest(np.array([1, 9]), [9], [4, 0])
+    with pytest.raises(ValueError, match="end id"):
+        GenerationRequest(None, [], [4])
+    assert GenerationRequest(None, [9], [4], seed=None).row_seed(3) is None
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_each_row_stops_at_its_own_budget(random_model, speech_vocab, fast):
+    """Mixed budgets in one batch: every row gets exactly its own, and `generate` stops at the largest
+    (not at the fast path's rounded-up 256) because the rows stop themselves."""
+    allowed = allowed_token_ids(speech_vocab, None, "speech")
+    budgets = [5, 17, 9]
+    request = GenerationRequest(
+        allowed,
+        [speech_vocab.speech_end_id],
+        budgets,
+        sampling=Sampling(temperature=1.5),
+        min_new_tokens=17,  # no row may end early: each must run into its budget
+        seed=0,
+    )
+    steps = []
+    hook = random_model.register_forward_hook(lambda *args: steps.append(1))
+    try:
+        out = TransformersBackend(random_model, pad_token_id=0, fast=fast).generate(
+            [np.arange(20, 32), np.arange(40, 60), np.arange(5, 9)], request
+        )
+    finally:
+        hook.remove()
+    assert [len(o) for o in out] == budgets
+    assert all(speech_vocab.is_speech_id(o).all() for o in out)  # no end id, no padding kept
+    assert len(steps) == max(budgets)  # one prefill + 16 decoding steps, then every row had stopped
+
+
+def test_loop_guard_stops_only_the_looping_row_early(random_model, speech_vocab):
+    """Row 0 is forced into a 3-token cycle: the criterion stops it at the next check; row 1 runs on."""
+    from transformers import LogitsProcessor
+
+    cycle = speech_vocab.speech_token_offset + np.array([7, 8, 9])
+
+    class ForceCycle(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - 64  # the fast path pads the 12-id prompts to 64
+            scores[0] = float("-inf")
+            scores[0, int(cycle[step % 3])] = 0.0
+            return scores
+
+    guard = LoopGuard(max_ngram=4, min_repeats=4, min_span=12)
+    request = GenerationRequest(
+        allowed_token_ids(speech_vocab, None, "speech"),
+        [speech_vocab.speech_end_id],
+        [60, 60],
+        sampling=Sampling(temperature=1.5),  # row 1 samples freely (greedy, this random model drones)
+        min_new_tokens=60,
+        guard=guard,
+        extra_logits_processors=[ForceCycle()],
+        seed=0,
+    )
+    looped, free = TransformersBackend(random_model, pad_token_id=0, fast=True).generate(
+        [np.arange(20, 32), np.arange(40, 52)], request
+    )
+    assert len(looped) == 16  # the first check (every 16 steps) after 12 looping tokens
+    assert looped.tolist() == np.resize(cycle, 16).tolist() and find_loop(looped, guard) == (0, 3)
+    assert len(free) == 60
+
+
+def test_loop_criterion_records_where_it_stopped():
+    guard = LoopGuard(max_ngram=2, min_repeats=4, min_span=4)
+    stop = LoopStoppingCriteria(guard, prompt_len=2, check_every=4)
+    rows = torch.tensor([[1, 1, 5, 6, 5, 6, 5, 6, 5, 6, 9, 9], [1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]])
+    for width in range(3, rows.shape[1] + 1):
+        done = stop(rows[:, :width], None)
+    assert done.tolist() == [True, False] and stop.stopped_at.tolist() == [8, 0]

@@ -1,0 +1,80 @@
+"""One generation layer for every stage: constrained, budgeted, loop-guarded decoding on transformers or vLLM.
+
+    from sts.generation import GenerationRequest, Sampling, TransformersBackend, allowed_token_ids, SPEECH_GUARD
+    backend = TransformersBackend(model, pad_token_id=0, fast=True)        # or VllmBackend("runs/sft")
+    request = GenerationRequest(
+        allowed_token_ids(vocab, tokenizer, "speech"), [vocab.speech_end_id],
+        max_new_tokens=[500, 200], sampling=Sampling(temperature=0.8, top_p=0.95), guard=SPEECH_GUARD,
+    )
+    ids = backend.generate(prompts, request)      # [G_i] int64 per prompt, end id last when it ended
+
+Used by `sts-infer` (speech and text outputs of a trained checkpoint), the corpus MT (`sts.mt`,
+unconstrained: `allowed=None`) and the corpus Llasa TTS (speech block + end marker).
+
+Modules: `request` (`Sampling`, `GenerationRequest`, reading a row's end), `allowed` (which ids an
+output may hold), `loops` (`LoopGuard`, `find_loop`, `tail_is_loop`), `processors` (the request as
+transformers logits processors and stopping criteria), `transformers_backend`, `vllm_backend`.
+Names are loaded lazily: `Sampling` or `GenerationRequest` alone import neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sts.generation.allowed import Modality, allowed_token_ids, speech_block_ids
+    from sts.generation.loops import SPEECH_GUARD, TEXT_GUARD, LoopGuard, find_loop, tail_is_loop
+    from sts.generation.processors import (
+        AllowedTokensProcessor,
+        LoopStoppingCriteria,
+        RowBudgetCriteria,
+    )
+    from sts.generation.request import (
+        GenerationRequest,
+        Sampling,
+        generation_end_ids,
+        length_sorted_batches,
+        split_end,
+    )
+    from sts.generation.transformers_backend import TransformersBackend
+    from sts.generation.vllm_backend import VllmBackend, completion_ids, vllm_sampling_kwargs
+
+_MODULES = {
+    "allowed": ("Modality", "allowed_token_ids", "speech_block_ids"),
+    "loops": ("SPEECH_GUARD", "TEXT_GUARD", "LoopGuard", "find_loop", "tail_is_loop"),
+    "processors": ("AllowedTokensProcessor", "LoopStoppingCriteria", "RowBudgetCriteria"),
+    "request": ("GenerationRequest", "Sampling", "generation_end_ids", "length_sorted_batches", "split_end"),
+    "transformers_backend": ("TransformersBackend",),
+    "vllm_backend": ("VllmBackend", "completion_ids", "vllm_sampling_kwargs"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = [
+    "SPEECH_GUARD",
+    "TEXT_GUARD",
+    "AllowedTokensProcessor",
+    "GenerationRequest",
+    "LoopGuard",
+    "LoopStoppingCriteria",
+    "Modality",
+    "RowBudgetCriteria",
+    "Sampling",
+    "TransformersBackend",
+    "VllmBackend",
+    "allowed_token_ids",
+    "completion_ids",
+    "find_loop",
+    "generation_end_ids",
+    "length_sorted_batches",
+    "speech_block_ids",
+    "split_end",
+    "tail_is_loop",
+    "vllm_sampling_kwargs",
+]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"sts.generation.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'sts.generation' has no attribute {name!r}")

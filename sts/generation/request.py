@@ -1,0 +1,127 @@
+"""What one generation call asks for: sampling, the constraint, per-row budgets, the loop guard.
+
+    request = GenerationRequest(allowed, end_ids=[end], max_new_tokens=[300, 120], sampling=Sampling(temperature=0.8))
+    ids = backend.generate(prompts, request)        # [G_i] int64 per prompt, end id last when it ended
+    body, ended = split_end(ids[0], request.end_ids)
+
+Every backend (`TransformersBackend`, `VllmBackend`) reads the same request and returns the same
+thing: each row's generated ids, cut right after its first end id, at its own budget, or where the
+loop guard stopped it. Pure Python + numpy, so requests are built and checked without torch.
+A new decoding option (e.g. repetition-aware sampling, a constraint that depends on the row's
+state) is one more field here, turned into a logits processor by `processors.logits_processors`
+and into vLLM's terms by `vllm_backend.vllm_sampling_kwargs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sts.generation.loops import LoopGuard
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings; `do_sample=False` is greedy and ignores every other field."""
+
+    do_sample: bool = True
+    """False: greedy (argmax) decoding."""
+    temperature: float = 0.8
+    """Softmax temperature (> 0 when sampling)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold; 1 disables it."""
+    top_k: int = 0
+    """Keep the k most likely ids; 0 disables top-k."""
+    min_p: float = 0.0
+    """Drop ids below `min_p` times the top probability; 0 disables it."""
+    repetition_penalty: float = 1.0
+    """Penalty on ids already in the prompt or output (transformers' and vLLM's definition); 1 disables it."""
+
+    def generate_kwargs(self) -> dict:
+        """`model.generate` keyword arguments, every field explicit so that the model's own
+        generation_config.json cannot add settings vLLM would not apply (vLLM takes only what
+        `vllm_sampling_kwargs` gives it)."""
+        if not self.do_sample:
+            return {"do_sample": False, "repetition_penalty": 1.0}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p if self.min_p > 0 else None,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+
+@dataclass
+class GenerationRequest:
+    """What the rows of one `generate` call share, plus each row's length budget.
+
+    Raises ValueError when a budget is not positive, there is no end id, or an end id is not
+    allowed (the output could then never end).
+    """
+
+    allowed: np.ndarray | None
+    """`[K]` int64 ids the output may contain (end ids included); None: unconstrained (text MT)."""
+    end_ids: list[int]
+    """Ids that end a row (speech end marker, end-of-turn, a chat model's eos ids)."""
+    max_new_tokens: list[int]
+    """Budget of each row, its end id included: the row stops there (`[B]`)."""
+    sampling: Sampling = field(default_factory=Sampling)
+    """Decoding settings shared by the rows."""
+    min_new_tokens: int = 1
+    """The end ids are masked for this many first steps (vLLM: `min_tokens`)."""
+    guard: LoopGuard | None = None
+    """Stop a row once its tail loops (transformers; vLLM has no custom stop, its rows run to their
+    budget). The caller still runs `find_loop` on the output to cut or drop it."""
+    extra_logits_processors: list = field(default_factory=list)
+    """More transformers `LogitsProcessor`s, run after the constraint (transformers backend only)."""
+    seed: int | None = None
+    """Sampling seed: transformers seeds torch once per call; vLLM gives row i `seed + i`."""
+
+    def __post_init__(self):
+        self.end_ids = [int(i) for i in self.end_ids]
+        self.max_new_tokens = [int(b) for b in self.max_new_tokens]
+        if not self.end_ids:
+            raise ValueError("a generation request needs at least one end id")
+        if any(b < 1 for b in self.max_new_tokens):
+            raise ValueError(f"every row needs a budget of at least 1 token, got {self.max_new_tokens}")
+        if self.allowed is not None:
+            self.allowed = np.asarray(self.allowed, dtype=np.int64).ravel()
+            missing = sorted(set(self.end_ids) - set(self.allowed.tolist()))
+            if missing:
+                raise ValueError(f"end ids {missing} are not among the allowed ids: no row could end")
+
+    def row_seed(self, row: int) -> int | None:
+        """The seed of row `row` where a backend seeds rows one by one (vLLM)."""
+        return None if self.seed is None else self.seed + row
+
+
+def split_end(ids: np.ndarray | Sequence[int], end_ids: Sequence[int]) -> tuple[np.ndarray, bool]:
+    """A backend's row `[G]` -> (the ids before the end id `[G']` int64, whether it ended on one).
+
+    Not ended: the row ran into its budget or was stopped by the loop guard (MT calls it truncated).
+    """
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    ended = len(ids) > 0 and int(ids[-1]) in set(int(i) for i in end_ids)
+    return (ids[:-1] if ended else ids), ended
+
+
+def generation_end_ids(generation_config, tokenizer) -> list[int]:
+    """The ids a chat model ends a turn with: its generation config's `eos_token_id` (an int or a
+    list, as in generation_config.json), else the tokenizer's eos. `generation_config` may be None."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    eos = tokenizer.eos_token_id if eos is None else eos
+    if eos is None:
+        raise ValueError("neither the generation config nor the tokenizer names an eos token")
+    return [int(i) for i in (eos if isinstance(eos, list | tuple) else [eos])]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of `lengths` in batches of at most `batch_size`, shortest first (less left padding)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
