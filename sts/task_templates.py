@@ -212,15 +212,17 @@ def fill_layout(
     with the expected added tokens, and `sts.vocab.VocabError` for a code outside the speech block.
     """
     pieces: list[np.ndarray] = []
-    speech: list[bool] = []  # pieces that are codes (the speech offset is added when copying)
+    speech_spans: list[tuple[int, int]] = []  # where codes sit; the speech offset is added at the end
     length = prompt_len = 0
     for j, part in enumerate(layout.parts):
         if j == layout.prompt_parts:
             prompt_len = length
-        if isinstance(part, np.ndarray):
+        if type(part) is np.ndarray:
             ids = part
-        elif isinstance(part, SpeechSlot):
-            ids = np.asarray(getattr(example, part.field))
+        elif type(part) is SpeechSlot:
+            ids = getattr(example, part.field)
+            if not isinstance(ids, np.ndarray):
+                ids = np.asarray(ids)
             if (
                 len(ids) == 0
                 or ids.dtype.kind not in "iu"
@@ -228,6 +230,7 @@ def fill_layout(
                 or ids.max() >= vocab.num_speech_tokens
             ):
                 vocab.codes_to_ids(ids)  # raises VocabError naming the first bad code
+            speech_spans.append((length, length + len(ids)))
         else:
             text = getattr(example, part.field)
             piece = encode(part.head + text + part.tail)
@@ -246,16 +249,10 @@ def fill_layout(
                     raise NotSpliceable(part.field)
                 prompt_len = length + len(part.prompt_ids)
         pieces.append(ids)
-        speech.append(isinstance(part, SpeechSlot))
         length += len(ids)
     if layout.prompt_parts == len(layout.parts):
         prompt_len = length
-    out = np.empty(length, dtype=np.int64)
-    at = 0
-    for ids, is_speech in zip(pieces, speech, strict=True):
-        if is_speech:
-            np.add(ids, vocab.speech_token_offset, out=out[at : at + len(ids)], casting="unsafe")
-        else:
-            out[at : at + len(ids)] = ids
-        at += len(ids)
+    out = np.concatenate(pieces, dtype=np.int64)
+    for begin, end in speech_spans:
+        out[begin:end] += vocab.speech_token_offset
     return out, prompt_len

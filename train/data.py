@@ -34,6 +34,7 @@ from train.token_cache import DocStore, DocWriter, fingerprint
 log = logging.getLogger(__name__)
 
 CORPUS_COLUMNS = ["id", "src_lang", "tgt_lang", "src_text", "tgt_text", "src_codes", "tgt_codes"]
+"""What sft reads of a shard; cpt reads the same without the texts."""
 
 
 def list_shards(paths: list[str]) -> list[Path]:
@@ -47,16 +48,20 @@ def list_shards(paths: list[str]) -> list[Path]:
     return files
 
 
-def iter_row_batches(shards: list[Path], batch_rows: int = 256) -> Iterator[tuple[Path, object]]:
-    """(shard, `pyarrow.RecordBatch` of up to `batch_rows` rows) with only the text and code columns
-    (the audio bytes are never read); a progress bar on a terminal."""
+def iter_row_batches(
+    shards: list[Path], batch_rows: int = 256, columns: list[str] = CORPUS_COLUMNS
+) -> Iterator[tuple[Path, object]]:
+    """(shard, `pyarrow.RecordBatch` of up to `batch_rows` rows) with only `columns` (the audio bytes
+    are never read); a progress bar on a terminal."""
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
     total = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
     with tqdm(total=total, desc="tokenizing", unit="row", disable=None) as progress:  # off when not a tty
         for shard in shards:
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=CORPUS_COLUMNS):
+            for batch in pq.ParquetFile(shard, memory_map=True).iter_batches(
+                batch_size=batch_rows, columns=columns
+            ):
                 yield shard, batch
                 progress.update(batch.num_rows)
 
@@ -205,7 +210,8 @@ def _run_worker(item) -> TokenizedBatch:
 
 def _tokenized_rows(cfg: TrainConfig, tokenizer, vocab, shards: list[Path]) -> Iterator[TokenizedBatch]:
     """Documents of every row batch, in order; `tokenize_workers` > 1 spreads the batches over processes."""
-    batches = iter_row_batches(shards)
+    columns = CORPUS_COLUMNS if cfg.stage == "sft" else [c for c in CORPUS_COLUMNS if not c.endswith("_text")]
+    batches = iter_row_batches(shards, columns=columns)
     if cfg.tokenize_workers <= 1:
         tokenize = RowTokenizer(cfg, tokenizer, vocab)
         for shard, batch in batches:
