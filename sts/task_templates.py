@@ -1,7 +1,7 @@
 """Task samples at speed: each chat layout rendered and tokenized once, per sample only ids spliced in.
 
     layout = compile_layout(tokenizer, vocab, full, prompt, ["src_text"], ["tgt_codes"])
-    ids, prompt_len = fill_layout(layout, example, vocab, encode)    # [L] int64, int
+    ids, prompt_len = fill_layout(layout, example, vocab, encode, check_text)   # [L] int64, int
 
 `sts.tasks.TaskFormatter` uses this; rendering the chat template and tokenizing the result for every
 sample (twice: the prompt and the whole conversation) is what made sample building slow. A layout --

@@ -21,7 +21,8 @@ token by default (`loss="assistant"`), or every token but the first (`loss="full
 
 Each layout (task, languages, with or without the answer) is rendered and tokenized once; a sample
 only splices its code ids and its texts' ids into it (`sts.task_templates`), the same ids as full
-rendering (checked on each layout's first use; ~1 ms -> ~30 us per s2st sample, `benchmarks/data_path.py`).
+rendering (checked on each layout's first use): ~0.4 ms -> ~25 us per s2st sample on one CPU core
+(`benchmarks/data_path.py`, results in `benchmarks/RESULTS.md`).
 """
 
 from __future__ import annotations

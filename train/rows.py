@@ -29,6 +29,7 @@ from sts import LANGUAGES
 from sts.tasks import (
     IGNORE_INDEX,
     TASK_NAMES,
+    TASKS,
     Example,
     MissingFieldError,
     PromptPrefixError,
@@ -279,7 +280,7 @@ def sft_examples(sides, weights: dict[str, float]):
             continue
         for i, (lang, text, codes) in enumerate(sides):
             other_lang, other_text, other_codes = sides[1 - i]
-            if task in ("asr", "tts"):
+            if not TASKS[task].translates:  # asr, tts: one language, both fields from this side
                 ex = Example(task, lang, lang, src_text=text, tgt_text=text, src_codes=codes, tgt_codes=codes)
                 yield f"{task}:{lang}", ex
             else:
