@@ -67,7 +67,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-pad-ratio", type=float, default=0.1)
+    parser.add_argument(
+        "--max-pad-ratio", type=float, default=0.0, help="0: exact batches (the codec's default)"
+    )
     parser.add_argument("--clips", type=int, default=8, help="clips per timed call")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
     parser.add_argument("--jitter", type=float, default=0.0, help="clip lengths vary by up to this fraction")

@@ -9,7 +9,14 @@ Each `part-*.parquet` is read, its audio decoded to 16 kHz (`sts.audio.load_audi
 with `sts.codec` (the codec batches clips by length), and the shard is rewritten with the two code
 columns and `encoded_features()` under a hidden temp name, then renamed over the original: a shard
 is either the old one or the finished new one, never half. A rerun skips shards that already have
-`src_codes`. The codec, frame rate and codebook size go into `corpus.json` under "encode".
+`src_codes`. The codec, frame rate, codebook size and batching go into `corpus.json` under "encode"
+(`sts-train` checks them against the model's `sts_vocab.json`).
+
+Batching is exact by default: a clip's codes equal its one-by-one encoding, whatever else is in the
+shard (`--max-pad-ratio 0`). `--max-pad-ratio 0.1` batches clips within 10 % of each other's length,
+fuller batches on a GPU at the price of ~2 changed codes in a padded clip's last 14 frames (measured in
+`sts.codec.xcodec2`); the value is recorded, and a rerun with another value refuses to mix the two
+unless `--reencode`.
 """
 
 from __future__ import annotations
@@ -45,8 +52,13 @@ class EncodeConfig:
     """Codec dtype ("float32", "bfloat16", "float16")."""
     batch_size: int = 8
     """Most clips per codec forward pass (clips are bucketed by length)."""
+    max_pad_ratio: float = 0.0
+    """0: batch only clips of the same code count, so every clip's codes equal its one-by-one encoding
+    (deterministic). Above 0: a clip joins a batch if at least `1 - max_pad_ratio` times as long as its
+    longest clip (fuller batches; a padded clip's last ~14 frames may change, ~2 codes per clip on the
+    tiny codec: see `sts.codec.xcodec2`). Recorded in corpus.json."""
     reencode: bool = False
-    """Replace codes already in the shards (needed after changing the codec)."""
+    """Replace codes already in the shards (needed after changing the codec or `max_pad_ratio`)."""
 
 
 def is_encoded(path: Path) -> bool:
@@ -80,6 +92,18 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
             f"{corpus_dir}: already encoded with {recorded!r}, not {wanted!r}; "
             "pass --reencode to replace the codes"
         )
+    recorded_ratio = _encode_record(corpus_dir).get("max_pad_ratio")
+    wanted_ratio = getattr(codec, "max_pad_ratio", None) if codec is not None else cfg.max_pad_ratio
+    if (
+        not cfg.reencode
+        and None not in (recorded_ratio, wanted_ratio)
+        and recorded_ratio != wanted_ratio
+        and any(map(is_encoded, paths))
+    ):
+        raise ValueError(
+            f"{corpus_dir}: already encoded with max_pad_ratio {recorded_ratio}, not {wanted_ratio}; pass "
+            "the same --max-pad-ratio to finish it, or --reencode to replace the codes"
+        )
     for path in paths:
         if is_encoded(path) and not cfg.reencode:
             yield path.name, pq.read_metadata(path).num_rows, True
@@ -87,7 +111,13 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
         if codec is None:
             from sts.codec import load_codec
 
-            codec = load_codec(cfg.codec, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+            codec = load_codec(
+                cfg.codec,
+                device=cfg.device,
+                dtype=cfg.dtype,
+                batch_size=cfg.batch_size,
+                max_pad_ratio=cfg.max_pad_ratio,
+            )
         table = encode_table(pq.read_table(path), codec)
         shards.write_table_atomic(table, path)
         yield path.name, table.num_rows, False
@@ -97,10 +127,14 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
 
 def recorded_codec(corpus_dir: Path) -> str | None:
     """The codec `corpus.json` says the shards were encoded with, or None."""
+    return _encode_record(corpus_dir).get("codec")
+
+
+def _encode_record(corpus_dir: Path) -> dict:
     card_path = corpus_dir / shards.CARD_NAME
     if not card_path.exists():
-        return None
-    return json.loads(card_path.read_text()).get("encode", {}).get("codec")
+        return {}
+    return json.loads(card_path.read_text()).get("encode", {})
 
 
 def _record(corpus_dir: Path, codec) -> None:
@@ -111,6 +145,8 @@ def _record(corpus_dir: Path, codec) -> None:
         "frame_rate": codec.frame_rate,
         "codebook_size": codec.codebook_size,
         "sample_rate": codec.sample_rate,
+        # batching: 0 = exact (codes independent of batch neighbours); None = the codec encodes clips one by one
+        "max_pad_ratio": getattr(codec, "max_pad_ratio", None),
         "dtype": "int32",
         "columns": ["src_codes", "tgt_codes"],
     }

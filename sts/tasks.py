@@ -18,20 +18,33 @@ written into the message as `<|speech_start|><|speech_end|>`, the rendered text 
 the code ids are spliced in between the two marker ids by arithmetic (`SpeechVocab.codes_to_ids`),
 never by formatting `<|s_k|>` strings. The loss covers the assistant turn through its end-of-turn
 token by default (`loss="assistant"`), or every token but the first (`loss="full"`).
+
+Each layout (task, languages, with or without the answer) is rendered and tokenized once; a sample
+only splices its code ids and its texts' ids into it (`sts.task_templates`), the same ids as full
+rendering (checked on each layout's first use): ~0.4 ms -> ~25 us per s2st sample on one CPU core
+(`benchmarks/data_path.py`, results in `benchmarks/RESULTS.md`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from sts import LANGUAGES
+from sts.task_templates import TEXT_MARKERS, Layout, NotSpliceable, compile_layout, fill_layout
 from sts.vocab import SpeechVocab
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 """Label value that `torch.nn.functional.cross_entropy` skips."""
+
+TaskName = Literal["s2st", "s2tt", "t2tt", "asr", "tts"]
+"""The task names, for type hints and config fields; `TASKS` has one spec per name, in this order."""
+TASK_NAMES: tuple[TaskName, ...] = get_args(TaskName)
 
 LANGUAGE_NAMES = {"ja": "Japanese", "en": "English"}
 
@@ -40,7 +53,7 @@ LANGUAGE_NAMES = {"ja": "Japanese", "en": "English"}
 class TaskSpec:
     """What a task reads and writes."""
 
-    name: str
+    name: TaskName
     input: Literal["speech", "text"]
     output: Literal["speech", "text"]
     translates: bool
@@ -49,7 +62,7 @@ class TaskSpec:
     """Filled with `{src}` and `{tgt}` language names."""
 
 
-TASKS: dict[str, TaskSpec] = {
+TASKS: dict[TaskName, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec("s2st", "speech", "speech", True, "Translate the {src} speech into {tgt} speech."),
@@ -59,6 +72,19 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("tts", "text", "speech", False, "Read the {src} text aloud."),
     )
 }
+
+
+class MissingFieldError(ValueError):
+    """An example lacks a field its task reads or writes (no codes or no text on one side)."""
+
+
+class SpecialTokenTextError(ValueError):
+    """A text field holds a special-token string (a transcript containing "<|im_end|>", say)."""
+
+
+class PromptPrefixError(ValueError):
+    """The rendered prompt is not a token prefix of the rendered conversation: the answer's first
+    characters merge with the prompt's last tokens (an answer text starting with blank lines, say)."""
 
 
 def task_spec(task: str) -> TaskSpec:
@@ -72,7 +98,7 @@ def task_spec(task: str) -> TaskSpec:
 class Example:
     """One task instance. Which fields are needed depends on the task (see `check`)."""
 
-    task: str
+    task: TaskName
     src_lang: str
     tgt_lang: str
     src_text: str | None = None
@@ -103,7 +129,7 @@ class Example:
         for name in needed:
             value = getattr(self, name)
             if value is None or len(value) == 0:
-                raise ValueError(f"{self.task}: {name} is missing or empty")
+                raise MissingFieldError(f"{self.task}: {name} is missing or empty")
 
     def system_prompt(self) -> str:
         return self.spec.system_prompt.format(
@@ -126,9 +152,14 @@ class ParsedOutput:
 
 
 class TaskFormatter:
-    """Builds training samples and prompts for a tokenizer extended by `sts-extend-tokenizer`."""
+    """Builds training samples and prompts for a tokenizer extended by `sts-extend-tokenizer`.
 
-    def __init__(self, tokenizer, vocab: SpeechVocab):
+    `cache_templates=True` (the default) renders each chat layout once and splices every sample's
+    ids into it (`sts.task_templates`), checked against full rendering on each layout's first use;
+    False renders and tokenizes every sample in full (the reference, ~10x slower).
+    """
+
+    def __init__(self, tokenizer, vocab: SpeechVocab, *, cache_templates: bool = True):
         if tokenizer.chat_template is None:
             raise ValueError("the tokenizer has no chat template")
         if tokenizer.convert_tokens_to_ids(vocab.speech_start_token) != vocab.speech_start_id:
@@ -136,39 +167,33 @@ class TaskFormatter:
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.end_of_turn_id = tokenizer.eos_token_id
+        self.cache_templates = cache_templates
         self._placeholder = vocab.speech_start_token + vocab.speech_end_token
         self._special_ids = set(tokenizer.all_special_ids)
+        self._special_array = np.array(sorted(self._special_ids), dtype=np.int64)
+        self._layouts: dict[tuple, Layout | None] = {}
+        self._agrees: dict[tuple, bool] = {}
+        """(layout key, loss) -> whether the spliced sample equalled the rendered one on first use."""
+        self.rendered_in_full = 0
+        """Samples and prompts built by full rendering although `cache_templates` is on."""
 
     def build(
         self, example: Example, *, loss: Literal["assistant", "full"] = "assistant"
     ) -> dict[str, np.ndarray]:
-        """A training sample: `input_ids` and `labels`, `[L]` int64 each."""
-        example.check()
-        spec = example.spec
-        messages = self._messages(example)
-        output = example.tgt_codes if spec.output == "speech" else self._checked_text(example.tgt_text)
-        messages.append({"role": "assistant", "content": self._content(output)})
-        prompt_ids = self._render(messages[:2], add_generation_prompt=True)
-        ids = self._render(messages, add_generation_prompt=False)
-        if ids[: len(prompt_ids)] != prompt_ids:
-            raise ValueError(
-                "the chat template does not render the prompt as a prefix of the full conversation"
-            )
-        source_speech = [example.src_codes] if spec.input == "speech" else []
-        segments = source_speech + ([example.tgt_codes] if spec.output == "speech" else [])
-        input_ids = self._splice(ids, segments)
-        prompt_len = len(self._splice(prompt_ids, source_speech))
+        """A training sample: `input_ids` and `labels`, `[L]` int64 each.
 
-        labels = input_ids.copy()
-        if loss == "assistant":
-            labels[:prompt_len] = IGNORE_INDEX
-            ends = np.flatnonzero(input_ids[prompt_len:] == self.end_of_turn_id)
-            if len(ends):  # what the template writes after the end-of-turn token is not the answer
-                labels[prompt_len + ends[0] + 1 :] = IGNORE_INDEX
-        elif loss != "full":
+        Raises `MissingFieldError` (a field the task needs is empty), `SpecialTokenTextError`,
+        `PromptPrefixError`, `sts.vocab.VocabError` (a code outside the speech block) or ValueError
+        (languages, loss).
+        """
+        example.check()
+        if loss not in ("assistant", "full"):
             raise ValueError(f"loss must be 'assistant' or 'full', got {loss!r}")
-        labels[0] = IGNORE_INDEX  # nothing predicts the first token
-        return {"input_ids": input_ids, "labels": labels}
+        fast = self._spliced(example, with_output=True, loss=loss)
+        if fast is not None:
+            return fast
+        self.rendered_in_full += self.cache_templates
+        return self._build_rendered(example, loss)
 
     def prompt(self, example: Example, *, prefill_speech_start: bool = True) -> np.ndarray:
         """Input ids `[L]` int64 that end where the assistant starts to answer.
@@ -177,12 +202,99 @@ class TaskFormatter:
         so the first generated id is a speech token.
         """
         example.check(with_output=False)
-        ids = self._render(self._messages(example), add_generation_prompt=True)
-        segments = [example.src_codes] if example.spec.input == "speech" else []
-        ids = self._splice(ids, segments)
+        ids = self._spliced(example, with_output=False, loss=None)
+        if ids is None:
+            self.rendered_in_full += self.cache_templates
+            ids = self._prompt_rendered(example)
         if prefill_speech_start and example.spec.output == "speech":
             ids = np.append(ids, self.vocab.speech_start_id)
         return ids
+
+    def _spliced(self, example: Example, *, with_output: bool, loss: str | None):
+        """The sample (or prompt ids) through the cached layout; None where full rendering must be used."""
+        if not self.cache_templates:
+            return None
+        key = (example.task, example.src_lang, example.tgt_lang, with_output)
+        if key not in self._layouts:
+            self._layouts[key] = self._compile(example, with_output)
+        layout = self._layouts[key]
+        if layout is None or self._agrees.get((key, loss)) is False:
+            return None
+        try:
+            ids, prompt_len = fill_layout(layout, example, self.vocab, self._encode, self._check_text_ids)
+        except NotSpliceable:
+            return None
+        result = self._labelled(ids, prompt_len, loss) if with_output else ids
+        if (key, loss) not in self._agrees:  # first use: the rendered sample must be the same
+            rendered = self._build_rendered(example, loss) if with_output else self._prompt_rendered(example)
+            if with_output:
+                same = all(np.array_equal(result[k], rendered[k]) for k in ("input_ids", "labels"))
+            else:
+                same = np.array_equal(result, rendered)
+            self._agrees[(key, loss)] = same
+            if not same:
+                log.warning("%s: spliced ids differ from the rendered chat template; rendering in full", key)
+                self.rendered_in_full += 1
+                return rendered
+        return result
+
+    def _compile(self, example: Example, with_output: bool) -> Layout | None:
+        spec = example.spec
+        text_fields, speech_fields = [], []
+        messages = [{"role": "system", "content": example.system_prompt()}]
+        turns = [("user", "src", spec.input)] + ([("assistant", "tgt", spec.output)] if with_output else [])
+        for role, side, kind in turns:
+            if kind == "text":
+                text_fields.append(f"{side}_text")
+                messages.append({"role": role, "content": TEXT_MARKERS[f"{side}_text"]})
+            else:
+                speech_fields.append(f"{side}_codes")
+                messages.append({"role": role, "content": self._placeholder})
+        render = self.tokenizer.apply_chat_template
+        prompt = render(messages[:2], tokenize=False, add_generation_prompt=True)
+        full = render(messages, tokenize=False, add_generation_prompt=False) if with_output else prompt
+        return compile_layout(self.tokenizer, self.vocab, full, prompt, text_fields, speech_fields)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _check_text_ids(self, ids: np.ndarray, text: str) -> None:
+        if len(ids) and (ids.max() >= self.vocab.text_vocab_size or np.isin(ids, self._special_array).any()):
+            raise SpecialTokenTextError(f"text contains special-token strings: {text[:80]!r}")
+
+    def _labelled(self, input_ids: np.ndarray, prompt_len: int, loss: str) -> dict[str, np.ndarray]:
+        labels = input_ids.copy()
+        if loss == "assistant":
+            labels[:prompt_len] = IGNORE_INDEX
+            ends = np.flatnonzero(input_ids[prompt_len:] == self.end_of_turn_id)
+            if len(ends):  # what the template writes after the end-of-turn token is not the answer
+                labels[prompt_len + ends[0] + 1 :] = IGNORE_INDEX
+        labels[0] = IGNORE_INDEX  # nothing predicts the first token
+        return {"input_ids": input_ids, "labels": labels}
+
+    def _build_rendered(self, example: Example, loss: str) -> dict[str, np.ndarray]:
+        """The sample by rendering the template and tokenizing the result (the reference path)."""
+        spec = example.spec
+        messages = self._messages(example)
+        output = example.tgt_codes if spec.output == "speech" else self._checked_text(example.tgt_text)
+        messages.append({"role": "assistant", "content": self._content(output)})
+        prompt_ids = self._render(messages[:2], add_generation_prompt=True)
+        ids = self._render(messages, add_generation_prompt=False)
+        if ids[: len(prompt_ids)] != prompt_ids:
+            raise PromptPrefixError(
+                f"{example.task}: the prompt does not tokenize as a prefix of the conversation "
+                f"(answer starts {str(example.tgt_text)[:20]!r})"
+            )
+        source_speech = [example.src_codes] if spec.input == "speech" else []
+        segments = source_speech + ([example.tgt_codes] if spec.output == "speech" else [])
+        input_ids = self._splice(ids, segments)
+        prompt_len = len(self._splice(prompt_ids, source_speech))
+        return self._labelled(input_ids, prompt_len, loss)
+
+    def _prompt_rendered(self, example: Example) -> np.ndarray:
+        ids = self._render(self._messages(example), add_generation_prompt=True)
+        segments = [example.src_codes] if example.spec.input == "speech" else []
+        return self._splice(ids, segments)
 
     def parse(self, generated_ids, task: str) -> ParsedOutput:
         """Read a generated assistant turn (ids after the prompt) back into codes or text."""
@@ -216,7 +328,7 @@ class TaskFormatter:
         """Text must not smuggle in special tokens (a transcript containing "<|im_end|>", say)."""
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         if any(i in self._special_ids or i >= self.vocab.text_vocab_size for i in ids):
-            raise ValueError(f"text contains special-token strings: {text[:80]!r}")
+            raise SpecialTokenTextError(f"text contains special-token strings: {text[:80]!r}")
         return text
 
     def _render(self, messages, *, add_generation_prompt: bool) -> list[int]:

@@ -41,6 +41,10 @@ class VocabError(ValueError):
     """A missing or inconsistent `sts_vocab.json`, or ids/codes outside their range."""
 
 
+class CodecMismatchError(VocabError):
+    """Codes made by one codec meeting a vocabulary made for another (name, frame rate or codebook)."""
+
+
 @dataclass(frozen=True)
 class SpeechVocab:
     """Where the speech tokens live; saved as `sts_vocab.json`."""
@@ -103,6 +107,21 @@ class SpeechVocab:
         _check_range(ids, self.speech_token_offset, self.speech_token_stop, "speech token id")
         codes = ids - self.speech_token_offset
         return codes.to(dtype=_torch().int32) if _is_tensor(codes) else np.asarray(codes, dtype=np.int32)
+
+    def codec_differences(
+        self, codec: str | None, frame_rate: float | None, codebook_size: int | None
+    ) -> list[str]:
+        """The codec contract fields where a codec (as a corpus card records it, or as loaded) differs
+        from this vocabulary: any of "codebook_size" (vs `num_speech_tokens`), "frame_rate", "codec"
+        (the name). A None value is not compared."""
+        differences = []
+        if codebook_size is not None and int(codebook_size) != self.num_speech_tokens:
+            differences.append("codebook_size")
+        if frame_rate is not None and abs(float(frame_rate) - self.frame_rate) > 1e-6:
+            differences.append("frame_rate")
+        if codec is not None and str(codec) != self.codec:
+            differences.append("codec")
+        return differences
 
     def speech_token(self, code: int) -> str:
         """The token string of code `code`, e.g. `<|s_42|>`."""

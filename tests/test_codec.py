@@ -77,6 +77,29 @@ def test_equal_code_counts_batch_exactly_and_order_is_kept(codec_dir):
         np.testing.assert_array_equal(codes, exact.encode([wave])[0])
 
 
+def test_default_batching_is_exact_and_fuller_batches_are_opt_in(codec_dir):
+    """A 1.9 s and a 2.0 s clip (96 and 101 codes): by default each gets its one-by-one codes; with
+    `max_pad_ratio=0.1` they share a forward pass and the shorter one may change in its last 14 frames."""
+    waves = [speechlike(30400, seed=2), speechlike(32000, seed=2)]
+    default = XCodec2Codec(codec_dir, batch_size=4)
+    assert default.max_pad_ratio == 0.0
+    alone = [default.encode([w])[0] for w in waves]
+    assert [len(c) for c in alone] == [96, 101]
+    passes = []
+    default.model.quantizer.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
+    for got, expected in zip(default.encode(waves), alone, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert passes == [1, 1]  # never in one batch
+
+    fuller = XCodec2Codec(codec_dir, batch_size=4, max_pad_ratio=0.1)
+    fuller.model.quantizer.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
+    shorter, longer = fuller.encode(waves)
+    assert passes[2:] == [2]  # one forward pass for both
+    np.testing.assert_array_equal(longer, alone[1])  # the longest clip is not padded
+    differ = np.flatnonzero(shorter != alone[0])
+    assert len(shorter) == 96 and (differ >= 96 - 14).all(), differ  # only in the documented reach
+
+
 def test_padded_batches_change_only_the_last_frames(codec_dir):
     mixed = XCodec2Codec(codec_dir, batch_size=4, max_pad_ratio=1.0)
     latents = []  # pre-quantization latents of each forward pass, [B, T, D]

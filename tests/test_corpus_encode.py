@@ -58,6 +58,7 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
     assert ds.features == encoded_features()
     card = json.loads((out / "corpus.json").read_text())
     assert card["encode"]["codec"] == str(tiny_codec_dir) and card["encode"]["frame_rate"] == 50.0
+    assert card["encode"]["max_pad_ratio"] == 0.0  # exact batching by default, recorded
     assert card["rows"] == 3  # the build's numbers are kept
 
     # Rerun: everything is done; the codec is not even loaded.
@@ -65,6 +66,9 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
         True,
         True,
     ]
+    # Other batching on encoded shards is refused (the card would misdescribe the finished shards).
+    with pytest.raises(ValueError, match="already encoded with max_pad_ratio 0.0, not 0.1"):
+        main([str(out), "--codec", str(tiny_codec_dir), "--max-pad-ratio", "0.1"])
     # Another codec on encoded shards is refused unless asked to replace the codes.
     with pytest.raises(ValueError, match="already encoded with .* pass --reencode"):
         list(encode_corpus(EncodeConfig(out, codec="/no/such/codec")))
@@ -75,6 +79,7 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
     assert [r["id"] for r in again] == [r["id"] for r in rows]
     assert max(max(r["src_codes"]) for r in again) < 8
     assert json.loads((out / "corpus.json").read_text())["encode"]["codebook_size"] == 8
+    assert json.loads((out / "corpus.json").read_text())["encode"]["max_pad_ratio"] is None  # clip by clip
     # A rebuild after encoding skips its chunks and keeps the encode record.
     assert build_main(["--out-dir", str(out), "--source", "text-pairs", "--path", str(tmp_path / "ja.txt"),
                        "--tgt-path", str(tmp_path / "en.txt"), "--mt", "reference", "--tts", "python:x:Y",

@@ -130,3 +130,128 @@ def test_parse_drops_stray_ids_and_reports_unfinished(formatter, speech_vocab):
 def test_bad_examples_are_refused(formatter, example, message):
     with pytest.raises(ValueError, match=message):
         formatter.build(example)
+
+
+def test_task_names_agree_with_the_specs():
+    from typing import get_args
+
+    from sts.tasks import TASK_NAMES, TaskName
+
+    assert TASK_NAMES == get_args(TaskName) == tuple(TASKS)
+    assert all(spec.name == name for name, spec in TASKS.items())
+
+
+VARIED_TEXTS = [
+    "駅までの道を教えてください。",
+    "Could you show me the way to the station?",
+    " leading space",
+    "  two leading spaces",
+    "trailing spaces  ",
+    "\nleading newline",
+    "\n\nblank lines first",
+    "ends with a newline\n",
+    'tab\tinside, and "quotes" & <angles>',
+    "。",
+    "?!",
+    "x",
+    " ",
+    "\n",
+    "数字 123, 4.5% — ダッシュ…「かぎ」",
+    "emoji 🚉 and mixed 日本語 English",
+    "{{ not a template }} {% neither %}",
+]
+
+
+def _same_outcome(fast_call, slow_call, *args, **kwargs):
+    """Both calls give equal arrays, or both raise the same exception type."""
+    try:
+        expected = slow_call(*args, **kwargs)
+    except ValueError as err:
+        with pytest.raises(type(err)):
+            fast_call(*args, **kwargs)
+        return False
+    got = fast_call(*args, **kwargs)
+    if isinstance(expected, dict):
+        assert expected.keys() == got.keys()
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+            assert got[key].dtype == expected[key].dtype == np.int64
+    else:
+        np.testing.assert_array_equal(got, expected)
+    return True
+
+
+@pytest.fixture(scope="module")
+def newline_merging_parts():
+    """A tiny BPE that learned merges of newlines and spaces (as real tokenizers have), extended by
+    hand with the speech markers and 1,024 speech tokens: answers that start with blank lines merge
+    with the template's `assistant\\n`."""
+    from tokenizers import AddedToken
+
+    from sts.testing.lm import TRAINING_TEXT, build_tiny_tokenizer
+    from sts.vocab import SpeechVocab
+
+    texts = [f"{a}\n\n  {b}\n \n{a}" for a, b in zip(TRAINING_TEXT, TRAINING_TEXT[1:], strict=False)]
+    tokenizer = build_tiny_tokenizer(texts=texts)
+    base = len(tokenizer)
+    speech = [f"<|s_{k}|>" for k in range(1024)]
+    tokenizer.add_tokens(
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t in ["<|speech_start|>", "<|speech_end|>", *speech]
+        ],
+        special_tokens=True,
+    )
+    vocab = SpeechVocab(
+        speech_token_offset=base + 2, num_speech_tokens=1024, speech_start_id=base, speech_end_id=base + 1,
+        text_vocab_size=base, vocab_size=-(-(base + 1026) // 128) * 128,
+    )  # fmt: skip
+    return tokenizer, vocab
+
+
+@pytest.mark.parametrize("which", ["extended", "newline_merging"])
+@pytest.mark.parametrize(("task", "src", "tgt"), CASES)
+def test_spliced_samples_equal_fully_rendered_ones(
+    request, extended_tokenizer, speech_vocab, which, task, src, tgt
+):
+    """The cached-template path gives exactly the ids and labels of rendering + tokenizing each sample,
+    or the same error (a text holding special tokens, an answer that merges into the prompt)."""
+    if which == "extended":
+        tokenizer, vocab = extended_tokenizer, speech_vocab
+    else:
+        tokenizer, vocab = request.getfixturevalue("newline_merging_parts")
+    fast = TaskFormatter(tokenizer, vocab)
+    slow = TaskFormatter(tokenizer, vocab, cache_templates=False)
+    rng = np.random.default_rng(1)
+    built = 0
+    for i, text in enumerate([*VARIED_TEXTS, "a<|im_end|>b"]):
+        other = VARIED_TEXTS[(i * 7 + 3) % len(VARIED_TEXTS)]
+        example = Example(task, src, tgt, src_text=text, tgt_text=other,
+                          src_codes=rng.integers(0, 1024, int(rng.integers(1, 40))),
+                          tgt_codes=rng.integers(0, 1024, int(rng.integers(1, 40))).astype(np.int32))  # fmt: skip
+        for loss in ("assistant", "full"):
+            built += _same_outcome(fast.build, slow.build, example, loss=loss)
+        _same_outcome(fast.prompt, slow.prompt, example)
+    assert built >= 2 * len(VARIED_TEXTS) - 6
+    # the fast path was really taken: every layout compiled and agreed on its first use
+    assert fast._layouts and all(layout is not None for layout in fast._layouts.values())
+    assert fast._agrees and all(fast._agrees.values())
+    if which == "extended" or TASKS[task].output == "speech":
+        assert fast.rendered_in_full == 0
+    else:  # answers that merge into `assistant\n` are rendered in full (and refused like the slow path)
+        assert 0 < fast.rendered_in_full <= 3 * 4
+
+
+def test_a_template_that_trims_falls_back_to_rendering(extended_tokenizer, speech_vocab):
+    import copy
+
+    tokenizer = copy.deepcopy(extended_tokenizer)
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "message['content']", "message['content'] | trim"
+    )
+    fast = TaskFormatter(tokenizer, speech_vocab)
+    slow = TaskFormatter(tokenizer, speech_vocab, cache_templates=False)
+    example = Example("t2tt", "en", "ja", src_text="  hello ", tgt_text=" こんにちは\n")
+    _same_outcome(fast.build, slow.build, example)
+    assert fast._layouts[("t2tt", "en", "ja", True)] is None and fast.rendered_in_full == 1
+    assert "hello<|im_end|>" in tokenizer.decode(fast.build(example)["input_ids"])

@@ -7,7 +7,8 @@ or from Python:
     from train import TrainConfig, train
     last_checkpoint = train(TrainConfig(stage="sft", model="runs/lfm2-350m-speech", shards=["runs/encoded"]))
 
-Modules: `config` (TrainConfig), `data` (cpt/sft documents from corpus shards and text), `token_cache`
+Modules: `config` (TrainConfig), `contract` (the corpus's codec against sts_vocab.json, checked first),
+`data` (cpt/sft documents from corpus shards and text), `rows` (record batches -> documents), `token_cache`
 (self-describing tokenized shards), `packing` (weighted mixture + packing, resumable by index),
 `loss` (chunked/fused linear cross-entropy), `trainer` (the loop), `runtime` (one process, or many
 through accelerate), `checkpoint`, `metrics`, `axolotl` (export), `cli`, `testing` (tiny shards and configs). Importing `train` is cheap: torch and transformers load when a function runs.

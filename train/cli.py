@@ -6,6 +6,10 @@
     sts-train sft --config ... --export-axolotl runs/axolotl-sft      # write axolotl YAML + dataset, no training
 
 Rerunning the same command resumes from the newest checkpoint in --out-dir. All options: `sts-train sft --help`.
+A corpus whose recorded codec, frame rate or codebook differs from the model's sts_vocab.json, an
+unencoded corpus, or an out-of-range code stops the command with one line naming the files (and the
+shard, row id and value); `--allow-codec-name-mismatch`, `--allow-unrecorded-codec` and
+`--skip-invalid-codes` are the explicit ways past them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import sys
 from collections.abc import Sequence
 
 from sts.config import parse_cli
+from sts.vocab import VocabError
 from train.config import TrainConfig
+from train.contract import CorpusContractError
+from train.rows import RowError
 
 USAGE = "usage: sts-train {cpt,sft} [--config FILE.yaml] [--OPTION VALUE ...]   (sts-train sft --help)"
 
@@ -29,6 +36,14 @@ def main(args: Sequence[str] | None = None) -> int:
     cfg = parse_cli(TrainConfig, rest, prog=f"sts-train {stage}")
     cfg.stage = stage
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _run(cfg, stage)
+    except (CorpusContractError, VocabError, RowError, FileNotFoundError) as err:
+        print(f"sts-train {stage}: error: {err}", file=sys.stderr)  # one line; the data is at fault
+        return 2
+
+
+def _run(cfg: TrainConfig, stage: str) -> int:
     if cfg.export_axolotl is not None:
         from transformers import AutoTokenizer
 

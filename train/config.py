@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sts.tasks import TASK_NAMES
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 """The shipped YAML configs (installed with the package)."""
-
-TASK_NAMES = ("s2st", "s2tt", "t2tt", "asr", "tts")
 
 
 def default_task_weights() -> dict[str, float]:
@@ -34,7 +34,19 @@ class TrainConfig:
 
     # --- data -------------------------------------------------------------------------------------
     shards: list[str] = field(default_factory=list)
-    """Encoded corpus shards (Parquet files or folders of them) with src_codes/tgt_codes columns."""
+    """Encoded corpus shards (Parquet files or folders of them) with src_codes/tgt_codes columns. Before
+    anything is tokenized, the `corpus.json` beside each shard must record (under "encode", written by
+    `sts-encode`) the codec, frame rate and codebook size that `sts_vocab.json` of `model` names."""
+    allow_codec_name_mismatch: bool = False
+    """Train although a corpus card names another codec than sts_vocab.json, when frame rate and
+    codebook size agree (a hub id and a local copy of the same checkpoint, say)."""
+    allow_unrecorded_codec: bool = False
+    """Train on shards whose folder has no corpus.json "encode" record (codes of unknown origin: only
+    their range is checked)."""
+    skip_invalid_codes: bool = False
+    """Skip rows holding a speech code outside [0, num_speech_tokens) and count them (`skipped_invalid_codes`
+    in the summary, the token-cache header and metrics.jsonl) instead of stopping at the first with its
+    shard, row id and value."""
     text_files: list[str] = field(default_factory=list)
     """cpt: local UTF-8 text files; one document per blank-line-separated paragraph block."""
     text_datasets: list[str] = field(default_factory=list)

@@ -9,25 +9,32 @@ cpt documents: every speech segment of the encoded shards (source and target sid
 sft samples: each shard row gives every enabled task in both directions through `sts.tasks`
 (`s2st:ja-en`, `s2st:en-ja`, `asr:ja`, `tts:en`, ...). Rows whose id hashes into `eval_fraction`
 go to the eval store. Over-long sft samples are dropped or trimmed (`overlong`) and counted.
+
+Before anything is tokenized, `train.contract.check_corpus` holds every shard folder's `corpus.json`
+(the codec, frame rate and codebook size `sts-encode` recorded) against `sts_vocab.json`; the rows
+themselves are read as Arrow buffers and turned into documents by `train.rows.RowTokenizer`, which
+stops at (or, with `skip_invalid_codes`, skips and counts) a code outside the speech block.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from sts.tasks import IGNORE_INDEX, Example, TaskFormatter
-from train.config import TASK_NAMES, TrainConfig
+from sts.vocab import VOCAB_FILE
+from train.config import TrainConfig
+from train.contract import check_corpus
+from train.rows import SKIP_REASONS, RowTokenizer, TokenizedBatch, is_eval_row
 from train.token_cache import DocStore, DocWriter, fingerprint
 
 log = logging.getLogger(__name__)
 
 CORPUS_COLUMNS = ["id", "src_lang", "tgt_lang", "src_text", "tgt_text", "src_codes", "tgt_codes"]
+"""What sft reads of a shard; cpt reads the same without the texts."""
 
 
 def list_shards(paths: list[str]) -> list[Path]:
@@ -41,30 +48,22 @@ def list_shards(paths: list[str]) -> list[Path]:
     return files
 
 
-def iter_row_batches(shards: list[Path], batch_rows: int = 256) -> Iterator[list[dict]]:
-    """Corpus rows in lists of up to `batch_rows`, with only the text and code columns (the audio
-    bytes are never read); a progress bar on a terminal."""
+def iter_row_batches(
+    shards: list[Path], batch_rows: int = 256, columns: list[str] = CORPUS_COLUMNS
+) -> Iterator[tuple[Path, object]]:
+    """(shard, `pyarrow.RecordBatch` of up to `batch_rows` rows) with only `columns` (the audio bytes
+    are never read); a progress bar on a terminal."""
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
     total = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
     with tqdm(total=total, desc="tokenizing", unit="row", disable=None) as progress:  # off when not a tty
         for shard in shards:
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=batch_rows, columns=CORPUS_COLUMNS):
-                rows = batch.to_pylist()
-                yield rows
-                progress.update(len(rows))
-
-
-def iter_rows(shards: list[Path]) -> Iterator[dict]:
-    """Corpus rows one by one (see `iter_row_batches`)."""
-    for rows in iter_row_batches(shards):
-        yield from rows
-
-
-def is_eval_row(row_id: str, eval_fraction: float) -> bool:
-    """Stable held-out split by a hash of the row id."""
-    return (zlib.crc32(row_id.encode()) % 10_000) < eval_fraction * 10_000
+            for batch in pq.ParquetFile(shard, memory_map=True).iter_batches(
+                batch_size=batch_rows, columns=columns
+            ):
+                yield shard, batch
+                progress.update(batch.num_rows)
 
 
 def iter_text_docs(cfg: TrainConfig) -> Iterator[str]:
@@ -90,33 +89,21 @@ def speech_doc(vocab, codes) -> np.ndarray:
     return np.concatenate([[vocab.speech_start_id], ids, [vocab.speech_end_id]])
 
 
-def sft_examples(row: dict, weights: dict[str, float]) -> Iterator[tuple[str, Example]]:
-    """(group, Example) for every enabled task of one parallel row, both directions."""
-    sides = [
-        (row["src_lang"], row["src_text"], row["src_codes"]),
-        (row["tgt_lang"], row["tgt_text"], row["tgt_codes"]),
-    ]
-    for task in TASK_NAMES:
-        if weights.get(task, 0.0) <= 0:
-            continue
-        for i, (lang, text, codes) in enumerate(sides):
-            other_lang, other_text, other_codes = sides[1 - i]
-            if task in ("asr", "tts"):
-                ex = Example(task, lang, lang, src_text=text, tgt_text=text, src_codes=codes, tgt_codes=codes)
-                yield f"{task}:{lang}", ex
-            else:
-                ex = Example(task, lang, other_lang, src_text=text, tgt_text=other_text)
-                ex.src_codes, ex.tgt_codes = codes, other_codes
-                yield f"{task}:{lang}-{other_lang}", ex
-
-
-def _as_codes(codes) -> np.ndarray | None:
-    return None if codes is None or len(codes) == 0 else np.asarray(codes, dtype=np.int64)
-
-
 def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocStore]:
-    """The (train, eval) stores of `cfg.stage`, loaded from the token cache or built and cached."""
+    """The (train, eval) stores of `cfg.stage`, loaded from the token cache or built and cached.
+
+    Raises `sts.vocab.CodecMismatchError` / `train.contract.CorpusContractError` when the corpus and
+    the model disagree on the codec (checked first, cache or not), `train.rows.InvalidCodesError` at
+    the first out-of-range code unless `skip_invalid_codes`.
+    """
     shards = list_shards(cfg.shards)
+    check_corpus(
+        shards,
+        vocab,
+        Path(cfg.model) / VOCAB_FILE,
+        allow_name_mismatch=cfg.allow_codec_name_mismatch,
+        allow_unrecorded=cfg.allow_unrecorded_codec,
+    )
     text_files = [Path(p) for p in cfg.text_files]
     parts = {
         "stage": cfg.stage,
@@ -128,6 +115,7 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
         "eval_fraction": cfg.eval_fraction,
         "vocab": vocab.__dict__,
         "tokenizer_len": len(tokenizer),
+        "skip_invalid_codes": cfg.skip_invalid_codes,
     }
     if cfg.stage == "sft":
         parts.update(tasks=sorted(k for k, w in cfg.task_weights.items() if w > 0), loss_mask=cfg.loss_mask)
@@ -136,7 +124,9 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
     paths = [cfg.token_cache_dir / f"{cfg.stage}-{split}-{key}.safetensors" for split in ("train", "eval")]
     if all(p.is_file() for p in paths):
         log.info("token cache hit: %s", paths[0].parent)
-        return DocStore.load(paths[0]), DocStore.load(paths[1])
+        stores = DocStore.load(paths[0]), DocStore.load(paths[1])
+        report_counts(*stores)
+        return stores
 
     header = {
         "stage": cfg.stage,
@@ -152,13 +142,16 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
     }
     spill = [cfg.token_cache_dir / f".{p.stem}.parts" for p in paths]  # raw ids while tokenizing
     train_w, eval_w = (DocWriter(with_labels=cfg.stage == "sft", spill_dir=d) for d in spill)
-    for docs in _tokenized_rows(cfg, tokenizer, vocab, shards):  # in row order, however many workers
-        for is_eval, group, ids, labels in docs:
-            writer = eval_w if is_eval else train_w
-            if group.startswith("!"):  # a counted event, not a document
-                writer.counts[group[1:]] = writer.counts.get(group[1:], 0) + 1
-            else:
-                writer.add(group, ids, labels)
+    for writer in (train_w, eval_w):
+        writer.counts.update(dict.fromkeys(SKIP_REASONS, 0))
+    notes: list[str] = []
+    for batch in _tokenized_rows(cfg, tokenizer, vocab, shards):  # in row order, however many workers
+        for writer, held_out in ((train_w, False), (eval_w, True)):
+            if len(batch.lengths):
+                writer.add_many(batch.group_names, *batch.select(batch.is_eval == held_out))
+            for reason, n in batch.counts["eval" if held_out else "train"].items():
+                writer.counts[reason] = writer.counts.get(reason, 0) + n
+        notes += batch.notes[: max(0, 3 - len(notes))]
     if cfg.stage == "cpt":
         eos = tokenizer.eos_token_id
         for i, text in enumerate(iter_text_docs(cfg)):
@@ -168,67 +161,39 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
                 writer.add("text", np.array([*ids, eos]))
     writers = [train_w, eval_w]
     for path, writer, split, parts_dir in zip(paths, writers, ("train", "eval"), spill, strict=True):
-        store = writer.build({**header, "split": split})
+        store = writer.build({**header, "split": split, "invalid_code_examples": notes})
         store.save(path)
         log.info("tokenized %s %s: %s", cfg.stage, split, store.header["counts"])
         del store
         shutil.rmtree(parts_dir, ignore_errors=True)
-    return DocStore.load(paths[0]), DocStore.load(paths[1])
+    stores = DocStore.load(paths[0]), DocStore.load(paths[1])
+    report_counts(*stores)
+    return stores
 
 
-Doc = tuple[bool, str, np.ndarray | None, np.ndarray | None]
-"""(is_eval, group, ids, labels); a group starting with `!` is an event to count (`!dropped_overlong`)."""
+def data_counts(train_store: DocStore, eval_store: DocStore) -> dict[str, int]:
+    """Documents kept and events (skips, drops, trims) of both splits added up, for the run's metrics."""
+    total: dict[str, int] = {}
+    for store in (train_store, eval_store):
+        for reason, n in store.header.get("counts", {}).items():
+            total[reason] = total.get(reason, 0) + int(n)
+    return total
 
 
-class RowTokenizer:
-    """Corpus rows -> documents of one stage (`__call__(rows) -> list[Doc]`); one per worker process."""
-
-    def __init__(self, cfg: TrainConfig, tokenizer=None, vocab=None):
-        if tokenizer is None:  # in a worker: load what the main process was given
-            from transformers import AutoTokenizer
-
-            from sts.vocab import SpeechVocab
-
-            tokenizer, vocab = AutoTokenizer.from_pretrained(cfg.model), SpeechVocab.load(cfg.model)
-        self.cfg, self.vocab, self.eos = cfg, vocab, tokenizer.eos_token_id
-        self.fmt = TaskFormatter(tokenizer, vocab) if cfg.stage == "sft" else None
-
-    def __call__(self, rows: list[dict]) -> list[Doc]:
-        docs: list[Doc] = []
-        for row in rows:
-            is_eval = is_eval_row(row["id"], self.cfg.eval_fraction)
-            row = {**row, "src_codes": _as_codes(row["src_codes"]), "tgt_codes": _as_codes(row["tgt_codes"])}
-            for group, ids, labels in self._cpt(row) if self.fmt is None else self._sft(row):
-                docs.append((is_eval, group, ids, labels))
-        return docs
-
-    def _cpt(self, row):
-        for side in ("src", "tgt"):
-            codes = row[f"{side}_codes"]
-            if codes is not None:
-                yield (
-                    f"speech_{row[f'{side}_lang']}",
-                    np.append(speech_doc(self.vocab, codes), self.eos),
-                    None,
-                )
-
-    def _sft(self, row):
-        cfg = self.cfg
-        for group, example in sft_examples(row, cfg.task_weights):
-            try:
-                sample = self.fmt.build(example, loss=cfg.loss_mask)
-            except ValueError:  # a missing side, or text holding special-token strings
-                yield "!skipped_invalid", None, None
-                continue
-            ids, labels = sample["input_ids"], sample["labels"]
-            if len(ids) > cfg.seq_len:
-                if cfg.overlong == "drop":
-                    yield "!dropped_overlong", None, None
-                    continue
-                yield "!trimmed_overlong", None, None
-                ids, labels = ids[: cfg.seq_len], labels[: cfg.seq_len]
-            if (labels != IGNORE_INDEX).any():
-                yield group, ids, labels
+def report_counts(train_store: DocStore, eval_store: DocStore) -> None:
+    """Log what tokenization left out; rows skipped for invalid codes as a warning, with examples."""
+    counts = data_counts(train_store, eval_store)
+    skipped = {k: v for k, v in counts.items() if v and k != "kept"}
+    if skipped:
+        log.info("left out while tokenizing: %s", skipped)
+    if counts.get("skipped_invalid_codes"):
+        examples = train_store.header.get("invalid_code_examples", [])
+        log.warning(
+            "SKIPPED %d corpus row(s) with speech codes outside the model's speech block "
+            "(--skip-invalid-codes)%s",
+            counts["skipped_invalid_codes"],
+            "; first: " + "; ".join(examples) if examples else "",
+        )
 
 
 _WORKER: RowTokenizer | None = None
@@ -239,15 +204,18 @@ def _init_worker(cfg: TrainConfig) -> None:
     _WORKER = RowTokenizer(cfg)
 
 
-def _run_worker(rows: list[dict]) -> list[Doc]:
-    return _WORKER(rows)
+def _run_worker(item) -> TokenizedBatch:
+    return _WORKER(*item)
 
 
-def _tokenized_rows(cfg: TrainConfig, tokenizer, vocab, shards: list[Path]) -> Iterator[list[Doc]]:
+def _tokenized_rows(cfg: TrainConfig, tokenizer, vocab, shards: list[Path]) -> Iterator[TokenizedBatch]:
     """Documents of every row batch, in order; `tokenize_workers` > 1 spreads the batches over processes."""
-    batches = iter_row_batches(shards)
+    columns = CORPUS_COLUMNS if cfg.stage == "sft" else [c for c in CORPUS_COLUMNS if not c.endswith("_text")]
+    batches = iter_row_batches(shards, columns=columns)
     if cfg.tokenize_workers <= 1:
-        yield from map(RowTokenizer(cfg, tokenizer, vocab), batches)
+        tokenize = RowTokenizer(cfg, tokenizer, vocab)
+        for shard, batch in batches:
+            yield tokenize(shard, batch)
         return
     import multiprocessing
 

@@ -27,10 +27,14 @@ def write_tiny_encoded_shards(
     rows_per_shard: int = 12,
     num_shards: int = 2,
     seed: int = 0,
+    codec: str | None = "HKUSTAudio/xcodec2-hf",
 ) -> list[Path]:
     """Parquet shards with the encoded-corpus features: random int32 codes (10-30 frames), short texts.
 
     Rows alternate ja->en and en->ja; audio columns hold 10 ms of silence (training never reads them).
+    `corpus.json` beside them records, as `sts-encode` does, `codec` at 50 codes per second with
+    `num_codes` codes (the default codec is what `sts-extend-tokenizer` records by default); None
+    writes no card.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -75,6 +79,12 @@ def write_tiny_encoded_shards(
         # the features' arrow schema carries the `huggingface` metadata, so `datasets` opens it typed
         pq.write_table(pa.Table.from_pylist(rows, schema=encoded_features().arrow_schema), path)
         paths.append(path)
+    if codec is not None:
+        from sts.corpus import CARD_NAME
+        from sts.io import write_json_atomic
+
+        encode = {"codec": codec, "frame_rate": 50.0, "codebook_size": num_codes, "sample_rate": 16_000}
+        write_json_atomic(out_dir / CARD_NAME, {"rows": len(paths) * rows_per_shard, "encode": encode})
     return paths
 
 

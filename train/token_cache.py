@@ -174,6 +174,7 @@ class DocWriter:
         self.lengths = array.array("q")
         self.groups = array.array("h")
         self.group_names: list[str] = []
+        self._group_ids: dict[str, int] = {}
         self.counts: dict[str, int] = {"kept": 0, "dropped_overlong": 0, "trimmed_overlong": 0}
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
         self._files = {}
@@ -183,11 +184,24 @@ class DocWriter:
             self._files = {n: open(self.spill_dir / f"{n}.bin", "wb") for n in names}  # noqa: SIM115
 
     def add(self, group: str, ids: np.ndarray, labels: np.ndarray | None = None) -> None:
-        if group not in self.group_names:
-            self.group_names.append(group)
-        self.groups.append(self.group_names.index(group))
+        """One document: `ids` `[L]` (and `labels` `[L]`, default the ids) in `group`."""
         ids = np.asarray(ids, dtype=np.int32)
-        self.lengths.append(len(ids))
+        self.add_many([group], np.zeros(1, np.int16), ids, np.array([len(ids)]), labels)
+
+    def add_many(
+        self,
+        group_names: list[str],
+        group_index: np.ndarray,
+        ids: np.ndarray,
+        lengths: np.ndarray,
+        labels: np.ndarray | None = None,
+    ) -> None:
+        """Documents one after another: `ids` `[N]`, `lengths` `[D]` (summing to N), document d in group
+        `group_names[group_index[d]]`; `labels` `[N]` (default the ids) when the store has labels."""
+        lookup = np.array([self._group_id(name) for name in group_names] or [0], dtype=np.int16)
+        self.groups.frombytes(lookup[np.asarray(group_index, dtype=np.int64)].tobytes())
+        self.lengths.frombytes(np.asarray(lengths, dtype=np.int64).tobytes())
+        ids = np.asarray(ids, dtype=np.int32)
         labels = np.asarray(ids if labels is None else labels, dtype=np.int32) if self.with_labels else None
         if self._files:
             self._files["tokens"].write(ids.tobytes())
@@ -197,7 +211,13 @@ class DocWriter:
             self.ids.append(ids)
             if labels is not None:
                 self.labels.append(labels)
-        self.counts["kept"] += 1
+        self.counts["kept"] += len(lengths)
+
+    def _group_id(self, name: str) -> int:
+        if name not in self._group_ids:
+            self._group_ids[name] = len(self.group_names)
+            self.group_names.append(name)
+        return self._group_ids[name]
 
     def build(self, header: dict) -> DocStore:
         lengths = np.frombuffer(self.lengths, dtype=np.int64) if self.lengths else np.zeros(0, np.int64)

@@ -121,7 +121,7 @@ def train(cfg: TrainConfig) -> Path | None:
     """Run (or resume) the training `cfg` describes; returns the last checkpoint written."""
     from transformers import AutoTokenizer
 
-    from train.data import build_doc_stores
+    from train.data import build_doc_stores, data_counts
 
     rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
     out_dir = Path(cfg.out_dir)
@@ -164,6 +164,7 @@ def train(cfg: TrainConfig) -> Path | None:
     rt.print(
         f"{cfg.stage}: {train_store.num_docs} documents in {train_store.group_names}, loss {model_loss_impl(model, rt)}"
     )
+    logger.log(state["step"], data_counts(train_store, eval_store), kind="data")  # kept, skipped, dropped
 
     last_saved, t0, steps_timed = None, time.perf_counter(), 0
     model.train()

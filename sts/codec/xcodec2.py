@@ -12,21 +12,27 @@ own `audio_codes_mask` counts `(N + 1) // 320`, which drops the last, partly cov
 it, so a clip's codes are those of encoding it alone.
 
 Batching. `encode` sorts clips by length and batches neighbours: at most `batch_size` clips and
-`max_batch_seconds` of padded audio per forward pass, and no clip shorter than the batch's longest
-by more than `max_pad_ratio`. Clips of equal code count get exactly their one-by-one codes (their
-padded inputs are the same). A shorter clip's last frames can differ: the semantic encoder is
-masked, but the convolutions of the acoustic encoder and of the semantic adapter see the batch's
-padding where, alone, they would see the clip's edge. Its pre-quantization latents move only in its
-last 14 frames (0.28 s, the acoustic stack's receptive field, the same kernels in the full-size
-model), by the same amount whether the padding is one hop or many. Measured on the tiny random
-codec, padded batches of 4 against one-by-one encoding: 48 clips of 1-4 s (3 seeds) keep 98.8 % of
-their codes, 99.98 % outside their last 13 frames (one flip at an FSQ rounding boundary in 5,400
-codes); 16 clips of 5-10 s keep 99.45 %, 100 % outside the last 13. Mismatch rate by position from
-the end, last frame first, 1-4 s: 50, 23, 12, 8, 21, 12, 12, 6, 0, 2, 0 ... %; 5-10 s: 50, 31, 25,
-19, 25, 25, 12, 12, 6, 0 ... %. That is ~2 codes per clip: a 10 s clip keeps ~99.5 %. (Random
-weights: the trained codec's rate may differ, its 14-frame reach does not.) `max_pad_ratio=0`
-batches only equal code counts and reproduces one-by-one encoding exactly (on CPU; GPU kernels may
-round differently for different batch sizes).
+`max_batch_seconds` of padded audio per forward pass. By default (`max_pad_ratio=0`) only clips with
+the same code count share a batch: their padded inputs are identical in length, so every clip's codes
+equal its one-by-one encoding exactly, whoever its batch neighbours are (tested: a 1.9 s and a 2.0 s
+clip; measured below: 100 %). That is deterministic, but on a corpus of varied lengths most batches
+then hold one clip or a few (a code count is 20 ms).
+
+`max_pad_ratio > 0` (`sts-encode --max-pad-ratio 0.1`) opts into fuller batches: a clip joins a batch
+if it is at least `1 - max_pad_ratio` times as long as the batch's longest, and a shorter clip's last
+frames can then differ from its one-by-one codes: the semantic encoder is masked, but the
+convolutions of the acoustic encoder and of the semantic adapter see the batch's padding where, alone,
+they would see the clip's edge. Its pre-quantization latents move only in its last 14 frames (0.28 s,
+the acoustic stack's receptive field, the same kernels in the full-size model), by the same amount
+whether the padding is one hop or many. Measured on the tiny random codec, batches of 4 against
+one-by-one encoding (`python benchmarks/codec_batch_agreement.py --tiny`, 2026-11-30): 48 clips of
+1-4 s (3 seeds) keep 98.83 % of their codes with `max_pad_ratio=0.1` (and with 1.0), 100 % outside
+their last 13 frames; 16 clips of 5-10 s keep 99.65 % (99.60 % with 1.0), 100 % outside the last 13.
+Mismatch rate by position from the end, last frame first, at 0.1: 1-4 s 42, 27, 17, 10, 15, 17, 4, 6,
+4, 0, 0, 2, 0 ... %; 5-10 s 38, 38, 25, 12, 0, 12, 0, 6, 0 ... %. That is ~2 codes per padded clip: a
+10 s clip keeps ~99.5 %. (Random weights: the trained codec's rate may differ, its 14-frame reach does
+not; an earlier run also saw one flip at an FSQ rounding boundary outside the tail in 5,400 codes.)
+Exactness is measured on CPU; GPU kernels may round differently for different batch sizes.
 
 Decoding is exact: the decoder's GroupNorm and unmasked transformer mix all frames of a clip, so
 only clips with the same code count share a batch. T codes decode to exactly `T * 320` samples
@@ -65,7 +71,7 @@ class XCodec2Codec(Codec):
         dtype: torch.dtype | str = torch.float32,
         batch_size: int = 8,
         max_batch_seconds: float = 240.0,
-        max_pad_ratio: float = 0.1,
+        max_pad_ratio: float = 0.0,
     ):
         """
         Args:
@@ -75,9 +81,10 @@ class XCodec2Codec(Codec):
                 (codes may then differ where a latent lies near an FSQ rounding boundary).
             batch_size: most clips per forward pass.
             max_batch_seconds: most padded audio per forward pass, in seconds (bounds memory).
-            max_pad_ratio: a clip joins a batch only if it is at least `1 - max_pad_ratio` times as
-                long as the batch's longest; 0 batches only clips with the same code count, whose
-                codes then equal their one-by-one encoding exactly (see the module docstring).
+            max_pad_ratio: 0 (the default) batches only clips with the same code count, whose codes
+                then equal their one-by-one encoding exactly; above 0 a clip joins a batch if it is at
+                least `1 - max_pad_ratio` times as long as the batch's longest (fuller batches; a
+                padded clip's last ~14 frames can differ, ~2 codes per clip: see the module docstring).
         """
         from transformers import Xcodec2Model
 
