@@ -38,6 +38,7 @@ from sts.vocab import SpeechVocab
 TEXT_MARKERS = {
     "src_text": " \n\"'<&\ue000sts-src-text\ue000&>'\"\n ",
     "tgt_text": " \n\"'<&\ue000sts-tgt-text\ue000&>'\"\n ",
+    "answer_text": " \n\"'<&\ue000sts-answer-text\ue000&>'\"\n ",
 }
 """What the template is rendered with in place of each text field (private-use characters keep them
 unique; the whitespace, quotes and `<&>` show trimming or escaping, which would disqualify the layout)."""
@@ -60,7 +61,7 @@ class TextSlot:
     """Where a text field's ids go, and the piece of rendered string to tokenize them in."""
 
     field: str
-    """`"src_text"` or `"tgt_text"`."""
+    """`"src_text"`, `"tgt_text"` or `"answer_text"` (the texts a chain format writes before its speech)."""
     head: str
     """Rendered characters from the start of the added token before the field up to the field."""
     tail: str

@@ -19,7 +19,19 @@ the code ids are spliced in between the two marker ids by arithmetic (`SpeechVoc
 never by formatting `<|s_k|>` strings. The loss covers the assistant turn through its end-of-turn
 token by default (`loss="assistant"`), or every token but the first (`loss="full"`).
 
-Each layout (task, languages, with or without the answer) is rendered and tokenized once; a sample
+s2st has three formats (`TaskFormatter(..., s2st_format=...)`, recorded beside a checkpoint in
+`sts_tasks.json`), the assistant turn being:
+
+    direct             <|speech_start|> target codes <|speech_end|>
+    text-first         {source transcript}\n{translation}\n<|speech_start|> target codes <|speech_end|>
+    translation-first  {translation}\n<|speech_start|> target codes <|speech_end|>
+
+text-first is chain-of-modality decoding (listen, transcribe, translate, speak: SpeechGPT, UniSS;
+Moshi/Hibiki's inner monologue); translation-first is the two-pass text-then-units order of UnitY
+(SeamlessM4T), which reports +2.5-4.2 ASR-BLEU over single-pass speech-to-unit. A chain format's
+texts are single lines (newlines inside them become spaces), so `parse` splits them at newlines.
+
+Each layout (task, languages, format, with or without the answer) is rendered and tokenized once; a sample
 only splices its code ids and its texts' ids into it (`sts.task_templates`), the same ids as full
 rendering (checked on each layout's first use): ~0.4 ms -> ~25 us per s2st sample on one CPU core
 (`benchmarks/data_path.py`, results in `benchmarks/RESULTS.md`).
@@ -27,8 +39,11 @@ rendering (checked on each layout's first use): ~0.4 ms -> ~25 us per s2st sampl
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal, get_args
 
 import numpy as np
@@ -47,6 +62,12 @@ TaskName = Literal["s2st", "s2tt", "t2tt", "asr", "tts"]
 TASK_NAMES: tuple[TaskName, ...] = get_args(TaskName)
 
 LANGUAGE_NAMES = {"ja": "Japanese", "en": "English"}
+
+S2STFormat = Literal["direct", "text-first", "translation-first"]
+"""What the assistant writes before the target speech in s2st (see the module docstring)."""
+S2ST_FORMATS: tuple[S2STFormat, ...] = get_args(S2STFormat)
+TASKS_FILE = "sts_tasks.json"
+"""Beside a checkpoint: the task formats it was trained with (`save_task_formats`)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +170,38 @@ class ParsedOutput:
     """True when the output closed properly (speech end marker / end-of-turn token)."""
     stray_ids: int = 0
     """Ids of the wrong kind that were dropped (text ids in speech output, speech ids in text)."""
+    transcript: str | None = None
+    """s2st text-first: the source transcript the model wrote before the speech."""
+    translation: str | None = None
+    """s2st text-first / translation-first: the translation the model wrote before the speech."""
+
+
+def save_task_formats(model_dir: str | Path, s2st_format: S2STFormat) -> Path:
+    """Write `model_dir/sts_tasks.json` (the formats a checkpoint was trained with); returns its path."""
+    from sts.io import write_json_atomic
+
+    if s2st_format not in S2ST_FORMATS:
+        raise ValueError(f"s2st format must be one of {S2ST_FORMATS}, got {s2st_format!r}")
+    return write_json_atomic(Path(model_dir) / TASKS_FILE, {"format_version": 1, "s2st": s2st_format})
+
+
+def load_task_formats(model_dir: str | Path) -> dict[str, str]:
+    """The formats recorded beside a checkpoint; {"s2st": "direct"} when it has no `sts_tasks.json`."""
+    path = Path(model_dir) / TASKS_FILE
+    if not path.is_file():
+        return {"s2st": "direct"}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the task formats ({err})") from err
+    if not isinstance(data, dict) or data.get("s2st", "direct") not in S2ST_FORMATS:
+        raise ValueError(f"{path}: 's2st' must be one of {S2ST_FORMATS}, got {data!r}")
+    return {"s2st": data.get("s2st", "direct")}
+
+
+def single_line(text: str) -> str:
+    """`text` with every run of whitespace that holds a newline turned into one space, stripped."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class TaskFormatter:
@@ -159,7 +212,16 @@ class TaskFormatter:
     False renders and tokenizes every sample in full (the reference, ~10x slower).
     """
 
-    def __init__(self, tokenizer, vocab: SpeechVocab, *, cache_templates: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        vocab: SpeechVocab,
+        *,
+        s2st_format: S2STFormat = "direct",
+        cache_templates: bool = True,
+    ):
+        if s2st_format not in S2ST_FORMATS:
+            raise ValueError(f"s2st_format must be one of {S2ST_FORMATS}, got {s2st_format!r}")
         if tokenizer.chat_template is None:
             raise ValueError("the tokenizer has no chat template")
         if tokenizer.convert_tokens_to_ids(vocab.speech_start_token) != vocab.speech_start_id:
@@ -168,6 +230,7 @@ class TaskFormatter:
         self.vocab = vocab
         self.end_of_turn_id = tokenizer.eos_token_id
         self.cache_templates = cache_templates
+        self.s2st_format = s2st_format
         self._placeholder = vocab.speech_start_token + vocab.speech_end_token
         self._special_ids = set(tokenizer.all_special_ids)
         self._special_array = np.array(sorted(self._special_ids), dtype=np.int64)
@@ -199,29 +262,46 @@ class TaskFormatter:
         """Input ids `[L]` int64 that end where the assistant starts to answer.
 
         For a speech-output task the speech start marker is already written (`prefill_speech_start`),
-        so the first generated id is a speech token.
+        so the first generated id is a speech token; not for s2st in a chain format, whose answer
+        starts with its texts.
         """
         example.check(with_output=False)
         ids = self._spliced(example, with_output=False, loss=None)
         if ids is None:
             self.rendered_in_full += self.cache_templates
             ids = self._prompt_rendered(example)
-        if prefill_speech_start and example.spec.output == "speech":
+        if prefill_speech_start and example.spec.output == "speech" and not self.chain(example.task):
             ids = np.append(ids, self.vocab.speech_start_id)
         return ids
+
+    def chain(self, task: str) -> bool:
+        """Whether `task`'s answer writes text before its speech (s2st text-first / translation-first)."""
+        return task == "s2st" and self.s2st_format != "direct"
+
+    def answer_text(self, example: Example) -> str:
+        """The text a chain format writes before the target speech, newline-terminated lines."""
+        lines = [example.tgt_text]
+        if self.s2st_format == "text-first":
+            lines.insert(0, example.src_text)
+        for line in lines:
+            if not line or not line.strip():
+                raise MissingFieldError(f"{example.task} {self.s2st_format}: a text of the chain is empty")
+        return "".join(single_line(line) + "\n" for line in lines)
 
     def _spliced(self, example: Example, *, with_output: bool, loss: str | None):
         """The sample (or prompt ids) through the cached layout; None where full rendering must be used."""
         if not self.cache_templates:
             return None
-        key = (example.task, example.src_lang, example.tgt_lang, with_output)
+        chain = with_output and self.chain(example.task)
+        key = (example.task, example.src_lang, example.tgt_lang, with_output, chain)
         if key not in self._layouts:
             self._layouts[key] = self._compile(example, with_output)
         layout = self._layouts[key]
         if layout is None or self._agrees.get((key, loss)) is False:
             return None
+        fields = SimpleNamespace(**vars(example), answer_text=self.answer_text(example)) if chain else example
         try:
-            ids, prompt_len = fill_layout(layout, example, self.vocab, self._encode, self._check_text_ids)
+            ids, prompt_len = fill_layout(layout, fields, self.vocab, self._encode, self._check_text_ids)
         except NotSpliceable:
             return None
         result = self._labelled(ids, prompt_len, loss) if with_output else ids
@@ -244,7 +324,11 @@ class TaskFormatter:
         messages = [{"role": "system", "content": example.system_prompt()}]
         turns = [("user", "src", spec.input)] + ([("assistant", "tgt", spec.output)] if with_output else [])
         for role, side, kind in turns:
-            if kind == "text":
+            if role == "assistant" and self.chain(example.task):
+                text_fields.append("answer_text")
+                speech_fields.append("tgt_codes")
+                messages.append({"role": role, "content": TEXT_MARKERS["answer_text"] + self._placeholder})
+            elif kind == "text":
                 text_fields.append(f"{side}_text")
                 messages.append({"role": role, "content": TEXT_MARKERS[f"{side}_text"]})
             else:
@@ -277,7 +361,10 @@ class TaskFormatter:
         spec = example.spec
         messages = self._messages(example)
         output = example.tgt_codes if spec.output == "speech" else self._checked_text(example.tgt_text)
-        messages.append({"role": "assistant", "content": self._content(output)})
+        answer = self._content(output)
+        if self.chain(example.task):
+            answer = self._checked_text(self.answer_text(example)) + answer
+        messages.append({"role": "assistant", "content": answer})
         prompt_ids = self._render(messages[:2], add_generation_prompt=True)
         ids = self._render(messages, add_generation_prompt=False)
         if ids[: len(prompt_ids)] != prompt_ids:
@@ -305,11 +392,29 @@ class TaskFormatter:
         finished = stop_at is not None
         body = ids[:stop_at]
         if spec.output == "speech":
+            texts: dict[str, str | None] = {}
+            if self.chain(task):
+                starts = np.flatnonzero(body == self.vocab.speech_start_id)
+                text_ids = body[: starts[0]] if len(starts) else body
+                body = body[starts[0] :] if len(starts) else body[:0]
+                finished &= len(starts) > 0
+                is_text = text_ids < self.vocab.text_vocab_size
+                stray = int((~is_text).sum())
+                lines = self.tokenizer.decode(text_ids[is_text].tolist(), skip_special_tokens=True)
+                lines = [line.strip() for line in lines.split("\n")]
+                if self.s2st_format == "text-first":
+                    texts = {"transcript": lines[0], "translation": lines[1] if len(lines) > 1 else None}
+                else:
+                    texts = {"translation": lines[0]}
+            else:
+                stray = 0
             if len(body) and body[0] == self.vocab.speech_start_id:
                 body = body[1:]
             is_speech = self.vocab.is_speech_id(body)
             codes = self.vocab.ids_to_codes(body[is_speech])
-            return ParsedOutput(codes=codes, text=None, finished=finished, stray_ids=int((~is_speech).sum()))
+            return ParsedOutput(
+                codes=codes, text=None, finished=finished, stray_ids=stray + int((~is_speech).sum()), **texts
+            )
         is_text = body < self.vocab.text_vocab_size
         text = self.tokenizer.decode(body[is_text].tolist(), skip_special_tokens=True)
         return ParsedOutput(codes=None, text=text.strip(), finished=finished, stray_ids=int((~is_text).sum()))

@@ -253,5 +253,69 @@ def test_a_template_that_trims_falls_back_to_rendering(extended_tokenizer, speec
     slow = TaskFormatter(tokenizer, speech_vocab, cache_templates=False)
     example = Example("t2tt", "en", "ja", src_text="  hello ", tgt_text=" こんにちは\n")
     _same_outcome(fast.build, slow.build, example)
-    assert fast._layouts[("t2tt", "en", "ja", True)] is None and fast.rendered_in_full == 1
+    assert fast._layouts[("t2tt", "en", "ja", True, False)] is None and fast.rendered_in_full == 1
     assert "hello<|im_end|>" in tokenizer.decode(fast.build(example)["input_ids"])
+
+
+@pytest.mark.parametrize("which", ["extended", "newline_merging"])
+@pytest.mark.parametrize("s2st_format", ["text-first", "translation-first"])
+@pytest.mark.parametrize(("src", "tgt"), [("ja", "en"), ("en", "ja")])
+def test_chain_formats_splice_like_full_rendering(
+    request, extended_tokenizer, speech_vocab, which, s2st_format, src, tgt
+):
+    if which == "extended":
+        tokenizer, vocab = extended_tokenizer, speech_vocab
+    else:
+        tokenizer, vocab = request.getfixturevalue("newline_merging_parts")
+    fast = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format)
+    slow = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format, cache_templates=False)
+    rng = np.random.default_rng(2)
+    built = 0
+    for i, text in enumerate([*VARIED_TEXTS, "a<|im_end|>b"]):
+        other = VARIED_TEXTS[(i * 5 + 2) % len(VARIED_TEXTS)]
+        example = Example("s2st", src, tgt, src_text=text, tgt_text=other,
+                          src_codes=rng.integers(0, 1024, int(rng.integers(1, 40))),
+                          tgt_codes=rng.integers(0, 1024, int(rng.integers(1, 40))))  # fmt: skip
+        for loss in ("assistant", "full"):
+            built += _same_outcome(fast.build, slow.build, example, loss=loss)
+        _same_outcome(fast.prompt, slow.prompt, example)
+    assert built >= len(VARIED_TEXTS)  # blank texts and special tokens are refused by both paths
+    assert all(fast._agrees.values()) and fast.rendered_in_full == 0
+
+
+@pytest.mark.parametrize("s2st_format", ["text-first", "translation-first"])
+def test_chain_format_round_trip(extended_tokenizer, speech_vocab, s2st_format):
+    """The answer is transcript (text-first), translation, then the speech; parse reads all three back."""
+    fmt = TaskFormatter(extended_tokenizer, speech_vocab, s2st_format=s2st_format)
+    src_codes, tgt_codes = np.arange(5, 17), np.arange(100, 130, dtype=np.int32)
+    example = Example("s2st", "ja", "en", src_text="駅は\nどこですか？", tgt_text="Where is the station?",
+                      src_codes=src_codes, tgt_codes=tgt_codes)  # fmt: skip
+    sample = fmt.build(example)
+    prompt = fmt.prompt(Example("s2st", "ja", "en", src_codes=src_codes))
+    assert prompt[-1] != speech_vocab.speech_start_id  # the answer starts with text, not speech
+    np.testing.assert_array_equal(sample["input_ids"][: len(prompt)], prompt)
+    answer = sample["input_ids"][len(prompt) :]
+    assert (sample["labels"][len(prompt) :][:-1] == answer[:-1]).all()  # every answer token is learned
+    out = fmt.parse(answer, "s2st")
+    assert out.finished and out.stray_ids == 0
+    np.testing.assert_array_equal(out.codes, tgt_codes)
+    assert out.translation == "Where is the station?"
+    assert out.transcript == ("駅は どこですか？" if s2st_format == "text-first" else None)
+    speech_start = int(np.flatnonzero(answer == speech_vocab.speech_start_id)[0])
+    assert not speech_vocab.is_speech_id(answer[:speech_start]).any()  # text, then speech
+    # an answer that never opens its speech is unfinished and has no codes
+    cut = fmt.parse(answer[:speech_start], "s2st")
+    assert not cut.finished and len(cut.codes) == 0 and cut.translation == "Where is the station?"
+
+
+def test_task_formats_file_round_trip(tmp_path):
+    from sts.tasks import load_task_formats, save_task_formats
+
+    assert load_task_formats(tmp_path) == {"s2st": "direct"}  # an older checkpoint: direct
+    save_task_formats(tmp_path, "text-first")
+    assert load_task_formats(tmp_path) == {"s2st": "text-first"}
+    (tmp_path / "sts_tasks.json").write_text('{"s2st": "speech-last"}')
+    with pytest.raises(ValueError, match="sts_tasks.json"):
+        load_task_formats(tmp_path)
+    with pytest.raises(ValueError, match="s2st format"):
+        save_task_formats(tmp_path, "nonsense")

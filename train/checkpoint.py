@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from sts.config import save_config
+from sts.tasks import save_task_formats
 from sts.vocab import SpeechVocab
 
 STATE_FILE = "trainer_state.json"
@@ -62,6 +63,8 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
             unwrapped.lm.save_pretrained(tmp, state_dict=lm_state)
         tokenizer.save_pretrained(tmp)
         vocab.save(tmp)
+        if cfg.stage == "sft":
+            save_task_formats(tmp, cfg.s2st_format)
         save_config(cfg, tmp / "train_config.yaml")
     rt.wait_for_everyone()
     rt.save_state(tmp / "train_state", optimizer)

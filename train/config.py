@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sts.tasks import TASK_NAMES
+from sts.tasks import TASK_NAMES, S2STFormat
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 """The shipped YAML configs (installed with the package)."""
@@ -61,6 +61,10 @@ class TrainConfig:
     """sft: sampling weight per task (s2st, s2tt, t2tt, asr, tts); 0 leaves a task out. Both directions are used."""
     loss_mask: Literal["assistant", "full"] = "assistant"
     """sft: loss on the assistant turn only, or on the whole sequence."""
+    s2st_format: S2STFormat = "direct"
+    """sft: what the s2st answer writes before the target speech: `direct` (nothing), `text-first`
+    (source transcript, translation: chain of modality) or `translation-first` (`sts.tasks`); written
+    beside every checkpoint (`sts_tasks.json`) so that inference decodes the same format."""
     overlong: Literal["drop", "trim"] = "drop"
     """Samples longer than seq_len: drop them, or keep their first seq_len tokens (both are counted)."""
     seq_len: int = 4096

@@ -119,6 +119,7 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
     }
     if cfg.stage == "sft":
         parts.update(tasks=sorted(k for k, w in cfg.task_weights.items() if w > 0), loss_mask=cfg.loss_mask)
+        parts.update(s2st_format=cfg.s2st_format)
         parts.update(seq_len=cfg.seq_len, overlong=cfg.overlong)
     key = fingerprint(parts)
     paths = [cfg.token_cache_dir / f"{cfg.stage}-{split}-{key}.safetensors" for split in ("train", "eval")]
