@@ -12,6 +12,7 @@ Clips are noise bursts of `--seconds` each (random weights make the content irre
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -75,7 +76,8 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.0, help="clip lengths vary by up to this fraction")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -91,8 +93,19 @@ def main() -> None:
 
     print(f"{codec!r} on {args.device}: {args.clips} clips, {audio_seconds:.1f} s of audio")
     print(f"{'stage':<8} {'batch':>5} {'wall s':>8} {'x real time':>12}")
+    rows = []
     for stage, seconds in (("encode", encode_s), ("decode", decode_s)):
         print(f"{stage:<8} {args.batch_size:>5} {seconds:>8.3f} {audio_seconds / seconds:>12.1f}")
+        rows.append(
+            {"stage": stage, "batch": args.batch_size, "seconds": round(seconds, 4),
+             "x_real_time": round(audio_seconds / seconds, 1)}
+        )  # fmt: skip
+    device = torch.cuda.get_device_name() if str(args.device).startswith("cuda") else "cpu"
+    result = {"codec": repr(codec), "device": device, "clips": args.clips, "audio_seconds": audio_seconds,
+              "max_pad_ratio": args.max_pad_ratio, "rows": rows}  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-import tyro
-
 TOKENS_PER_SECOND = 50.0
 LLAMA_TEXT_VOCAB = 128256
 NUM_MARKERS = 8
@@ -264,4 +262,6 @@ def _print_row(row: dict) -> None:
 
 
 if __name__ == "__main__":
+    import tyro  # only for the command line: benchmarks/gpu_check.py calls main(Args(...)) without it
+
     main(tyro.cli(Args))
