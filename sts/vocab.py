@@ -16,6 +16,12 @@ Id layout after extension (`text_vocab_size` = `len(tokenizer)` before it):
     speech_start_id, speech_end_id                the markers, right after them
     [speech_token_offset, +num_speech_tokens)     <|s_0|> ... <|s_{n-1}|>
     [.., vocab_size)                              padding rows (vocab_size is a multiple of 128)
+
+A model that already speaks the codec (Llasa's layout, `sts.llasa`) is adopted as it is: there
+`text_vocab_size` is the id of its first marker (128,256 for Llasa), the markers are
+`<|SPEECH_GENERATION_START|>`/`<|SPEECH_GENERATION_END|>` among its 8, and `vocab_size` is its own
+row count (Llasa's training script resizes to `len(tokenizer)` = 128,256 + 8 + 65,536, unpadded). The contract only requires the block and both markers
+to lie in `[text_vocab_size, vocab_size)`, the markers outside the block; other ids there are fine.
 """
 
 from __future__ import annotations
@@ -58,19 +64,22 @@ class SpeechVocab:
     speech_end_id: int
     """Id of the marker that closes a speech segment (and ends a speech-output generation)."""
     text_vocab_size: int
-    """`len(tokenizer)` of the base model: ids below it are the base model's own tokens."""
+    """Ids below it are the base model's own text tokens: `len(tokenizer)` of the base when extended,
+    the id of the first marker when adopted (Llasa)."""
     vocab_size: int
-    """Embedding rows after extension, a multiple of `pad_to_multiple_of`."""
+    """Embedding rows: after extension a multiple of `pad_to_multiple_of`; when adopted, the base's own."""
     codec: str = "HKUSTAudio/xcodec2-hf"
     """The codec whose codes the block holds (Hugging Face id or path)."""
     frame_rate: float = 50.0
     """Codes per second of audio."""
     base_model: str = ""
-    """The model that was extended."""
+    """The model that was extended or adopted."""
     speech_token_format: str = SPEECH_TOKEN_FORMAT
     """String form of speech token k, for humans and for tokenizers; never used to map codes."""
     speech_start_token: str = SPEECH_START_TOKEN
+    """String of `speech_start_id` (`<|SPEECH_GENERATION_START|>` in an adopted Llasa)."""
     speech_end_token: str = SPEECH_END_TOKEN
+    """String of `speech_end_id` (`<|SPEECH_GENERATION_END|>` in an adopted Llasa)."""
     format_version: int = 1
     """Bumped when the layout changes; `load` refuses versions it does not know."""
 

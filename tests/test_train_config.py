@@ -15,6 +15,7 @@ from train.config import CONFIG_DIR, TrainConfig, shipped_configs
 def test_the_recipe_configs_are_shipped():
     names = {p.name for p in shipped_configs()}
     assert {"cpt_lfm2_350m.yaml", "sft_lfm2_350m.yaml", "tiny_cpt.yaml", "tiny_sft.yaml"} <= names
+    assert {"cpt_llasa_1b.yaml", "sft_llasa_1b.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
@@ -33,6 +34,21 @@ def test_recipe_shape():
     assert cpt.stage == "cpt" and any("wikipedia" in d for d in cpt.text_datasets)
     assert sft.stage == "sft" and sft.loss_mask == "assistant"
     assert set(sft.task_weights) == {"s2st", "asr", "tts", "s2tt", "t2tt"}
+
+
+def test_llasa_recipe_follows_llasa():
+    """Llasa's window and learning rates (zhenye234/LLaSA_training config.json and
+    finetune/offline_finetune/config.json), on the adopted model, Llama's LoRA module names."""
+    cpt = load_config(TrainConfig, CONFIG_DIR / "cpt_llasa_1b.yaml")
+    sft = load_config(TrainConfig, CONFIG_DIR / "sft_llasa_1b.yaml")
+    assert cpt.model == "runs/llasa-1b-adopted" and str(cpt.out_dir) in sft.model
+    assert (cpt.stage, cpt.lr, sft.stage, sft.lr) == ("cpt", 5e-5, "sft", 1e-5)
+    for cfg in (cpt, sft):
+        assert cfg.seq_len == 2048 and cfg.packing and cfg.precision == "bf16" and cfg.gradient_checkpointing
+        assert cfg.betas == (0.9, 0.95) and 0 < cfg.warmup_steps <= 0.05 * cfg.max_steps
+        assert 0 < cfg.eval_every <= cfg.save_every and "o_proj" in cfg.lora_targets
+        assert cfg.batch_size * cfg.grad_accum * cfg.seq_len >= 32768
+    assert sft.loss_mask == "assistant" and set(sft.task_weights) == {"s2st", "asr", "tts", "s2tt", "t2tt"}
 
 
 @pytest.mark.parametrize("path", sorted((CONFIG_DIR / "accelerate").glob("*.yaml")), ids=lambda p: p.name)

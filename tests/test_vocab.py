@@ -99,3 +99,26 @@ def test_inconsistent_layouts_are_refused():
         SpeechVocab(**{**fields, "speech_start_id": 5000})
     with pytest.raises(VocabError, match="speech_end_id"):
         SpeechVocab(**{**fields, "speech_end_id": 10})
+
+
+def test_an_adopted_llasa_layout_is_accepted():
+    """Llasa-1B's ids: 128,256 text ids, 8 markers (speech pair at +4/+5), the block right after, no padding."""
+    llasa = SpeechVocab(
+        speech_token_offset=128264,
+        num_speech_tokens=65536,
+        speech_start_id=128260,
+        speech_end_id=128261,
+        text_vocab_size=128256,
+        vocab_size=128264 + 65536,
+        speech_start_token="<|SPEECH_GENERATION_START|>",
+        speech_end_token="<|SPEECH_GENERATION_END|>",
+    )
+    assert llasa.codes_to_ids(np.array([0, 65535])).tolist() == [128264, 193799]
+    assert not llasa.is_speech_id(128263) and llasa.vocab_size % 128 != 0
+    # markers may also sit after the block; the other marker ids in between are not the contract's business
+    after = SpeechVocab(**{**llasa.__dict__, "speech_start_id": 193800, "vocab_size": 193801})
+    assert after.speech_start_id == after.speech_token_stop
+    with pytest.raises(VocabError, match="speech_end_id"):
+        SpeechVocab(**{**llasa.__dict__, "speech_end_id": 128264})  # inside the block
+    with pytest.raises(VocabError, match="speech_start_id"):
+        SpeechVocab(**{**llasa.__dict__, "speech_start_id": 128000})  # a text id (Llama's <|begin_of_text|>)

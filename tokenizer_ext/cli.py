@@ -1,10 +1,16 @@
-"""`sts-extend-tokenizer BASE_MODEL OUT_DIR`: flags -> `extend_tokenizer`."""
+"""`sts-extend-tokenizer BASE_MODEL OUT_DIR [--mode auto|extend|adopt]`: flags -> `extend_tokenizer`.
+
+Expected failures (an existing output, an already extended base, an almost-Llasa layout, a model
+that cannot be loaded) print one line naming the model and the problem and exit with status 2.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from sts.config import parse_cli
+from sts.vocab import SPEECH_START_TOKEN
 from tokenizer_ext.extend import ExtendConfig, extend_tokenizer
 
 
@@ -13,11 +19,18 @@ def main(args: Sequence[str] | None = None) -> int:
 
     cfg = parse_cli(ExtendConfig, args, prog="sts-extend-tokenizer")
     console = Console(stderr=True)
-    with console.status(f"extending {cfg.base_model} with {cfg.num_speech_tokens:,} speech tokens"):
-        vocab = extend_tokenizer(cfg)
+    try:
+        with console.status(f"{cfg.base_model}: {cfg.mode} mode, {cfg.num_speech_tokens:,} speech tokens"):
+            vocab = extend_tokenizer(cfg)
+    except (ValueError, OSError) as err:  # LlasaLayoutError, AlreadyExtendedError, no such model, out exists
+        print(f"sts-extend-tokenizer: error: {err}", file=sys.stderr)
+        return 2
+    adopted = vocab.speech_start_token != SPEECH_START_TOKEN  # extension always adds <|speech_start|>
     console.print(
-        f"wrote {cfg.out_dir}: speech ids [{vocab.speech_token_offset}, {vocab.speech_token_stop}), "
-        f"markers {vocab.speech_start_id}/{vocab.speech_end_id}, vocab {vocab.text_vocab_size:,} -> {vocab.vocab_size:,}"
+        f"wrote {cfg.out_dir}: {'adopted' if adopted else 'added'} speech ids "
+        f"[{vocab.speech_token_offset}, {vocab.speech_token_stop}), markers "
+        f"{vocab.speech_start_token}={vocab.speech_start_id} / {vocab.speech_end_token}={vocab.speech_end_id}, "
+        f"text vocab {vocab.text_vocab_size:,}, embedding rows {vocab.vocab_size:,}"
     )
     return 0
 

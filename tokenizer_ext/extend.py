@@ -1,6 +1,7 @@
 """Extend a Hugging Face causal LM with speech tokens: tokenizer, embeddings and `sts_vocab.json`.
 
     sts-extend-tokenizer LiquidAI/LFM2-350M runs/lfm2-350m-speech --num-speech-tokens 65536
+    sts-extend-tokenizer HKUSTAudio/Llasa-1B runs/llasa-1b-adopted      # already speaks: adopted
 
 or from Python:
 
@@ -13,18 +14,25 @@ mean of the base model's rows, so their first logits are ordinary rather than hu
 total is padded to a multiple of 128 for tensor-core friendly matmuls. Tied input/output
 embeddings stay tied. The output folder loads with plain `AutoModelForCausalLM.from_pretrained`
 and `AutoTokenizer.from_pretrained`, and holds `sts_vocab.json` and `extend_config.yaml`.
+
+A model that already holds the codec's tokens in Llasa's layout is adopted instead (`--mode auto`,
+the default, detects it; see `tokenizer_ext.adopt`): its block becomes the contract, the weights and
+tokenizer are saved unchanged, and `extend_config.yaml` records `mode: adopt`. A model extended by
+this command (it has `sts_vocab.json` or `<|speech_start|>`) is refused.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
 from sts.config import save_config
+from sts.llasa import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
 from sts.vocab import (
     SPEECH_END_TOKEN,
     SPEECH_START_TOKEN,
@@ -33,6 +41,8 @@ from sts.vocab import (
     SpeechVocab,
     round_up,
 )
+from tokenizer_ext.adopt import adopt_speech_block
+from tokenizer_ext.embeddings import grow_embeddings
 
 # Written for this project: ordinary text whose tokenization must not change (see verify_extension).
 CHECK_SENTENCES = (
@@ -45,7 +55,7 @@ CHECK_SENTENCES = (
 
 
 class AlreadyExtendedError(ValueError):
-    """The base model already has speech tokens."""
+    """The base model already has speech tokens that cannot be adopted (our own, or a name clash)."""
 
 
 @dataclass
@@ -66,13 +76,19 @@ class ExtendConfig:
     """Codes per second of that codec (recorded in sts_vocab.json)."""
     overwrite: bool = False
     """Replace out_dir if it exists."""
+    mode: Literal["auto", "extend", "adopt"] = "auto"
+    """extend: add a new speech block; adopt: use the base's own block in Llasa's layout (markers +
+    `<|s_0|>`..`<|s_{n-1}|>`, see `sts.llasa`); auto: adopt when the tokenizer has any Llasa token,
+    else extend. extend_config.yaml records the mode that ran."""
 
 
 def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
-    """Extend `cfg.base_model` and write it to `cfg.out_dir`; returns the vocabulary contract.
+    """Extend (or adopt) `cfg.base_model` and write it to `cfg.out_dir`; returns the vocabulary contract.
 
     The folder is written under a temporary name and renamed at the end, so an interrupted run
-    leaves no half-written model under `out_dir`.
+    leaves no half-written model under `out_dir`. Raises FileExistsError, AlreadyExtendedError, or
+    LlasaLayoutError for a layout that is almost Llasa's (what is wrong is named), before any
+    weights are loaded.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,22 +96,26 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
     if out_dir.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     if (Path(cfg.base_model) / VOCAB_FILE).exists():
-        raise AlreadyExtendedError(f"{cfg.base_model}: already extended (it has {VOCAB_FILE})")
+        raise AlreadyExtendedError(f"{cfg.base_model}: already extended or adopted (it has {VOCAB_FILE})")
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
-    base_tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
-    first_speech = SPEECH_TOKEN_FORMAT.format(0)
-    if first_speech in tokenizer.get_vocab() or SPEECH_START_TOKEN in tokenizer.get_vocab():
+    if SPEECH_START_TOKEN in tokenizer.get_vocab():
         raise AlreadyExtendedError(
-            f"{cfg.base_model}: its tokenizer already has {first_speech}/{SPEECH_START_TOKEN}"
+            f"{cfg.base_model}: already extended (its tokenizer has {SPEECH_START_TOKEN})"
         )
+    layout = layout_to_adopt(tokenizer, cfg)
     model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype="auto")
 
-    vocab = add_speech_tokens(tokenizer, cfg)
-    vocab = SpeechVocab(
-        **{**vocab.__dict__, "vocab_size": resize_embeddings(model, vocab, cfg.pad_to_multiple_of)}
-    )
-    verify_extension(base_tokenizer, tokenizer, vocab)
+    if layout is not None:
+        vocab = adopt_speech_block(
+            model, tokenizer, layout, base_model=cfg.base_model, codec=cfg.codec,
+            frame_rate=cfg.frame_rate, pad_to_multiple_of=cfg.pad_to_multiple_of,
+        )  # fmt: skip
+    else:
+        base_tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+        vocab = add_speech_tokens(tokenizer, cfg)
+        vocab = replace(vocab, vocab_size=resize_embeddings(model, vocab, cfg.pad_to_multiple_of))
+        verify_extension(base_tokenizer, tokenizer, vocab)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
@@ -103,13 +123,47 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         vocab.save(staging)
-        save_config(cfg, staging / "extend_config.yaml")
+        save_config(
+            replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml"
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return vocab
+
+
+def layout_to_adopt(tokenizer, cfg: ExtendConfig) -> LlasaLayout | None:
+    """The Llasa layout `cfg.mode` says to adopt, or None to extend; reads the tokenizer only.
+
+    auto: adopt when any Llasa marker or `<|s_0|>` is present (then Llasa's whole layout must be
+    there), else extend. adopt: the layout must be there. extend: refuses a tokenizer that already
+    has `<|s_0|>`. Raises LlasaLayoutError (what is wrong with an almost-Llasa layout) or
+    AlreadyExtendedError, both naming `cfg.base_model`.
+    """
+    if cfg.mode not in ("auto", "extend", "adopt"):
+        raise ValueError(f"mode must be auto, extend or adopt, got {cfg.mode!r}")
+    first_speech = SPEECH_TOKEN_FORMAT.format(0)
+    has_block = first_speech in tokenizer.get_vocab()
+    if cfg.mode == "extend":
+        if has_block:
+            raise AlreadyExtendedError(
+                f"{cfg.base_model}: its tokenizer already has {first_speech}; "
+                "adopt its speech block (--mode adopt) instead of adding a second one"
+            )
+        return None
+    if cfg.mode == "auto" and not has_llasa_tokens(tokenizer):
+        return None
+    try:
+        return find_llasa_layout(tokenizer, cfg.num_speech_tokens)
+    except LlasaLayoutError as err:
+        hint = (
+            ""
+            if has_block or cfg.mode == "adopt"
+            else f"; --mode extend adds a new block with {first_speech}"
+        )
+        raise LlasaLayoutError(f"{cfg.base_model}: cannot adopt its speech tokens: {err}{hint}") from err
 
 
 def add_speech_tokens(tokenizer, cfg: ExtendConfig) -> SpeechVocab:
@@ -149,25 +203,10 @@ def resize_embeddings(model, vocab: SpeechVocab, pad_to_multiple_of: int) -> int
     way, every row a new token or the padding uses starts at the mean of the rows the base
     tokenizer can reach. Returns the new number of rows.
     """
-    import torch
-
     old_rows = model.get_input_embeddings().weight.shape[0]
     new_rows = round_up(max(vocab.speech_token_stop, old_rows), pad_to_multiple_of)
     trained_rows = min(vocab.text_vocab_size, old_rows)
-    model.resize_token_embeddings(new_rows, mean_resizing=False)
-    with torch.no_grad():
-        matrices = [model.get_input_embeddings().weight]
-        output = model.get_output_embeddings()
-        if output is not None and output.weight is not matrices[0]:
-            matrices.append(output.weight)
-        for weight in matrices:
-            weight[vocab.text_vocab_size :] = weight[:trained_rows].mean(dim=0, keepdim=True)
-        bias = getattr(output, "bias", None)
-        if bias is not None:
-            bias[vocab.text_vocab_size :] = bias[:trained_rows].mean()
-    if model.config.get_text_config().tie_word_embeddings and output is not None:
-        assert output.weight is model.get_input_embeddings().weight, "tied embeddings came untied"
-    return new_rows
+    return grow_embeddings(model, new_rows, keep_rows=vocab.text_vocab_size, mean_rows=trained_rows)
 
 
 def verify_extension(base_tokenizer, tokenizer, vocab: SpeechVocab, sentences=CHECK_SENTENCES) -> None:

@@ -41,21 +41,10 @@ from corpus_builder.interfaces import TTSBackend, TTSRequest, TTSResult
 from sts.generation.allowed import speech_block_ids
 from sts.generation.loops import SPEECH_GUARD, LoopGuard, find_loop
 from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches
+from sts.llasa import MARKERS as MARKERS  # re-exported: the layout lives in the base
+from sts.llasa import SPEECH_START, find_llasa_layout
 
-MARKERS = (
-    "<|TEXT_GENERATION_START|>",
-    "<|TEXT_GENERATION_END|>",
-    "<|TEXT_UNDERSTANDING_START|>",
-    "<|TEXT_UNDERSTANDING_END|>",
-    "<|SPEECH_GENERATION_START|>",
-    "<|SPEECH_GENERATION_END|>",
-    "<|SPEECH_UNDERSTANDING_START|>",
-    "<|SPEECH_UNDERSTANDING_END|>",
-)
-SPEECH_TOKEN_FORMAT = "<|s_{}|>"
 USER_TEMPLATE = "Convert the text to speech:<|TEXT_UNDERSTANDING_START|>{text}<|TEXT_UNDERSTANDING_END|>"
-SPEECH_START = "<|SPEECH_GENERATION_START|>"
-SPEECH_END = "<|SPEECH_GENERATION_END|>"
 DEFAULT_CODEC = "HKUSTAudio/xcodec2-hf"
 
 
@@ -106,24 +95,12 @@ class LlasaPrompter:
     def __init__(self, tokenizer, num_speech_tokens: int):
         self.tokenizer = tokenizer
         self.num_speech_tokens = num_speech_tokens
-        ids = tokenizer.convert_tokens_to_ids([*MARKERS, SPEECH_TOKEN_FORMAT.format(0)])
-        unk = tokenizer.unk_token_id
-        missing = [name for name, i in zip([*MARKERS, "<|s_0|>"], ids, strict=True) if i is None or i == unk]
-        if missing:
-            raise ValueError(f"tokenizer is not a Llasa tokenizer: missing {missing}")
-        self.marker_ids = dict(zip(MARKERS, ids[:-1], strict=True))
-        self.speech_start_id = self.marker_ids[SPEECH_START]
-        self.speech_end_id = self.marker_ids[SPEECH_END]
-        self.speech_token_offset = ids[-1]
-        # Verified once over the whole block, so codes map by arithmetic from here on.
-        block = tokenizer.convert_tokens_to_ids(
-            [SPEECH_TOKEN_FORMAT.format(k) for k in range(num_speech_tokens)]
-        )
-        expected = list(range(self.speech_token_offset, self.speech_token_offset + num_speech_tokens))
-        if block != expected:
-            raise ValueError(
-                f"<|s_0|>..<|s_{num_speech_tokens - 1}|> are not contiguous ids from {self.speech_token_offset}"
-            )
+        # Verified once over the whole block (sts.llasa), so codes map by arithmetic from here on.
+        layout = find_llasa_layout(tokenizer, num_speech_tokens)  # LlasaLayoutError is a ValueError
+        self.marker_ids = layout.marker_ids
+        self.speech_start_id = layout.speech_start_id
+        self.speech_end_id = layout.speech_end_id
+        self.speech_token_offset = layout.speech_token_offset
         self.allowed_ids = speech_block_ids(
             self.speech_token_offset, num_speech_tokens, end_id=self.speech_end_id
         )

@@ -10,25 +10,92 @@ appended to a BPE vocabulary), only smaller. A random model emits its end marker
 (`suppress_tokens`), the model that runs into its length budget; `loop_codes=(a, b, c)` biases it
 to repeat those codes forever (`sequence_bias` on each code after the one before it), the model
 that falls into a repetition loop. All are honoured by `generate()` itself (not by vLLM).
+
+`chat_format="llama3"` gives the tokenizer of the real checkpoints instead of the small ChatML one:
+Llama-3's specials and reserved tokens after the BPE (`<|begin_of_text|>`, `<|eot_id|>` as eos and
+pad, as Llasa's training script sets it), a Llama-3.2-Instruct-style template (a system header with
+"Cutting Knowledge Date" and today's date), and the markers and speech tokens added as plain added
+tokens, as Llasa's `train_tts.py` adds them. `sts-extend-tokenizer` adopts either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-from corpus_builder.tts.llasa import MARKERS, SPEECH_TOKEN_FORMAT
+from sts.llasa import MARKERS
+from sts.vocab import SPEECH_TOKEN_FORMAT
+
+# Written for this project in the layout of Llama-3.2-Instruct's template: BOS, a system header that
+# always carries the knowledge-cutoff and today's date, then one header + body + <|eot_id|> per message.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if date_string is not defined %}"
+    "{%- if strftime_now is defined %}{%- set date_string = strftime_now('%d %b %Y') %}"
+    "{%- else %}{%- set date_string = '26 Jul 2024' %}{%- endif %}"
+    "{%- endif %}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content'] | trim %}{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\n\n' }}"
+    "{{- 'Cutting Knowledge Date: December 2023\nToday Date: ' + date_string + '\n\n' }}"
+    "{{- system_message + '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{{- message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+
+LLAMA3_SPECIALS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_2|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+    *(f"<|reserved_special_token_{k}|>" for k in range(3, 8)),
+)
+"""Llama-3.1/3.2's first special tokens in their order (ids 128000.. there); the real list runs on to
+`<|reserved_special_token_247|>` (id 128255)."""
 
 
-def build_tiny_llasa_tokenizer(num_speech_tokens: int = 1024):
-    """The tiny bilingual BPE of `sts.testing` + the 8 markers + `<|s_0|>..<|s_{n-1}|>`, in Llasa's order."""
+def build_tiny_llasa_tokenizer(
+    num_speech_tokens: int = 1024, chat_format: Literal["chatml", "llama3"] = "chatml"
+):
+    """The tiny bilingual BPE of `sts.testing` + the 8 markers + `<|s_0|>..<|s_{n-1}|>`, in Llasa's order.
+
+    chat_format: "chatml" keeps the BPE's LFM2-style specials and template (markers added as special
+    tokens); "llama3" adds Llama-3's specials and template (see the module docstring).
+    """
+    from tokenizers import AddedToken
+
     from sts.testing.lm import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
-    tokenizer.add_tokens([*MARKERS], special_tokens=True)
+    speech = [SPEECH_TOKEN_FORMAT.format(k) for k in range(num_speech_tokens)]
+    if chat_format == "chatml":
+        tokenizer.add_tokens([*MARKERS], special_tokens=True)
+        tokenizer.add_tokens(speech, special_tokens=True)
+        return tokenizer
+    if chat_format != "llama3":
+        raise ValueError(f"chat_format must be 'chatml' or 'llama3', got {chat_format!r}")
     tokenizer.add_tokens(
-        [SPEECH_TOKEN_FORMAT.format(k) for k in range(num_speech_tokens)], special_tokens=True
+        [AddedToken(t, special=True, normalized=False) for t in LLAMA3_SPECIALS], special_tokens=True
     )
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = (
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        "<|eot_id|>",
+    )
+    tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+    tokenizer.add_tokens([*MARKERS, *speech])  # plain added tokens, as Llasa's train_tts.py adds them
     return tokenizer
 
 
@@ -40,6 +107,7 @@ def save_tiny_llasa(
     never_end: bool = False,
     loop_codes: Sequence[int] = (),
     seed: int = 0,
+    chat_format: Literal["chatml", "llama3"] = "chatml",
     **config_overrides,
 ) -> Path:
     """Build and `save_pretrained` a tiny random Llama-based Llasa with its tokenizer; returns `out_dir`.
@@ -51,7 +119,7 @@ def save_tiny_llasa(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
-    tokenizer = build_tiny_llasa_tokenizer(num_speech_tokens)
+    tokenizer = build_tiny_llasa_tokenizer(num_speech_tokens, chat_format)
     fields = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
