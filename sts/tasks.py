@@ -66,6 +66,8 @@ LANGUAGE_NAMES = {"ja": "Japanese", "en": "English"}
 S2STFormat = Literal["direct", "text-first", "translation-first"]
 """What the assistant writes before the target speech in s2st (see the module docstring)."""
 S2ST_FORMATS: tuple[S2STFormat, ...] = get_args(S2STFormat)
+CHAT_DATE = "26 Jul 2024"
+"""The date Llama-3.x chat templates are rendered with (they write today's date otherwise)."""
 TASKS_FILE = "sts_tasks.json"
 """Beside a checkpoint: the task formats it was trained with (`save_task_formats`)."""
 
@@ -232,7 +234,15 @@ class TaskFormatter:
         self.cache_templates = cache_templates
         self.s2st_format = s2st_format
         self._placeholder = vocab.speech_start_token + vocab.speech_end_token
-        self._special_ids = set(tokenizer.all_special_ids)
+        # all_special_ids misses "extra" specials such as Llama-3's <|start_header_id|> and reserved
+        # tokens: read the added tokens marked special as well.
+        # (ids at or above text_vocab_size, the speech block and markers, are refused on their own.)
+        self._special_ids = {
+            i
+            for i in set(tokenizer.all_special_ids)
+            | {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+            if i < vocab.text_vocab_size
+        }
         self._special_array = np.array(sorted(self._special_ids), dtype=np.int64)
         self._layouts: dict[tuple, Layout | None] = {}
         self._agrees: dict[tuple, bool] = {}
@@ -334,9 +344,8 @@ class TaskFormatter:
             else:
                 speech_fields.append(f"{side}_codes")
                 messages.append({"role": role, "content": self._placeholder})
-        render = self.tokenizer.apply_chat_template
-        prompt = render(messages[:2], tokenize=False, add_generation_prompt=True)
-        full = render(messages, tokenize=False, add_generation_prompt=False) if with_output else prompt
+        prompt = self._render_text(messages[:2], add_generation_prompt=True)
+        full = self._render_text(messages, add_generation_prompt=False) if with_output else prompt
         return compile_layout(self.tokenizer, self.vocab, full, prompt, text_fields, speech_fields)
 
     def _encode(self, text: str) -> list[int]:
@@ -436,10 +445,16 @@ class TaskFormatter:
             raise SpecialTokenTextError(f"text contains special-token strings: {text[:80]!r}")
         return text
 
-    def _render(self, messages, *, add_generation_prompt: bool) -> list[int]:
-        rendered = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    def _render_text(self, messages, *, add_generation_prompt: bool) -> str:
+        # Llama-3.x templates (Llasa) write today's date into every system header unless given one:
+        # a fixed date keeps training samples and inference prompts identical across days. Other
+        # templates ignore the extra variable.
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, date_string=CHAT_DATE
         )
+
+    def _render(self, messages, *, add_generation_prompt: bool) -> list[int]:
+        rendered = self._render_text(messages, add_generation_prompt=add_generation_prompt)
         return self.tokenizer(rendered, add_special_tokens=False).input_ids
 
     def _splice(self, ids: list[int], segments: list[np.ndarray]) -> np.ndarray:
