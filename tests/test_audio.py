@@ -144,7 +144,7 @@ def test_silence_is_detected_and_allowed(tmp_path):
     assert silence.shape == (SAMPLE_RATE,)
     assert rms_dbfs(silence) == float("-inf") and is_silent(silence)
     quiet = sine(1.0, SAMPLE_RATE, amplitude=1e-4)  # about -83 dBFS
-    assert is_silent(quiet) and not is_silent(quiet, threshold_dbfs=-90.0)
+    assert is_silent(quiet) and not is_silent(quiet, threshold_dbfs=-90.0, peak_threshold_dbfs=-90.0)
     assert not is_silent(sine(1.0, SAMPLE_RATE))
 
 

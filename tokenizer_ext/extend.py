@@ -18,13 +18,13 @@ and `AutoTokenizer.from_pretrained`, and holds `sts_vocab.json` and `extend_conf
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import tyro
 
 from sts.config import save_config
+from sts.io import apply_default_mode, temp_dir_beside
 from sts.vocab import (
     SPEECH_END_TOKEN,
     SPEECH_START_TOKEN,
@@ -98,12 +98,13 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
     verify_extension(base_tokenizer, tokenizer, vocab)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    staging = temp_dir_beside(out_dir)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         vocab.save(staging)
         save_config(cfg, staging / "extend_config.yaml")
+        apply_default_mode(staging, recursive=True)  # save_pretrained writes its weights 0600
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
