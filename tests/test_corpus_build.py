@@ -21,7 +21,9 @@ TONE = "python:corpus_builder.testing:ToneTTS"
 
 
 def _ids(out_dir) -> list[str]:
-    return [i for p in shard_paths(out_dir) for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    return [
+        i for p in shard_paths(out_dir) for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()
+    ]
 
 
 def _text_pairs(tmp_path, n: int):
@@ -161,5 +163,7 @@ def test_rerun_with_another_chunk_size_is_refused(tmp_path, capsys):
     # One line and exit 2 (was: a ValueError traceback), even when asked to allow the change.
     assert main([*args, "--rows-per-shard", "3", "--allow-changed", "rows_per_shard"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("sts-build-corpus: error: ") and "duplicate rows" in err and len(err.splitlines()) == 1
+    assert (
+        err.startswith("sts-build-corpus: error: ") and "duplicate rows" in err and len(err.splitlines()) == 1
+    )
     assert Counter(_ids(out)) == Counter(f"ja-{i:08d}" for i in range(3))

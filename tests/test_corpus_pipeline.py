@@ -167,7 +167,9 @@ def test_build_writes_shards_and_card_and_resumes(tmp_path):
     assert card["command"] == ["sts-build-corpus", "test"] and card["config"]["rows_per_shard"] == 3
     assert {"python", "torch", "datasets", "pyarrow"} <= set(card["versions"])
 
-    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "corpus" / "data" / "*.parquet"), split="train")
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "corpus" / "data" / "*.parquet"), split="train"
+    )
     assert sorted(ds["id"]) == ["c0", "c1", "c2", "c4", "c5", "c6"]
     assert ds.features["src_audio"] == datasets.Audio(decode=False)
     assert ds[0]["tgt_text"] == "T0" and ds[0]["src_audio"]["bytes"][:4] == b"fLaC"

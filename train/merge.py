@@ -87,7 +87,7 @@ def merge_lora(cfg: MergeConfig) -> Path:
     base = cfg.base_model or base_model_of(checkpoint)
     try:
         lm = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, cfg.dtype))
-    except OSError as err:
+    except (OSError, ValueError) as err:  # no such model; a folder without a model config
         raise MergeError(
             f"{checkpoint}: cannot load its base model {base!r} ({err}); pass --base-model"
         ) from err
