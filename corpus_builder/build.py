@@ -18,7 +18,8 @@ done (`corpus_builder.shards`). `--ray` runs every shard index as a Ray task ins
 
 Reruns: the folder records the settings that decide its rows (`build_settings`: source, filters,
 MT, TTS, checks, chunking); a rerun with other settings is refused with a message naming each
-difference (`--allow-changed KEY` accepts a key whose change is harmless, e.g. moved data).
+difference (a source file counts by its content, so a moved copy is the same source;
+`--allow-changed KEY` accepts a change on purpose, e.g. `path` after appending to a manifest).
 `--max-rows` is not such a setting: a trial's last, short chunk counts as done only for runs that
 read no further, so the full command in the same folder redoes it and goes on (`shards.is_done`).
 Each worker holds a lock on the folder while it builds (`shards.worker_lock`): a second builder of
@@ -28,6 +29,7 @@ the same worker refuses to start (or waits, `--wait-for-lock`); other workers ru
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import itertools
 import json
@@ -104,8 +106,9 @@ class BuildConfig(SourceConfig):
     wait_for_lock: bool = False
     """When another builder of the same worker holds the folder, wait for it instead of refusing."""
     allow_changed: list[str] = field(default_factory=list)
-    """Recorded settings (see `build_settings`) this rerun may change, e.g. `path` after moving the same
-    data; the folder's record takes the new values. num_shards and rows_per_shard can never change."""
+    """Recorded settings (see `build_settings`) this rerun may change, e.g. `path` after appending rows
+    to a manifest (done chunks stay, new rows are added); the folder's record takes the new values.
+    num_shards and rows_per_shard can never change."""
 
 
 @dataclass
@@ -129,7 +132,8 @@ CHECK_SETTINGS = ("max_asr_error", "min_speaker_similarity")
 def build_settings(cfg: BuildConfig) -> dict:
     """The settings that decide a folder's rows, as recorded in `.progress/layout.json`.
 
-    Source and filters (`SourceConfig`, local paths made absolute), MT (`mt`, and its model, preset,
+    Source and filters (`SourceConfig`; a source file as its absolute path and SHA-256, so the same
+    file moved or copied elsewhere is the same source; a folder as its absolute path), MT (`mt`, and its model, preset,
     token budget, context and truncation rule unless `mt` is "reference"), TTS (`tts`, `tts_kwargs` as
     parsed JSON), checks (and their thresholds unless "none"), `voice_preserving`, and the chunking
     (`num_shards`, `rows_per_shard`). Not: where or how fast it runs (device, dtype, batch size, Ray,
@@ -138,7 +142,9 @@ def build_settings(cfg: BuildConfig) -> dict:
     settings = {name: getattr(cfg, name) for name in SOURCE_SETTINGS}
     for key in ("path", "tgt_path"):
         value = settings[key]
-        if value and (cfg.source != "emilia" or Path(value).exists()):  # an Emilia path may be a hub id
+        if value and Path(value).is_file():  # a manifest or text file: its content is what counts
+            settings[key] = {"file": str(Path(value).resolve()), "sha256": file_sha256(Path(value))}
+        elif value and (cfg.source != "emilia" or Path(value).exists()):  # an Emilia path may be a hub id
             settings[key] = str(Path(value).resolve())
     settings["mt"] = cfg.mt
     if cfg.mt != "reference":
@@ -153,6 +159,14 @@ def build_settings(cfg: BuildConfig) -> dict:
     settings.update(voice_preserving=cfg.voice_preserving, num_shards=cfg.num_shards)
     settings["rows_per_shard"] = cfg.rows_per_shard
     return json.loads(json.dumps(settings))  # plain JSON values, as read back from the record
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def tts_kwargs(cfg: BuildConfig) -> dict:

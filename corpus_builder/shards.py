@@ -108,8 +108,9 @@ def check_settings(out_dir: Path, settings: dict, allow_changed: list[str] | tup
     `settings`: what decides the rows (source, filters, MT, TTS, checks, and the chunking
     `FIXED_SETTINGS`), see `corpus_builder.build.build_settings`. A rerun with the same settings
     resumes; one that differs raises `SettingsChangedError` naming each difference, since its rows
-    would be mixed with rows made differently under one card. Keys in `allow_changed` may differ
-    (e.g. the same data moved to another path): the record takes the new values. `FIXED_SETTINGS`
+    would be mixed with rows made differently under one card (a source file counts as the same when
+    its content is, wherever it lies now). Keys in `allow_changed` may differ (e.g. `path` after rows
+    were appended to the source): the record takes the new values. `FIXED_SETTINGS`
     never may: chunk k of a worker means "its source rows [k * rows_per_shard, (k + 1) *
     rows_per_shard)", so new values would put the same rows into new chunk names (duplicates). Keys
     the record lacks (a folder from an older version) are adopted. The check and the update happen
@@ -123,7 +124,9 @@ def check_settings(out_dir: Path, settings: dict, allow_changed: list[str] | tup
         )
     with _settings_lock(out_dir):
         recorded = json.loads(path.read_text()) if path.exists() else {}
-        differ = {k: (recorded[k], v) for k, v in settings.items() if k in recorded and recorded[k] != v}
+        differ = {
+            k: (recorded[k], v) for k, v in settings.items() if k in recorded and not _same(recorded[k], v)
+        }
         fixed = {k: d for k, d in differ.items() if k in FIXED_SETTINGS}
         if fixed:
             was = {k: old for k, (old, _) in fixed.items()}
@@ -134,16 +137,29 @@ def check_settings(out_dir: Path, settings: dict, allow_changed: list[str] | tup
             )
         refused = {k: d for k, d in differ.items() if k not in allow_changed}
         if refused:
-            lines = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+            lines = "; ".join(f"{k}: {_show(old)} -> {_show(new)}" for k, (old, new) in refused.items())
             raise SettingsChangedError(
                 f"{out_dir} was built with other settings ({lines}); rows made both ways would share one "
-                "card. Use the same values or a new --out-dir; if the same data or model only moved, "
-                f"pass --allow-changed {' '.join(refused)}"
+                "card. Use the same values or a new --out-dir, or, to change them on purpose (e.g. rows "
+                f"appended to the source), pass --allow-changed {' '.join(refused)}"
             )
         merged = {**recorded, **settings}
         if merged != recorded:
             write_json_atomic(path, merged)
         return merged
+
+
+def _same(recorded, value) -> bool:
+    """Equal settings; a source file (`{"file", "sha256"}`) is the same when its content is."""
+    if isinstance(recorded, dict) and isinstance(value, dict) and "sha256" in recorded and "sha256" in value:
+        return recorded["sha256"] == value["sha256"]
+    return recorded == value
+
+
+def _show(value) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"{value.get('file')!r} (sha256 {value['sha256'][:12]})"
+    return repr(value)
 
 
 @contextmanager

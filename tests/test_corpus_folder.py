@@ -99,13 +99,13 @@ def test_rerun_with_other_settings_is_refused_naming_them(tmp_path, capsys, monk
     args = _args(out, tmp_path, 3)
     assert main(args) == 0
     card = (out / "corpus.json").read_text()
-    other = tmp_path / "other"
-    other.mkdir()
-    moved = _pairs(other, 3)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "moved").mkdir()
+    other, moved = _pairs(tmp_path / "other", 4), _pairs(tmp_path / "moved", 3)  # other text; the same text
+    flags = ["--mt", "reference", "--tts", TONE, "--tts-kwargs", '{"sample_rate": 16000}', "--checks", "none"]
     capsys.readouterr()
     refused = [
-        (["--out-dir", str(out), *moved, "--mt", "reference", "--tts", TONE, "--tts-kwargs",
-          '{"sample_rate": 16000}', "--checks", "none"], "path: "),
+        (["--out-dir", str(out), *other, *flags], f"path: '{tmp_path / 'ja.txt'}' (sha256 "),
         ([*args, "--tts-kwargs", '{"sample_rate": 24000}'], "tts_kwargs: {'sample_rate': 16000} -> {'sample_rate': 24000}"),
         ([*args, "--min-chars", "3"], "min_chars: 1 -> 3"),
         ([*args, "--checks", "default"], "checks: ['none'] -> ['default']"),
@@ -118,17 +118,21 @@ def test_rerun_with_other_settings_is_refused_naming_them(tmp_path, capsys, monk
             err
         )
     assert (out / "corpus.json").read_text() == card  # nothing rewritten
-    # Same settings spelled differently (JSON spacing, the batch size, a relative path) still resume.
+    # Same settings spelled differently (JSON spacing, the batch size, a relative path) still resume,
+    # and so does the same text at another path (the record follows it).
     monkeypatch.chdir(tmp_path)
     same = ["--out-dir", str(out), "--source", "text-pairs", "--path", "ja.txt", "--tgt-path", "ja-en.txt",
             "--mt", "reference", "--tts", TONE, "--tts-kwargs", '{ "sample_rate" : 16000 }', "--checks", "none",
             "--batch-size", "7"]  # fmt: skip
     assert main(same) == 0
-    # The same data moved: allowed by name; the record and the card take the new path.
-    assert main([*refused[0][0], "--allow-changed", "path", "tgt_path"]) == 0
-    assert json.loads((out / "corpus.json").read_text())["config"]["path"] == moved[3]
+    assert main(["--out-dir", str(out), *moved, *flags]) == 0
     layout = json.loads((out / ".progress" / "layout.json").read_text())
-    assert layout["path"] == str((other / "ja.txt").resolve()) and layout["rows_per_shard"] == 1000
+    assert layout["path"]["file"] == str((tmp_path / "moved" / "ja.txt").resolve())
+    # Other text, allowed by name (here: lines appended): the rows already made stay, the new one is added.
+    assert main(["--out-dir", str(out), *other, *flags, "--allow-changed", "path", "tgt_path"]) == 0
+    assert json.loads((out / "corpus.json").read_text())["config"]["path"] == other[3]
+    assert _ids(out) == Counter(f"ja-{i:08d}" for i in range(4))
+    assert json.loads((out / ".progress" / "layout.json").read_text())["rows_per_shard"] == 1000
 
 
 def test_sources_need_their_paths(tmp_path, capsys):
