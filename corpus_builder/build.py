@@ -12,14 +12,24 @@ Sharding: worker `shard_index` of `num_shards` reads its part of the source (see
 `corpus_builder.sources.open_source`: Emilia by whole tar files, or every N-th example when the
 file count does not divide evenly; local and text-pair sources by row index modulo N). Its rows are
 cut into chunks of `rows_per_shard` *source* rows; chunk k becomes
-`part-{shard_index}-of-{num_shards}-{k}.parquet` with the rows that survived. Because chunks are
-cut before filtering, a rerun finds the same rows in the same chunk and skips chunks that are done
-(`corpus_builder.shards`). `--ray` runs every shard index as a Ray task instead.
+`data/part-{shard_index}-of-{num_shards}-{k}.parquet` with the rows that survived. Because chunks
+are cut before filtering, a rerun finds the same rows in the same chunk and skips chunks that are
+done (`corpus_builder.shards`). `--ray` runs every shard index as a Ray task instead.
+
+Reruns: the folder records the settings that decide its rows (`build_settings`: source, filters,
+MT, TTS, checks, chunking); a rerun with other settings is refused with a message naming each
+difference (a source file counts by its content, so a moved copy is the same source;
+`--allow-changed KEY` accepts a change on purpose, e.g. `path` after appending to a manifest).
+`--max-rows` is not such a setting: a trial's last, short chunk counts as done only for runs that
+read no further, so the full command in the same folder redoes it and goes on (`shards.is_done`).
+Each worker holds a lock on the folder while it builds (`shards.worker_lock`): a second builder of
+the same worker refuses to start (or waits, `--wait-for-lock`); other workers run in parallel.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import itertools
 import json
@@ -32,9 +42,9 @@ from typing import Literal
 from corpus_builder import shards
 from corpus_builder.interfaces import Check, TTSBackend
 from corpus_builder.pipeline import Outcome, PipelineConfig, process_rows
-from corpus_builder.sources import SourceConfig, open_source
+from corpus_builder.sources import SourceConfig, SourceError, check_source, open_source
 from sts.config import config_to_dict
-from sts.corpus import corpus_features
+from sts.corpus import CorpusError, corpus_features
 from sts.mt import MTBackend
 
 
@@ -93,6 +103,12 @@ class BuildConfig(SourceConfig):
     """Ray cluster address; empty starts or joins a local instance."""
     ray_gpus_per_task: float = 0.0
     """GPUs each Ray task reserves."""
+    wait_for_lock: bool = False
+    """When another builder of the same worker holds the folder, wait for it instead of refusing."""
+    allow_changed: list[str] = field(default_factory=list)
+    """Recorded settings (see `build_settings`) this rerun may change, e.g. `path` after appending rows
+    to a manifest (done chunks stay, new rows are added); the folder's record takes the new values.
+    num_shards and rows_per_shard can never change."""
 
 
 @dataclass
@@ -106,6 +122,61 @@ class ChunkResult:
 def source_config(cfg: BuildConfig) -> SourceConfig:
     names = {f.name for f in dataclasses.fields(SourceConfig)}
     return SourceConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
+
+
+SOURCE_SETTINGS = tuple(f.name for f in dataclasses.fields(SourceConfig))
+MT_SETTINGS = ("mt_model", "mt_preset", "mt_max_new_tokens", "mt_context", "mt_keep_truncated")
+CHECK_SETTINGS = ("max_asr_error", "min_speaker_similarity")
+
+
+def build_settings(cfg: BuildConfig) -> dict:
+    """The settings that decide a folder's rows, as recorded in `.progress/layout.json`.
+
+    Source and filters (`SourceConfig`; a source file as its absolute path and SHA-256, so the same
+    file moved or copied elsewhere is the same source; a folder as its absolute path), MT (`mt`, and its model, preset,
+    token budget, context and truncation rule unless `mt` is "reference"), TTS (`tts`, `tts_kwargs` as
+    parsed JSON), checks (and their thresholds unless "none"), `voice_preserving`, and the chunking
+    (`num_shards`, `rows_per_shard`). Not: where or how fast it runs (device, dtype, batch size, Ray,
+    `mt_url`), the worker index, or `max_rows`.
+    """
+    settings = {name: getattr(cfg, name) for name in SOURCE_SETTINGS}
+    for key in ("path", "tgt_path"):
+        value = settings[key]
+        if value and Path(value).is_file():  # a manifest or text file: its content is what counts
+            settings[key] = {"file": str(Path(value).resolve()), "sha256": file_sha256(Path(value))}
+        elif value and (cfg.source != "emilia" or Path(value).exists()):  # an Emilia path may be a hub id
+            settings[key] = str(Path(value).resolve())
+    settings["mt"] = cfg.mt
+    if cfg.mt != "reference":
+        settings.update({name: getattr(cfg, name) for name in MT_SETTINGS})
+        if Path(cfg.mt_model).exists():
+            settings["mt_model"] = str(Path(cfg.mt_model).resolve())
+    settings["tts"] = cfg.tts
+    settings["tts_kwargs"] = tts_kwargs(cfg)
+    settings["checks"] = list(cfg.checks)
+    if cfg.checks != ["none"]:
+        settings.update({name: getattr(cfg, name) for name in CHECK_SETTINGS})
+    settings.update(voice_preserving=cfg.voice_preserving, num_shards=cfg.num_shards)
+    settings["rows_per_shard"] = cfg.rows_per_shard
+    return json.loads(json.dumps(settings))  # plain JSON values, as read back from the record
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tts_kwargs(cfg: BuildConfig) -> dict:
+    try:
+        kwargs = json.loads(cfg.tts_kwargs or "{}")
+    except json.JSONDecodeError as err:
+        raise CorpusError(f"--tts-kwargs {cfg.tts_kwargs!r}: not valid JSON ({err})") from err
+    if not isinstance(kwargs, dict):
+        raise CorpusError(f"--tts-kwargs {cfg.tts_kwargs!r}: must be a JSON object")
+    return kwargs
 
 
 def _import(spec: str):
@@ -127,7 +198,7 @@ def make_mt(cfg: BuildConfig) -> MTBackend:
 
 
 def make_tts(cfg: BuildConfig) -> TTSBackend:
-    kwargs = json.loads(cfg.tts_kwargs or "{}")
+    kwargs = tts_kwargs(cfg)
     if cfg.tts.startswith("python:"):
         return _import(cfg.tts)(**kwargs)
     from corpus_builder.tts import load_tts  # the TTS package may import heavy parts lazily itself
@@ -149,6 +220,27 @@ def make_checks(cfg: BuildConfig) -> list[Check]:
     return checks
 
 
+def prepare_build(cfg: BuildConfig) -> Path:
+    """Check the flags, the source and the folder's recorded settings (recording them on a first run).
+
+    Returns the output folder. Raises `CorpusError` (`SourceError`, `shards.SettingsChangedError`)
+    before any work; `build_corpus` calls it, a CLI may call it first to fail before showing progress.
+    """
+    out_dir = Path(cfg.out_dir)
+    check_source(source_config(cfg))
+    if not 0 <= cfg.shard_index < cfg.num_shards:
+        raise SourceError(f"--shard-index {cfg.shard_index} is outside [0, --num-shards {cfg.num_shards})")
+    if cfg.rows_per_shard < 1:
+        raise CorpusError(f"--rows-per-shard must be at least 1, got {cfg.rows_per_shard}")
+    if cfg.max_rows is not None and cfg.max_rows < 1:
+        raise CorpusError(f"--max-rows must be at least 1, got {cfg.max_rows}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CorpusError(f"{out_dir}: exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards.check_settings(out_dir, build_settings(cfg), cfg.allow_changed)
+    return out_dir
+
+
 def build_corpus(
     cfg: BuildConfig,
     *,
@@ -163,11 +255,24 @@ def build_corpus(
     Backends not given are built from `cfg` (only once a chunk needs them, so a finished rerun loads no model).
     `on_outcome` is called for every processed row (e.g. to advance a progress bar).
     """
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shards.check_layout(out_dir, {"num_shards": cfg.num_shards, "rows_per_shard": cfg.rows_per_shard})
-    prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
-    shards.remove_stale_temps(out_dir, prefix)
+    out_dir = prepare_build(cfg)
+    with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
+        prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
+        shards.remove_stale_temps(out_dir, prefix)  # safe: this worker's lock is ours
+        backends = {"mt": mt, "tts": tts, "checks": checks}
+        yield from _build_chunks(cfg, out_dir, backends, on_outcome)
+    mt, tts, checks = backends["mt"], backends["tts"], backends["checks"]
+    models = {
+        "mt": mt.name if mt else _describe_mt(cfg),
+        "mt_context": cfg.mt_context,
+        "tts": tts.name if tts else cfg.tts,
+        "checks": [c.name for c in checks] if checks is not None else cfg.checks,
+    }
+    shards.write_card(out_dir, config=config_to_dict(cfg), models=models, argv=argv)
+
+
+def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -> Iterator[ChunkResult]:
+    """The chunk loop of `build_corpus`; fills `backends` (mt, tts, checks) as it first needs them."""
     features = corpus_features()
     pipeline_cfg = PipelineConfig(
         cfg.batch_size,
@@ -185,16 +290,22 @@ def build_corpus(
         if not batch:
             break
         name = shards.chunk_name(cfg.shard_index, cfg.num_shards, chunk)
-        if shards.is_done(out_dir, name):
+        if shards.is_done(out_dir, name, len(batch)):
             seen_ids.update(r.id for r in batch)
-            yield ChunkResult(name, True, json.loads(shards.stats_path(out_dir, name).read_text()))
+            yield ChunkResult(name, True, shards.read_stats(out_dir, name))
             continue
-        mt = mt or make_mt(cfg)
-        tts = tts or make_tts(cfg)
-        checks = make_checks(cfg) if checks is None else checks
+        backends["mt"] = backends["mt"] or make_mt(cfg)
+        backends["tts"] = backends["tts"] or make_tts(cfg)
+        if backends["checks"] is None:
+            backends["checks"] = make_checks(cfg)
         stats, kept = shards.empty_stats(), []
         for outcome in process_rows(
-            batch, mt=mt, tts=tts, checks=checks, cfg=pipeline_cfg, seen_ids=seen_ids
+            batch,
+            mt=backends["mt"],
+            tts=backends["tts"],
+            checks=backends["checks"],
+            cfg=pipeline_cfg,
+            seen_ids=seen_ids,
         ):
             shards.add_outcome(stats, outcome)
             if on_outcome is not None:
@@ -203,13 +314,6 @@ def build_corpus(
                 kept.append(outcome.row)
         shards.write_chunk(out_dir, name, kept, features, stats)
         yield ChunkResult(name, False, stats)
-    models = {
-        "mt": mt.name if mt else _describe_mt(cfg),
-        "mt_context": cfg.mt_context,
-        "tts": tts.name if tts else cfg.tts,
-        "checks": [c.name for c in checks] if checks is not None else cfg.checks,
-    }
-    shards.write_card(out_dir, config=config_to_dict(cfg), models=models, argv=argv)
 
 
 def _describe_mt(cfg: BuildConfig) -> str:

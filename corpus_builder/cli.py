@@ -6,26 +6,44 @@
         --mt reference --tts offline --checks none
 
 Flags -> `corpus_builder.build.build_corpus` (or `build_with_ray` with `--ray`); shows a progress
-bar (rows/s, hours produced) and a summary. Rerun the same command to resume.
+bar (rows/s, hours produced) and a summary. Rerun the same command to resume. Expected failures (a
+missing --path, a rerun with other settings, a folder another builder holds, a bad manifest line)
+print one line `sts-build-corpus: error: ...` and exit 2; STS_TRACEBACK=1 shows the traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
-from corpus_builder.build import BuildConfig, build_corpus, build_with_ray
-from sts.config import parse_cli
+from corpus_builder import shards
+from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, prepare_build
+from sts.config import ConfigError, parse_cli
+from sts.corpus import CorpusError
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if args is None else args)
+    try:
+        cfg = parse_cli(BuildConfig, args, prog="sts-build-corpus")
+        return run(cfg, ["sts-build-corpus", *args])
+    except (CorpusError, ConfigError) as err:
+        if os.environ.get("STS_TRACEBACK"):
+            raise
+        print(f"sts-build-corpus: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(cfg: BuildConfig, argv: list[str]) -> int:
     from rich.console import Console
     from tqdm import tqdm
 
-    args = list(sys.argv[1:] if args is None else args)
-    cfg = parse_cli(BuildConfig, args, prog="sts-build-corpus")
-    argv = ["sts-build-corpus", *args]
     console = Console(stderr=True)
+    out_dir = prepare_build(cfg)  # fail on flags, source and settings before any progress bar
+    if not cfg.ray:  # ... and on a folder another builder holds (the build takes the lock again)
+        with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
+            pass
     if cfg.ray:
         summaries = build_with_ray(cfg, argv=argv)
         for s in summaries:
@@ -53,9 +71,9 @@ def main(args: Sequence[str] | None = None) -> int:
 
 
 def _print_summary(console, cfg: BuildConfig) -> None:
-    import json
+    from sts.corpus import read_card
 
-    card = json.loads((cfg.out_dir / "corpus.json").read_text())
+    card = read_card(cfg.out_dir)
     console.print(
         f"{cfg.out_dir}: {card['rows']:,} rows kept of {card['input_rows']:,} read, "
         f"{len(card['shards'])} shard files"

@@ -5,12 +5,13 @@
     from corpus_builder.encode import EncodeConfig, encode_corpus
     for name, rows, skipped in encode_corpus(EncodeConfig(Path("corpus/ja-en"))): ...
 
-Each `part-*.parquet` is read, its audio decoded to 16 kHz (`sts.audio.load_audio`) and encoded
+Each shard (`sts.corpus.shard_paths`: `data/part-*.parquet`) is read, its audio decoded to 16 kHz (`sts.audio.load_audio`) and encoded
 with `sts.codec` (the codec batches clips by length), and the shard is rewritten with the two code
 columns and `encoded_features()` under a hidden temp name, then renamed over the original: a shard
 is either the old one or the finished new one, never half. A rerun skips shards that already have
 `src_codes`. The codec, frame rate, codebook size and batching go into `corpus.json` under "encode"
-(`sts-train` checks them against the model's `sts_vocab.json`).
+(`sts-train` checks them against the model's `sts_vocab.json`), and the `README.md` dataset card is
+rewritten with the code columns in its features.
 
 Batching is exact by default: a clip's codes equal its one-by-one encoding, whatever else is in the
 shard (`--max-pad-ratio 0`). `--max-pad-ratio 0.1` batches clips within 10 % of each other's length,
@@ -35,7 +36,6 @@ from corpus_builder import shards
 from sts.audio import load_audio
 from sts.config import parse_cli
 from sts.corpus import encoded_features, shard_paths
-from sts.io import write_json_atomic
 
 
 @dataclass
@@ -84,7 +84,7 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
     corpus_dir = Path(cfg.corpus_dir)
     paths = shard_paths(corpus_dir)
     if not paths and not (corpus_dir / shards.CARD_NAME).exists():
-        raise FileNotFoundError(f"{corpus_dir}: no part-*.parquet shards and no corpus.json")
+        raise FileNotFoundError(f"{corpus_dir}: no data/part-*.parquet shards and no corpus.json")
     recorded = recorded_codec(corpus_dir)
     wanted = codec.name if codec is not None else str(cfg.codec)
     if not cfg.reencode and recorded is not None and recorded != wanted and any(map(is_encoded, paths)):
@@ -150,7 +150,8 @@ def _record(corpus_dir: Path, codec) -> None:
         "dtype": "int32",
         "columns": ["src_codes", "tgt_codes"],
     }
-    write_json_atomic(card_path, card)
+    card["features"] = "sts.corpus.encoded_features()"
+    shards.save_card(corpus_dir, card)
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -6,7 +6,8 @@
 
 Rows are processed in batches of `batch_size` (MT and TTS each see the whole batch, grouped by
 language pair); every input row yields exactly one `Outcome`, in input order. Nothing about one bad
-row is fatal: undecodable audio, empty text, an empty translation, a TTS that never stops or a
+row is fatal: undecodable audio, silent source audio (`silent_audio`, `sts.audio.is_silent`), empty
+text, an empty translation, a TTS that never stops or says nothing audible (`tts_silent`) or a
 failed check each become a drop reason. Audio is stored as FLAC bytes: the source at 16 kHz (what
 the codec reads), the target at the TTS's own rate.
 """
@@ -25,7 +26,7 @@ import soxr
 
 from corpus_builder.interfaces import Check, CheckInput, TTSBackend, TTSRequest
 from corpus_builder.sources import SourceConfig, SourceRow, audio_drop_reason, duration_reason, filter_reason
-from sts.audio import SAMPLE_RATE, AudioError
+from sts.audio import SAMPLE_RATE, AudioError, is_silent
 from sts.mt import MTBackend, ReferenceMT, translate_in_context
 
 
@@ -130,6 +131,8 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str]) -> _Work:
         return work
     if work.src_audio is not None:
         work.drop = duration_reason(len(work.src_audio) / SAMPLE_RATE, cfg.filters)
+        if not work.drop and is_silent(work.src_audio):  # a transcript over silence teaches nothing
+            work.drop = "silent_audio"
     return work
 
 
@@ -173,6 +176,8 @@ def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None
         for w, result in zip(text_only, results, strict=True):
             if result.audio is None or len(result.audio) == 0:
                 w.drop = "src_" + (result.drop_reason or "tts_empty")
+            elif is_silent(result.audio):
+                w.drop = "src_tts_silent"
             else:
                 w.src_audio = to_16k(result.audio, result.sample_rate)
     work = [w for w in work if not w.drop]
@@ -187,6 +192,8 @@ def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None
             w.drop = result.drop_reason or "tts_empty"
         elif not np.isfinite(result.audio).all():
             w.drop = "tts_nonfinite"
+        elif is_silent(result.audio):
+            w.drop = "tts_silent"
         else:
             w.tgt_audio, w.tgt_rate = result.audio.astype(np.float32, copy=False), result.sample_rate
 

@@ -1,87 +1,210 @@
-"""Shard files of a corpus folder: atomic Parquet writes, done-markers, and the `corpus.json` card.
+"""Shard files of a corpus folder: atomic Parquet writes, done-markers, settings, locks, and the cards.
 
-Layout of `OUT_DIR`:
+Layout of `OUT_DIR` (see `sts.corpus` for what readers rely on):
 
-    part-00000-of-00004-000012.parquet   rows of chunk 12 of worker 0 of 4 (datasets opens DIR/*.parquet)
-    .progress/part-00000-of-00004-000012.json   that chunk's stats; its presence marks the chunk done
-    corpus.json                          the card, summed over every stats file present
+    README.md                                 dataset card (`datasets` reads its YAML front matter)
+    corpus.json                               the card, summed over every stats file present
+    data/part-00000-of-00004-000012.parquet   rows of chunk 12 of worker 0 of 4
+    .progress/part-00000-of-00004-000012.json that chunk's stats; its presence marks the chunk done
+    .progress/layout.json                     the settings the folder was built with (`check_settings`)
+    .progress/lock-00000-of-00004             held (flock) by the live builder of worker 0 of 4
 
 A chunk is written as `.NAME.tmp-PID` (hidden, not ending in .parquet) and renamed; its stats
 file is written (atomically) after the rename. A chunk counts as done only when its stats file
-exists, so a run killed between the two redoes the chunk and overwrites the same file name: no
-row is ever lost or written twice. A chunk whose rows were all dropped has a stats file and no
-Parquet file.
+exists and covers at least the source rows this run puts into the chunk (`is_done`), so a run killed
+between the two redoes the chunk and overwrites the same file name, and a chunk that a `--max-rows`
+trial cut short is redone by a later run that reads further: no row is ever lost or written twice.
+A chunk whose rows were all dropped has a stats file and no Parquet file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sts.corpus import CARD_NAME, SHARD_GLOB
-from sts.io import write_json_atomic
+from sts.corpus import CARD_NAME, README_NAME, CorpusError, shard_dir, shard_paths
+from sts.io import atomic_open, write_json_atomic, write_text_atomic
 
 PROGRESS_DIR = ".progress"
+LAYOUT_FILE = "layout.json"
+FIXED_SETTINGS = ("num_shards", "rows_per_shard")
+"""Settings that name the chunks: changing them would put the same rows under new names."""
+
+
+class SettingsChangedError(CorpusError):
+    """A rerun whose settings differ from those the folder was built with."""
+
+
+class FolderLockedError(CorpusError):
+    """Another live builder holds this worker's lock on the folder."""
 
 
 def chunk_name(shard_index: int, num_shards: int, chunk: int) -> str:
     return f"part-{shard_index:05d}-of-{num_shards:05d}-{chunk:06d}"
 
 
+def chunk_path(out_dir: Path, name: str) -> Path:
+    return shard_dir(out_dir) / f"{name}.parquet"
+
+
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a hidden temp name in the same folder, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        pq.write_table(table, f)
 
 
 def remove_stale_temps(out_dir: Path, prefix: str) -> None:
-    """Temp files a killed run of this worker left behind (only this worker writes names with `prefix`)."""
-    for tmp in out_dir.glob(f".{prefix}*.tmp-*"):
-        tmp.unlink(missing_ok=True)
+    """Temp files a killed run of this worker left behind. Call only while holding this worker's
+    `worker_lock`: then no live builder writes names with `prefix`."""
+    for folder in {out_dir, shard_dir(out_dir)}:
+        for tmp in folder.glob(f".{prefix}*.tmp-*"):
+            tmp.unlink(missing_ok=True)
 
 
-def check_layout(out_dir: Path, layout: dict) -> None:
-    """Record how the source is cut into chunks; refuse a rerun that would cut it differently.
+@contextmanager
+def worker_lock(out_dir: Path, shard_index: int, num_shards: int, *, wait: bool = False) -> Iterator[None]:
+    """Hold `.progress/lock-{shard_index}-of-{num_shards}` (an exclusive `fcntl.flock`) while building.
 
-    Chunk k of a worker means "its source rows [k * rows_per_shard, (k + 1) * rows_per_shard)", so a
-    different `rows_per_shard` or `num_shards` would put the same rows into new chunk names: duplicates.
+    One lock per worker, so the workers of a SLURM array still build one folder in parallel, but a
+    second builder of the same worker cannot start (it would delete the first one's temp shard and
+    write the same chunks). The kernel releases a flock when its process dies, so a killed run leaves
+    no stale lock. Raises `FolderLockedError` naming the holder, or waits for it with `wait`.
+    On a network filesystem flock needs its support (NFSv4 has it; Lustre needs `-o flock`).
     """
-    path = out_dir / PROGRESS_DIR / "layout.json"
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        if recorded != layout:
-            raise ValueError(
-                f"{out_dir} was built with {recorded}, this run asks for {layout}: "
-                "resuming would duplicate rows; use the same values or a new folder"
+    path = out_dir / PROGRESS_DIR / f"lock-{shard_index:05d}-of-{num_shards:05d}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderLockedError(
+                f"{out_dir}: another sts-build-corpus ({holder}) is building worker {shard_index} of "
+                f"{num_shards} in this folder; wait for it to finish, pass --wait-for-lock, or use "
+                "another --shard-index"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def check_settings(out_dir: Path, settings: dict, allow_changed: list[str] | tuple[str, ...] = ()) -> dict:
+    """Record what the folder is built from; refuse a rerun with other settings. Returns the record.
+
+    `settings`: what decides the rows (source, filters, MT, TTS, checks, and the chunking
+    `FIXED_SETTINGS`), see `corpus_builder.build.build_settings`. A rerun with the same settings
+    resumes; one that differs raises `SettingsChangedError` naming each difference, since its rows
+    would be mixed with rows made differently under one card (a source file counts as the same when
+    its content is, wherever it lies now). Keys in `allow_changed` may differ (e.g. `path` after rows
+    were appended to the source): the record takes the new values. `FIXED_SETTINGS`
+    never may: chunk k of a worker means "its source rows [k * rows_per_shard, (k + 1) *
+    rows_per_shard)", so new values would put the same rows into new chunk names (duplicates). Keys
+    the record lacks (a folder from an older version) are adopted. The check and the update happen
+    under a folder-wide lock, so workers starting together agree.
+    """
+    path = out_dir / PROGRESS_DIR / LAYOUT_FILE
+    unknown = sorted(set(allow_changed) - set(settings))
+    if unknown:
+        raise SettingsChangedError(
+            f"--allow-changed {unknown}: not recorded settings; known: {sorted(settings)}"
+        )
+    with _settings_lock(out_dir):
+        recorded = json.loads(path.read_text()) if path.exists() else {}
+        differ = {
+            k: (recorded[k], v) for k, v in settings.items() if k in recorded and not _same(recorded[k], v)
+        }
+        fixed = {k: d for k, d in differ.items() if k in FIXED_SETTINGS}
+        if fixed:
+            was = {k: old for k, (old, _) in fixed.items()}
+            now = {k: new for k, (_, new) in fixed.items()}
+            raise SettingsChangedError(
+                f"{out_dir} was built with {was}, this run asks for {now}: resuming would duplicate rows; "
+                "use the same values or a new folder"
             )
-        return
-    write_json_atomic(path, layout)
+        refused = {k: d for k, d in differ.items() if k not in allow_changed}
+        if refused:
+            lines = "; ".join(f"{k}: {_show(old)} -> {_show(new)}" for k, (old, new) in refused.items())
+            raise SettingsChangedError(
+                f"{out_dir} was built with other settings ({lines}); rows made both ways would share one "
+                "card. Use the same values or a new --out-dir, or, to change them on purpose (e.g. rows "
+                f"appended to the source), pass --allow-changed {' '.join(refused)}"
+            )
+        merged = {**recorded, **settings}
+        if merged != recorded:
+            write_json_atomic(path, merged)
+        return merged
+
+
+def _same(recorded, value) -> bool:
+    """Equal settings; a source file (`{"file", "sha256"}`) is the same when its content is."""
+    if isinstance(recorded, dict) and isinstance(value, dict) and "sha256" in recorded and "sha256" in value:
+        return recorded["sha256"] == value["sha256"]
+    return recorded == value
+
+
+def _show(value) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"{value.get('file')!r} (sha256 {value['sha256'][:12]})"
+    return repr(value)
+
+
+@contextmanager
+def _settings_lock(out_dir: Path) -> Iterator[None]:
+    path = out_dir / PROGRESS_DIR / "settings.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds: always wait
+        yield
+    finally:
+        os.close(fd)
 
 
 def stats_path(out_dir: Path, name: str) -> Path:
     return out_dir / PROGRESS_DIR / f"{name}.json"
 
 
-def is_done(out_dir: Path, name: str) -> bool:
-    return stats_path(out_dir, name).exists()
+def read_stats(out_dir: Path, name: str) -> dict | None:
+    """The chunk's stats, or None when it has none (not done)."""
+    path = stats_path(out_dir, name)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_done(out_dir: Path, name: str, source_rows: int | None = None) -> bool:
+    """Whether chunk `name` is done for a run that puts `source_rows` source rows into it.
+
+    Done: its stats file exists and counts at least that many input rows. A chunk that a
+    `--max-rows` trial cut short counts fewer, so a run that reads further redoes it (the same file
+    name, so nothing is duplicated). `source_rows` None: only the stats file is asked for.
+    """
+    stats = read_stats(out_dir, name)
+    return stats is not None and (source_rows is None or stats["input_rows"] >= source_rows)
 
 
 def write_chunk(out_dir: Path, name: str, rows: list[dict], features, stats: dict) -> None:
-    """Write the chunk's rows (if any) as `NAME.parquet`, then its stats file (the done-marker)."""
+    """Write the chunk's rows (if any) as `NAME.parquet`, then its stats file (the done-marker).
+
+    A redone chunk whose rows are now all dropped loses its earlier Parquet file.
+    """
+    path = chunk_path(out_dir, name)
     if rows:
-        table = pa.Table.from_pylist(rows, schema=features.arrow_schema)
-        write_table_atomic(table, out_dir / f"{name}.parquet")
+        write_table_atomic(pa.Table.from_pylist(rows, schema=features.arrow_schema), path)
+    else:
+        path.unlink(missing_ok=True)
     write_json_atomic(stats_path(out_dir, name), stats)
 
 
@@ -132,12 +255,12 @@ def summarize(out_dir: Path) -> dict:
             d["tgt_hours"] += s["tgt"] / 3600
     total["drops"] = dict(sorted(total["drops"].items(), key=lambda kv: -kv[1]))
     total["dropped"] = sum(total["drops"].values())
-    total["shards"] = sorted(p.name for p in out_dir.glob(SHARD_GLOB))
+    total["shards"] = [p.relative_to(out_dir).as_posix() for p in shard_paths(out_dir)]
     return total
 
 
 def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | None = None) -> dict:
-    """Write `corpus.json` (atomically) from the stats present now; returns it."""
+    """Write `corpus.json` and `README.md` (atomically) from the stats present now; returns the card."""
     card = {
         "description": "Synthetic parallel ja<->en speech corpus made by sts-build-corpus",
         "features": "sts.corpus.corpus_features()",
@@ -153,5 +276,14 @@ def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | N
         old = json.loads(previous.read_text())
         if "encode" in old:
             card["encode"] = old["encode"]
-    write_json_atomic(previous, card)
+            card["features"] = "sts.corpus.encoded_features()"
+    save_card(out_dir, card)
     return card
+
+
+def save_card(out_dir: Path, card: dict) -> None:
+    """Write `card` as `corpus.json` and the `README.md` dataset card made from it."""
+    from corpus_builder.card import dataset_readme
+
+    write_json_atomic(out_dir / CARD_NAME, card)
+    write_text_atomic(out_dir / README_NAME, dataset_readme(out_dir, card))

@@ -24,9 +24,14 @@ import numpy as np
 
 from sts import LANGUAGES
 from sts.audio import AudioError, load_audio
+from sts.corpus import CorpusError
 
 EMILIA_REPO = "amphion/Emilia-Dataset"
 EMILIA_LANG_DIRS = {"ja": "JA", "en": "EN"}
+
+
+class SourceError(CorpusError):
+    """A source that cannot be read: a missing --path, a missing file, a bad manifest line."""
 
 
 @dataclass
@@ -121,10 +126,30 @@ def duration_reason(seconds: float | None, cfg: SourceConfig) -> str | None:
     return None
 
 
+def check_source(cfg: SourceConfig) -> None:
+    """Raise `SourceError` unless the source's paths are given and exist (before any work starts).
+
+    `--source local` and `text-pairs` need `--path` (a local build never falls back to the current
+    folder); text-pairs also `--tgt-path`. Emilia's `--path` may be empty (the hub dataset) or a hub id.
+    """
+    if cfg.source == "emilia":
+        return
+    needed = [("--path", cfg.path)] + ([("--tgt-path", cfg.tgt_path)] if cfg.source == "text-pairs" else [])
+    for flag, value in needed:
+        if not value:
+            what = "a manifest (.jsonl/.csv) or a folder of clips" if cfg.source == "local" else "a text file"
+            raise SourceError(f"--source {cfg.source} needs {flag} ({what})")
+        if not Path(value).exists():
+            raise SourceError(f"{value}: no such file or folder ({flag})")
+    if cfg.source == "text-pairs" and not all(Path(v).is_file() for v in (cfg.path, cfg.tgt_path)):
+        raise SourceError(f"--source text-pairs reads two text files, got {cfg.path} and {cfg.tgt_path}")
+
+
 def open_source(cfg: SourceConfig, *, num_shards: int = 1, shard_index: int = 0) -> Iterator[SourceRow]:
-    """Rows of this worker's part of the source, in a deterministic order."""
+    """Rows of this worker's part of the source, in a deterministic order. Raises `SourceError`."""
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index {shard_index} is outside [0, {num_shards})")
+        raise SourceError(f"shard_index {shard_index} is outside [0, {num_shards})")
+    check_source(cfg)
     if cfg.source == "emilia":
         return iter_emilia(cfg, num_shards=num_shards, shard_index=shard_index)
     rows = iter_text_pairs(cfg) if cfg.source == "text-pairs" else iter_local(cfg)
@@ -232,8 +257,7 @@ def iter_local(cfg: SourceConfig) -> Iterator[SourceRow]:
         with path.open(newline="", encoding="utf-8") as f:
             records = list(csv.DictReader(f))
     else:
-        with path.open(encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = _read_jsonl(path)
     for line, record in enumerate(records):
         audio = record.get("audio") or record.get("audio_path") or ""
         audio_path = Path(audio) if Path(audio).is_absolute() else path.parent / audio
@@ -250,6 +274,22 @@ def iter_local(cfg: SourceConfig) -> Iterator[SourceRow]:
         )
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SourceError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise SourceError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    return records
+
+
 # ---------------------------------------------------------------------------------------------- text pairs
 
 
@@ -258,7 +298,7 @@ def iter_text_pairs(cfg: SourceConfig) -> Iterator[SourceRow]:
     src_lines = Path(cfg.path).read_text(encoding="utf-8").splitlines()
     tgt_lines = Path(cfg.tgt_path).read_text(encoding="utf-8").splitlines()
     if len(src_lines) != len(tgt_lines):
-        raise ValueError(f"{cfg.path} has {len(src_lines)} lines but {cfg.tgt_path} has {len(tgt_lines)}")
+        raise SourceError(f"{cfg.path} has {len(src_lines)} lines but {cfg.tgt_path} has {len(tgt_lines)}")
     stem = Path(cfg.path).stem
     for line, (src, tgt) in enumerate(zip(src_lines, tgt_lines, strict=True)):
         yield SourceRow(

@@ -16,7 +16,6 @@ its script (kana/kanji -> ja).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import tyro
 
 from sts.audio import load_audio, write_audio
 from sts.tasks import task_spec
+from sts.text import text_language
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -252,11 +252,6 @@ def _request(cfg: InferConfig, item: dict, translator):
         src = text_language(text or "")
     tgt = cfg.to or (("en" if src == "ja" else "ja") if spec.translates else src)
     return Request(cfg.task, src, tgt, wav=wav, text=text, id=str(item["id"]))
-
-
-def text_language(text: str) -> str:
-    """ja when the text has kana or kanji, else en (a script heuristic, good enough for ja/en)."""
-    return "ja" if re.search(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]", text) else "en"
 
 
 def _write_text(path: Path, text: str) -> None:

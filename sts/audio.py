@@ -30,6 +30,19 @@ class AudioError(ValueError):
     """A clip that cannot be used; the message starts with the file's path (or given name)."""
 
 
+class AudioWarning(UserWarning):
+    """A clip that was usable only after a change (e.g. scaled down from beyond full scale)."""
+
+
+SILENCE_RMS_DBFS = -50.0
+"""`is_silent` default: a clip whose RMS level is below this holds no usable speech. Ordinary speech
+recordings sit around -30..-15 dBFS RMS and a quiet room's noise floor around -60..-50 dBFS, so the
+threshold sits at the top of room tone (chosen for this project, not taken from a standard)."""
+SILENCE_PEAK_DBFS = -30.0
+"""`is_silent` default: a clip whose loudest sample is below this (3 % of full scale) is near-silence
+even if its RMS is not; normalized speech peaks within a few dB of full scale."""
+
+
 def load_audio(
     source: str | os.PathLike | bytes,
     *,
@@ -47,7 +60,12 @@ def load_audio(
         name: what error messages call the clip; defaults to the path, or "<bytes>".
 
     Returns:
-        waveform: [N] float32, channels averaged. Silence is returned as is, not refused.
+        waveform: [N] float32, channels averaged. Silence is returned as is, not refused (callers
+        that need speech test it with `is_silent`). Samples beyond full scale, which only float
+        files can hold, are handled here and nowhere else: a clip whose peak exceeds 1.0 is scaled
+        down to peak 1.0 (its shape kept, unlike clipping; such a file is usually mis-scaled, e.g.
+        integer sample values stored as float) with an `AudioWarning` naming the file and the peak.
+        The resampler's few-sample overshoot past 1.0 is clipped silently.
 
     Raises:
         AudioError: missing file, a directory, undecodable data, no samples, NaN/inf samples,
@@ -73,8 +91,16 @@ def load_audio(
         raise AudioError(f"{label}: {seconds:.1f} s is longer than the {max_seconds:.1f} s limit")
 
     mono = samples.mean(axis=1, dtype=np.float32)
+    peak = float(np.max(np.abs(mono)))
+    if peak > 1.0:
+        warnings.warn(
+            f"{label}: samples reach {peak:.3g}, beyond full scale (1.0); scaled down by {peak:.3g}",
+            AudioWarning,
+            stacklevel=2,
+        )
+        mono = mono / np.float32(peak)
     if native_rate != sample_rate:
-        mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ")
+        mono = np.clip(soxr.resample(mono, native_rate, sample_rate, quality="HQ"), -1.0, 1.0)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
@@ -172,9 +198,24 @@ def rms_dbfs(waveform: np.ndarray) -> float:
     return 20.0 * float(np.log10(rms)) if rms > 0.0 else float("-inf")
 
 
-def is_silent(waveform: np.ndarray, threshold_dbfs: float = -60.0) -> bool:
-    """Whether a [N] waveform's RMS level is below `threshold_dbfs`."""
-    return rms_dbfs(waveform) < threshold_dbfs
+def peak_dbfs(waveform: np.ndarray) -> float:
+    """Level of the loudest sample of a [N] waveform in dB relative to full scale; -inf when all zero or empty."""
+    waveform = np.asarray(waveform)
+    peak = float(np.max(np.abs(waveform))) if waveform.size else 0.0
+    return 20.0 * float(np.log10(peak)) if peak > 0.0 else float("-inf")
+
+
+def is_silent(
+    waveform: np.ndarray,
+    threshold_dbfs: float = SILENCE_RMS_DBFS,
+    peak_threshold_dbfs: float = SILENCE_PEAK_DBFS,
+) -> bool:
+    """Whether a [N] waveform is silence or near-silence: RMS below `threshold_dbfs` or peak below
+    `peak_threshold_dbfs` (defaults `SILENCE_RMS_DBFS` = -50, `SILENCE_PEAK_DBFS` = -30 dBFS).
+
+    The one silence test of the package: the corpus builder drops such source clips (`silent_audio`).
+    """
+    return rms_dbfs(waveform) < threshold_dbfs or peak_dbfs(waveform) < peak_threshold_dbfs
 
 
 def duration_seconds(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:

@@ -11,9 +11,7 @@ can be reproduced from the YAML its output folder keeps (`save_config`):
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import tempfile
 import types
 import typing
 from collections.abc import Sequence
@@ -46,13 +44,9 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write `cfg` as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, allow_unicode=True)
-    os.replace(tmp, path)
-    return path
+    from sts.io import write_text_atomic
+
+    return write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
 def load_config(cls: type[T], path: str | Path, **overrides: Any) -> T:

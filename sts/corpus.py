@@ -1,9 +1,23 @@
 """The corpus folder contract: where a corpus's shards and card are, read by every stage.
 
     from sts.corpus import shard_paths, read_card, read_rows
-    shard_paths("corpus/ja-en")            # [Path] of part-*.parquet, sorted
+    shard_paths("corpus/ja-en")            # [Path] of data/part-*.parquet, sorted
     read_card("corpus/ja-en")["encode"]    # what sts-encode recorded (codec, frame rate, codebook)
     read_rows("corpus/ja-en", columns=["id", "src_text"])   # [dict], small corpora and tests only
+
+Layout of a corpus folder (the way Hugging Face `datasets` lays out a Parquet dataset repository):
+
+    corpus/ja-en/
+        README.md       dataset card: YAML front matter (configs -> data/*.parquet, features), then prose
+        corpus.json     the card as data: counts, hours, drops, models, versions, command, config, encode
+        data/part-00000-of-00004-000012.parquet    the rows (chunk 12 of worker 0 of 4)
+        .progress/      the builder's resume state and locks (hidden: readers skip it)
+
+so `datasets.load_dataset("corpus/ja-en")`, `pandas.read_parquet("corpus/ja-en/data")` and
+`pyarrow.dataset.dataset("corpus/ja-en/data")` open it as it is (the folder itself also holds
+README.md and corpus.json, which pandas/pyarrow would try to read as Parquet: point them at `data/`).
+Folders written before the `data/` layout (shards beside corpus.json) are still read, and the builder
+keeps writing such a folder the old way (`shard_dir`).
 
 `sts-build-corpus` writes the folder (`corpus_builder.shards`), `sts-encode` adds code columns,
 `sts-train`, `sts-fit-codec` and the recipes read it. Only this module knows the layout.
@@ -24,12 +38,32 @@ from pathlib import Path
 
 CARD_NAME = "corpus.json"
 """The card beside the shards: counts, hours, drops, models, versions, command (and `encode`)."""
+README_NAME = "README.md"
+"""The dataset card `datasets` reads: YAML front matter with `configs` and `features`, then prose."""
+SHARD_DIR = "data"
+"""Subfolder of the shards (`datasets`' convention for a repository's data files)."""
 SHARD_GLOB = "part-*.parquet"
 
 
+class CorpusError(ValueError):
+    """A corpus folder, source or build that cannot go on; the message names the folder or file."""
+
+
+def shard_dir(corpus_dir: str | Path) -> Path:
+    """The folder new shards of `corpus_dir` go to: `corpus_dir/data`, except in a folder written
+    before that layout (shards at the top, no `data/`), which keeps its layout."""
+    corpus_dir = Path(corpus_dir)
+    if not (corpus_dir / SHARD_DIR).is_dir() and any(corpus_dir.glob(SHARD_GLOB)):
+        return corpus_dir
+    return corpus_dir / SHARD_DIR
+
+
 def shard_paths(corpus_dir: str | Path) -> list[Path]:
-    """The Parquet shards of a corpus folder, sorted by name (empty when there are none)."""
-    return sorted(Path(corpus_dir).glob(SHARD_GLOB))
+    """The Parquet shards of a corpus folder (`data/part-*.parquet`, and `part-*.parquet` at the top
+    in older folders), sorted by file name; empty when there are none."""
+    corpus_dir = Path(corpus_dir)
+    found = [*corpus_dir.glob(f"{SHARD_DIR}/{SHARD_GLOB}"), *corpus_dir.glob(SHARD_GLOB)]
+    return sorted(found, key=lambda p: (p.name, str(p)))
 
 
 def is_corpus_dir(path: str | Path) -> bool:

@@ -1,19 +1,78 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of it.
+"""Atomic file writes that honour the umask: a reader sees the old file or the whole new one, never half.
 
-    from sts.io import write_text_atomic, write_json_atomic
+    from sts.io import write_text_atomic, write_json_atomic, atomic_open, temp_dir_beside
     write_json_atomic(out_dir / "report.json", report)
+    with atomic_open(out_dir / "cache.bin") as f: f.write(data)
+    staging = temp_dir_beside(out_dir / "model")        # fill it, then staging.rename(out_dir / "model")
 
 Each writer writes a hidden temp file in the destination's folder (same filesystem), flushes it and
 renames it over the destination (`os.replace`, atomic on POSIX). The temp name carries the process
 id, so two processes never write the same temp file, and a killed run leaves at most a
 `.NAME.tmp-PID` file behind, never a truncated `NAME`.
+
+Modes: what this package writes gets the mode an ordinary `open()` / `mkdir()` would give, i.e.
+`0o666 & ~umask` for files and `0o777 & ~umask` for folders (0644 / 0755 under the usual umask 022).
+`tempfile.mkstemp` / `mkdtemp` create owner-only (0600 / 0700) entries on purpose, which a rename
+would carry into the final output: use `atomic_open` and `temp_dir_beside` instead of them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, e.g. 0o022.
+
+    Linux reports it in /proc/self/status (since 4.7) without changing it; elsewhere it is read by
+    setting and restoring it under a lock (the only portable way, see `os.umask`).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def default_mode(*, is_dir: bool = False) -> int:
+    """The mode `open()` / `mkdir()` give under the current umask: `0o666 & ~umask` (files), `0o777 & ~umask` (dirs)."""
+    return (0o777 if is_dir else 0o666) & ~current_umask()
+
+
+def apply_default_mode(path: str | Path, *, recursive: bool = False) -> Path:
+    """chmod `path` to `default_mode` (and, with `recursive`, everything below it); returns `path`.
+
+    For folders other libraries filled: transformers' `save_pretrained` writes `model.safetensors`
+    owner-only (0600) through its own temp file, so a model folder is fixed up before its final rename.
+    Links are left alone.
+    """
+    path = Path(path)
+    os.chmod(path, default_mode(is_dir=path.is_dir()))
+    if recursive and path.is_dir() and not path.is_symlink():
+        file_mode, dir_mode = default_mode(), default_mode(is_dir=True)
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                if not os.path.islink(os.path.join(root, name)):
+                    os.chmod(os.path.join(root, name), dir_mode)
+            for name in files:
+                if not os.path.islink(os.path.join(root, name)):
+                    os.chmod(os.path.join(root, name), file_mode)
+    return path
 
 
 def temp_path(path: str | Path) -> Path:
@@ -22,18 +81,40 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (parent folders are created); returns `path`."""
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open `temp_path(path)` for writing; on a clean exit flush it and rename it over `path`.
+
+    mode: "wb" or "w" (then `encoding` defaults to UTF-8). Parent folders are created. On an
+    exception the temp file is removed and `path` is left as it was. The file gets `default_mode()`.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        with open(tmp, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as f:
+            yield f
+            f.flush()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def temp_dir_beside(path: str | Path) -> Path:
+    """A new empty hidden folder `.NAME.tmp-XXXX` beside `path` (same filesystem, so it can be renamed
+    onto `path` when complete), with `default_mode(is_dir=True)` rather than mkdtemp's 0700."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return apply_default_mode(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (parent folders are created); returns `path`."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

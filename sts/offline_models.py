@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from sts.io import temp_dir_beside
 
 
 def cache_dir() -> Path:
@@ -38,7 +39,7 @@ def offline_whisper_base() -> Path | None:
     if (out / "model.bin").is_file() and (out / "model.bin").stat().st_size == size:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     with open(tmp / "model.bin", "wb") as f:
         for part in parts:
             with open(part, "rb") as src:

@@ -27,8 +27,6 @@ to lie in `[text_vocab_size, vocab_size)`, the markers outside the block; other 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TypeVar
@@ -138,14 +136,9 @@ class SpeechVocab:
 
     def save(self, model_dir: str | Path) -> Path:
         """Write `model_dir/sts_vocab.json` atomically; returns its path."""
-        path = Path(model_dir) / VOCAB_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{VOCAB_FILE}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-        return path
+        from sts.io import write_text_atomic
+
+        return write_text_atomic(Path(model_dir) / VOCAB_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, model_dir: str | Path) -> SpeechVocab:

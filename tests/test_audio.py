@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ import soundfile as sf
 from sts.audio import (
     SAMPLE_RATE,
     AudioError,
+    AudioWarning,
     duration_seconds,
     is_silent,
     load_audio,
+    peak_dbfs,
     rms_dbfs,
     write_audio,
 )
@@ -144,8 +147,36 @@ def test_silence_is_detected_and_allowed(tmp_path):
     assert silence.shape == (SAMPLE_RATE,)
     assert rms_dbfs(silence) == float("-inf") and is_silent(silence)
     quiet = sine(1.0, SAMPLE_RATE, amplitude=1e-4)  # about -83 dBFS
-    assert is_silent(quiet) and not is_silent(quiet, threshold_dbfs=-90.0)
+    assert is_silent(quiet) and not is_silent(quiet, threshold_dbfs=-90.0, peak_threshold_dbfs=-90.0)
     assert not is_silent(sine(1.0, SAMPLE_RATE))
+
+
+def test_near_silence_by_rms_or_peak():
+    rng = np.random.default_rng(0)
+    room_tone = (rng.standard_normal(SAMPLE_RATE) * 10 ** (-55 / 20)).astype(np.float32)  # -55 dBFS RMS
+    assert is_silent(room_tone)
+    faint_hum = sine(1.0, SAMPLE_RATE, amplitude=0.02)  # RMS -37 dBFS, peak -34 dBFS
+    assert rms_dbfs(faint_hum) > -50 and peak_dbfs(faint_hum) == pytest.approx(-33.98, abs=0.01)
+    assert is_silent(faint_hum) and not is_silent(faint_hum, peak_threshold_dbfs=-40.0)
+    quiet_speech = sine(1.0, SAMPLE_RATE, amplitude=0.1)  # peak -20 dBFS: kept
+    assert not is_silent(quiet_speech)
+    assert peak_dbfs(np.zeros(3, np.float32)) == float("-inf")
+
+
+def test_samples_beyond_full_scale_are_scaled_down_with_a_warning(tmp_path):
+    loud = sine(1.0, SAMPLE_RATE, amplitude=18.0)
+    sf.write(tmp_path / "loud.wav", loud, SAMPLE_RATE, subtype="FLOAT")  # only float files can hold it
+    with pytest.warns(AudioWarning, match=r"loud.wav: samples reach 18, beyond full scale"):
+        wav = load_audio(tmp_path / "loud.wav")
+    assert np.abs(wav).max() == pytest.approx(1.0, abs=1e-6)
+    assert correlation(wav, loud) > 0.9999  # scaled, not clipped: the shape is kept
+    with pytest.warns(AudioWarning):  # resampled too: never beyond full scale
+        assert np.abs(load_audio(tmp_path / "loud.wav", sample_rate=24000)).max() <= 1.0
+
+    sf.write(tmp_path / "full.wav", sine(1.0, SAMPLE_RATE, amplitude=1.0), SAMPLE_RATE, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at full scale: no warning, no change
+        np.testing.assert_allclose(load_audio(tmp_path / "full.wav"), sine(1.0, SAMPLE_RATE, amplitude=1.0))
 
 
 def test_rms_dbfs_of_a_sine():

@@ -15,15 +15,14 @@ import pytest
 
 from corpus_builder.cli import main
 from corpus_builder.testing import tone_bytes, write_emilia_tar
+from sts.corpus import shard_paths
 
 TONE = "python:corpus_builder.testing:ToneTTS"
 
 
 def _ids(out_dir) -> list[str]:
     return [
-        i
-        for p in sorted(out_dir.glob("*.parquet"))
-        for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()
+        i for p in shard_paths(out_dir) for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()
     ]
 
 
@@ -78,7 +77,7 @@ def test_cli_emilia_with_tiny_lfm2_mt(tmp_path, tiny_lm_dir, capsys):
     assert set(drops) <= {"mt_empty"}  # random weights may say nothing; such rows are dropped, never fatal
     assert card["rows"] + sum(drops.values()) == 2
     assert card["models"]["mt"] == f"hf:{tiny_lm_dir}"
-    rows = [r for p in sorted(out.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = [r for p in shard_paths(out) for r in pq.read_table(p).to_pylist()]
     assert len(rows) == card["rows"] >= 1 and {r["id"] for r in rows} <= {"JA_W0", "JA_W3"}
     for r in rows:
         assert r["tgt_text"] and r["mt_backend"] == f"hf:{tiny_lm_dir}" and r["tgt_lang"] == "en"
@@ -89,7 +88,7 @@ def test_cli_text_pairs_reference_mt(tmp_path):
     out = tmp_path / "corpus"
     assert main(["--out-dir", str(out), *_text_pairs(tmp_path, 5), "--mt", "reference", "--tts", TONE,
                  "--tts-kwargs", '{"sample_rate": 16000}', "--checks", "none"]) == 0  # fmt: skip
-    table = pq.read_table(next(out.glob("*.parquet")))
+    table = pq.read_table(next((out / "data").glob("*.parquet")))
     assert table.column("id").to_pylist() == [f"ja-{i:08d}" for i in range(5)]
     assert table.column("tgt_text").to_pylist()[2] == "This is sentence 2."
     assert table.column("tts_backend").to_pylist() == ["tone:16000"] * 5
@@ -107,24 +106,24 @@ def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(tmp_path):
             "--tts-kwargs", '{"delay": 0.03}', "--checks", "none", "--rows-per-shard", "4", "--batch-size", "2"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "corpus_builder.cli", *args], stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while not list(out.glob("*.parquet")) and time.time() < deadline and proc.poll() is None:
+    while not list(out.glob("data/*.parquet")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(0.3)  # let it get into a later chunk
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    done_before = sorted(p.name for p in out.glob("*.parquet"))
+    done_before = sorted(p.name for p in out.glob("data/*.parquet"))
     assert 1 <= len(done_before) < n // 4, "the kill must land mid-run"
     # What the killed run left is readable as complete shards only (temp files are hidden, not *.parquet).
-    partial = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train")
+    partial = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
     assert len(partial) == 4 * len(done_before) and len(set(partial["id"])) == len(partial)
     assert not (out / "corpus.json").exists()
 
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("data/*.parquet")}
     assert main(args) == 0
     ids = _ids(out)
     assert Counter(ids) == Counter(f"ja-{i:08d}" for i in range(n))
-    assert all((out / name).stat().st_mtime_ns == mtimes[name] for name in done_before[:-1])
-    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert all((out / "data" / name).stat().st_mtime_ns == mtimes[name] for name in done_before[:-1])
+    assert not [p for p in [*out.iterdir(), *(out / "data").iterdir()] if ".tmp-" in p.name]
     card = json.loads((out / "corpus.json").read_text())
     assert (card["input_rows"], card["rows"], card["chunks"]) == (n, n, n // 4)
 
@@ -139,14 +138,14 @@ def test_ray_mode_spreads_shard_indexes(tmp_path):
                      "--checks", "none", "--rows-per-shard", "2", "--num-shards", "2", "--ray"]) == 0  # fmt: skip
     finally:
         ray.shutdown()
-    names = sorted(p.name for p in out.glob("*.parquet"))
+    names = sorted(p.name for p in shard_paths(out))
     assert {n[:19] for n in names} == {"part-00000-of-00002", "part-00001-of-00002"}
     assert Counter(_ids(out)) == Counter(f"ja-{i:08d}" for i in range(9))
     card = json.loads((out / "corpus.json").read_text())
     assert (card["rows"], card["chunks"]) == (9, 3 + 2)  # 5 rows -> 3 chunks of 2, 4 rows -> 2
 
 
-def test_rerun_with_another_chunk_size_is_refused(tmp_path):
+def test_rerun_with_another_chunk_size_is_refused(tmp_path, capsys):
     out = tmp_path / "corpus"
     args = [
         "--out-dir",
@@ -160,6 +159,11 @@ def test_rerun_with_another_chunk_size_is_refused(tmp_path):
         "none",
     ]
     assert main([*args, "--rows-per-shard", "2"]) == 0
-    with pytest.raises(ValueError, match="duplicate rows"):
-        main([*args, "--rows-per-shard", "3"])
+    capsys.readouterr()
+    # One line and exit 2 (was: a ValueError traceback), even when asked to allow the change.
+    assert main([*args, "--rows-per-shard", "3", "--allow-changed", "rows_per_shard"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("sts-build-corpus: error: ") and "duplicate rows" in err and len(err.splitlines()) == 1
+    )
     assert Counter(_ids(out)) == Counter(f"ja-{i:08d}" for i in range(3))

@@ -13,7 +13,7 @@ from corpus_builder.encode import EncodeConfig, encode_corpus, main
 from corpus_builder.testing import tone_seconds
 from sts.audio import load_audio
 from sts.codec.melkmeans import MelKMeansCodec
-from sts.corpus import encoded_features
+from sts.corpus import encoded_features, shard_paths
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
     out = _corpus(tmp_path)
     assert main([str(out), "--codec", str(tiny_codec_dir)]) == 0
     codec = load_codec(str(tiny_codec_dir))
-    rows = [r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = [r for p in sorted(shard_paths(out)) for r in pq.read_table(p).to_pylist()]
     assert [r["id"] for r in rows] == ["ja-00000000", "ja-00000001", "ja-00000002"]
     for r in rows:
         tgt = load_audio(r["tgt_audio"]["bytes"])
@@ -54,8 +54,10 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
         assert len(r["src_codes"]) == codec.num_codes(len(load_audio(r["src_audio"]["bytes"])))
         np.testing.assert_array_equal(r["tgt_codes"], codec.encode([tgt])[0])
         assert min(r["src_codes"]) >= 0 and max(r["src_codes"]) < codec.codebook_size
-    ds = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train")
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
     assert ds.features == encoded_features()
+    folder = datasets.load_dataset(str(out), split="train")  # the README card now lists the code columns
+    assert folder.features == encoded_features() and folder["id"] == ds["id"]
     card = json.loads((out / "corpus.json").read_text())
     assert card["encode"]["codec"] == str(tiny_codec_dir) and card["encode"]["frame_rate"] == 50.0
     assert card["encode"]["max_pad_ratio"] == 0.0  # exact batching by default, recorded
@@ -75,7 +77,7 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
     mel = MelKMeansCodec.fit([load_audio(r["src_audio"]["bytes"]) for r in rows], codebook_size=8)
     mel.save(tmp_path / "mel")
     assert main([str(out), "--codec", str(tmp_path / "mel"), "--reencode"]) == 0
-    again = [r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    again = [r for p in sorted(shard_paths(out)) for r in pq.read_table(p).to_pylist()]
     assert [r["id"] for r in again] == [r["id"] for r in rows]
     assert max(max(r["src_codes"]) for r in again) < 8
     assert json.loads((out / "corpus.json").read_text())["encode"]["codebook_size"] == 8
@@ -83,5 +85,5 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
     # A rebuild after encoding skips its chunks and keeps the encode record.
     assert build_main(["--out-dir", str(out), "--source", "text-pairs", "--path", str(tmp_path / "ja.txt"),
                        "--tgt-path", str(tmp_path / "en.txt"), "--mt", "reference", "--tts", "python:x:Y",
-                       "--checks", "none", "--rows-per-shard", "2"]) == 0  # fmt: skip
+                       "--checks", "none", "--rows-per-shard", "2", "--allow-changed", "tts"]) == 0  # fmt: skip
     assert "encode" in json.loads((out / "corpus.json").read_text())

@@ -167,14 +167,17 @@ def test_build_writes_shards_and_card_and_resumes(tmp_path):
     assert card["command"] == ["sts-build-corpus", "test"] and card["config"]["rows_per_shard"] == 3
     assert {"python", "torch", "datasets", "pyarrow"} <= set(card["versions"])
 
-    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "corpus" / "*.parquet"), split="train")
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "corpus" / "data" / "*.parquet"), split="train"
+    )
     assert sorted(ds["id"]) == ["c0", "c1", "c2", "c4", "c5", "c6"]
     assert ds.features["src_audio"] == datasets.Audio(decode=False)
     assert ds[0]["tgt_text"] == "T0" and ds[0]["src_audio"]["bytes"][:4] == b"fLaC"
 
-    # A rerun loads no backend and rewrites nothing.
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "corpus").glob("*.parquet")}
-    cfg.tts = "python:no_such_module:Nothing"
+    # A rerun loads no backend and rewrites nothing (the TTS spec may change only when allowed).
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "corpus" / "data").glob("*.parquet")}
+    cfg.tts, cfg.allow_changed = "python:no_such_module:Nothing", ["tts"]
     assert all(r.skipped for r in build_corpus(cfg))
-    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "corpus").glob("*.parquet")}
-    assert pq.read_metadata(tmp_path / "corpus" / "part-00000-of-00001-000001.parquet").num_rows == 2
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "corpus" / "data").glob("*.parquet")}
+    assert len(mtimes) == 3
+    assert pq.read_metadata(tmp_path / "corpus" / "data" / "part-00000-of-00001-000001.parquet").num_rows == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -32,14 +34,23 @@ def export(stage, model, shards, tmp_path, *extra):
 def test_sft_export_schema_and_yaml(extended_lm_dir, shards, tmp_path):
     out = export("sft", extended_lm_dir, shards, tmp_path, "--lora-r", "8")
     assert not list((tmp_path / "run").glob("checkpoint-*")), "export does not train"
-    cfg = yaml.safe_load((out / "axolotl.yaml").read_text())
-    assert cfg["base_model"] == str(extended_lm_dir)
+    text = (out / "axolotl.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    assert cfg["base_model"] == str(extended_lm_dir.resolve())
     assert cfg["sequence_len"] == 256 and cfg["sample_packing"] is True and cfg["lr_scheduler"] == "cosine"
+    assert cfg["attn_implementation"] == "sdpa"  # a backend with which axolotl keeps packed samples apart
     assert cfg["adapter"] == "lora" and cfg["lora_r"] == 8
+    # CPU here, precision auto: no mixed precision, stated (axolotl's `bf16: auto` would turn fp16 on).
+    assert (cfg["bf16"], cfg["fp16"]) == (False, False) and "# dtype: fp32" in text
+    # Every path absolute, so `axolotl train` works from any folder.
+    for key in ("base_model", "dataset_prepared_path", "output_dir"):
+        assert Path(cfg[key]).is_absolute(), key
+    assert cfg["output_dir"] == str((tmp_path / "run" / "axolotl").resolve())
     for key in ("datasets", "test_datasets"):
         (entry,) = cfg[key]
         assert entry["ds_type"] == "parquet" and "type" not in entry  # no `type:`: pre-tokenized rows
-        assert (out / "data" / entry["path"].split("/")[-1]).is_file()
+        assert Path(entry["path"]).is_absolute() and Path(entry["path"]).is_file()
+    assert SpeechVocab.load(out) == SpeechVocab.load(extended_lm_dir)  # for adopt-axolotl
 
     vocab = SpeechVocab.load(extended_lm_dir)
     for split in ("train", "eval"):
@@ -78,3 +89,40 @@ def test_store_rows_pieces():
     assert [r["input_ids"] for r in rows] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
     assert [r["labels"][0] for r in rows] == [IGNORE_INDEX] * 3
     assert list(store_rows(writer.build({}), seq_len=4, order=[0, 0]))[3]["input_ids"] == [1, 2, 3, 4]
+
+
+def test_export_dtype_and_packing_follow_the_config(extended_lm_dir, shards, tmp_path):
+    out = export("sft", extended_lm_dir, shards, tmp_path, "--precision", "bf16",
+                 "--attn-implementation", "paged_attention")  # fmt: skip
+    text = (out / "axolotl.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    assert (cfg["bf16"], cfg["fp16"]) == (True, False) and "# dtype: bf16" in text
+    # An attention backend that would let packed samples see each other: packing off, and why.
+    assert cfg["sample_packing"] is False and cfg["attn_implementation"] == "paged_attention"
+    assert "# sample_packing is off" in text
+
+
+def test_adopt_axolotl_output_writes_the_vocabulary(extended_lm_dir, tiny_lm_dir, shards, tmp_path, capsys):
+    import shutil
+
+    from infer.translate import Translator
+    from sts.testing import save_tiny_xcodec2
+
+    out = export("sft", extended_lm_dir, shards, tmp_path)
+    # What axolotl leaves: the model and tokenizer, no sts_vocab.json.
+    output = tmp_path / "axolotl-output"
+    shutil.copytree(extended_lm_dir, output, ignore=shutil.ignore_patterns("sts_vocab.json", "*.yaml"))
+    assert main(["adopt-axolotl", str(output), "--from", str(out)]) == 0
+    assert SpeechVocab.load(output) == SpeechVocab.load(extended_lm_dir)
+    assert yaml.safe_load((output / "axolotl_config.yaml").read_text())["base_model"]
+    codec = save_tiny_xcodec2(tmp_path / "codec")
+    translator = Translator.from_checkpoint(output, codec=str(codec))
+    assert translator.vocab.num_speech_tokens == 1024
+
+    capsys.readouterr()
+    assert main(["adopt-axolotl", str(tiny_lm_dir), "--from", str(out)]) == 2  # not extended: refused
+    err = capsys.readouterr().err
+    assert err.startswith("sts-train adopt-axolotl: error: ") and "disagrees with" in err
+    assert not (tiny_lm_dir / "sts_vocab.json").exists()
+    assert main(["adopt-axolotl", str(tmp_path / "missing"), "--from", str(out)]) == 2
+    assert "no config.json" in capsys.readouterr().err

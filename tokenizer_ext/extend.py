@@ -24,7 +24,6 @@ this command (it has `sts_vocab.json` or `<|speech_start|>`) is refused.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -32,6 +31,7 @@ from typing import Literal
 import tyro
 
 from sts.config import save_config
+from sts.io import apply_default_mode, temp_dir_beside
 from sts.llasa import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
 from sts.vocab import (
     SPEECH_END_TOKEN,
@@ -118,7 +118,7 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
         verify_extension(base_tokenizer, tokenizer, vocab)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    staging = temp_dir_beside(out_dir)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -126,6 +126,7 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
         save_config(
             replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml"
         )
+        apply_default_mode(staging, recursive=True)  # save_pretrained writes its weights 0600
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

@@ -1,27 +1,63 @@
 """Export a training run for axolotl: its YAML plus the pre-tokenized dataset, without importing axolotl.
 
     sts-train sft --config train/configs/sft_lfm2_350m.yaml --export-axolotl runs/axolotl-sft
-    axolotl train runs/axolotl-sft/axolotl.yaml        # in axolotl's own environment
+    axolotl train runs/axolotl-sft/axolotl.yaml        # in axolotl's own environment, from any folder
+    sts-train adopt-axolotl runs/sft/axolotl --from runs/axolotl-sft   # sts_vocab.json into its output
 
 axolotl pins its own transformers (0.19 pins 5.16.1), so it lives in another environment: this writes
 files only. Per axolotl's "custom pre-tokenized dataset" convention the dataset has exactly the
 columns `input_ids`, `attention_mask`, `labels` (one sample or document per row, labels -100 where no
-loss, aligned with input_ids: the model shifts them), and the YAML gives no `type:` for it. axolotl
-packs rows itself (`sample_packing: true`). cpt documents longer than seq_len are cut into pieces.
+loss, aligned with input_ids: the model shifts them), and the YAML gives no `type:` for it. cpt
+documents longer than seq_len are cut into pieces.
+
+What the YAML states rather than leaves to axolotl's defaults (each with a comment in the file):
+- dtype: `bf16`/`fp16` explicitly from `--precision` (auto: bf16 when this machine has a CUDA GPU with
+  bf16, else fp32). axolotl's `bf16: auto` turns fp16 on where bf16 is missing, e.g. on a CPU,
+  where training then fails.
+- paths: `base_model`, the datasets, `dataset_prepared_path` and `output_dir` are absolute, so
+  `axolotl train` works from any folder (axolotl reads relative ones against the working folder).
+- packing: axolotl's `sample_packing` keeps packed samples apart only with an attention backend that
+  does (axolotl 0.19 `attn_decontaminates_packing`: flash_attention_2/3/4, flex_attention, xformers,
+  sage, sdpa, eager); the export sets `attn_implementation` (`--attn-implementation`, default sdpa)
+  and turns packing off, saying why, for any other backend. LFM2's short-conv layers run
+  axolotl's PyTorch path (it refuses causal-conv1d for LFM2), which lets a packed sample's first two
+  tokens see the previous sample's last two, as in `train.packing` without that kernel.
+- `sts_vocab.json`: axolotl does not copy it into its output; the export keeps a copy and
+  `sts-train adopt-axolotl OUTPUT --from EXPORT` checks the output's tokenizer against it and writes it,
+  after which `sts-infer` and vLLM load the output like any checkpoint (a LoRA output: merge it with
+  `sts-train merge-lora` first).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import tyro
 import yaml
 
+from sts.io import write_text_atomic
 from sts.tasks import IGNORE_INDEX
+from sts.vocab import VOCAB_FILE, SpeechVocab
 from train.config import TrainConfig
 from train.token_cache import DocStore
 
 AXOLOTL_COLUMNS = ("input_ids", "attention_mask", "labels")
+PACKING_SAFE_ATTENTION = frozenset(
+    {"flash_attention_2", "flash_attention_3", "flash_attention_4", "flash_attention_torch",
+     "flex_attention", "xformers", "sage", "sdpa", "eager"}
+)  # fmt: skip
+"""Backends axolotl 0.19 keeps packed samples apart with (`attn_decontaminates_packing` in its config schema)."""
+DEFAULT_ATTENTION = "sdpa"
+"""PyTorch's own attention: keeps packed samples apart in axolotl and runs on CPU and GPU alike."""
+
+
+class AxolotlError(ValueError):
+    """An axolotl output that cannot become an sts checkpoint; the message names the folder."""
 
 
 def store_rows(store: DocStore, seq_len: int, order=None):
@@ -44,13 +80,51 @@ def store_rows(store: DocStore, seq_len: int, order=None):
             }
 
 
-def axolotl_yaml(cfg: TrainConfig, data_dir: Path, with_eval: bool = True) -> dict:
-    """An axolotl config equivalent to `cfg` (what axolotl has an option for)."""
+def export_dtype(cfg: TrainConfig) -> str:
+    """ "bf16" or "fp32": `cfg.precision`, with auto meaning bf16 on a CUDA GPU that has it (this machine)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def _absolute(model: str) -> str:
+    """A local model folder as an absolute path; a hub id as it is."""
+    return str(Path(model).resolve()) if Path(model).exists() else model
+
+
+def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> tuple[dict, list[str]]:
+    """An axolotl config equivalent to `cfg` (what axolotl has an option for), and comment lines for it."""
+    export_dir = Path(export_dir).resolve()
+    data_dir = export_dir / "data"
+    dtype = export_dtype(cfg)
+    attention = cfg.attn_implementation or DEFAULT_ATTENTION
+    packing = cfg.packing and attention in PACKING_SAFE_ATTENTION
+    comments = [
+        f"Written by `sts-train {cfg.stage} --export-axolotl`; run `axolotl train {export_dir / 'axolotl.yaml'}`",
+        "in axolotl's own environment (from any folder: every path is absolute), then",
+        f"`sts-train adopt-axolotl {Path(cfg.out_dir).resolve() / 'axolotl'} --from {export_dir}`.",
+        f"dtype: {dtype} (from --precision {cfg.precision}); bf16/fp16 are explicit because axolotl's",
+        "`bf16: auto` turns fp16 on where bf16 is missing (a CPU), and training then fails.",
+    ]
+    if packing:
+        comments += [
+            f"sample_packing with attn_implementation {attention}: axolotl keeps packed samples apart",
+            "(block-diagonal attention); LFM2's short-conv still sees 2 tokens of the previous sample.",
+        ]
+    elif cfg.packing:
+        comments += [
+            f"sample_packing is off: attn_implementation {attention} would let packed samples attend to",
+            "each other (axolotl keeps them apart only with flash/flex/xformers/sage/sdpa/eager).",
+        ]
     out = {
-        "base_model": cfg.model,
+        "base_model": _absolute(cfg.model),
         "datasets": [{"path": str(data_dir / "train.parquet"), "ds_type": "parquet", "split": "train"}],
+        "dataset_prepared_path": str(export_dir / "prepared"),
         "sequence_len": cfg.seq_len,
-        "sample_packing": cfg.packing,
+        "sample_packing": packing,
+        "attn_implementation": attention,
         "micro_batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
         "max_steps": cfg.max_steps,
@@ -58,18 +132,20 @@ def axolotl_yaml(cfg: TrainConfig, data_dir: Path, with_eval: bool = True) -> di
         "lr_scheduler": "cosine",
         "cosine_min_lr_ratio": cfg.min_lr_ratio,
         "warmup_steps": cfg.warmup_steps,
-        "optimizer": "adamw_torch_fused",
+        "optimizer": "adamw_torch_fused" if dtype == "bf16" else "adamw_torch",
         "adam_beta1": cfg.betas[0],
         "adam_beta2": cfg.betas[1],
         "weight_decay": cfg.weight_decay,
         "max_grad_norm": cfg.max_grad_norm,
-        "bf16": "auto",
+        "bf16": dtype == "bf16",
+        "fp16": False,
+        "tf32": False,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "save_steps": cfg.save_every,
         "eval_steps": cfg.eval_every or None,
         "logging_steps": cfg.log_every,
         "seed": cfg.seed,
-        "output_dir": str(Path(cfg.out_dir) / "axolotl-out"),
+        "output_dir": str(Path(cfg.out_dir).resolve() / "axolotl"),
     }
     if with_eval:
         out["test_datasets"] = [
@@ -79,11 +155,12 @@ def axolotl_yaml(cfg: TrainConfig, data_dir: Path, with_eval: bool = True) -> di
         out.update(
             adapter="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_target_modules=cfg.lora_targets
         )
-    return {k: v for k, v in out.items() if v is not None}
+    return {k: v for k, v in out.items() if v is not None}, comments
 
 
 def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore, out_dir: Path) -> Path:
-    """Write `out_dir/axolotl.yaml`, `out_dir/data/{train,eval}.parquet`; returns the YAML path.
+    """Write `out_dir/axolotl.yaml`, `out_dir/data/{train,eval}.parquet` and a copy of the model's
+    `sts_vocab.json`; returns the YAML path.
 
     The train rows follow the config's mixture: one epoch of documents drawn with replacement by group
     weight, as the trainer draws them (axolotl has no per-source weights for pre-tokenized data); the
@@ -119,8 +196,59 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
                     rows = []
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))
         tmp.replace(data_dir / f"{name}.parquet")
-    path = out_dir / "axolotl.yaml"
-    path.write_text(
-        yaml.safe_dump(axolotl_yaml(cfg, data_dir.resolve(), eval_store.num_docs > 0), sort_keys=False)
-    )
-    return path
+    SpeechVocab.load(cfg.model).save(out_dir)  # axolotl's output lacks it: adopt-axolotl takes it from here
+    config, comments = axolotl_yaml(cfg, out_dir, eval_store.num_docs > 0)
+    header = "".join(f"# {line}\n" for line in comments)
+    return write_text_atomic(out_dir / "axolotl.yaml", header + yaml.safe_dump(config, sort_keys=False))
+
+
+@dataclass
+class AdoptConfig:
+    """Make an axolotl output folder an sts checkpoint: check its tokenizer, write sts_vocab.json."""
+
+    output_dir: tyro.conf.Positional[Path]
+    """axolotl's `output_dir` (or one of its checkpoint-N folders): a model or LoRA adapter folder."""
+    export_dir: Annotated[Path, tyro.conf.arg(name="from")]
+    """The folder `--export-axolotl` wrote (holds sts_vocab.json and axolotl.yaml)."""
+
+
+def adopt_axolotl(cfg: AdoptConfig) -> Path:
+    """Check `cfg.output_dir`'s tokenizer and weights against the export's `sts_vocab.json`, then copy
+    it (and axolotl.yaml, as `axolotl_config.yaml`) there; returns the output folder.
+
+    Raises `AxolotlError` when the folder holds no model or tokenizer, or they disagree with the
+    vocabulary (other speech token ids, fewer embedding rows than speech ids).
+    """
+    from transformers import AutoTokenizer
+
+    out, export = Path(cfg.output_dir), Path(cfg.export_dir)
+    vocab = SpeechVocab.load(export / VOCAB_FILE)
+    if not (out / "config.json").is_file() and not (out / "adapter_config.json").is_file():
+        raise AxolotlError(f"{out}: no config.json or adapter_config.json; is it axolotl's output_dir?")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(out)
+    except (OSError, ValueError) as err:
+        raise AxolotlError(f"{out}: cannot load its tokenizer ({err})") from err
+    expected = {
+        vocab.speech_start_token: vocab.speech_start_id,
+        vocab.speech_end_token: vocab.speech_end_id,
+        vocab.speech_token(0): vocab.speech_token_offset,
+        vocab.speech_token(vocab.num_speech_tokens - 1): vocab.speech_token_stop - 1,
+    }
+    wrong = {t: (tokenizer.convert_tokens_to_ids(t), i) for t, i in expected.items()}
+    wrong = {t: got for t, (got, want) in wrong.items() if got != want}
+    if wrong:
+        raise AxolotlError(
+            f"{out}: its tokenizer disagrees with {export / VOCAB_FILE} (token -> id: {wrong}, expected {expected})"
+        )
+    if (out / "config.json").is_file():
+        config = json.loads((out / "config.json").read_text())
+        rows = (config.get("text_config") or config).get("vocab_size")
+        if rows is not None and rows < vocab.speech_token_stop:
+            raise AxolotlError(
+                f"{out}: {rows} embedding rows cannot hold speech ids up to {vocab.speech_token_stop}"
+            )
+    vocab.save(out)
+    if (export / "axolotl.yaml").is_file():
+        shutil.copyfile(export / "axolotl.yaml", out / "axolotl_config.yaml")
+    return out

@@ -7,21 +7,36 @@
 
 A checkpoint is written under a temporary name and renamed when complete; `latest_checkpoint` only
 sees complete ones. Weights are checked to be finite before anything is written.
+
+Intact (what a resume trusts, `checkpoint_problem`): `trainer_state.json`, written last, is there and
+parses with a step; every weights file (`model.safetensors`, the shards its index names, or a LoRA
+`adapter_model.safetensors`) has a readable safetensors header whose tensors end exactly at the end of
+the file (a truncated or half-copied file fails this); `train_state/` is there. A resume whose newest
+checkpoint is damaged says so and starts from the newest intact one (`resume_checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from sts.config import save_config
+from sts.io import apply_default_mode
 from sts.tasks import save_task_formats
 from sts.vocab import SpeechVocab
 
 STATE_FILE = "trainer_state.json"
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint to resume from is intact; the message names each one and its problem."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -37,6 +52,82 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = list_checkpoints(out_dir)
     return found[-1] if found else None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file (None when it is): the 8-byte little-endian header
+    length, a JSON header, and tensor data ending exactly at the end of the file (the format as
+    documented at https://github.com/huggingface/safetensors)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name}: {size} bytes, shorter than a safetensors header"
+            (header_len,) = struct.unpack("<Q", head)
+            if 8 + header_len > size:
+                return f"{path.name}: {size} bytes, but its header alone claims {8 + header_len}"
+            header = json.loads(f.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return f"{path.name}: unreadable safetensors header ({err})"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    expected = 8 + header_len + max(ends, default=0)
+    if expected != size:
+        return f"{path.name}: {size} bytes, but its header describes {expected} (truncated or padded)"
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (see the module docstring), or None when it is intact."""
+    checkpoint = Path(checkpoint)
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        if not isinstance(state.get("step"), int):
+            return f"{STATE_FILE} has no step"
+    except (OSError, ValueError, AttributeError) as err:
+        return f"{STATE_FILE}: unreadable ({err})"
+    weights = [checkpoint / name for name in WEIGHT_FILES if (checkpoint / name).exists()]
+    if (checkpoint / SHARD_INDEX).exists():
+        try:
+            index = json.loads((checkpoint / SHARD_INDEX).read_text())
+            weights += [checkpoint / name for name in sorted(set(index["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            return f"{SHARD_INDEX}: unreadable ({err})"
+    if not weights:
+        return f"no weights file ({' / '.join(WEIGHT_FILES)})"
+    for path in weights:
+        if not path.is_file():
+            return f"{path.name}: missing"
+        problem = safetensors_problem(path)
+        if problem:
+            return problem
+    if not (checkpoint / "train_state").is_dir():
+        return "train_state/ (optimizer and RNG state) is missing"
+    return None
+
+
+def resume_checkpoint(out_dir: Path, log: Callable[[str], None] = print) -> Path | None:
+    """The newest intact checkpoint in `out_dir` (None when there is no checkpoint at all).
+
+    Damaged newer ones are reported through `log` and passed over. Raises `CheckpointError` when
+    checkpoints exist but none is intact, rather than silently training from the start.
+    """
+    found = list_checkpoints(out_dir)
+    problems = []
+    for checkpoint in reversed(found):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            if problems:
+                log(f"resuming from {checkpoint.name}, the newest intact checkpoint")
+            return checkpoint
+        problems.append(f"{checkpoint.name}: {problem}")
+        log(f"{checkpoint} is damaged ({problem}); trying the one before it")
+    if problems:
+        raise CheckpointError(
+            f"{out_dir}: no intact checkpoint to resume from ({'; '.join(problems)}); "
+            "remove them to start over, or pass --no-resume with a new --out-dir"
+        )
+    return None
 
 
 def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, state: dict) -> Path:
@@ -70,7 +161,8 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
     rt.save_state(tmp / "train_state", optimizer)
     rt.wait_for_everyone()
     if rt.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: the completion marker
+        apply_default_mode(tmp, recursive=True)  # save_pretrained writes its weights 0600
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         if cfg.keep_last > 0:

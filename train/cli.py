@@ -4,8 +4,11 @@
     sts-train sft --config train/configs/sft_lfm2_350m.yaml --model runs/cpt/checkpoint-0020000 --shards runs/encoded
     accelerate launch --config_file train/configs/accelerate/fsdp.yaml -m train.cli sft --config ...
     sts-train sft --config ... --export-axolotl runs/axolotl-sft      # write axolotl YAML + dataset, no training
+    sts-train merge-lora runs/sft-lora/checkpoint-0000400 runs/sft-merged   # LoRA -> plain HF folder
+    sts-train adopt-axolotl runs/axolotl-sft/out --from runs/axolotl-sft    # axolotl output -> sts checkpoint
 
-Rerunning the same command resumes from the newest checkpoint in --out-dir. All options: `sts-train sft --help`.
+Rerunning the same command resumes from the newest intact checkpoint in --out-dir. All options:
+`sts-train sft --help`, `sts-train merge-lora --help`.
 A corpus whose recorded codec, frame rate or codebook differs from the model's sts_vocab.json, an
 unencoded corpus, or an out-of-range code stops the command with one line naming the files (and the
 shard, row id and value); `--allow-codec-name-mismatch`, `--allow-unrecorded-codec` and
@@ -24,15 +27,22 @@ from train.config import TrainConfig
 from train.contract import CorpusContractError
 from train.rows import RowError
 
-USAGE = "usage: sts-train {cpt,sft} [--config FILE.yaml] [--OPTION VALUE ...]   (sts-train sft --help)"
+USAGE = (
+    "usage: sts-train {cpt,sft} [--config FILE.yaml] [--OPTION VALUE ...]   (sts-train sft --help)\n"
+    "       sts-train merge-lora CHECKPOINT OUT_DIR [--base-model M]\n"
+    "       sts-train adopt-axolotl OUTPUT_DIR --from EXPORT_DIR"
+)
+COMMANDS = ("cpt", "sft", "merge-lora", "adopt-axolotl")
 
 
 def main(args: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if args is None else args)
-    if not args or args[0] not in ("cpt", "sft"):
+    if not args or args[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
         return 0 if args and args[0] in ("-h", "--help") else 2
     stage, rest = args[0], args[1:]
+    if stage in ("merge-lora", "adopt-axolotl"):
+        return _convert(stage, rest)
     cfg = parse_cli(TrainConfig, rest, prog=f"sts-train {stage}")
     cfg.stage = stage
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -56,6 +66,7 @@ def _run(cfg: TrainConfig, stage: str) -> int:
         path = export_axolotl(cfg, *stores, cfg.export_axolotl)
         print(f"wrote {path}")
         return 0
+    from train.checkpoint import CheckpointError
     from train.trainer import TrainingDiverged, train
 
     try:
@@ -63,7 +74,28 @@ def _run(cfg: TrainConfig, stage: str) -> int:
     except TrainingDiverged as err:
         print(f"sts-train {stage}: stopped: {err}", file=sys.stderr)
         return 1
+    except CheckpointError as err:
+        print(f"sts-train {stage}: error: {err}", file=sys.stderr)
+        return 2
     print(f"done: {last}")
+    return 0
+
+
+def _convert(command: str, rest: list[str]) -> int:
+    """merge-lora / adopt-axolotl: expected failures become one line and exit code 2."""
+    from sts.vocab import VocabError
+    from train.axolotl import AdoptConfig, AxolotlError, adopt_axolotl
+    from train.merge import MergeConfig, MergeError, merge_lora
+
+    try:
+        if command == "merge-lora":
+            out = merge_lora(parse_cli(MergeConfig, rest, prog="sts-train merge-lora"))
+        else:
+            out = adopt_axolotl(parse_cli(AdoptConfig, rest, prog="sts-train adopt-axolotl"))
+    except (MergeError, AxolotlError, VocabError, FileExistsError) as err:
+        print(f"sts-train {command}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
     return 0
 
 

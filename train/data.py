@@ -38,10 +38,16 @@ CORPUS_COLUMNS = ["id", "src_lang", "tgt_lang", "src_text", "tgt_text", "src_cod
 
 
 def list_shards(paths: list[str]) -> list[Path]:
-    """Parquet files named directly or found (recursively) in the named folders, sorted."""
+    """Parquet files named directly, the shards of named corpus folders (`sts.corpus.shard_paths`),
+    or found (recursively) in other named folders; in the order given, each folder sorted."""
+    from sts.corpus import is_corpus_dir, shard_paths
+
     files: list[Path] = []
     for p in map(Path, paths):
-        files += sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+        if is_corpus_dir(p):
+            files += shard_paths(p)
+        else:
+            files += sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"corpus shard(s) not found: {missing}")

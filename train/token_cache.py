@@ -25,11 +25,12 @@ import array
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from sts.io import atomic_open
 
 CACHE_FORMAT = "sts-token-cache/1"
 
@@ -81,10 +82,8 @@ class DocStore:
         tensors["tokens"] = (self.tokens, np.int32)
         if self.labels is not None:
             tensors["labels"] = (self.labels, np.int32)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             _write_safetensors(f, tensors, {"sts": json.dumps(header, ensure_ascii=False)})
-        os.replace(tmp, path)
         self.header = header
         return path
 

@@ -26,7 +26,7 @@ import torch
 from sts.config import config_to_dict, save_config
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import SpeechVocab
-from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
@@ -136,7 +136,7 @@ def train(cfg: TrainConfig) -> Path | None:
     weights = mixture_weights(cfg, train_store.group_names)
     stream = PackedStream(train_store, weights, cfg.seq_len, cfg.seed, pack=cfg.packing, pad_id=pad_id)
 
-    resume_from = latest_checkpoint(out_dir) if cfg.resume else None
+    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
     lm = load_model(cfg, weights_from=None if resume_from is None or rt.weights_in_state else resume_from)
     model = CausalLMWithLoss(lm, impl=cfg.loss_impl, chunk_tokens=cfg.ce_chunk_tokens).to(rt.device)
     fused = {"fused": True} if rt.device.type == "cuda" and not rt.weights_in_state else {}  # one GPU
