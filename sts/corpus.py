@@ -66,6 +66,15 @@ def shard_paths(corpus_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: (p.name, str(p)))
 
 
+def corpus_dir_of(shard: str | Path) -> Path:
+    """The corpus folder a shard file belongs to: the folder above `data/` that holds the card, or
+    (old layout, loose files) the shard's own folder."""
+    parent = Path(shard).parent
+    if parent.name == SHARD_DIR and (parent.parent / CARD_NAME).is_file():
+        return parent.parent
+    return parent
+
+
 def is_corpus_dir(path: str | Path) -> bool:
     """Whether `path` is a folder with shards or a corpus card."""
     path = Path(path)

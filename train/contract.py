@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sts.corpus import CARD_NAME, read_card
+from sts.corpus import CARD_NAME, corpus_dir_of, read_card
 from sts.vocab import CodecMismatchError, SpeechVocab
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,13 @@ def check_corpus(
         if "src_codes" not in names or "tgt_codes" not in names:
             raise CorpusContractError(
                 f"{shard}: no src_codes/tgt_codes columns: the corpus is not encoded; "
-                f"run `sts-encode {shard.parent} --codec {vocab.codec}` first"
+                f"run `sts-encode {corpus_dir_of(shard)} --codec {vocab.codec}` first"
             )
         missing = [c for c in NEEDED_COLUMNS if c not in names]
         if missing:
             raise CorpusContractError(f"{shard}: not a corpus shard, it lacks the column(s) {missing}")
 
-    for folder in sorted({shard.parent for shard in shards}):
+    for folder in sorted({corpus_dir_of(shard) for shard in shards}):
         card_file = folder / CARD_NAME
         record = read_card(folder).get("encode")
         if not isinstance(record, dict) or "codebook_size" not in record:

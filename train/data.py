@@ -45,9 +45,12 @@ def list_shards(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if is_corpus_dir(p):
-            files += shard_paths(p)
+            found = shard_paths(p)
         else:
-            files += sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+            found = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+        if not found:
+            raise FileNotFoundError(f"{p}: no Parquet shards in this folder")
+        files += found
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"corpus shard(s) not found: {missing}")

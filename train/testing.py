@@ -32,14 +32,14 @@ def write_tiny_encoded_shards(
     """Parquet shards with the encoded-corpus features: random int32 codes (10-30 frames), short texts.
 
     Rows alternate ja->en and en->ja; audio columns hold 10 ms of silence (training never reads them).
-    `corpus.json` beside them records, as `sts-encode` does, `codec` at 50 codes per second with
+    Laid out as a corpus folder (`data/part-*.parquet`); `corpus.json` records, as `sts-encode` does, `codec` at 50 codes per second with
     `num_codes` codes (the default codec is what `sts-extend-tokenizer` records by default); None
     writes no card.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sts.corpus import encoded_features
+    from sts.corpus import encoded_features, shard_dir
 
     rng = np.random.default_rng(seed)
     wav = _silence_wav()
@@ -75,7 +75,8 @@ def write_tiny_encoded_shards(
                     "tgt_codes": rng.integers(0, num_codes, size=tgt_len, dtype=np.int32).tolist(),
                 }
             )
-        path = out_dir / f"shard-{s:05d}.parquet"
+        path = shard_dir(out_dir) / f"part-{s:05d}-of-{num_shards:05d}.parquet"  # the corpus layout
+        path.parent.mkdir(parents=True, exist_ok=True)
         # the features' arrow schema carries the `huggingface` metadata, so `datasets` opens it typed
         pq.write_table(pa.Table.from_pylist(rows, schema=encoded_features().arrow_schema), path)
         paths.append(path)
