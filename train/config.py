@@ -83,6 +83,50 @@ class TrainConfig:
     eval_batches: int = 20
     """Batches per task in one eval pass."""
 
+    # --- generation metrics at each eval (train.gen_eval) -------------------------------------------
+    gen_eval: bool = True
+    """At every eval (`eval_every`), decode a fixed dev subset under the inference constraints and log
+    loop rate, end-marker rate, length ratio, stray-id rate, chrF++ (text out) and ASR-chrF++ (speech
+    out) per task group (`train.gen_eval`; cpt: speech continuation). On because it stays under ~10 %
+    of training time at the shipped configs. ESTIMATE from DESIGN.md's H100 speeds (GPU measurement
+    PENDING, benchmarks/RESULTS.md): sft_lfm2_350m trains 16 x 4096 = 65,536 tokens a step at
+    86-109k tok/s = 0.60-0.76 s, so 500 steps between evals = 300-380 s. The default subset is
+    4 prompts x 10 groups = 16 speech-out (one generate call) + 24 text-out (one call); a call lasts
+    as many steps as its longest budget: <= 1,000 (speech) + ~220 (text) = ~1,220 steps in the worst
+    case (nothing ends or loops). Fast path (static cache + CUDA graphs: 414 tok/s at batch 1 =
+    2.4 ms a step; assumed <= 2x that at batch 32): 3-6 s, plus ASR of 16 clips on the GPU (2-5 s)
+    = 5-11 s = 1.3-3.7 % (and a one-off graph capture per batch shape, the subset being fixed).
+    Eager generate() (13 tok/s at batch 1, 414 at batch 32: ~77 ms a step whatever the batch):
+    ~94 s = 25-31 %, too much, hence `gen_eval_fast`. cpt_lfm2_350m (eval every 1000 steps =
+    600-760 s): 8 continuations, <= 1,000 steps, 3-5 s = < 1 %."""
+    gen_eval_samples: int = 4
+    """Prompts per task group in the dev subset (`s2st:ja-en`, `asr:en`, ...; cpt: `continue:speech_ja`),
+    from the eval split (`eval_fraction`) when it has rows, else from the first corpus rows."""
+    gen_eval_tasks: list[str] | None = None
+    """sft tasks decoded (both directions each); None: every task with a positive `task_weights` entry."""
+    gen_eval_max_new_tokens: int = 1000
+    """Cap on an output's budget (20 s of speech). A budget is 2x the reference length + 1 s of speech
+    or 16 text tokens, up to this cap; prompts whose reference + margin exceed it are not used."""
+    gen_eval_batch_size: int = 32
+    """Prompts per generate call (prompts of one output modality share calls, shortest first)."""
+    gen_eval_temperature: float = 0.0
+    """0: greedy. > 0: sampling at this temperature (top-p 0.95), seeded with `seed` at every eval, so
+    two evals differ only by the model."""
+    gen_eval_fast: bool = True
+    """transformers' static KV cache + CUDA graphs for the decoding (`TransformersBackend(fast=True)`;
+    414 vs 13 tok/s at batch 1 on an H100, DESIGN.md); on a CPU the static cache only. The subset is
+    fixed, so the graphs captured at the first eval serve every later one. False: eager generate()."""
+    gen_eval_asr: str = "auto"
+    """ASR for ASR-chrF++ of speech outputs: auto (faster-whisper, offline Whisper weights first, else
+    transformers' Whisper), none (no ASR-chrF++), or a Whisper model name/path."""
+    gen_eval_codec: str | None = None
+    """Codec that turns generated codes into audio for the ASR; None: the one `sts_vocab.json` names."""
+    early_stop_loop_rate: float | None = None
+    """Stop the run (final checkpoint, reason logged) when the speech-output loop rate of the gen eval
+    is above this and has risen at each of the last `early_stop_patience` evals; None: never."""
+    early_stop_patience: int = 3
+    """Consecutive evals over which the speech loop rate must rise before an early stop."""
+
     # --- optimisation -----------------------------------------------------------------------------
     batch_size: int = 8
     """Sequences per device per micro-step."""
@@ -155,6 +199,16 @@ class TrainConfig:
             raise ValueError("max_steps, log_every, save_every and max_bad_steps must be >= 1")
         if not 0.0 <= self.speech_weight <= 1.0:
             raise ValueError(f"speech_weight must be in [0, 1], got {self.speech_weight}")
+        unknown = set(self.gen_eval_tasks or []) - set(TASK_NAMES)
+        if unknown:
+            raise ValueError(f"unknown task(s) in gen_eval_tasks: {sorted(unknown)}; tasks are {TASK_NAMES}")
+        if min(self.gen_eval_samples, self.gen_eval_max_new_tokens, self.gen_eval_batch_size) < 1:
+            raise ValueError("gen_eval_samples, gen_eval_max_new_tokens and gen_eval_batch_size must be >= 1")
+        if self.early_stop_loop_rate is not None:
+            if not self.gen_eval:
+                raise ValueError("early_stop_loop_rate needs gen_eval (the loop rate comes from it)")
+            if not 0.0 <= self.early_stop_loop_rate < 1.0 or self.early_stop_patience < 1:
+                raise ValueError("early_stop_loop_rate must be in [0, 1) and early_stop_patience >= 1")
         self.out_dir = Path(self.out_dir)
         self.betas = tuple(self.betas)
 

@@ -44,10 +44,10 @@ def list_shards(paths: list[str]) -> list[Path]:
 
     files: list[Path] = []
     for p in map(Path, paths):
-        if is_corpus_dir(p):
-            found = shard_paths(p)
-        else:
-            found = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+        if not p.is_dir():
+            files.append(p)
+            continue
+        found = shard_paths(p) if is_corpus_dir(p) else sorted(p.rglob("*.parquet"))
         if not found:
             raise FileNotFoundError(f"{p}: no Parquet shards in this folder")
         files += found

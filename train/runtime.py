@@ -55,6 +55,8 @@ class LocalRuntime:
     is_main_process = True
     weights_in_state = False
     """False: resume reloads the weights from the checkpoint's HF folder, not from save_state."""
+    shards_weights: str | None = None
+    """What splits the weights over ranks (FSDP, DeepSpeed ZeRO-3), None when rank 0 holds them all."""
 
     def __init__(self, precision: str = "fp32", device: str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -135,6 +137,11 @@ class AccelerateRuntime:
         self.num_processes = self.acc.num_processes
         self.process_index = self.acc.process_index
         self.is_main_process = self.acc.is_main_process
+        self.shards_weights: str | None = None  # as LocalRuntime.shards_weights
+        if self.acc.distributed_type.value == "FSDP":
+            self.shards_weights = "FSDP"
+        elif self.is_deepspeed and self.acc.state.deepspeed_plugin.zero_stage == 3:
+            self.shards_weights = "DeepSpeed ZeRO-3"
 
     def prepare(self, model, optimizer, scheduler):
         model, optimizer = self.acc.prepare(model, optimizer)

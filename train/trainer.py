@@ -122,6 +122,7 @@ def train(cfg: TrainConfig) -> Path | None:
     from transformers import AutoTokenizer
 
     from train.data import build_doc_stores, data_counts
+    from train.gen_eval import GenEvaluator, gen_eval_step
 
     rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
     out_dir = Path(cfg.out_dir)
@@ -156,6 +157,9 @@ def train(cfg: TrainConfig) -> Path | None:
                 state["sequences_per_step"],
             )
         rt.print(f"resumed from {resume_from} at step {state['step']}")
+        if state.get("stopped"):  # an early stop is final: rerunning the command does not train on
+            rt.print(f"the run stopped early at step {state['step']}: {state['stopped']}")
+            return resume_from
     if rt.is_main_process:
         save_config(cfg, out_dir / "train_config.yaml")
     logger = MetricLogger(
@@ -165,6 +169,10 @@ def train(cfg: TrainConfig) -> Path | None:
         f"{cfg.stage}: {train_store.num_docs} documents in {train_store.group_names}, loss {model_loss_impl(model, rt)}"
     )
     logger.log(state["step"], data_counts(train_store, eval_store), kind="data")  # kept, skipped, dropped
+
+    gen_eval = None
+    if cfg.gen_eval and cfg.eval_every and rt.is_main_process:
+        gen_eval = GenEvaluator(cfg, tokenizer, vocab, rt, pad_id=pad_id)
 
     last_saved, t0, steps_timed = None, time.perf_counter(), 0
     model.train()
@@ -201,10 +209,18 @@ def train(cfg: TrainConfig) -> Path | None:
             metrics.update(lr=lr, tokens_per_s=steps_timed * per_step * cfg.seq_len / max(elapsed, 1e-9))
             logger.log(state["step"], metrics)
             t0, steps_timed = time.perf_counter(), 0
-        if cfg.eval_every and state["step"] % cfg.eval_every == 0 and eval_store.num_docs:
-            logger.log(state["step"], evaluate(model, eval_store, cfg, rt, pad_id), kind="eval")
-        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.max_steps:
+        if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+            if eval_store.num_docs:
+                logger.log(state["step"], evaluate(model, eval_store, cfg, rt, pad_id), kind="eval")
+            if cfg.gen_eval:
+                state["stopped"] = gen_eval_step(gen_eval, model, rt, logger, state, cfg)
+        if state.get("stopped"):
+            rt.print(f"early stop at step {state['step']}: {state['stopped']}")
+            logger.log(state["step"], {"reason": state["stopped"]}, kind="early_stop")
+        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.max_steps or state.get("stopped"):
             last_saved = save_checkpoint(rt, model, optimizer, tokenizer, vocab, cfg, dict(state))
+        if state.get("stopped"):
+            break
     logger.close()
     return last_saved or latest_checkpoint(out_dir)
 
