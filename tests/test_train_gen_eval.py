@@ -17,11 +17,11 @@ from sts.generation import allowed_token_ids
 from train.checkpoint import list_checkpoints
 from train.cli import main
 from train.config import CONFIG_DIR, TrainConfig
-from train.data import is_eval_row
 from train.dev_subset import build_dev_subset, row_budget
 from train.gen_eval import GenEvaluator, evaluate_generation, generation_lm
 from train.gen_metrics import early_stop_reason, flatten, headline, summarize
 from train.metrics import read_metrics
+from train.rows import is_eval_row
 from train.testing import tiny_config, write_tiny_encoded_shards
 
 GROUPS = {"s2st:ja-en", "s2st:en-ja", "s2tt:ja-en", "s2tt:en-ja", "t2tt:ja-en", "t2tt:en-ja",

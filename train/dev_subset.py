@@ -2,11 +2,11 @@
 
     items = build_dev_subset(cfg, tokenizer, vocab)    # [DevItem]: up to `gen_eval_samples` per group
 
-sft: every corpus row gives one example per task and direction (`train.data.sft_examples`), the
+sft: every corpus row gives one example per task and direction (`train.rows.sft_examples`), the
 prompt exactly as `sts-infer` writes it (`TaskFormatter.prompt`: chat template, source speech
 spliced in, the speech start marker prefilled for speech output). The first `gen_eval_samples`
 examples of each group (`s2st:ja-en`, `asr:en`, ...) are kept, taken from rows of the eval split
-(`train.data.is_eval_row`) when the scan found any, else from the first rows of the shards.
+(`train.rows.is_eval_row`) when the scan found any, else from the first rows of the shards.
 cpt: speech continuation of every clip (groups `continue:speech_ja`, `continue:speech_en`): the
 prompt is `<|speech_start|>` and the first half of the clip's codes, the reference the second half.
 
@@ -29,7 +29,8 @@ import numpy as np
 from sts.tasks import TaskFormatter, task_spec
 from sts.vocab import SpeechVocab
 from train.config import TrainConfig
-from train.data import is_eval_row, iter_rows, list_shards, sft_examples
+from train.data import iter_row_batches, list_shards
+from train.rows import is_eval_row, sft_examples
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,11 @@ def build_dev_subset(
 
     Raises FileNotFoundError for a missing shard (`train.data.list_shards`).
     """
-    rows = iter_rows(list_shards(cfg.shards))
+    rows = _iter_rows(list_shards(cfg.shards))
     if cfg.stage == "sft":
         weights = {task: 1.0 for task in gen_eval_tasks(cfg)}
         make = partial(
-            _sft_items, fmt=TaskFormatter(tokenizer, vocab), tokenizer=tokenizer, weights=weights, cfg=cfg
+            _sft_items, fmt=TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format), tokenizer=tokenizer, weights=weights, cfg=cfg
         )
     else:
         make = partial(_continuation_items, vocab=vocab, cfg=cfg)
@@ -106,6 +107,12 @@ def build_dev_subset(
     log.info("gen eval: %d prompts in %d groups %s from %s (%d rows read)",
              len(items), len(groups), groups, source, scanned)  # fmt: skip
     return items
+
+
+def _iter_rows(shards) -> Iterator[dict]:
+    """Corpus rows as dicts (text and code columns only), shard by shard: the subset reads a few hundred."""
+    for _, batch in iter_row_batches(shards):
+        yield from batch.to_pylist()
 
 
 def _fill(rows: Iterator[dict], make, cfg: TrainConfig, scan_rows: int):
@@ -150,7 +157,8 @@ def _sft_items(
     row: dict, fmt: TaskFormatter, tokenizer, weights: dict, cfg: TrainConfig
 ) -> Iterable[DevItem]:
     row = {**row, "src_codes": _codes(row["src_codes"]), "tgt_codes": _codes(row["tgt_codes"])}
-    for group, example in sft_examples(row, weights):
+    sides = [(row[f"{side}_lang"], row[f"{side}_text"], row[f"{side}_codes"]) for side in ("src", "tgt")]
+    for group, example in sft_examples(sides, weights):
         try:
             example.check()
             prompt = fmt.prompt(example)
