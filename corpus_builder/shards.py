@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sts.corpus import CARD_NAME, SHARD_GLOB
+from sts.corpus import CARD_NAME, SHARD_GLOB, duration_ratios
 from sts.io import write_json_atomic
 
 PROGRESS_DIR = ".progress"
@@ -142,6 +142,7 @@ def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | N
         "description": "Synthetic parallel ja<->en speech corpus made by sts-build-corpus",
         "features": "sts.corpus.corpus_features()",
         **summarize(out_dir),
+        "duration_ratio": duration_ratios(sorted(out_dir.glob(SHARD_GLOB))),
         "models": models,
         "versions": package_versions(),
         "command": argv if argv is not None else sys.argv,

@@ -9,9 +9,9 @@ missed most of the loops a codec LM makes (issue 13). `LoopGuard` holds four rul
   at lag n, at least `approx_match` of the window's change points (positions whose id differs from
   the one before) recur n tokens later. Counting change points only keeps a pause (a run of one
   silence code) from looking periodic. Cut after the first copy.
-* long_repeat: a segment of `repeat_window` tokens (1 s of speech) that occurs again more than
-  `max_ngram` tokens later with >= `repeat_match` of its change points equal ("a sentence spoken
-  twice"). The window needs >= `repeat_min_changes` change points: two pauses are not a repeat.
+* long_repeat: a segment of `repeat_window` tokens (1 s of speech) that occurs again after it ends
+  (at a lag >= `repeat_window`, and > `max_ngram`) with >= `repeat_match` of its change points
+  recurring ("a sentence spoken twice"; a unit too long for the rules above, said twice or more). The window needs >= `repeat_min_changes` change points: two pauses are not a repeat.
   Cut at the start of the second copy.
 * low_diversity: a window of `stuck_window` tokens (2 s) holding at most
   `stuck_max_distinct_share * stuck_window` distinct ids ("a random walk over 3 codes", a stuck
@@ -108,12 +108,13 @@ class Loop:
     unit: int
     """Unit length (exact, approximate) or lag between the copies (long_repeat), in tokens; 0: low_diversity."""
 
-    def describe(self, frame_rate: float | None = None) -> str:
+    def describe(self, frame_rate: float | None = None, where: str = "") -> str:
         """One warning line, e.g. "repetition loop at 3.2 s (a 5-token unit repeating): output cut there".
 
         `frame_rate`: tokens per second (speech: positions in seconds); None: token positions (text).
+        `where` follows the position (e.g. " of segment 2/3").
         """
-        at = f"{self.start / frame_rate:.1f} s" if frame_rate else f"token {self.start}"
+        at = (f"{self.start / frame_rate:.1f} s" if frame_rate else f"token {self.start}") + where
         if self.kind == "exact":
             what = f"repetition loop at {at} (a {self.unit}-token unit repeating)"
         elif self.kind == "approximate":
@@ -191,10 +192,10 @@ def tail_is_loop(ids: np.ndarray, guard: LoopGuard) -> bool | np.ndarray:
                 (recurs & cp).sum(axis=1) >= guard.approx_match * np.maximum(count, 1)
             )
     window = guard.repeat_window
-    if window and width >= window + guard.max_ngram + 2:
-        # The last `window` tokens against every earlier window at a lag above max_ngram (one
+    if window and width >= window + _min_lag(guard) + 1:
+        # The last `window` tokens against every earlier window at least `_min_lag` before them (one
         # token wider, so a transition can be compared at its first position too).
-        starts = width - window - guard.max_ngram - 1
+        starts = width - window - _min_lag(guard)
         earlier = sliding_window_view(rows, window + 1, axis=1)[:, :starts]  # [B, S, W + 1]
         same = earlier == rows[:, None, width - window - 1 :]
         recurs = same[:, :, 1:] & same[:, :, :-1]
@@ -233,27 +234,38 @@ def _approximate(ids: np.ndarray, guard: LoopGuard) -> Loop | None:
 
 
 def _long_repeat(ids: np.ndarray, guard: LoopGuard) -> Loop | None:
-    """The earliest second copy of a `repeat_window`-token segment, at a lag above `max_ngram`."""
+    """The earliest second copy of a `repeat_window`-token segment, at a lag of at least `_min_lag`."""
     window = guard.repeat_window
-    if not window or len(ids) < window + guard.max_ngram + 1:
+    if not window or len(ids) < window + _min_lag(guard):
         return None
     changes = _change_points(ids[None])[0]
     best: Loop | None = None
-    for lag in range(guard.max_ngram + 1, len(ids) - window + 1):
+    for lag in range(_min_lag(guard), len(ids) - window + 1):
         if best is not None and lag >= best.cut:  # any later copy starts after the best cut
             break
         cp = changes[:-lag]
         good = _recurs(ids, lag) & cp
-        count = _window_sums(cp, window)
-        ok = (count >= guard.repeat_min_changes) & (
-            _window_sums(good, window) >= guard.repeat_match * np.maximum(count, 1)
-        )
-        starts = np.flatnonzero(ok)
+        count, hit = _window_sums(cp, window), _window_sums(good, window)
+        enough = count >= guard.repeat_min_changes
+        starts = np.flatnonzero(enough & (hit >= guard.repeat_match * np.maximum(count, 1)))
         if len(starts):
-            first = _run_start(good, starts[0], window, guard.max_ngram)
+            # Confirmed at `repeat_match`; the copy reaches back over the windows where at least half
+            # the change points still recur (a varied copy's first window can miss the stricter bar)
+            # and over those too still to judge (a pause inside the copy).
+            against = enough & (hit < 0.5 * np.maximum(count, 1))
+            begin = starts[0]
+            while begin > 0 and not against[begin - 1]:
+                begin -= 1
+            first = _run_start(good, begin, window, guard.max_ngram)
             if best is None or first + lag < best.cut:
                 best = Loop("long_repeat", first, first + lag, lag)
     return best
+
+
+def _min_lag(guard: LoopGuard) -> int:
+    """The long-repeat rule's shortest lag: the copy starts after the segment ends, and the unit is
+    longer than the exact and approximate rules look for."""
+    return max(guard.repeat_window, guard.max_ngram + 1)
 
 
 def _low_diversity(ids: np.ndarray, guard: LoopGuard) -> Loop | None:
