@@ -3,8 +3,8 @@
     from infer import Translator, Request
     tr = Translator.from_checkpoint("runs/sft", device="cuda", fast=True)
     [result] = tr.run([Request("s2st", "ja", "en", wav=load_audio("in.wav"))])
-    result.waveform, result.warnings          # [N] float32 16 kHz; e.g. ["repetition loop at 3.2 s ...: output cut there"]
-    result.cut                                # the rule that cut it: none | budget | exact | approximate | ...
+    result.waveform, result.warnings          # [N] float32 16 kHz; ["repetition loop at 3.2 s (...): output cut there"]
+    result.cut                                # the rule that cut it: none, budget, exact, approximate, ...
 
 Per request: speech longer than `max_segment_seconds` is split at pauses (`infer.segment`), every
 segment is encoded and prompted (`sts.tasks.TaskFormatter`), all segments of all requests are

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         LoopGuard,
         detect_loop,
         find_loop,
+        rule_loops,
         tail_is_loop,
     )
     from sts.generation.processors import (
@@ -62,6 +63,7 @@ _MODULES = {
         "LoopGuard",
         "detect_loop",
         "find_loop",
+        "rule_loops",
         "tail_is_loop",
     ),
     "ras": ("RepetitionAwareProcessor", "RepetitionAwareRequest", "ras_choose"),
@@ -103,6 +105,7 @@ __all__ = [
     "generation_end_ids",
     "length_sorted_batches",
     "ras_choose",
+    "rule_loops",
     "speech_block_ids",
     "split_end",
     "tail_is_loop",

@@ -11,24 +11,31 @@ missed most of the loops a codec LM makes (issue 13). `LoopGuard` holds four rul
   silence code) from looking periodic. Cut after the first copy.
 * long_repeat: a segment of `repeat_window` tokens (1 s of speech) that occurs again after it ends
   (at a lag >= `repeat_window`, and > `max_ngram`) with >= `repeat_match` of its change points
-  recurring ("a sentence spoken twice"; a unit too long for the rules above, said twice or more). The window needs >= `repeat_min_changes` change points: two pauses are not a repeat.
-  Cut at the start of the second copy.
+  recurring ("a sentence spoken twice"; a unit too long for the rules above, said twice or more).
+  The window needs >= `repeat_min_changes` change points: two pauses, or a shared word ending before
+  a pause, are not a repeat. Cut at the start of the second copy.
 * low_diversity: a window of `stuck_window` tokens (2 s) holding at most
   `stuck_max_distinct_share * stuck_window` distinct ids ("a random walk over 3 codes", a stuck
   silence). Cut at the start of the window.
 
-`detect_loop` runs every enabled rule over a whole output and returns the `Loop` that cuts earliest
-(an exact loop is preferred when it cuts within `max_ngram` tokens of that: it is the most specific
-description); `find_loop` is the exact rule alone. `tail_is_loop` asks only whether the last
+`detect_loop` runs every enabled rule over a whole output (`rule_loops`) and returns the `Loop`
+that cuts earliest (an exact loop is preferred when it cuts within `max_ngram` tokens of that: it
+is the most specific description); `find_loop` is the exact rule alone; `rule_scores` says how
+close an output came to each rule. `tail_is_loop` asks only whether the last
 tokens loop, batch-vectorized and cheap enough to run during generation
 (`sts.generation.processors.LoopStoppingCriteria`). Pure numpy.
 
-False positives of `SPEECH_GUARD` on natural speech (`benchmarks/loop_detector.py`, 2026-11-26:
-24 Kokoro/Piper clips of 2.6-9.0 s, 2-4 sentences joined by 0.5-1.0 s pauses, 196 s in all): 0 cuts
-by every rule with the demo codec (mel k-means, 256 codes) and with the tiny random XCodec2; the
-synthetic loops (a sentence spoken twice, a 10-code unit repeated with 10 % or 20 % of its codes
-varied, a random walk over 3 codes, exact 5- and 20-code loops) are all cut (see
-`benchmarks/RESULTS.md`).
+Calibration (`benchmarks/loop_detector.py`, 2026-11-30, numbers in `benchmarks/RESULTS.md`): on 48
+paragraphs of natural speech (Kokoro ja / Piper en, 2-4 sentences joined by 0.5-1.0 s pauses,
+306 s in all) encoded with the demo codec (mel k-means, 256 codes) and with the tiny random
+XCodec2, no rule of `SPEECH_GUARD` cut anything (0 of 96 sequences), and the closest natural speech
+came was 0.59 of the exact rule's span (a 1 s pause), 0.08 recurring change points for the
+approximate rule (fires at 0.3), 0.3 for long_repeat (fires at 0.7; with fewer change points
+required, a shared sentence ending "...masu" + pause reached 0.63, hence `repeat_min_changes` 20)
+and 16 distinct codes per 2 s (fires at <= 4). Every synthetic loop built on those paragraphs (a
+sentence said twice, also with 10 % of it varied; a 10-code unit with 10 % / 20 % of its codes
+varied; a random walk over 3 codes; exact 5- and 20-code loops) was cut, 669 of 672 within 20
+tokens of where its repeats begin. Pauses up to ~1.5 s pass; 2 s of one code is stuck.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ class LoopGuard:
     """Long-repeat rule: length of the segment that must occur again, in tokens; 0: off."""
     repeat_match: float = 0.8
     """Long-repeat rule: share of the segment's change points equal in the later copy."""
-    repeat_min_changes: int = 10
+    repeat_min_changes: int = 20
     """Long-repeat rule: change points the segment must hold (pauses and stuck runs have few)."""
     stuck_window: int = 0
     """Low-diversity rule: window length in tokens; 0: off."""
@@ -91,7 +98,8 @@ SPEECH_GUARD = LoopGuard(
     stuck_max_distinct_share=0.04,
 )
 """Speech codes at 50 per second: a unit of up to 0.5 s repeated 4 times over >= 2 s (exactly, or
-with 60 % of its change points recurring), a 1 s segment said again, or 2 s with <= 4 distinct codes."""
+with 30 % of its change points recurring), a 1 s segment said again (70 % recurring), or 2 s with
+<= 4 distinct codes."""
 TEXT_GUARD = LoopGuard(max_ngram=10, min_repeats=4, min_span=12)
 """Text tokens: a phrase of up to 10 tokens repeated 4 times, >= 12 tokens in all (exact rule only)."""
 
@@ -106,7 +114,8 @@ class Loop:
     cut: int
     """Keep `ids[:cut]`: the first copy stays, the repeats go (the stuck run goes entirely)."""
     unit: int
-    """Unit length (exact, approximate) or lag between the copies (long_repeat), in tokens; 0: low_diversity."""
+    """Unit length (exact, approximate) or lag between the copies (long_repeat), in tokens;
+    0 for low_diversity."""
 
     def describe(self, frame_rate: float | None = None, where: str = "") -> str:
         """One warning line, e.g. "repetition loop at 3.2 s (a 5-token unit repeating): output cut there".
@@ -146,8 +155,8 @@ def find_loop(ids: np.ndarray, guard: LoopGuard) -> tuple[int, int] | None:
     return best
 
 
-def detect_loop(ids: np.ndarray, guard: LoopGuard) -> Loop | None:
-    """The loop every enabled rule of `guard` agrees to cut first in `ids` (`[T]` int), or None."""
+def rule_loops(ids: np.ndarray, guard: LoopGuard) -> list[Loop]:
+    """The first loop each enabled rule of `guard` finds in `ids` (`[T]` int), in `LOOP_KINDS` order."""
     ids = np.asarray(ids).ravel()
     found: list[Loop] = []
     exact = find_loop(ids, guard)
@@ -158,6 +167,46 @@ def detect_loop(ids: np.ndarray, guard: LoopGuard) -> Loop | None:
             loop = rule(ids, guard)
             if loop is not None:
                 found.append(loop)
+    return found
+
+
+def rule_scores(ids: np.ndarray, guard: LoopGuard) -> dict[str, float | None]:
+    """How close `ids` (`[T]` int) comes to each enabled rule's threshold (calibration, benchmarks).
+
+    exact: the longest back-to-back run of a unit <= max_ngram, over the span it would need (>= 1
+    fires); approximate / long_repeat: the highest share of recurring change points in a window that
+    has enough of them (fires at `approx_match` / `repeat_match`); low_diversity: the fewest distinct
+    ids in a `stuck_window` (fires at <= `stuck_max_distinct`). None: the rule is off or `ids` too short.
+    """
+    ids = np.asarray(ids).ravel()
+    changes = _change_points(ids[None])[0]
+    scores: dict[str, float | None] = dict.fromkeys(LOOP_KINDS)
+    for n in range(1, min(guard.max_ngram, len(ids) - 1) + 1):
+        same = ids[n:] == ids[:-n]
+        runs = np.diff(np.flatnonzero(np.concatenate([[True], ~same, [True]]))) - 1
+        need = n * guard.repeats_needed(n)
+        scores["exact"] = max(scores["exact"] or 0.0, float(runs.max() + n) / need)
+        run = n * (guard.repeats_needed(n) - 1)
+        if guard.approx_match is not None and n > 1 and len(ids) >= n + run:
+            count, hit = _window_sums(changes[:-n], run), _window_sums(_recurs(ids, n) & changes[:-n], run)
+            ok = count >= guard.approx_min_changes * run
+            if ok.any():
+                scores["approximate"] = max(scores["approximate"] or 0.0, float((hit[ok] / count[ok]).max()))
+    window = guard.repeat_window
+    for lag in range(_min_lag(guard), len(ids) - window + 1) if window else ():
+        count = _window_sums(changes[:-lag], window)
+        hit = _window_sums(_recurs(ids, lag) & changes[:-lag], window)
+        ok = count >= guard.repeat_min_changes
+        if ok.any():
+            scores["long_repeat"] = max(scores["long_repeat"] or 0.0, float((hit[ok] / count[ok]).max()))
+    if guard.stuck_window and len(ids) >= guard.stuck_window:
+        scores["low_diversity"] = float(_distinct(sliding_window_view(ids, guard.stuck_window)).min())
+    return scores
+
+
+def detect_loop(ids: np.ndarray, guard: LoopGuard) -> Loop | None:
+    """The loop every enabled rule of `guard` agrees to cut first in `ids` (`[T]` int), or None."""
+    found = rule_loops(ids, guard)
     if not found:
         return None
     first = min(found, key=lambda loop: (loop.cut, LOOP_KINDS.index(loop.kind)))
@@ -302,7 +351,7 @@ def _change_points(rows: np.ndarray) -> np.ndarray:
 
 
 def _window_sums(flags: np.ndarray, width: int) -> np.ndarray:
-    """`[N]` bool -> `[N - width + 1]` int: how many are set in each window of `width` (empty if N < width)."""
+    """`[N]` bool -> `[N - width + 1]` int: how many are set in each window of `width`."""
     if len(flags) < width or width < 1:
         return np.zeros(0, dtype=np.int64)
     total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])

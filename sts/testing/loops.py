@@ -41,7 +41,7 @@ def speech_like_codes(
     silence_code: int = 0,
     frame_rate: int = 50,
 ) -> np.ndarray:
-    """A stand-in for encoded speech: "phones" of 1-6 frames of one code drawn from the codebook,
+    """A stand-in for encoded speech: "phones" of 1-3 frames of one code drawn from the codebook,
     with `pauses` runs of `silence_code` (`pause_seconds` each) spread over it. `[T]` int64."""
     rng = np.random.default_rng(seed)
     total = int(seconds * frame_rate)
@@ -51,7 +51,7 @@ def speech_like_codes(
     for part in np.array_split(np.arange(speaking), pauses + 1):
         codes = []
         while len(codes) < len(part):
-            codes += [int(rng.integers(1, codebook_size))] * int(rng.integers(1, 7))
+            codes += [int(rng.integers(1, codebook_size))] * int(rng.integers(1, 4))
         pieces.append(np.asarray(codes[: len(part)], dtype=np.int64))
         if len(pieces) < 2 * pauses + 1:
             pieces.append(np.full(pause, silence_code, dtype=np.int64))
