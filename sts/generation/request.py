@@ -118,7 +118,7 @@ class GenerationRequest:
     """The end ids are masked for this many first steps (vLLM: `min_tokens`)."""
     guard: LoopGuard | None = None
     """Stop a row once its tail loops (transformers; vLLM has no custom stop, its rows run to their
-    budget). The caller still runs `find_loop` on the output to cut or drop it."""
+    budget). The caller still runs `detect_loop` on the output to cut or drop it."""
     extra_logits_processors: list = field(default_factory=list)
     """More transformers `LogitsProcessor`s, run after the constraint (transformers backend only)."""
     seed: int | None = None
