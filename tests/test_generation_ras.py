@@ -250,8 +250,8 @@ class FakeRunnerV2Processor:
         pass
 
 
-@pytest.fixture()
-def vllm_ras(monkeypatch):
+def load_vllm_ras(monkeypatch, *, with_runner_v2: bool = True):
+    """Import `sts.generation.vllm_ras` against stand-in vLLM modules (V2 base present or not)."""
     names = [
         "vllm",
         "vllm.v1",
@@ -264,14 +264,28 @@ def vllm_ras(monkeypatch):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     v1 = types.ModuleType("vllm.v1.sample.logits_processor")
     v1.AdapterLogitsProcessor = FakeAdapter
-    v2 = types.ModuleType("vllm.v1.worker.gpu.sample.logits_processor")
-    v2.LogitsProcessor = FakeRunnerV2Processor
     monkeypatch.setitem(sys.modules, v1.__name__, v1)
-    monkeypatch.setitem(sys.modules, v2.__name__, v2)
+    if with_runner_v2:
+        v2 = types.ModuleType("vllm.v1.worker.gpu.sample.logits_processor")
+        v2.LogitsProcessor = FakeRunnerV2Processor
+        monkeypatch.setitem(sys.modules, v2.__name__, v2)
     monkeypatch.delitem(sys.modules, "sts.generation.vllm_ras", raising=False)
-    module = importlib.import_module("sts.generation.vllm_ras")
-    yield module
+    return importlib.import_module("sts.generation.vllm_ras")
+
+
+@pytest.fixture()
+def vllm_ras(monkeypatch):
+    yield load_vllm_ras(monkeypatch)
     sys.modules.pop("sts.generation.vllm_ras", None)
+
+
+def test_vllm_processor_loads_without_runner_v2(monkeypatch):
+    """An older vLLM (or one whose GPU runner cannot import) gets the V1 adapter class alone."""
+    module = load_vllm_ras(monkeypatch, with_runner_v2=False)
+    try:
+        assert module.RepetitionAwareLogitsProcessor.__bases__ == (FakeAdapter,)
+    finally:
+        sys.modules.pop("sts.generation.vllm_ras", None)
 
 
 def _params(seed):

@@ -123,7 +123,8 @@ class RepetitionAwareProcessor(LogitsProcessor):
     Put it after the constraint (`AllowedTokensProcessor`) and every other processor, and let
     `generate` decode greedily (`Sampling.generate_kwargs` does): its own temperature/top-k/top-p
     warpers would otherwise run after this and could only see one finite score anyway.
-    `redraws[b]` counts the steps where row b's nucleus draw was repetitive and redrawn.
+    `redraws[b]` counts the steps where row b's nucleus draw was repetitive and redrawn (kept on the
+    scores' device: reading it syncs, counting does not).
 
     Args:
         sampling: the request's `Sampling` (temperature, top_k, top_p, ras_window, ras_tau).
@@ -155,7 +156,7 @@ class RepetitionAwareProcessor(LogitsProcessor):
             window=s.ras_window,
             tau=s.ras_tau,
         )
-        self.redraws += redrawn.cpu()
+        self.redraws = self.redraws.to(redrawn.device) + redrawn
         return only(chosen, scores)
 
 

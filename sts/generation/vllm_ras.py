@@ -38,7 +38,7 @@ from sts.generation.request import RAS_ARGS_KEY
 
 try:
     from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as RunnerV2LogitsProcessor
-except ImportError:  # a vLLM without Model Runner V2 custom logits processors
+except Exception:  # a vLLM without Model Runner V2 processors, or one whose GPU runner cannot load here (CPU)
     RunnerV2LogitsProcessor = None
 
 _BASES = (AdapterLogitsProcessor,) + (() if RunnerV2LogitsProcessor is None else (RunnerV2LogitsProcessor,))
@@ -133,5 +133,5 @@ def recent_output(req_states, slots: torch.Tensor, window: int) -> torch.Tensor:
     prompt = _on_device(req_states.prompt_len)[slots].long()
     total = _on_device(req_states.total_len)[slots].long()
     positions = total[:, None] - window + torch.arange(window, device=slots.device)[None]
-    ids = all_ids[slots].long().gather(1, positions.clamp(min=0, max=all_ids.shape[1] - 1))
+    ids = all_ids[slots[:, None], positions.clamp(min=0, max=all_ids.shape[1] - 1)].long()  # [K, window] only
     return torch.where(positions >= prompt[:, None], ids, torch.full_like(ids, -1))
