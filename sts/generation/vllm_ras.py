@@ -16,7 +16,9 @@ process imports this module. vLLM 0.32/0.33 has two custom logits processor inte
 * The legacy V1 runner (`VLLM_USE_V2_MODEL_RUNNER=0`, vLLM on CPU): subclasses of
   `vllm.v1.sample.logits_processor.LogitsProcessor`; `AdapterLogitsProcessor` wraps a request-level
   function `(output_token_ids, logits [V]) -> logits [V]` that `new_req_logits_processor(params)`
-  makes per request. It too runs after the allowed-token-ids mask.
+  makes per request. It too runs after the allowed-token-ids mask, but before the penalties: a
+  `repetition_penalty` other than 1 has no effect on RAS rows there (transformers and Model Runner
+  V2 apply it first).
 
 `RepetitionAwareLogitsProcessor` subclasses both (the V2 base only where the installed vLLM has
 it), so whichever runner the engine picks loads it. Either way the token is chosen by the one RAS
