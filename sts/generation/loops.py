@@ -68,7 +68,7 @@ class LoopGuard:
     near-constant run: the low-diversity rule's case)."""
     repeat_window: int = 0
     """Long-repeat rule: length of the segment that must occur again, in tokens; 0: off."""
-    repeat_match: float = 0.8
+    repeat_match: float = 0.7
     """Long-repeat rule: share of the segment's change points equal in the later copy."""
     repeat_min_changes: int = 20
     """Long-repeat rule: change points the segment must hold (pauses and stuck runs have few)."""
