@@ -33,7 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sts.corpus import CARD_NAME, README_NAME, CorpusError, shard_dir, shard_paths
+from sts.corpus import CARD_NAME, README_NAME, CorpusError, duration_ratios, shard_dir, shard_paths
 from sts.io import atomic_open, write_json_atomic, write_text_atomic
 
 PROGRESS_DIR = ".progress"
@@ -265,6 +265,7 @@ def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | N
         "description": "Synthetic parallel ja<->en speech corpus made by sts-build-corpus",
         "features": "sts.corpus.corpus_features()",
         **summarize(out_dir),
+        "duration_ratio": duration_ratios(shard_paths(out_dir)),
         "models": models,
         "versions": package_versions(),
         "command": argv if argv is not None else sys.argv,

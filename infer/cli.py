@@ -11,6 +11,10 @@ optional `id`, `text`, `src_lang`). Outputs that already exist are skipped, so a
 `--from` omitted: speech is language-identified with Whisper (`sts.asr.detect_language`; silence,
 a clip under 1 s, an unsure guess or no faster-whisper is an error asking for `--from`), text by
 its script (kana/kanji -> ja).
+
+Speech output is sampled repetition-aware by default (`infer.decoding.DEFAULT_SAMPLING`;
+`--no-repetition-aware` or `--greedy` turns it off). Each output that was cut says why in a
+warning and in `results.jsonl` (`cut`: budget or a loop rule); the run ends with the count per rule.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class InferConfig:
     """Hard cap on top of the per-input length budget."""
     greedy: bool = False
     """Greedy decoding instead of the task's sampling defaults (`infer.decoding.DEFAULT_SAMPLING`)."""
+    repetition_aware: bool = True
+    """Repetition-aware sampling for speech output (the default); --no-repetition-aware samples the
+    same nucleus (top-p 0.8, top-k 25) without redrawing repeats."""
     temperature: float | None = None
     """Override the task's sampling temperature."""
     top_p: float | None = None
@@ -107,9 +114,11 @@ def load_translator(
     backend: str = "transformers",
     fast: bool | None = None,
     greedy: bool = False,
+    repetition_aware: bool = True,
     **kwargs,
 ):
-    """`Translator.from_checkpoint` with "auto" device (cuda when there), dtype (bf16 on cuda) and fast path."""
+    """`Translator.from_checkpoint` with "auto" device (cuda when there), dtype (bf16 on cuda) and fast
+    path; `greedy` makes every task greedy, `repetition_aware=False` turns RAS off for every task."""
     import torch
 
     from infer.translate import Translator, replace_sampling
@@ -124,11 +133,15 @@ def load_translator(
         translator.sampling = {
             t: replace_sampling(s, do_sample=False) for t, s in translator.sampling.items()
         }
+    if not repetition_aware:
+        translator.sampling = {
+            t: replace_sampling(s, repetition_aware=False) for t, s in translator.sampling.items()
+        }
     return translator
 
 
 def run(cfg: InferConfig, log=print) -> int:
-    from infer.translate import replace_sampling
+    from infer.translate import CUT_RULES, replace_sampling
 
     spec = task_spec(cfg.task)
     items = _inputs(cfg)
@@ -140,6 +153,7 @@ def run(cfg: InferConfig, log=print) -> int:
         backend=cfg.backend,
         fast=cfg.fast,
         greedy=cfg.greedy,
+        repetition_aware=cfg.repetition_aware,
         batch_size=cfg.batch_size,
         max_segment_seconds=cfg.max_segment_seconds,
         vad=cfg.vad,
@@ -177,7 +191,7 @@ def run(cfg: InferConfig, log=print) -> int:
     targets = [target for _, target in pending]
 
     results_path = cfg.results or (out_dir / "results.jsonl" if batch else None)
-    status, loops = 0, 0
+    status, cuts = 0, dict.fromkeys(CUT_RULES, 0)
     for result, target in zip(translator.iter_results(requests), targets, strict=True):
         if spec.output == "speech":
             write_audio(target, result.waveform)
@@ -185,7 +199,7 @@ def run(cfg: InferConfig, log=print) -> int:
             if target is not None:
                 _write_text(target, result.text + "\n")
             log(result.text if not batch else f"{result.id}: {result.text}")
-        loops += any("repetition loop" in w for w in result.warnings)
+        cuts[result.cut] += 1
         for warning in result.warnings:
             print(f"warning: {result.id or 'input'}: {warning}", file=sys.stderr)
         if results_path is not None:
@@ -193,8 +207,12 @@ def run(cfg: InferConfig, log=print) -> int:
             results_path.parent.mkdir(parents=True, exist_ok=True)
             with open(results_path, "a") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    loops = sum(cuts[rule] for rule in CUT_RULES[2:])
     if loops:
         print(f"sts-infer: {loops} output(s) fell into a repetition loop and were cut there", file=sys.stderr)
+    if sum(cuts.values()):
+        counts = " ".join(f"{rule}={n}" for rule, n in cuts.items())
+        print(f"sts-infer: outputs by the rule that cut them: {counts}", file=sys.stderr)
     return status
 
 

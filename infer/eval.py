@@ -14,6 +14,10 @@ Per task (each utterance that has the fields the task needs):
     s2tt  BLEU and chrF++ of the output text vs `tgt_text`       t2tt  the same from `src_text`
     asr   CER (and WER for English) vs `src_text`                tts   ASR CER/WER of the speech vs `src_text`
 
+Every task's summary also counts its outputs by the rule that cut them (`cut_by`: none, budget,
+exact, approximate, long_repeat, low_diversity; `loops` sums the loop rules), and each row names
+its `cut`.
+
 Scoring is `sts.metrics`. Speech output (s2st) is scored by the SeamlessM4T ASR-BLEU protocol
 (`sts.metrics.asr_bleu`): both sides through the Whisper normalizer of the language, lowercased,
 sacreBLEU `char` for Japanese (`ja-mecab` beside it when MeCab imports) and `13a` for English.
@@ -119,7 +123,12 @@ def _task_input(item: EvalItem, task: str):
 def evaluate_task(
     translator, items: Sequence[EvalItem], task: str, *, asr=None, speaker=None, audio_dir=None
 ):
-    """Run one task over the items that support it; returns (summary dict, per-utterance rows)."""
+    """Run one task over the items that support it; returns (summary dict, per-utterance rows).
+
+    The summary counts the outputs per rule that cut them (`cut_by`: none, budget, and each loop rule).
+    """
+    from infer.translate import CUT_RULES
+
     spec = task_spec(task)
     inputs = [x for x in (_task_input(item, task) for item in items) if x is not None]
     if not inputs:
@@ -139,6 +148,7 @@ def evaluate_task(
             "hyp": result.text,
             "warnings": result.warnings,
             "finished": result.finished,
+            "cut": result.cut,
         }
         if request.wav is not None:
             row["source_seconds"] = round(len(request.wav) / sr, 3)
@@ -181,8 +191,9 @@ def evaluate_task(
         summary["speaker_similarity"] = round(float(np.mean(scored)), 4) if scored else None
     seconds = sum(r.get("source_seconds" if spec.input == "speech" else "output_seconds", 0.0) for r in rows)
     summary["rtf"] = round(elapsed / seconds, 4) if seconds else None
-    summary["loops"] = sum(any("repetition loop" in w for w in r["warnings"]) for r in rows)
+    summary["loops"] = sum(r["cut"] in CUT_RULES[2:] for r in rows)
     summary["unfinished"] = sum(not r["finished"] for r in rows)
+    summary["cut_by"] = {rule: sum(r["cut"] == rule for r in rows) for rule in CUT_RULES}
     return summary, rows
 
 
@@ -359,6 +370,9 @@ def _headline(summary: dict) -> str:
     for key in ("rtf", "loops", "unfinished", "speaker_similarity", "skipped"):
         if summary.get(key) is not None:
             parts.append(f"{key}={summary[key]}")
+    cut = {rule: n for rule, n in summary.get("cut_by", {}).items() if n and rule != "none"}
+    if cut:
+        parts.append("cut by " + " ".join(f"{rule}={n}" for rule, n in cut.items()))
     return ", ".join(parts)
 
 

@@ -3,19 +3,23 @@
     from infer import Translator, Request
     tr = Translator.from_checkpoint("runs/sft", device="cuda", fast=True)
     [result] = tr.run([Request("s2st", "ja", "en", wav=load_audio("in.wav"))])
-    result.waveform, result.warnings          # [N] float32 16 kHz; e.g. ["loop at 3.2 s: cut"]
+    result.waveform, result.warnings          # [N] float32 16 kHz; ["repetition loop at 3.2 s (...): output cut there"]
+    result.cut                                # the rule that cut it: none, budget, exact, approximate, ...
 
 Per request: speech longer than `max_segment_seconds` is split at pauses (`infer.segment`), every
 segment is encoded and prompted (`sts.tasks.TaskFormatter`), all segments of all requests are
 generated in batches under the task's constraint and length budget (`sts.generation`, with the
-per-task defaults of `infer.decoding`), loops are cut, and the pieces are decoded and joined with
-short silences.
+per-task defaults of `infer.decoding`), loops are cut (`sts.generation.detect_loop`: exact,
+approximate, long-repeat and low-diversity rules), and the pieces are decoded and joined with short
+silences. A checkpoint's `sts_decoding.json` (the training corpus's duration ratios) sets the speech
+length budget; one without it gets the fixed 2.5x and a warning, once.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,10 +29,13 @@ import numpy as np
 from infer.decoding import DEFAULT_GUARDS, DEFAULT_SAMPLING, LengthBudget, max_new_tokens_for
 from infer.segment import join_texts, join_waveforms, split_at_pauses
 from sts.generation.allowed import allowed_token_ids
-from sts.generation.loops import LoopGuard, find_loop
+from sts.generation.loops import LOOP_KINDS, LoopGuard, detect_loop
 from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches, split_end
 from sts.tasks import Example, TaskFormatter, task_spec
 from sts.vocab import SpeechVocab
+
+CUT_RULES = ("none", "budget", *LOOP_KINDS)
+"""Why an output ended where it did: not cut (its end marker), the length budget, or a loop rule."""
 
 
 @dataclass
@@ -61,6 +68,9 @@ class Result:
     source_seconds: float = 0.0
     finished: bool = True
     """Every segment ended with its end marker (not cut by the length budget or a loop)."""
+    cut: str = "none"
+    """The rule that cut it (`CUT_RULES`): a loop rule when any segment looped, else "budget" when
+    one ran into its length budget, else "none"."""
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     """Wall time spent on this request's batch share (batch time / batch size)."""
@@ -76,6 +86,7 @@ class Result:
             "segments": self.segments,
             "source_seconds": round(self.source_seconds, 3),
             "finished": self.finished,
+            "cut": self.cut,
             "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
         }
@@ -101,8 +112,9 @@ class Translator:
 
     `backend`: an `sts.generation` backend (`TransformersBackend`, `VllmBackend`). `sampling`
     overrides `infer.decoding.DEFAULT_SAMPLING` per task, `guards` the loop guard per output
-    modality, `length_budget` how long an output may get relative to its source;
-    `max_new_tokens` caps every budget.
+    modality, `length_budget` how long an output may get relative to its source (`from_checkpoint`
+    fills its duration ratio from the checkpoint's `sts_decoding.json`); `max_new_tokens` caps
+    every budget.
     """
 
     def __init__(
@@ -137,6 +149,7 @@ class Translator:
         self.gap_seconds = gap_seconds
         self.seed = seed
         self.extra_logits_processors: list = []
+        self._unmeasured: set[str] = set()  # directions already warned about (no measured ratio)
 
     @classmethod
     def from_checkpoint(
@@ -153,13 +166,19 @@ class Translator:
         """Load LM, tokenizer and vocabulary from `model` (dir or HF id), and the codec it records.
 
         `codec` overrides `sts_vocab.json`'s codec id/path (every task but t2tt needs the codec).
+        The length budget takes the checkpoint's measured duration ratios (`sts_decoding.json`)
+        unless `length_budget` is given.
         """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from sts.codec import load_codec
+        from sts.decoding_info import read_decoding_info
 
         vocab = SpeechVocab.load(_local_dir(model))
+        if kwargs.get("length_budget") is None:
+            info = read_decoding_info(_local_dir(model)) or {}
+            kwargs["length_budget"] = LengthBudget(duration_ratio=info.get("duration_ratio"))
         tokenizer = AutoTokenizer.from_pretrained(model)
         if backend == "vllm":
             from sts.generation.vllm_backend import VllmBackend
@@ -249,16 +268,21 @@ class Translator:
 
     def _generation_request(self, task: str, segs: list[_Segment]) -> GenerationRequest:
         output = task_spec(task).output
-        budgets = [
-            max_new_tokens_for(
-                self.length_budget,
-                output,
-                source_seconds=s.source_seconds,
-                source_chars=s.source_chars,
-                frame_rate=self.vocab.frame_rate,
+        budgets = []
+        for s in segs:
+            direction = f"{s.example.src_lang}-{s.example.tgt_lang}"
+            if output == "speech" and s.source_seconds is not None:
+                self._warn_unmeasured(direction)
+            budgets.append(
+                max_new_tokens_for(
+                    self.length_budget,
+                    output,
+                    source_seconds=s.source_seconds,
+                    source_chars=s.source_chars,
+                    frame_rate=self.vocab.frame_rate,
+                    direction=direction,
+                )
             )
-            for s in segs
-        ]
         if self.max_new_tokens is not None:
             budgets = [min(b, self.max_new_tokens) for b in budgets]
         end_ids = [self.vocab.speech_end_id] if output == "speech" else [self.tokenizer.eos_token_id]
@@ -272,23 +296,38 @@ class Translator:
             seed=self.seed,
         )
 
+    def _warn_unmeasured(self, direction: str) -> None:
+        """Warn once per direction when the speech budget falls back to the fixed 2.5x."""
+        if self.length_budget.speech_ratio(direction) is None and direction not in self._unmeasured:
+            self._unmeasured.add(direction)
+            warnings.warn(
+                f"the checkpoint records no measured {direction} duration ratio (sts_decoding.json): "
+                f"speech output is bounded by a fixed {self.length_budget.frames_per_source_second / 50:g}x "
+                "the source + 1 s",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def _read_output(self, seg: _Segment, ids: np.ndarray, result: Result):
         """Cut a loop, parse, and note why an output did not end properly. Returns codes or text."""
         task = seg.example.task
         output = task_spec(task).output
         end_ids = [self.vocab.speech_end_id] if output == "speech" else [self.tokenizer.eos_token_id]
         body, ended = split_end(ids, end_ids)
-        loop = find_loop(body, self.guards[output])
+        loop = detect_loop(body, self.guards[output])
+        cut = "none"
         if loop is not None:
-            start, n = loop
-            body, ended = body[: start + n], False
-            at = f"{start / self.vocab.frame_rate:.1f} s" if output == "speech" else f"token {start}"
-            if seg.count > 1:
-                at += f" of segment {seg.index + 1}/{seg.count}"
-            result.warnings.append(f"repetition loop at {at} (a {n}-token unit repeating): output cut there")
+            body, ended, cut = body[: loop.cut], False, loop.kind
+            where = f" of segment {seg.index + 1}/{seg.count}" if seg.count > 1 else ""
+            result.warnings.append(
+                loop.describe(self.vocab.frame_rate if output == "speech" else None, where)
+            )
         elif not ended:
+            cut = "budget"
             result.warnings.append(f"length limit reached after {len(body)} tokens: output may be truncated")
         result.finished &= ended
+        if CUT_RULES.index(cut) > CUT_RULES.index(result.cut) and result.cut in ("none", "budget"):
+            result.cut = cut  # a loop rule outranks the budget, the budget outranks none
         parsed = self.formatter.parse(body, task)
         if parsed.stray_ids:  # the constraint makes this impossible; a backend that ignored it would not
             result.warnings.append(f"{parsed.stray_ids} ids of the wrong modality dropped")

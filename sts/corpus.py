@@ -4,6 +4,7 @@
     shard_paths("corpus/ja-en")            # [Path] of data/part-*.parquet, sorted
     read_card("corpus/ja-en")["encode"]    # what sts-encode recorded (codec, frame rate, codebook)
     read_rows("corpus/ja-en", columns=["id", "src_text"])   # [dict], small corpora and tests only
+    duration_ratios(shard_paths("corpus/ja-en"))   # {"ja-en": {"n", "p50", "p90", "p99", "max"}, "en-ja": ...}
 
 Layout of a corpus folder (the way Hugging Face `datasets` lays out a Parquet dataset repository):
 
@@ -37,11 +38,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 CARD_NAME = "corpus.json"
-"""The card beside the shards: counts, hours, drops, models, versions, command (and `encode`)."""
+"""The card beside the shards: counts, hours, drops, models, versions, command, `duration_ratio`
+(and `encode`)."""
 README_NAME = "README.md"
 """The dataset card `datasets` reads: YAML front matter with `configs` and `features`, then prose."""
 SHARD_DIR = "data"
 """Subfolder of the shards (`datasets`' convention for a repository's data files)."""
+DURATION_RATIO_PERCENTILES = (50, 90, 99)
+"""Percentiles of the target/source duration ratio a card records (with n and max)."""
 SHARD_GLOB = "part-*.parquet"
 
 
@@ -100,6 +104,52 @@ def read_rows(corpus_dir: str | Path, columns: Sequence[str] | None = None) -> l
     for shard in shard_paths(corpus_dir):
         rows += pq.read_table(shard, columns=list(columns) if columns else None).to_pylist()
     return rows
+
+
+def duration_ratios(shards: Sequence[str | Path]) -> dict[str, dict]:
+    """How long speech gets when it is translated: the target/source duration ratio per direction.
+
+    Reads only `src_lang`, `tgt_lang`, `src_duration`, `tgt_duration` of the Parquet `shards`.
+    Every row serves both directions (as sft trains s2st both ways): for "ja-en" a ja->en row gives
+    tgt/src and an en->ja row src/tgt, the other direction is the inverse of the same rows. Returns
+    `{"ja-en": {"n", "p50", "p90", "p99", "max", "skipped"}, "en-ja": {...}}` (ratios rounded to
+    4 places; `skipped`: rows whose durations are missing, not finite or not positive), `{}` when
+    there are no rows. Raises ValueError naming the shard when it lacks one of the columns.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    columns = ["src_lang", "tgt_lang", "src_duration", "tgt_duration"]
+    ratios: dict[str, list] = {}
+    skipped: dict[str, int] = {}
+    for shard in shards:
+        try:
+            table = pq.read_table(shard, columns=columns)
+        except (KeyError, ValueError) as err:  # pyarrow names the missing column
+            raise ValueError(f"{shard}: cannot read the duration columns {columns} ({err})") from err
+        data = table.to_pydict()
+        src = np.asarray(data["src_duration"], dtype=np.float64)
+        tgt = np.asarray(data["tgt_duration"], dtype=np.float64)
+        langs = np.asarray([f"{a}-{b}" for a, b in zip(data["src_lang"], data["tgt_lang"], strict=True)])
+        good = np.isfinite(src) & np.isfinite(tgt) & (src > 0) & (tgt > 0)
+        for pair in np.unique(langs):
+            a, b = pair.split("-", 1)
+            rows = langs == pair
+            for direction, value in ((pair, tgt / src), (f"{b}-{a}", src / tgt)):
+                ratios.setdefault(direction, []).append(value[rows & good])
+                skipped[direction] = skipped.get(direction, 0) + int((rows & ~good).sum())
+    out = {}
+    for direction in sorted(ratios):
+        values = np.concatenate(ratios[direction])
+        if len(values) == 0:
+            continue
+        summary = {"n": len(values)}
+        for q, value in zip(
+            DURATION_RATIO_PERCENTILES, np.percentile(values, DURATION_RATIO_PERCENTILES), strict=True
+        ):
+            summary[f"p{q}"] = round(float(value), 4)
+        out[direction] = summary | {"max": round(float(values.max()), 4), "skipped": skipped[direction]}
+    return out
 
 
 def _features(with_codes: bool):

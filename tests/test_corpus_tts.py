@@ -199,9 +199,12 @@ def test_vllm_requests_are_built_without_vllm(llasa_dir, tiny_codec):
     assert len(prompt_codes) == 26  # 0.5 s -> 8000 // 320 + 1
     assert jobs[1].prompt_ids == p.prompt_ids("おはよう。", prompt_codes, "こんにちは")
     params = vllm_sampling_kwargs(base.request(jobs))
+    # Repetition-aware by default: the engine's RAS processor samples (at Llasa's temperature 0.8,
+    # nucleus top-p 0.95 / top-k 25 here) and vLLM takes its one remaining id greedily.
+    ras = {"temperature": 0.8, "top_k": 25, "top_p": 0.95, "window": 10, "tau": 0.1, "seed": 3}
     assert params[0] == dict(
-        temperature=0.8,
-        top_p=0.95,
+        temperature=0.0,
+        top_p=1.0,
         top_k=-1,
         min_p=0.0,
         repetition_penalty=1.0,
@@ -211,6 +214,7 @@ def test_vllm_requests_are_built_without_vllm(llasa_dir, tiny_codec):
         detokenize=False,
         max_tokens=150,
         seed=3,
+        extra_args={"sts_repetition_aware": ras},
     )
     assert params[1]["seed"] == 4 and params[1]["max_tokens"] == 150
     # Outputs: a stop on the end marker keeps the row, a length stop is a budget drop.

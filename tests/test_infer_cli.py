@@ -266,8 +266,10 @@ def test_loop_guard_cuts_and_the_cli_says_so(looping_model_dir, clips, tmp_path,
     assert start < 10 and unit <= 5
     # cut after the loop's first copy, far below the 175-code budget a 0.8 s input gets
     assert start + unit <= _codes_in(out) < start + unit + 5 and row["finished"] is False
+    assert row["cut"] == "exact"
     err = capsys.readouterr().err
     assert "repetition loop" in err and "1 output(s) fell into a repetition loop" in err
+    assert "outputs by the rule that cut them: none=0 budget=0 exact=1 approximate=0" in err
 
 
 @pytest.mark.slow
@@ -320,3 +322,71 @@ def test_loop_cut_matches_the_raw_generation(looping_model_dir, clips):
     assert len(ids) < 175  # the stopping criterion ended the generation early, not the length budget
     assert result.codes[0].tolist() == translator.vocab.ids_to_codes(ids[: start + unit]).tolist()
     assert len(result.waveform) == (start + unit) * HOP and not result.finished
+
+
+def _answer_at_once(translator) -> list[list[int]]:
+    """Replace generation by a stand-in that ends every row at once; returns each request's budgets."""
+    seen: list[list[int]] = []
+
+    def generate(prompts, request):
+        seen.append(list(request.max_new_tokens))
+        return [np.array([request.end_ids[0]], dtype=np.int64) for _ in prompts]
+
+    translator.backend.generate = generate
+    return seen
+
+
+def test_speech_budget_comes_from_the_measured_duration_ratio(model_dir, clips, tmp_path):
+    """With `sts_decoding.json` the s2st budget is ceil(p99 * 1.25 * source frames) + 50 for the
+    measured direction; an unmeasured one gets the fixed 2.5x + 1 s and one warning."""
+    import warnings
+
+    from infer import Request, Translator
+    from sts.audio import load_audio
+
+    measured = tmp_path / "measured"
+    shutil.copytree(model_dir, measured)
+    ratio = {"ja-en": {"n": 10, "p50": 0.7, "p90": 0.75, "p99": 0.8, "max": 0.9, "skipped": 0}}
+    (measured / "sts_decoding.json").write_text(json.dumps({"duration_ratio": ratio, "source": []}))
+    wav = load_audio(clips / "ja.wav")  # 0.8 s: 40 source frames
+    translator = Translator.from_checkpoint(measured)
+    assert translator.length_budget.duration_ratio == ratio
+    seen = _answer_at_once(translator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a measured direction warns nothing
+        [result] = translator.run([Request("s2st", "ja", "en", wav=wav)])
+    assert seen == [[40 + 50]] and result.cut == "none"  # 0.8 * 1.25 * 40 frames
+    with pytest.warns(UserWarning, match="no measured en-ja duration ratio") as caught:
+        for _ in range(2):
+            translator.run([Request("s2st", "en", "ja", wav=wav)])
+    assert len(caught) == 1 and seen[1:] == [[100 + 50]] * 2  # 2.5 * 40 frames
+
+
+def test_each_loop_rule_cuts_and_is_counted(model_dir):
+    """Stand-in outputs of every loop kind: the result is cut where its repeats begin and names the rule."""
+    from infer import Request, Translator
+    from sts.testing.loops import speech_like_codes, synthetic_loops
+
+    translator = Translator.from_checkpoint(model_dir)
+    vocab = translator.vocab
+    cases = synthetic_loops(speech_like_codes(3.0, codebook_size=1000), codebook_size=1000)
+    outputs = iter([vocab.speech_token_offset + c.ids for c in cases])
+    translator.backend.generate = lambda prompts, request: [next(outputs) for _ in prompts]
+    for case in cases:
+        [result] = translator.run([Request("tts", "en", "en", text="Good morning, everyone.")])
+        kept = sum(len(c) for c in result.codes)
+        assert result.cut == case.kind and not result.finished, case.name
+        assert abs(kept - case.cut) <= 20 and result.warnings[0].endswith("output cut there")
+
+
+def test_repetition_aware_sampling_is_the_speech_default_and_can_be_turned_off(model_dir, clips, tmp_path):
+    from infer.cli import load_translator
+
+    on = load_translator(str(model_dir), device="cpu")
+    assert on.sampling["s2st"].ras_active and on.sampling["tts"].ras_active
+    assert not on.sampling["s2tt"].ras_active and not on.sampling["asr"].do_sample
+    off = load_translator(str(model_dir), device="cpu", repetition_aware=False)
+    assert not off.sampling["s2st"].ras_active and off.sampling["s2st"].top_k == 25  # same nucleus
+    out = tmp_path / "plain.wav"
+    args = [str(clips / "ja.wav"), "--from", "ja", "-o", str(out), "--model", str(model_dir)]
+    assert main([*args, "--no-repetition-aware", "--max-new-tokens", "8"]) == 0 and out.is_file()

@@ -8,6 +8,7 @@ import pytest
 from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
 
 from infer.eval import main, read_manifest, translation_scores
+from infer.translate import CUT_RULES
 from sts.audio import write_audio
 from sts.metrics import asr_bleu, bleu, chrf, error_rate, mecab_available
 from sts.testing import synthetic_utterance
@@ -71,6 +72,12 @@ def test_eval_every_task(model_dir, manifest, tmp_path):  # noqa: F811
     tasks = report["tasks"]
     assert {t: tasks[t]["n"] for t in tasks} == {"s2st": 2, "s2tt": 2, "asr": 2, "tts": 3, "t2tt": 3}
     assert len(rows) == 12 and all(isinstance(r["hyp"], str) for r in rows)
+    # every output counted once by the rule that cut it (max_new_tokens 12: most run into it)
+    for task, summary in tasks.items():
+        mine = [r["cut"] for r in rows if r["task"] == task]
+        assert summary["cut_by"] == {rule: mine.count(rule) for rule in CUT_RULES}
+        assert sum(summary["cut_by"].values()) == summary["n"]
+    assert sum(tasks[t]["cut_by"]["budget"] for t in tasks) > 0
 
     # translation: BLEU per target language with the right tokenizers, recomputable from the rows;
     # speech output (s2st) by the ASR-BLEU protocol on normalized text, text output on raw text

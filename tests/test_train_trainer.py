@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sts.decoding_info import decoding_info, read_decoding_info
 from sts.vocab import SpeechVocab
 from train import trainer
 from train.checkpoint import latest_checkpoint, list_checkpoints
@@ -49,6 +50,8 @@ def test_cpt_cli_runs_and_writes_loadable_checkpoints(extended_lm_dir, shards, t
     last = latest_checkpoint(out)
     assert (last / "sts_vocab.json").is_file() and (last / "train_config.yaml").is_file()
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 4
+    # the training corpus's duration ratios travel with the weights (sts-infer's speech budget)
+    assert read_decoding_info(last) == json.loads(json.dumps(decoding_info(shards)))
     vocab = SpeechVocab.load(last)
     assert vocab == SpeechVocab.load(extended_lm_dir)
 

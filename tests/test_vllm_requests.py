@@ -95,7 +95,11 @@ def test_sts_infer_goes_through_the_shared_vllm_backend(fake_vllm, extended_lm_d
     block = set(range(vocab.speech_token_offset, vocab.speech_token_stop))
     assert set(kwargs["allowed_token_ids"]) == block | {vocab.speech_end_id}
     assert kwargs["stop_token_ids"] == [vocab.speech_end_id] and kwargs["min_tokens"] == 1
-    assert kwargs["max_tokens"] == 125 * 0.8 + 50 and (kwargs["temperature"], kwargs["top_p"]) == (0.8, 0.95)
+    assert kwargs["max_tokens"] == 125 * 0.8 + 50
+    # Speech output samples repetition-aware: the engine's RAS processor picks, vLLM decodes greedily.
+    assert (kwargs["temperature"], kwargs["top_p"]) == (0.0, 1.0)
+    assert kwargs["extra_args"]["sts_repetition_aware"]["top_p"] == 0.8
+    assert engine.kwargs["logits_processors"] == ["sts.generation.vllm_ras:RepetitionAwareLogitsProcessor"]
     assert engine.calls[0][0] == [translator.formatter.prompt(request_example(translator, wav)).tolist()]
     assert [c.tolist() for c in speech.codes] == [[0, 1, 2]] and speech.finished
     assert len(speech.waveform) == 3 * 320
@@ -146,7 +150,8 @@ def test_corpus_llasa_goes_through_the_shared_vllm_backend(fake_vllm, tmp_path):
         "dtype": "bfloat16",
         "seed": 0,
         "gpu_memory_utilization": 0.5,
-    }  # Llama: no LFM2 fields
+        "logits_processors": ["sts.generation.vllm_ras:RepetitionAwareLogitsProcessor"],
+    }  # Llama: no LFM2 fields; the RAS processor Llasa's default sampling needs
     requests = [TTSRequest("Good morning.", "en"), TTSRequest("  ", "en"), TTSRequest("おはよう。", "ja")]
     results = tts.synthesize(requests)
     [(request, kwargs)] = fake_vllm

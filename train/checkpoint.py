@@ -2,6 +2,7 @@
 
     runs/sft/checkpoint-0001000/
         config.json model.safetensors tokenizer* sts_vocab.json   # AutoModelForCausalLM.from_pretrained(...)
+        sts_decoding.json                                         # the data's duration ratios (sts.decoding_info)
         train_config.yaml trainer_state.json                      # how it was made, step and data position
         train_state/                                              # optimizer, scheduler, RNG (accelerate)
 
@@ -26,9 +27,11 @@ from pathlib import Path
 import torch
 
 from sts.config import save_config
+from sts.decoding_info import write_decoding_info
 from sts.io import apply_default_mode
 from sts.tasks import save_task_formats
 from sts.vocab import SpeechVocab
+from train.data import list_shards
 
 STATE_FILE = "trainer_state.json"
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
@@ -154,6 +157,7 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
             unwrapped.lm.save_pretrained(tmp, state_dict=lm_state)
         tokenizer.save_pretrained(tmp)
         vocab.save(tmp)
+        write_decoding_info(tmp, list_shards(cfg.shards))
         if cfg.stage == "sft":
             save_task_formats(tmp, cfg.s2st_format)
         save_config(cfg, tmp / "train_config.yaml")

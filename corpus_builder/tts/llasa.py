@@ -22,10 +22,14 @@ Generation goes through `sts.generation` (the same layer as `sts-infer` and the 
   and never past Llasa's window: prompt + new tokens <= `max_length` (2,048; Llasa's maintainers
   state that the limit covers text and speech together). A prompt that leaves fewer than
   `min_speech_tokens` (a long voice prompt) is dropped as "tts_prompt_too_long";
-* loop-guarded: a row whose codes fall into a repetition loop (`sts.generation.SPEECH_GUARD`: a unit
-  of up to 0.5 s repeated to cover >= 2 s) is stopped as soon as its tail loops (transformers; vLLM
-  runs it to its budget) and dropped as "tts_loop". `sts-infer` cuts a loop and keeps the rest; a
-  corpus row must say its whole text, so a cut row would be a wrong pair;
+* sampled repetition-aware by default (`LlasaSampling.repetition_aware`: nucleus top-p 0.8 /
+  top-k 25 at Llasa's temperature 0.8, a draw that repeats one of the last 10 codes redrawn from the
+  whole distribution; VALL-E 2 / CosyVoice, `sts.generation.ras`);
+* loop-guarded: a row whose codes fall into a repetition loop (`sts.generation.SPEECH_GUARD`: an
+  exact or approximate unit of up to 0.5 s repeated over >= 2 s, a 1 s segment said again, or 2 s
+  over <= 4 distinct codes) is stopped as soon as its tail loops (transformers; vLLM runs it to its
+  budget) and dropped as "tts_loop". `sts-infer` cuts a loop and keeps the rest; a corpus row must
+  say its whole text, so a cut row would be a wrong pair;
 * a row that hits its budget without the end marker is dropped as "tts_no_end_marker".
 """
 
@@ -39,8 +43,8 @@ import numpy as np
 
 from corpus_builder.interfaces import TTSBackend, TTSRequest, TTSResult
 from sts.generation.allowed import speech_block_ids
-from sts.generation.loops import SPEECH_GUARD, LoopGuard, find_loop
-from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches
+from sts.generation.loops import SPEECH_GUARD, LoopGuard, detect_loop
+from sts.generation.request import RAS_SAMPLING, GenerationRequest, Sampling, length_sorted_batches
 from sts.llasa import MARKERS as MARKERS  # re-exported: the layout lives in the base
 from sts.llasa import SPEECH_START, find_llasa_layout
 
@@ -54,8 +58,14 @@ class LlasaSampling:
 
     temperature: float = 0.8
     """Llasa's card default; 0 means greedy."""
-    top_p: float = 1.0
-    """Nucleus sampling; the card notes 0.95/0.9 are more stable."""
+    top_p: float = RAS_SAMPLING.top_p
+    """Nucleus sampling: CosyVoice's RAS nucleus (0.8); Llasa's card samples at 1 and notes 0.95/0.9
+    are more stable."""
+    top_k: int = RAS_SAMPLING.top_k
+    """Keep the k most likely codes (CosyVoice's RAS nucleus: 25); 0 disables it."""
+    repetition_aware: bool = True
+    """Repetition-aware sampling (`sts.generation.ras`): a draw that one of the last 10 codes already
+    holds is redrawn from the whole distribution. False: plain top-k/top-p sampling."""
     min_speech_tokens: int = 150
     """Budget floor: even a one-word text may run this long (3 s at 50 tokens/s). A prompt that
     leaves less room than this in the window is dropped ("tts_prompt_too_long")."""
@@ -81,7 +91,14 @@ class LlasaSampling:
         """As `sts.generation.Sampling` (temperature <= 0: greedy)."""
         if self.temperature <= 0:
             return Sampling(do_sample=False)
-        return Sampling(temperature=self.temperature, top_p=self.top_p)
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_aware=self.repetition_aware,
+            ras_window=RAS_SAMPLING.ras_window,
+            ras_tau=RAS_SAMPLING.ras_tau,
+        )
 
 
 class LlasaPrompter:
@@ -246,7 +263,7 @@ class LlasaBase(TTSBackend):
         end = self.prompter.speech_end_id
         body = new_ids[: new_ids.index(end)] if end in new_ids else new_ids
         guard = self.sampling.loop_guard
-        if guard is not None and find_loop(np.asarray(body, dtype=np.int64), guard) is not None:
+        if guard is not None and detect_loop(np.asarray(body, dtype=np.int64), guard) is not None:
             return None, "tts_loop"
         return self.prompter.parse(new_ids)
 

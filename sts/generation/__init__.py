@@ -11,9 +11,10 @@
 Used by `sts-infer` (speech and text outputs of a trained checkpoint), the corpus MT (`sts.mt`,
 unconstrained: `allowed=None`) and the corpus Llasa TTS (speech block + end marker).
 
-Modules: `request` (`Sampling`, `GenerationRequest`, reading a row's end), `allowed` (which ids an
-output may hold), `loops` (`LoopGuard`, `find_loop`, `tail_is_loop`), `processors` (the request as
-transformers logits processors and stopping criteria), `transformers_backend`, `vllm_backend`.
+Modules: `request` (`Sampling`, `RAS_SAMPLING`, `GenerationRequest`, reading a row's end), `allowed`
+(which ids an output may hold), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
+`tail_is_loop`), `ras` (repetition-aware sampling), `processors` (the request as transformers logits
+processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM).
 Names are loaded lazily: `Sampling` or `GenerationRequest` alone import neither torch nor transformers.
 """
 
@@ -24,13 +25,25 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sts.generation.allowed import Modality, allowed_token_ids, speech_block_ids
-    from sts.generation.loops import SPEECH_GUARD, TEXT_GUARD, LoopGuard, find_loop, tail_is_loop
+    from sts.generation.loops import (
+        LOOP_KINDS,
+        SPEECH_GUARD,
+        TEXT_GUARD,
+        Loop,
+        LoopGuard,
+        detect_loop,
+        find_loop,
+        rule_loops,
+        tail_is_loop,
+    )
     from sts.generation.processors import (
         AllowedTokensProcessor,
         LoopStoppingCriteria,
         RowBudgetCriteria,
     )
+    from sts.generation.ras import RepetitionAwareProcessor, RepetitionAwareRequest, ras_choose
     from sts.generation.request import (
+        RAS_SAMPLING,
         GenerationRequest,
         Sampling,
         generation_end_ids,
@@ -42,31 +55,57 @@ if TYPE_CHECKING:
 
 _MODULES = {
     "allowed": ("Modality", "allowed_token_ids", "speech_block_ids"),
-    "loops": ("SPEECH_GUARD", "TEXT_GUARD", "LoopGuard", "find_loop", "tail_is_loop"),
+    "loops": (
+        "LOOP_KINDS",
+        "SPEECH_GUARD",
+        "TEXT_GUARD",
+        "Loop",
+        "LoopGuard",
+        "detect_loop",
+        "find_loop",
+        "rule_loops",
+        "tail_is_loop",
+    ),
+    "ras": ("RepetitionAwareProcessor", "RepetitionAwareRequest", "ras_choose"),
     "processors": ("AllowedTokensProcessor", "LoopStoppingCriteria", "RowBudgetCriteria"),
-    "request": ("GenerationRequest", "Sampling", "generation_end_ids", "length_sorted_batches", "split_end"),
+    "request": (
+        "RAS_SAMPLING",
+        "GenerationRequest",
+        "Sampling",
+        "generation_end_ids",
+        "length_sorted_batches",
+        "split_end",
+    ),
     "transformers_backend": ("TransformersBackend",),
     "vllm_backend": ("VllmBackend", "completion_ids", "vllm_sampling_kwargs"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
+    "LOOP_KINDS",
+    "RAS_SAMPLING",
     "SPEECH_GUARD",
     "TEXT_GUARD",
     "AllowedTokensProcessor",
     "GenerationRequest",
+    "Loop",
     "LoopGuard",
     "LoopStoppingCriteria",
     "Modality",
+    "RepetitionAwareProcessor",
+    "RepetitionAwareRequest",
     "RowBudgetCriteria",
     "Sampling",
     "TransformersBackend",
     "VllmBackend",
     "allowed_token_ids",
     "completion_ids",
+    "detect_loop",
     "find_loop",
     "generation_end_ids",
     "length_sorted_batches",
+    "ras_choose",
+    "rule_loops",
     "speech_block_ids",
     "split_end",
     "tail_is_loop",

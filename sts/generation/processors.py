@@ -1,6 +1,6 @@
 """The request's constraint, budgets and loop guard as transformers logits processors and stopping criteria.
 
-    processors = logits_processors(request, prompt_len=L)       # [AllowedTokensProcessor, *extra]
+    processors = logits_processors(request, prompt_len=L)       # [AllowedTokensProcessor, *extra, RAS?]
     stops = stopping_criteria(request, prompt_len=L)            # [RowBudgetCriteria, LoopStoppingCriteria?]
 
 `prompt_len` is the left-padded prompt width: `input_ids.shape[1] - prompt_len` tokens have been
@@ -101,7 +101,8 @@ class LoopStoppingCriteria(StoppingCriteria):
 
 
 def logits_processors(request: GenerationRequest, *, prompt_len: int) -> list:
-    """The request's constraint (when it has one or holds the end back) and its extra processors."""
+    """The request's constraint (when it has one or holds the end back), its extra processors, and
+    last, when its sampling is repetition-aware, the RAS processor that picks each row's token."""
     processors = []
     if request.allowed is not None or request.min_new_tokens > 0:
         processors.append(
@@ -112,7 +113,13 @@ def logits_processors(request: GenerationRequest, *, prompt_len: int) -> list:
                 min_new_tokens=request.min_new_tokens,
             )
         )
-    return processors + list(request.extra_logits_processors)
+    processors += list(request.extra_logits_processors)
+    if request.sampling.ras_active:
+        from sts.generation.ras import RepetitionAwareProcessor
+
+        seeds = [request.row_seed(row) for row in range(len(request.max_new_tokens))]
+        processors.append(RepetitionAwareProcessor(request.sampling, prompt_len=prompt_len, seeds=seeds))
+    return processors
 
 
 def stopping_criteria(request: GenerationRequest, *, prompt_len: int) -> list:

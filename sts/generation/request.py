@@ -7,8 +7,8 @@
 Every backend (`TransformersBackend`, `VllmBackend`) reads the same request and returns the same
 thing: each row's generated ids, cut right after its first end id, at its own budget, or where the
 loop guard stopped it. Pure Python + numpy, so requests are built and checked without torch.
-A new decoding option (e.g. repetition-aware sampling, a constraint that depends on the row's
-state) is one more field here, turned into a logits processor by `processors.logits_processors`
+A new decoding option (e.g. a constraint that depends on the row's state; repetition-aware sampling
+is one) is one more field here, turned into a logits processor by `processors.logits_processors`
 and into vLLM's terms by `vllm_backend.vllm_sampling_kwargs`.
 """
 
@@ -21,10 +21,20 @@ import numpy as np
 
 from sts.generation.loops import LoopGuard
 
+RAS_ARGS_KEY = "sts_repetition_aware"
+"""Key of a request's repetition-aware sampling settings in vLLM's `SamplingParams.extra_args`."""
+
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings; `do_sample=False` is greedy and ignores every other field."""
+    """Decoding settings; `do_sample=False` is greedy and ignores every other field.
+
+    `repetition_aware=True` (with `do_sample`) is repetition-aware sampling (`sts.generation.ras`,
+    after VALL-E 2 and CosyVoice): temperature, top_k and top_p make the nucleus, and a draw that
+    the last `ras_window` tokens already hold `ceil(ras_window * ras_tau)` times is drawn again
+    from the whole (temperature-scaled, constrained) distribution. `RAS_SAMPLING` holds
+    CosyVoice's settings. Raises ValueError for settings that cannot sample.
+    """
 
     do_sample: bool = True
     """False: greedy (argmax) decoding."""
@@ -35,16 +45,42 @@ class Sampling:
     top_k: int = 0
     """Keep the k most likely ids; 0 disables top-k."""
     min_p: float = 0.0
-    """Drop ids below `min_p` times the top probability; 0 disables it."""
+    """Drop ids below `min_p` times the top probability; 0 disables it (not with repetition_aware)."""
     repetition_penalty: float = 1.0
     """Penalty on ids already in the prompt or output (transformers' and vLLM's definition); 1 disables it."""
+    repetition_aware: bool = False
+    """Repetition-aware sampling (see above); needs `do_sample`."""
+    ras_window: int = 10
+    """RAS: how many of the last generated tokens are looked at (VALL-E 2 / CosyVoice: 10)."""
+    ras_tau: float = 0.1
+    """RAS: a draw held ceil(window * tau) times in that window is redrawn (CosyVoice tau_r: 0.1)."""
+
+    def __post_init__(self):
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(
+                f"sampling needs temperature > 0, got {self.temperature} (greedy: do_sample=False)"
+            )
+        if self.ras_active and self.min_p > 0:
+            raise ValueError("repetition-aware sampling takes temperature, top_k and top_p, not min_p")
+        if self.ras_active and (self.ras_window < 1 or self.ras_tau <= 0):
+            raise ValueError(
+                f"ras_window must be >= 1 and ras_tau > 0, got {self.ras_window}, {self.ras_tau}"
+            )
+
+    @property
+    def ras_active(self) -> bool:
+        """Whether repetition-aware sampling picks the tokens (repetition_aware and do_sample)."""
+        return self.repetition_aware and self.do_sample
 
     def generate_kwargs(self) -> dict:
         """`model.generate` keyword arguments, every field explicit so that the model's own
         generation_config.json cannot add settings vLLM would not apply (vLLM takes only what
-        `vllm_sampling_kwargs` gives it)."""
+        `vllm_sampling_kwargs` gives it). Under RAS, `generate` decodes greedily: the RAS processor
+        leaves one finite score per row, and `generate`'s own warpers must not run after it."""
         if not self.do_sample:
             return {"do_sample": False, "repetition_penalty": 1.0}
+        if self.repetition_aware:
+            return {"do_sample": False, "repetition_penalty": self.repetition_penalty}
         return {
             "do_sample": True,
             "temperature": self.temperature,
@@ -53,6 +89,13 @@ class Sampling:
             "min_p": self.min_p if self.min_p > 0 else None,
             "repetition_penalty": self.repetition_penalty,
         }
+
+
+RAS_SAMPLING = Sampling(
+    temperature=1.0, top_p=0.8, top_k=25, repetition_aware=True, ras_window=10, ras_tau=0.1
+)
+"""CosyVoice 2's `ras_sampling` defaults (top-p 0.8, top-k 25, win_size 10, tau_r 0.1; its log-softmax
+scores are unscaled: temperature 1), the settings VALL-E 2 introduced RAS with."""
 
 
 @dataclass
@@ -75,11 +118,12 @@ class GenerationRequest:
     """The end ids are masked for this many first steps (vLLM: `min_tokens`)."""
     guard: LoopGuard | None = None
     """Stop a row once its tail loops (transformers; vLLM has no custom stop, its rows run to their
-    budget). The caller still runs `find_loop` on the output to cut or drop it."""
+    budget). The caller still runs `detect_loop` on the output to cut or drop it."""
     extra_logits_processors: list = field(default_factory=list)
     """More transformers `LogitsProcessor`s, run after the constraint (transformers backend only)."""
     seed: int | None = None
-    """Sampling seed: transformers seeds torch once per call; vLLM gives row i `seed + i`."""
+    """Sampling seed: transformers seeds torch once per call; vLLM gives row i `seed + i`, and so does
+    repetition-aware sampling on either backend (each row draws from its own generator)."""
 
     def __post_init__(self):
         self.end_ids = [int(i) for i in self.end_ids]
@@ -95,7 +139,7 @@ class GenerationRequest:
                 raise ValueError(f"end ids {missing} are not among the allowed ids: no row could end")
 
     def row_seed(self, row: int) -> int | None:
-        """The seed of row `row` where a backend seeds rows one by one (vLLM)."""
+        """The seed of row `row` where rows are seeded one by one (vLLM, repetition-aware sampling)."""
         return None if self.seed is None else self.seed + row
 
 

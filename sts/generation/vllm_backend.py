@@ -11,8 +11,14 @@ and the ids are exactly those the transformers path feeds. Each row gets its own
 stopped on an end id comes back with that id last (vLLM may leave it out of `token_ids`), one cut
 by `finish_reason == "length"` without it: `split_end` reads both backends' rows alike. vLLM has no
 custom stopping criteria, so `request.guard` cannot stop a row early here; callers check loops on
-the output (`find_loop`) either way. `vllm` is imported in the constructor only (the `gpu` extra);
+the output (`detect_loop`) either way. `vllm` is imported in the constructor only (the `gpu` extra);
 `sts.vllm_compat.with_lfm2_overrides` supplies the config fields vLLM's LFM2 needs.
+
+Repetition-aware sampling (`Sampling.repetition_aware`) runs inside vLLM as a custom logits
+processor, `sts.generation.vllm_ras.RepetitionAwareLogitsProcessor`, which the engine loads at
+construction (`logits_processors=[RAS_PROCESSOR]`, on by default) and a request switches on through
+`SamplingParams.extra_args[RAS_ARGS_KEY]`. The processor leaves one finite logit per row, so the
+row is decoded at temperature 0 (greedy) and vLLM's own top-k/top-p stay neutral.
 """
 
 from __future__ import annotations
@@ -22,31 +28,43 @@ from pathlib import Path
 
 import numpy as np
 
-from sts.generation.request import GenerationRequest
+from sts.generation.request import RAS_ARGS_KEY, GenerationRequest
+
+RAS_PROCESSOR = "sts.generation.vllm_ras:RepetitionAwareLogitsProcessor"
+"""The RAS logits processor by its fully qualified class name (vLLM imports it in its engine process)."""
 
 
 def vllm_sampling_kwargs(request: GenerationRequest) -> list[dict]:
     """`vllm.SamplingParams` keyword arguments per row: the request's constraint, budget and sampling.
 
     Greedy (`do_sample=False`) is temperature 0 with the other knobs neutral, as transformers
-    ignores them. `allowed_token_ids` is None for an unconstrained request.
+    ignores them. Repetition-aware sampling is temperature 0 too, its settings and the row's seed in
+    `extra_args[RAS_ARGS_KEY]` (the engine's RAS processor picks the token). `allowed_token_ids` is
+    None for an unconstrained request.
     """
     s = request.sampling
+    plain = s.do_sample and not s.ras_active
     shared = dict(
-        temperature=s.temperature if s.do_sample else 0.0,
-        top_p=s.top_p if s.do_sample else 1.0,
-        top_k=s.top_k if s.do_sample and s.top_k > 0 else -1,
-        min_p=s.min_p if s.do_sample else 0.0,
+        temperature=s.temperature if plain else 0.0,
+        top_p=s.top_p if plain else 1.0,
+        top_k=s.top_k if plain and s.top_k > 0 else -1,
+        min_p=s.min_p if plain else 0.0,
         repetition_penalty=s.repetition_penalty if s.do_sample else 1.0,
         min_tokens=request.min_new_tokens,
         stop_token_ids=list(request.end_ids),
         allowed_token_ids=None if request.allowed is None else [int(i) for i in request.allowed],
         detokenize=False,
     )
-    return [
+    rows = [
         dict(shared, max_tokens=budget, seed=request.row_seed(row))
         for row, budget in enumerate(request.max_new_tokens)
     ]
+    if s.ras_active:
+        from sts.generation.ras import ras_request_args
+
+        for row, kwargs in enumerate(rows):
+            kwargs["extra_args"] = {RAS_ARGS_KEY: ras_request_args(s, request.row_seed(row))}
+    return rows
 
 
 def completion_ids(completion, end_ids: Sequence[int]) -> np.ndarray:
@@ -64,16 +82,31 @@ def completion_ids(completion, end_ids: Sequence[int]) -> np.ndarray:
 
 
 class VllmBackend:
-    """An offline vLLM engine. Extra keyword arguments go to `vllm.LLM` (e.g. `gpu_memory_utilization`)."""
+    """An offline vLLM engine. Extra keyword arguments go to `vllm.LLM` (e.g. `gpu_memory_utilization`).
+
+    `repetition_aware`: load the RAS logits processor (`RAS_PROCESSOR`) so that requests may use
+    repetition-aware sampling; False leaves the engine without it (such requests are refused).
+    """
 
     name = "vllm"
 
-    def __init__(self, model: str | Path, *, dtype: str = "auto", seed: int = 0, **llm_kwargs):
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        dtype: str = "auto",
+        seed: int = 0,
+        repetition_aware: bool = True,
+        **llm_kwargs,
+    ):
         from vllm import LLM
 
         from sts.vllm_compat import with_lfm2_overrides
 
         llm_kwargs = with_lfm2_overrides(model, llm_kwargs)
+        if repetition_aware:
+            llm_kwargs["logits_processors"] = [*llm_kwargs.get("logits_processors", []), RAS_PROCESSOR]
+        self.repetition_aware = repetition_aware
         self.llm = LLM(model=str(model), dtype=dtype, seed=seed, **llm_kwargs)
 
     def generate(
@@ -86,6 +119,8 @@ class VllmBackend:
             raise ValueError("the vLLM backend takes no extra logits processors")
         if len(prompts) != len(request.max_new_tokens):
             raise ValueError(f"{len(prompts)} prompts but {len(request.max_new_tokens)} budgets")
+        if request.sampling.ras_active and not self.repetition_aware:
+            raise ValueError("repetition-aware sampling needs the engine built with repetition_aware=True")
         params = [SamplingParams(**kwargs) for kwargs in vllm_sampling_kwargs(request)]
         outputs = self.llm.generate(
             [{"prompt_token_ids": [int(i) for i in p]} for p in prompts],
