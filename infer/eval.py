@@ -194,7 +194,38 @@ def evaluate_task(
     summary["loops"] = sum(r["cut"] in CUT_RULES[2:] for r in rows)
     summary["unfinished"] = sum(not r["finished"] for r in rows)
     summary["cut_by"] = {rule: sum(r["cut"] == rule for r in rows) for rule in CUT_RULES}
+    chain = _chain_scores(items, results, rows)
+    if chain:
+        summary["chain"] = chain
     return summary, rows
+
+
+def _chain_scores(items: Sequence[EvalItem], results, rows: list[dict]) -> dict:
+    """A text-first / translation-first s2st answer's own texts, scored as text: the translation it
+    wrote before its speech (raw-text BLEU/chrF++ against `tgt_text`: the s2tt quality of the chain)
+    and its transcript (CER/WER against `src_text`). {} when the outputs hold no such texts."""
+    by_id = {item.id: item for item in items}
+    out: dict = {}
+    for field, ref_field, lang_field in (
+        ("translation", "tgt_text", "tgt_lang"),
+        ("transcript", "src_text", "src_lang"),
+    ):
+        pairs: dict[str, list[tuple[str, str]]] = {}
+        for row, result in zip(rows, results, strict=True):
+            text, item = getattr(result, field), by_id.get(row["id"])
+            if text is None or item is None or not getattr(item, ref_field):
+                continue
+            row[field] = text
+            pairs.setdefault(getattr(item, lang_field), []).append((text, getattr(item, ref_field)))
+        for lang, group in sorted(pairs.items()):
+            hyps, refs = [h for h, _ in group], [r for _, r in group]
+            if field == "translation":
+                out.setdefault("translation", {})[f"to_{lang}"] = translation_scores(
+                    hyps, refs, lang, speech=False
+                )
+            else:
+                out.setdefault("transcript", {})[lang] = error_rate(hyps, refs, lang)
+    return out
 
 
 def _scores(rows: list[dict], *, translates: bool, speech: bool) -> dict:
@@ -370,6 +401,10 @@ def _headline(summary: dict) -> str:
     for key in ("rtf", "loops", "unfinished", "speaker_similarity", "skipped"):
         if summary.get(key) is not None:
             parts.append(f"{key}={summary[key]}")
+    for key, value in summary.get("chain", {}).get("translation", {}).items():
+        parts.append(f"chain translation[{key}] chrF++ {value['chrf++'].get('score')} (raw text)")
+    for key, value in summary.get("chain", {}).get("transcript", {}).items():
+        parts.append(f"chain transcript CER[{key}] {value['cer']}")
     cut = {rule: n for rule, n in summary.get("cut_by", {}).items() if n and rule != "none"}
     if cut:
         parts.append("cut by " + " ".join(f"{rule}={n}" for rule, n in cut.items()))

@@ -11,7 +11,10 @@ segment is encoded and prompted (`sts.tasks.TaskFormatter`), all segments of all
 generated in batches under the task's constraint and length budget (`sts.generation`, with the
 per-task defaults of `infer.decoding`), loops are cut (`sts.generation.detect_loop`: exact,
 approximate, long-repeat and low-diversity rules), and the pieces are decoded and joined with short
-silences. A checkpoint's `sts_decoding.json` (the training corpus's duration ratios) sets the speech
+silences. An s2st checkpoint trained text-first or translation-first (`sts_tasks.json`) writes its
+texts before its speech: the answer is decoded in two constrained phases (`sts.generation.chain`:
+text ids until the speech start marker, then speech ids), and the result carries the intermediate
+`transcript` and `translation`. A checkpoint's `sts_decoding.json` (the training corpus's duration ratios) sets the speech
 length budget; one without it gets the fixed 2.5x and a warning, once.
 """
 
@@ -29,9 +32,10 @@ import numpy as np
 from infer.decoding import DEFAULT_GUARDS, DEFAULT_SAMPLING, LengthBudget, max_new_tokens_for
 from infer.segment import join_texts, join_waveforms, split_at_pauses
 from sts.generation.allowed import allowed_token_ids
+from sts.generation.chain import chain_text_ids, generate_chain
 from sts.generation.loops import LOOP_KINDS, LoopGuard, detect_loop
 from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches, split_end
-from sts.tasks import Example, TaskFormatter, task_spec
+from sts.tasks import Example, S2STFormat, TaskFormatter, task_spec
 from sts.vocab import SpeechVocab
 
 CUT_RULES = ("none", "budget", *LOOP_KINDS)
@@ -68,6 +72,10 @@ class Result:
     source_seconds: float = 0.0
     finished: bool = True
     """Every segment ended with its end marker (not cut by the length budget or a loop)."""
+    transcript: str | None = None
+    """s2st text-first: the source transcript the model wrote before its speech."""
+    translation: str | None = None
+    """s2st text-first / translation-first: the translation the model wrote before its speech."""
     cut: str = "none"
     """The rule that cut it (`CUT_RULES`): a loop rule when any segment looped, else "budget" when
     one ran into its length budget, else "none"."""
@@ -83,6 +91,8 @@ class Result:
             "src_lang": self.src_lang,
             "tgt_lang": self.tgt_lang,
             "text": self.text,
+            **({"transcript": self.transcript} if self.transcript is not None else {}),
+            **({"translation": self.translation} if self.translation is not None else {}),
             "segments": self.segments,
             "source_seconds": round(self.source_seconds, 3),
             "finished": self.finished,
@@ -114,7 +124,9 @@ class Translator:
     overrides `infer.decoding.DEFAULT_SAMPLING` per task, `guards` the loop guard per output
     modality, `length_budget` how long an output may get relative to its source (`from_checkpoint`
     fills its duration ratio from the checkpoint's `sts_decoding.json`); `max_new_tokens` caps
-    every budget.
+    every budget. `s2st_format`: what an s2st answer writes before its speech (`sts.tasks`;
+    `from_checkpoint` reads it from `sts_tasks.json`); the text phase of a chain format decodes with
+    the s2tt sampling.
     """
 
     def __init__(
@@ -133,10 +145,11 @@ class Translator:
         max_new_tokens: int | None = None,
         gap_seconds: float = 0.3,
         seed: int | None = 0,
+        s2st_format: S2STFormat = "direct",
     ):
         self.tokenizer = tokenizer
         self.vocab = vocab
-        self.formatter = TaskFormatter(tokenizer, vocab)
+        self.formatter = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format)
         self.backend = backend
         self.codec = codec
         self.batch_size = batch_size
@@ -174,8 +187,10 @@ class Translator:
 
         from sts.codec import load_codec
         from sts.decoding_info import read_decoding_info
+        from sts.tasks import load_task_formats
 
         vocab = SpeechVocab.load(_local_dir(model))
+        kwargs.setdefault("s2st_format", load_task_formats(_local_dir(model))["s2st"])
         if kwargs.get("length_budget") is None:
             info = read_decoding_info(_local_dir(model)) or {}
             kwargs["length_budget"] = LengthBudget(duration_ratio=info.get("duration_ratio"))
@@ -222,9 +237,13 @@ class Translator:
             for rows in length_sorted_batches([len(prompts[i]) for i in members], self.batch_size):
                 batch = [members[r] for r in rows]
                 request = self._generation_request(task, [segments[i] for i in batch])
-                for i, ids in zip(
-                    batch, self.backend.generate([prompts[i] for i in batch], request), strict=True
-                ):
+                batch_prompts = [prompts[i] for i in batch]
+                if self.formatter.chain(task):
+                    text_request = self._text_phase_request([segments[i] for i in batch])
+                    outputs = generate_chain(self.backend, batch_prompts, text_request, request)
+                else:
+                    outputs = self.backend.generate(batch_prompts, request)
+                for i, ids in zip(batch, outputs, strict=True):
                     generated[i] = ids
         pieces: list[list] = [[] for _ in requests]
         for seg, ids in zip(segments, generated, strict=True):
@@ -296,6 +315,26 @@ class Translator:
             seed=self.seed,
         )
 
+    def _text_phase_request(self, segs: list[_Segment]) -> GenerationRequest:
+        """The text phase of a chain-format answer: text ids until the speech start marker, with the
+        s2tt sampling; budget: a text output's per source second, once per text the format writes."""
+        texts = 2 if self.formatter.s2st_format == "text-first" else 1
+        budgets = [
+            texts * max_new_tokens_for(self.length_budget, "text", source_seconds=s.source_seconds)
+            for s in segs
+        ]
+        if self.max_new_tokens is not None:
+            budgets = [min(b, self.max_new_tokens) for b in budgets]
+        return GenerationRequest(
+            allowed=chain_text_ids(self.vocab, self.tokenizer),
+            end_ids=[self.vocab.speech_start_id],
+            max_new_tokens=budgets,
+            sampling=self.sampling["s2tt"],
+            guard=self.guards["text"],
+            extra_logits_processors=list(self.extra_logits_processors),
+            seed=self.seed,
+        )
+
     def _warn_unmeasured(self, direction: str) -> None:
         """Warn once per direction when the speech budget falls back to the fixed 2.5x."""
         if self.length_budget.speech_ratio(direction) is None and direction not in self._unmeasured:
@@ -308,8 +347,15 @@ class Translator:
                 stacklevel=3,
             )
 
-    def _read_output(self, seg: _Segment, ids: np.ndarray, result: Result):
-        """Cut a loop, parse, and note why an output did not end properly. Returns codes or text."""
+    def _read_output(self, seg: _Segment, ids, result: Result):
+        """Cut a loop, parse, and note why an output did not end properly. Returns codes or text (a
+        chain-format answer: (codes, transcript, translation))."""
+        if self.formatter.chain(seg.example.task):
+            return self._read_chain(seg, ids, result)
+        return self._read_plain(seg, ids, result)
+
+    def _read_plain(self, seg: _Segment, ids: np.ndarray, result: Result):
+        """One output of one modality: loop cut, end checked, parsed into codes or text."""
         task = seg.example.task
         output = task_spec(task).output
         end_ids = [self.vocab.speech_end_id] if output == "speech" else [self.tokenizer.eos_token_id]
@@ -333,10 +379,33 @@ class Translator:
             result.warnings.append(f"{parsed.stray_ids} ids of the wrong modality dropped")
         return parsed.codes if output == "speech" else parsed.text
 
+    def _read_chain(self, seg: _Segment, row, result: Result):
+        """A text-then-speech answer: its texts (loop-checked as text) and its speech (as speech)."""
+        text_ids = row.text_ids
+        loop = detect_loop(text_ids, self.guards["text"])
+        if loop is not None:
+            text_ids = text_ids[: loop.cut]
+            result.warnings.append(loop.describe(None, " in the text before the speech"))
+        parsed = self.formatter.parse(np.append(text_ids, self.vocab.speech_start_id), "s2st")
+        if not row.switched:
+            result.finished = False
+            result.cut = loop.kind if loop is not None else "budget"
+            result.warnings.append("the model wrote no speech: its texts ran into their length budget")
+            return np.zeros(0, np.int32), parsed.transcript, parsed.translation
+        speech = np.concatenate([[self.vocab.speech_start_id], row.speech_ids]).astype(np.int64)
+        return self._read_plain(seg, speech, result), parsed.transcript, parsed.translation
+
     def _assemble(self, request: Request, result: Result, parts: list) -> None:
         if task_spec(request.task).output == "text":
             result.text = join_texts(parts, request.tgt_lang)
             return
+        if self.formatter.chain(request.task):
+            codes, transcripts, translations = zip(*parts, strict=True)
+            parts = list(codes)
+            if any(t is not None for t in transcripts):
+                result.transcript = join_texts([t or "" for t in transcripts], request.src_lang)
+            if any(t is not None for t in translations):
+                result.translation = join_texts([t or "" for t in translations], request.tgt_lang)
         result.codes = [np.asarray(c, dtype=np.int32) for c in parts]
         nonempty = [c for c in result.codes if len(c)]
         if len(nonempty) < len(result.codes):

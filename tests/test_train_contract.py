@@ -94,7 +94,8 @@ def test_unrecorded_and_unencoded_corpora_are_refused(
     table = pq.read_table(plain[0]).drop_columns(["src_codes", "tgt_codes"])
     pq.write_table(table, plain[0])
     with pytest.raises(
-        CorpusContractError, match=r"part-00000-of-00002.parquet: no src_codes/tgt_codes.*not encoded.*sts-encode .*plain --codec"
+        CorpusContractError,
+        match=r"part-00000-of-00002.parquet: no src_codes/tgt_codes.*not encoded.*sts-encode .*plain --codec",
     ):
         stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, plain, tmp_path / "c",
                allow_unrecorded_codec=True)  # fmt: skip

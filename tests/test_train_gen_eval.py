@@ -400,3 +400,18 @@ def test_speech_output_is_scored_by_asr_chrf(
     # the end is held back at the first step (as in sts-infer): one frame, too short to transcribe
     assert evaluator(silent)["gen/tts:en/asr_chrf"] == 0.0
     assert not evaluator.speech_scorer.failed
+
+
+def test_text_first_sft_decodes_its_chain_at_each_eval(extended_lm_dir, shards, tmp_path):
+    """A text-first run: the checkpoint records its format, and the gen eval decodes s2st as text, then
+    speech (the two constrained phases of `sts.generation.chain`)."""
+    from sts.tasks import load_task_formats
+
+    out = tmp_path / "sft-text-first"
+    assert main([*cli_args("sft", extended_lm_dir, shards, out), "--s2st-format", "text-first"]) == 0
+    assert load_task_formats(out / "checkpoint-0000004") == {"s2st": "text-first"}
+    [record, _] = read_metrics(out, kind="gen_eval")
+    for group in ("s2st:ja-en", "s2st:en-ja"):
+        assert record[f"gen/{group}/n"] == 2
+        assert 0.0 <= record[f"gen/{group}/end_marker_rate"] <= 1.0
+        assert 0.0 <= record[f"gen/{group}/stray_id_rate"] <= 1.0

@@ -97,7 +97,11 @@ def build_dev_subset(
     if cfg.stage == "sft":
         weights = {task: 1.0 for task in gen_eval_tasks(cfg)}
         make = partial(
-            _sft_items, fmt=TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format), tokenizer=tokenizer, weights=weights, cfg=cfg
+            _sft_items,
+            fmt=TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format),
+            tokenizer=tokenizer,
+            weights=weights,
+            cfg=cfg,
         )
     else:
         make = partial(_continuation_items, vocab=vocab, cfg=cfg)

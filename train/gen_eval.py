@@ -42,13 +42,14 @@ from transformers import LogitsProcessor
 
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, split_end
 from sts.generation.allowed import allowed_token_ids
+from sts.generation.chain import chain_text_ids, generate_chain
 from sts.generation.processors import AllowedTokensProcessor
 from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches
 from sts.generation.transformers_backend import TransformersBackend
 from sts.tasks import TaskFormatter
 from sts.vocab import SpeechVocab
 from train.config import TrainConfig
-from train.dev_subset import DevItem, build_dev_subset
+from train.dev_subset import TEXT_MARGIN, DevItem, build_dev_subset
 from train.gen_metrics import POOLS, SpeechScorer, early_stop_reason, flatten, headline, summarize
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,13 @@ def decode(
     else:
         sampling = Sampling(do_sample=False)
     out: list[dict | None] = [None] * len(items)
+    chain = [i for i, item in enumerate(items) if item.task == "s2st" and cfg.s2st_format != "direct"]
+    if chain:
+        _decode_chain(
+            backend, items, chain, out, tokenizer=tokenizer, vocab=vocab, sampling=sampling, cfg=cfg
+        )
     for output in ("speech", "text"):
-        index = [i for i, item in enumerate(items) if item.output == output]
+        index = [i for i, item in enumerate(items) if item.output == output and i not in chain]
         if not index:
             continue
         allowed = allowed_token_ids(vocab, tokenizer, output)
@@ -132,6 +138,45 @@ def decode(
                     "wrong": n_wrong,
                 }
     return out  # type: ignore[return-value]
+
+
+def _decode_chain(backend, items, index, out, *, tokenizer, vocab, sampling, cfg) -> None:
+    """s2st in a chain format (`sts.generation.chain`): texts, then speech, as sts-infer decodes it.
+    Fills `out[i]`: `ids` the whole answer, `body`/`ended` its speech, `steps`/`wrong` both phases."""
+    text_ids = chain_text_ids(vocab, tokenizer)
+    speech_ids = allowed_token_ids(vocab, tokenizer, "speech")
+    lines = 2 if cfg.s2st_format == "text-first" else 1
+    for batch in length_sorted_batches([len(items[i].prompt) for i in index], cfg.gen_eval_batch_size):
+        rows = [items[index[b]] for b in batch]
+        text_budgets = [
+            min(cfg.gen_eval_max_new_tokens,
+                lines * (2 * len(tokenizer(r.ref_text or "", add_special_tokens=False).input_ids) + TEXT_MARGIN))
+            for r in rows
+        ]  # fmt: skip
+        text_check = ModalityConstraint(text_ids, vocab.speech_start_id)
+        speech_check = ModalityConstraint(speech_ids, vocab.speech_end_id)
+        seed = cfg.seed if sampling.do_sample else None
+        text = GenerationRequest(None, [vocab.speech_start_id], text_budgets, sampling=sampling,
+                                 guard=TEXT_GUARD, extra_logits_processors=[text_check], seed=seed)  # fmt: skip
+        speech = GenerationRequest(None, [vocab.speech_end_id], [r.max_new_tokens for r in rows],
+                                   sampling=sampling, guard=SPEECH_GUARD, extra_logits_processors=[speech_check],
+                                   seed=seed)  # fmt: skip
+        answers = generate_chain(backend, [r.prompt for r in rows], text, speech)
+        wrong_text, wrong_speech = text_check.wrong_steps(), speech_check.wrong_steps()
+        switched = [k for k, a in enumerate(answers) if a.switched]
+        for k, (b, answer) in enumerate(zip(batch, answers, strict=True)):
+            body, ended = split_end(answer.speech_ids, [vocab.speech_end_id])
+            steps_text = len(answer.text_ids) + answer.switched
+            wrong = int(wrong_text[k, :steps_text].sum()) if wrong_text.size else 0
+            if answer.switched and wrong_speech.size:
+                wrong += int(wrong_speech[switched.index(k), : len(answer.speech_ids)].sum())
+            out[index[b]] = {
+                "ids": answer.ids(vocab.speech_start_id),
+                "body": body,
+                "ended": ended,
+                "steps": steps_text + len(answer.speech_ids),
+                "wrong": wrong,
+            }
 
 
 def sharding_reason(rt) -> str | None:
@@ -164,7 +209,9 @@ class GenEvaluator:
             self.items = []
         else:
             self.items = items if items is not None else build_dev_subset(cfg, tokenizer, vocab)
-        self.fmt = TaskFormatter(tokenizer, vocab) if cfg.stage == "sft" else None
+        self.fmt = (
+            TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format) if cfg.stage == "sft" else None
+        )
         self.speech_scorer = speech_scorer
         if self.fmt is None:
             self.note("ASR-chrF++ left out: cpt continuations have no reference text")

@@ -140,7 +140,9 @@ class RowTokenizer:
 
             tokenizer, vocab = AutoTokenizer.from_pretrained(cfg.model), SpeechVocab.load(cfg.model)
         self.cfg, self.vocab, self.eos = cfg, vocab, tokenizer.eos_token_id
-        self.fmt = TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format) if cfg.stage == "sft" else None
+        self.fmt = (
+            TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format) if cfg.stage == "sft" else None
+        )
 
     def __call__(self, shard: Path, batch) -> TokenizedBatch:
         row_ids = batch.column("id").to_pylist()

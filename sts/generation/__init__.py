@@ -12,7 +12,8 @@ Used by `sts-infer` (speech and text outputs of a trained checkpoint), the corpu
 unconstrained: `allowed=None`) and the corpus Llasa TTS (speech block + end marker).
 
 Modules: `request` (`Sampling`, `RAS_SAMPLING`, `GenerationRequest`, reading a row's end), `allowed`
-(which ids an output may hold), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
+(which ids an output may hold), `chain` (text-then-speech answers: the constraint switches at the
+speech start marker), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
 `tail_is_loop`), `ras` (repetition-aware sampling), `processors` (the request as transformers logits
 processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM).
 Names are loaded lazily: `Sampling` or `GenerationRequest` alone import neither torch nor transformers.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sts.generation.allowed import Modality, allowed_token_ids, speech_block_ids
+    from sts.generation.chain import ChainRow, chain_text_ids, generate_chain
     from sts.generation.loops import (
         LOOP_KINDS,
         SPEECH_GUARD,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 
 _MODULES = {
     "allowed": ("Modality", "allowed_token_ids", "speech_block_ids"),
+    "chain": ("ChainRow", "chain_text_ids", "generate_chain"),
     "loops": (
         "LOOP_KINDS",
         "SPEECH_GUARD",
@@ -82,6 +85,9 @@ _MODULES = {
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
+    "ChainRow",
+    "chain_text_ids",
+    "generate_chain",
     "LOOP_KINDS",
     "RAS_SAMPLING",
     "SPEECH_GUARD",

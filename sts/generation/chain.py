@@ -1,0 +1,95 @@
+"""Text, then speech: decoding an answer that writes texts before its speech (s2st text-first).
+
+    allowed = chain_text_ids(vocab, tokenizer)            # text ids + the speech start marker, no end-of-turn
+    rows = generate_chain(backend, prompts, text_request, speech_budgets, speech_request)
+    rows[0].text_ids, rows[0].speech_ids, rows[0].switched   # [T] int64, [S] int64 (end marker last), bool
+
+The constraint switches with the row's state, in two phases that both backends run as plain
+constrained requests (transformers: a logits mask; vLLM: `allowed_token_ids`, stop ids):
+
+1. text phase: only the base model's text ids and the speech start marker, which ends the phase
+   (no end-of-turn: the answer must go on to its speech). Text sampling applies (e.g. greedy).
+2. speech phase, for the rows that wrote the speech start marker: the prompt plus everything the
+   row wrote is the new prompt, and only speech ids and the speech end marker may follow. Speech
+   sampling applies (e.g. repetition-aware sampling), with the speech budget of each row.
+
+So no text id can enter the speech span and no speech id the text span, whatever the model
+prefers; a row that never writes the marker (budget or loop guard in the text phase) has no speech.
+The second phase re-reads the prompt (a prefill; vLLM's prefix cache makes it nearly free).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sts.generation.allowed import allowed_token_ids
+from sts.generation.request import GenerationRequest, split_end
+from sts.vocab import SpeechVocab
+
+
+def chain_text_ids(vocab: SpeechVocab, tokenizer) -> np.ndarray:
+    """Ids the text phase may write: text ids (end-of-turn excluded) and the speech start marker, `[K]` int64."""
+    text = allowed_token_ids(vocab, tokenizer, "text")
+    text = text[text != tokenizer.eos_token_id]
+    return np.sort(np.append(text, np.int64(vocab.speech_start_id)))
+
+
+@dataclass
+class ChainRow:
+    """One row of a text-then-speech answer."""
+
+    text_ids: np.ndarray
+    """`[T]` int64 ids the text phase wrote, the speech start marker excluded."""
+    speech_ids: np.ndarray
+    """`[S]` int64 ids the speech phase wrote, its end marker last when it reached it; empty when the
+    row never switched."""
+    switched: bool
+    """The text phase ended with the speech start marker (the speech phase ran)."""
+
+    def ids(self, switch_id: int) -> np.ndarray:
+        """The whole answer as the model wrote it: text, the speech start marker, speech. `[T + 1 + S]`."""
+        if not self.switched:
+            return self.text_ids
+        return np.concatenate([self.text_ids, [switch_id], self.speech_ids]).astype(np.int64)
+
+
+def generate_chain(
+    backend,
+    prompts: Sequence[np.ndarray],
+    text: GenerationRequest,
+    speech: GenerationRequest,
+) -> list[ChainRow]:
+    """Both phases for every prompt. `text.end_ids` must be `[speech start marker]`; `speech` holds
+    every row's speech budget (`max_new_tokens`, `[B]`), used for the rows that switch.
+
+    Raises ValueError when the phases' constraints overlap (a text id allowed in speech or the reverse).
+    A request without `allowed` leaves the constraint to its own logits processors.
+    """
+    if len(text.end_ids) != 1:
+        raise ValueError("the text phase ends on exactly one id: the speech start marker")
+    switch_id = text.end_ids[0]
+    if text.allowed is not None and speech.allowed is not None:  # else the caller's processors constrain
+        overlap = np.intersect1d(text.allowed, speech.allowed)
+        if len(overlap):
+            raise ValueError(f"the text and speech phases share allowed ids {overlap[:5].tolist()}")
+    if len(speech.max_new_tokens) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(speech.max_new_tokens)} speech budgets")
+
+    first = backend.generate(list(prompts), text)
+    rows = []
+    for ids in first:
+        body, switched = split_end(ids, [switch_id])
+        rows.append(ChainRow(body, np.zeros(0, np.int64), switched))
+    going = [i for i, row in enumerate(rows) if row.switched]
+    if going:
+        second_prompts = [
+            np.concatenate([np.asarray(prompts[i], dtype=np.int64), rows[i].text_ids, [switch_id]])
+            for i in going
+        ]
+        second = replace(speech, max_new_tokens=[speech.max_new_tokens[i] for i in going])
+        for i, ids in zip(going, backend.generate(second_prompts, second), strict=True):
+            rows[i].speech_ids = np.asarray(ids, dtype=np.int64)
+    return rows
