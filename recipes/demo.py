@@ -32,7 +32,6 @@ import csv
 import json
 import random
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -408,10 +407,15 @@ def read_losses(train_dir: Path) -> list[dict]:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    from sts.errors import cli_main
+
+    return cli_main("sts demo", _main, args)
+
+
+def _main(args: list[str]) -> int:
     from sts.config import parse_cli
 
-    cfg = parse_cli(DemoConfig, list(sys.argv[1:] if args is None else args), prog="sts demo")
-    run_demo(cfg)
+    run_demo(parse_cli(DemoConfig, args, prog="sts demo"))
     return 0
 
 

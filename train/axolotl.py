@@ -40,6 +40,7 @@ import numpy as np
 import tyro
 import yaml
 
+from sts.errors import InputError
 from sts.io import write_text_atomic
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import VOCAB_FILE, SpeechVocab
@@ -56,7 +57,7 @@ DEFAULT_ATTENTION = "sdpa"
 """PyTorch's own attention: keeps packed samples apart in axolotl and runs on CPU and GPU alike."""
 
 
-class AxolotlError(ValueError):
+class AxolotlError(InputError, ValueError):
     """An axolotl output that cannot become an sts checkpoint; the message names the folder."""
 
 

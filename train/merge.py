@@ -25,6 +25,7 @@ from pathlib import Path
 import tyro
 import yaml
 
+from sts.errors import InputError
 from sts.io import apply_default_mode, temp_dir_beside, write_json_atomic
 from sts.vocab import SpeechVocab
 from train.checkpoint import STATE_FILE, safetensors_problem
@@ -33,7 +34,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 MERGE_NOTE = "merged_from.json"
 
 
-class MergeError(ValueError):
+class MergeError(InputError, ValueError):
     """A checkpoint that cannot be merged; the message names the folder and the problem."""
 
 

@@ -38,10 +38,15 @@ def load_codec(name_or_path: str | Path, **kwargs) -> Codec:
     """The codec for a Hugging Face id or local checkpoint directory; `kwargs` go to its constructor.
 
     A directory written by `MelKMeansCodec.save` (the offline/demo codec, `sts-fit-codec`) loads as
-    that; anything else as XCodec2 (`XCodec2Codec`: device, dtype, batch_size, ...).
+    that; anything else as XCodec2 (`XCodec2Codec`: device, dtype, batch_size, ...). A local folder
+    that does not exist or holds damaged files is a `sts.errors.ModelNotFoundError` /
+    `CorruptFileError` naming it.
     """
     from sts.codec.melkmeans import MelKMeansCodec, is_mel_kmeans_dir
+    from sts.model_files import check_model_files, resolve_model
 
+    resolve_model(name_or_path, what="codec")  # ModelNotFoundError rather than the hub's repo-id message
+    check_model_files(name_or_path)  # CorruptFileError naming a damaged config.json or weights file
     if is_mel_kmeans_dir(name_or_path):  # numpy on the CPU: device/dtype/batch settings don't apply
         return MelKMeansCodec.load(name_or_path)
     from sts.codec.xcodec2 import XCodec2Codec
