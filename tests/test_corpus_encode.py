@@ -34,7 +34,7 @@ def _corpus(tmp_path):
     return out
 
 
-def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
+def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir, capsys):
     import datasets
 
     from sts.codec import load_codec
@@ -69,8 +69,10 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
         True,
     ]
     # Other batching on encoded shards is refused (the card would misdescribe the finished shards).
+    assert main([str(out), "--codec", str(tiny_codec_dir), "--max-pad-ratio", "0.1"]) == 2  # one line
+    assert "already encoded with max_pad_ratio 0.0, not 0.1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="already encoded with max_pad_ratio 0.0, not 0.1"):
-        main([str(out), "--codec", str(tiny_codec_dir), "--max-pad-ratio", "0.1"])
+        list(encode_corpus(EncodeConfig(out, codec=str(tiny_codec_dir), max_pad_ratio=0.1)))
     # Another codec on encoded shards is refused unless asked to replace the codes.
     with pytest.raises(ValueError, match="already encoded with .* pass --reencode"):
         list(encode_corpus(EncodeConfig(out, codec="/no/such/codec")))
