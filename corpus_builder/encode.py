@@ -122,7 +122,17 @@ def encode_table(
 
 
 def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, bool]]:
-    """Encode every shard not yet encoded; yields (shard name, rows, skipped) per shard."""
+    """Encode every shard not yet encoded; yields (shard name, rows, skipped) per shard.
+
+    The folder and its encode record are checked when this is called (a `CorpusError` before any
+    shard is touched or progress shown), the shards as the iterator is consumed.
+    """
+    paths = _check_encode(cfg, codec)
+    return _encode_shards(cfg, codec, paths)
+
+
+def _check_encode(cfg: EncodeConfig, codec) -> list[Path]:
+    """The shards of `cfg.corpus_dir`, after refusing a missing folder or a rerun that would mix codecs."""
     corpus_dir = Path(cfg.corpus_dir)
     if not corpus_dir.is_dir():
         raise CorpusError(f"{corpus_dir}: no such corpus folder")
@@ -148,6 +158,15 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
             f"{corpus_dir}: already encoded with max_pad_ratio {recorded_ratio}, not {wanted_ratio}; pass "
             "the same --max-pad-ratio to finish it, or --reencode to replace the codes"
         )
+    if codec is None and (cfg.reencode or not all(map(is_encoded, paths))):
+        from sts.model_files import resolve_model
+
+        resolve_model(cfg.codec, what="codec")  # a missing codec folder, before any shard is read
+    return paths
+
+
+def _encode_shards(cfg: EncodeConfig, codec, paths: list[Path]) -> Iterator[tuple[str, int, bool]]:
+    corpus_dir = Path(cfg.corpus_dir)
     for path in paths:
         if is_encoded(path) and not cfg.reencode:
             yield path.name, pq.read_metadata(path).num_rows, True
@@ -235,9 +254,10 @@ def _main(args: list[str]) -> int:
     cfg = parse_cli(EncodeConfig, args, prog="sts-encode")
     console = Console(stderr=True)
     encoded = skipped = rows = 0
-    bad_before = len(bad_clips(Path(cfg.corpus_dir))) if Path(cfg.corpus_dir).is_dir() else 0
+    shard_iter = encode_corpus(cfg)  # checks the folder before the progress bar shows
+    bad_before = len(bad_clips(Path(cfg.corpus_dir)))
     with tqdm(unit="shard", desc="encode", dynamic_ncols=True) as bar:
-        for _name, n, was_done in encode_corpus(cfg):
+        for _name, n, was_done in shard_iter:
             skipped += was_done
             encoded += not was_done
             rows += n

@@ -127,7 +127,8 @@ def duration_reason(seconds: float | None, cfg: SourceConfig) -> str | None:
 
 
 def check_source(cfg: SourceConfig) -> None:
-    """Raise `SourceError` unless the source's paths are given and exist (before any work starts).
+    """Raise `SourceError` unless the source's paths are given and exist, and (local) every manifest
+    line is well-formed (before any work starts).
 
     `--source local` and `text-pairs` need `--path` (a local build never falls back to the current
     folder); text-pairs also `--tgt-path`. Emilia's `--path` may be empty (the hub dataset) or a hub id.
@@ -143,6 +144,8 @@ def check_source(cfg: SourceConfig) -> None:
             raise SourceError(f"{value}: no such file or folder ({flag})")
     if cfg.source == "text-pairs" and not all(Path(v).is_file() for v in (cfg.path, cfg.tgt_path)):
         raise SourceError(f"--source text-pairs reads two text files, got {cfg.path} and {cfg.tgt_path}")
+    if cfg.source == "local" and Path(cfg.path).is_file():
+        _read_local_manifest(Path(cfg.path))  # every line checked now, before any progress or work
 
 
 def open_source(cfg: SourceConfig, *, num_shards: int = 1, shard_index: int = 0) -> Iterator[SourceRow]:
@@ -253,11 +256,7 @@ def iter_local(cfg: SourceConfig) -> Iterator[SourceRow]:
             rel = audio.relative_to(path).with_suffix("").as_posix()
             yield SourceRow(id=rel, lang=cfg.folder_lang, text=text, source="local", audio=str(audio))
         return
-    try:
-        records = read_manifest(path, LOCAL_MANIFEST_FIELDS)
-    except ManifestError as err:
-        raise SourceError(str(err)) from err
-    for line, record in enumerate(row.values for row in records):
+    for line, record in enumerate(row.values for row in _read_local_manifest(path)):
         audio = record["audio"] or ""
         audio_path = Path(audio) if Path(audio).is_absolute() else path.parent / audio
         yield SourceRow(
@@ -284,6 +283,13 @@ LOCAL_MANIFEST_FIELDS = {
     "recording": Field("id"),
 }
 """A local manifest's fields (`sts.manifest`): a wrong type or bad line stops the build before any work."""
+
+
+def _read_local_manifest(path: Path):
+    try:
+        return read_manifest(path, LOCAL_MANIFEST_FIELDS)
+    except ManifestError as err:
+        raise SourceError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------------------------- text pairs

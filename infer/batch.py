@@ -43,8 +43,9 @@ from sts.io import append_text_durable, write_text_atomic
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 """What batch mode reads from a folder (and what an output folder's name must not look like)."""
 PAUSE_ENV = "STS_INFER_TEST_PAUSE"
-"""Tests only: "after_output" or "after_row" makes `Ledger.commit` print `paused: ID STEP` to stderr
-and sleep at that point, so a test can SIGKILL the process between the two writes."""
+"""Tests only: "after_output" or "after_row" (optionally ":ID", for that input only) makes
+`Ledger.commit` print `paused: ID STEP` to stderr and sleep there, so a test can SIGKILL the
+process between the writes of one commit."""
 
 
 @dataclass
@@ -107,18 +108,18 @@ def check_output_paths(cfg, *, batch: bool, speech: bool) -> None:
         if not out.exists() and out.suffix.lower() in (*AUDIO_SUFFIXES, ".txt"):
             raise OutputPathError(f"{out}: looks like a file name; batch mode writes into a folder (-o DIR)")
         check_writable_folder(out)
-    elif speech:
-        if out is None:
+    elif out is None:
+        if speech:
             raise UsageError(f"task {cfg.task} writes audio: give -o OUT.wav (or .flac)")
-        if out.suffix.lower() not in (".wav", ".flac"):
-            raise OutputPathError(
-                f"{out}: speech is written as .wav or .flac, not {out.suffix or 'no suffix'!r}"
-            )
-    elif out is not None and out.suffix.lower() != ".txt":
-        raise OutputPathError(f"{out}: text is written as .txt, not {out.suffix or 'no suffix'!r}")
-    if out is not None and not batch:
+    else:
         if out.is_dir():
             raise OutputPathError(f"{out}: is a folder; give an output file name")
+        allowed = (".wav", ".flac") if speech else (".txt",)
+        if out.suffix.lower() not in allowed:
+            raise OutputPathError(
+                f"{out}: {'speech' if speech else 'text'} is written as {' or '.join(allowed)}, "
+                f"not {out.suffix or 'no suffix'!r}"
+            )
         check_writable_folder(out.parent)
     if cfg.results is not None:
         if cfg.results.is_dir():
@@ -237,6 +238,7 @@ def _ends_cleanly(path: Path) -> bool:
 
 
 def _pause(item_id: str, step: str) -> None:
-    if os.environ.get(PAUSE_ENV) == step:
+    wanted = os.environ.get(PAUSE_ENV, "")
+    if wanted in (step, f"{step}:{item_id}"):
         print(f"paused: {item_id} {step}", file=sys.stderr, flush=True)
         time.sleep(600)
