@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sts.errors import ManifestError, OutputPathError, UsageError
+from sts.errors import DiskFullError, ManifestError, OutputPathError, UsageError
 from sts.io import append_text_durable, write_text_atomic
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
@@ -201,7 +201,10 @@ class Ledger:
         row pointing at a missing file that the next run would trust, nor a duplicate row."""
         tmp = output_temp_path(target)
         try:
-            write(tmp)
+            try:
+                write(tmp)
+            except DiskFullError as err:  # name the output, not its hidden temp name
+                raise DiskFullError(err.errno, str(err).replace(str(tmp), str(target))) from err
             _pause(row["id"], "after_output")
             append_text_durable(self.path, _line(row))
             self.rows.append(row)

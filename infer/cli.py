@@ -41,7 +41,6 @@ from infer.batch import AUDIO_SUFFIXES, Ledger, Planned, check_output_paths, pla
 from sts.audio import is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
 from sts.errors import (
     DiskFullError,
-    InputError,
     ManifestError,
     ModelNotFoundError,
     UsageError,
@@ -156,10 +155,12 @@ def check_checkpoint(model: str, *, codec: str | None = None) -> None:
     """Before any weights load: a local `model` folder exists and is whole, and its sts_vocab.json
     matches its tokenizer and config (`sts.model_files.load_speech_contract`); the codec folder too.
 
-    Raises `ModelNotFoundError`, `CorruptFileError` or `VocabError`, each naming the file. A hub id
-    is left to `from_pretrained`.
+    Raises `ModelNotFoundError`, `CorruptFileError` or `VocabError` (`CodecMismatchError`: a codec of
+    another codebook size), each naming the file. A hub id is left to `from_pretrained`.
     """
+    from sts.codec import recorded_codebook_size
     from sts.model_files import check_model_files, load_speech_contract, resolve_model
+    from sts.vocab import VOCAB_FILE, CodecMismatchError
 
     if not Path(resolve_model(model)).is_dir():
         return
@@ -167,6 +168,12 @@ def check_checkpoint(model: str, *, codec: str | None = None) -> None:
     codec_name = codec or vocab.codec
     resolve_model(codec_name, what="codec")
     check_model_files(codec_name)
+    size = recorded_codebook_size(codec_name)
+    if size is not None and size != vocab.num_speech_tokens:
+        raise CodecMismatchError(
+            f"codec mismatch: {codec_name} has {size} codes but {Path(model) / VOCAB_FILE} holds "
+            f"{vocab.num_speech_tokens} speech tokens; pass the checkpoint's codec (--codec)"
+        )
 
 
 def run(cfg: InferConfig, log=print) -> int:
@@ -368,7 +375,7 @@ def _request(cfg: InferConfig, item: dict, translator, notes: list[str] | None =
     if src is None and wav is not None:
         detected = detect_language(wav)
         if not detected.known:
-            raise InputError(
+            raise UsageError(
                 f"{item['audio']}: cannot tell the source language: {detected.reason}; pass --from ja|en"
             )
         src = detected.lang

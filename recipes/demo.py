@@ -44,6 +44,7 @@ import tyro
 
 from sts.audio import load_audio, write_audio
 from sts.corpus import read_rows
+from sts.errors import UsageError
 
 # pairs for training, pairs held out, SFT steps, sequence length, LM width/depth, codebook size
 SIZES: dict[str, dict] = {
@@ -83,7 +84,7 @@ def split_sentences(n_train: int, n_test: int, seed: int) -> tuple[list[dict], l
     """A seeded shuffle, stratified by nothing: the first `n_train` pairs train, the next `n_test` test."""
     pairs = load_sentences()
     if n_train + n_test > len(pairs):
-        raise ValueError(f"{n_train} + {n_test} pairs asked, the bundled set has {len(pairs)}")
+        raise UsageError(f"{n_train} + {n_test} pairs asked, the bundled set has {len(pairs)}")
     random.Random(seed).shuffle(pairs)
     return pairs[:n_train], pairs[n_train : n_train + n_test]
 

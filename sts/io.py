@@ -143,7 +143,7 @@ def append_text_durable(path: str | Path, text: str) -> Path:
 
     For ledgers such as `sts-infer`'s results.jsonl: once this returns, the line is on disk. A
     process killed during the call leaves at most a partial last line, which readers skip
-    (`read_jsonl_ledger`). Raises `sts.errors.DiskFullError` naming `path` when the disk is full.
+    (`infer.batch.read_ledger` does). Raises `sts.errors.DiskFullError` naming `path` when the disk is full.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

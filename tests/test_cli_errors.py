@@ -76,6 +76,12 @@ def files(extended_lm_dir, tiny_lm_dir, tmp_path_factory) -> dict[str, Path]:
     data["speech_token_offset"] += 1  # code k would be <|s_{k+1}|>; only the start marker matched before
     (variant("vocab_one_off") / VOCAB_FILE).write_text(json.dumps(data))
 
+    import numpy as np
+
+    from sts.codec.melkmeans import MelKMeansCodec
+
+    f["codec8"] = root / "codec8"  # an offline codec of 8 codes: not the checkpoint's 1,024
+    MelKMeansCodec(np.random.default_rng(0).standard_normal((8, 80)).astype(np.float32)).save(f["codec8"])
     write_audio(root / "clip.wav", synthetic_utterance(0.5, 150.0, seed=1))
     (root / "undecodable.wav").write_bytes(b"RIFF....WAVEfmt not audio at all")
     (root / "bad.yaml").write_text("lr: [1, 2\n")
@@ -194,6 +200,8 @@ CASES = [
      "ckpt", "already exists (pass --overwrite"),
     ("already extended: extend", "sts-extend-tokenizer", lambda f: [str(f["ckpt"]), str(f["root"] / "x3")],
      "ckpt", "already extended"),
+    ("codec mismatch: infer", "sts-infer", lambda f: [*_infer(f, f["ckpt"])[:-4], "--codec", str(f["codec8"])],
+     "codec8 has 8 codes but", "ckpt/sts_vocab.json holds 1024 speech tokens"),
     ("output suffix: infer", "sts-infer", lambda f: _infer(f, f["ckpt"], out="o.mp3"),
      "o.mp3", "speech is written as .wav or .flac"),
 ]  # fmt: skip

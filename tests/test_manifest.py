@@ -40,7 +40,10 @@ def test_jsonl_rows_are_converted(folder):
     [
         (b'{"audio": "a.wav"}\n{"audio": "a.wav",\n', r"m.jsonl:2: not valid JSON \(.* at column 19\)"),
         (b'{"audio": "a.wav"}\n[1, 2]\n', "m.jsonl:2: expected a JSON object, got list"),
-        (b'{"audio": "a.wav"}\n{"audio": "a.wav", "text": "\xff"}\n', r"m.jsonl:2: not UTF-8 text \(byte 0xff"),
+        (
+            b'{"audio": "a.wav"}\n{"audio": "a.wav", "text": "\xff"}\n',
+            r"m.jsonl:2: not UTF-8 text \(byte 0xff",
+        ),
         (b'{"audio": 5}\n', r"m.jsonl:1: 'audio' must be a string path, got 5"),
         (b'{"audio": "nope.wav"}\n', r"m.jsonl:1: audio 'nope.wav': no such file"),
         (b'{"audio": "."}\n', r"m.jsonl:1: audio '.': a folder, not a file"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from sts.config import config_to_dict, save_config
+from sts.config import ConfigError, config_to_dict, save_config
 from sts.tasks import IGNORE_INDEX
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from train.config import TrainConfig
@@ -107,7 +107,7 @@ def mixture_weights(cfg: TrainConfig, group_names: list[str]) -> dict[str, float
         weights.update({g: (1 - cfg.speech_weight) / len(text) for g in text})
     total = sum(weights.values())
     if total <= 0:
-        raise ValueError(f"every data group has weight 0: groups {group_names}")
+        raise ConfigError(f"every data group has weight 0: groups {group_names}")
     return {g: w / total for g, w in weights.items()}
 
 

@@ -52,3 +52,23 @@ def load_codec(name_or_path: str | Path, **kwargs) -> Codec:
     from sts.codec.xcodec2 import XCodec2Codec
 
     return XCodec2Codec(name_or_path, **kwargs)
+
+
+def recorded_codebook_size(name_or_path: str | Path) -> int | None:
+    """A local codec folder's codebook size from its config alone (no weights loaded): the offline
+    codec's `codec.json` `codebook_size`, or XCodec2's `config.json` `quantization_levels` product;
+    None for a hub id or a config that does not say."""
+    import math
+
+    from sts.codec.melkmeans import CONFIG_NAME as MEL_CONFIG
+    from sts.io import read_json
+
+    folder = Path(name_or_path).expanduser()
+    if (folder / MEL_CONFIG).is_file():
+        size = read_json(folder / MEL_CONFIG, what="the codec config").get("codebook_size")
+        return int(size) if isinstance(size, int) else None
+    if (folder / "config.json").is_file():
+        levels = read_json(folder / "config.json", what="the codec config").get("quantization_levels")
+        if isinstance(levels, list) and levels and all(isinstance(x, int) for x in levels):
+            return math.prod(levels)
+    return None
