@@ -76,6 +76,8 @@ def merge_lora(cfg: MergeConfig) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     checkpoint, out_dir = Path(cfg.checkpoint), Path(cfg.out_dir)
+    if not checkpoint.is_dir():
+        raise MergeError(f"{checkpoint}: no such checkpoint folder")
     if not (checkpoint / ADAPTER_CONFIG).is_file():
         raise MergeError(f"{checkpoint}: not a LoRA checkpoint (no {ADAPTER_CONFIG}); it loads as it is")
     adapter = checkpoint / "adapter_model.safetensors"
