@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corpus_builder import shards
-from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, prepare_build
+from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, check_models, prepare_build
 from sts.config import parse_cli
 from sts.errors import cli_main
 
@@ -37,6 +37,7 @@ def run(cfg: BuildConfig, argv: list[str]) -> int:
 
     console = Console(stderr=True)
     out_dir = prepare_build(cfg)  # fail on flags, source and settings before any progress bar
+    check_models(cfg)  # ... and on a model folder that does not exist
     if not cfg.ray:  # ... and on a folder another builder holds (the build takes the lock again)
         with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
             pass

@@ -15,9 +15,10 @@ Any other exception is a bug and keeps its traceback (exit status 1, as Python g
 
 Also expected, because they come from the machine rather than the code: `FileNotFoundError`,
 `FileExistsError`, `PermissionError`, `IsADirectoryError`, `NotADirectoryError`, an `OSError` whose
-errno says the disk is full, read-only or out of quota, and the errno-less `OSError` that
-transformers raises when it cannot load a model ("... is not a local folder and is not a valid
-model identifier"). Foreign errors that name no file (safetensors' "header too large", a
+errno says the disk is full, read-only or out of quota, and the errno-less `OSError`s that libraries
+raise about files, the hub or the network (transformers' "... is not a local folder and is not a
+valid model identifier", datasets' `ConnectionError` "Couldn't reach ... on the Hub"). An `OSError`
+with another errno (EBADF, EINVAL, ...) is the code's fault and keeps its traceback. Foreign errors that name no file (safetensors' "header too large", a
 `json.JSONDecodeError`, torch's "unexpected pos" on a full disk) are caught where the file is known
 and raised again as an `InputError` subclass naming it (`writing`, `sts.io.read_json`,
 `sts.model_files`).
@@ -154,7 +155,7 @@ def error_message(err: BaseException) -> str | None:
             err,
             FileNotFoundError | FileExistsError | PermissionError | IsADirectoryError | NotADirectoryError,
         )
-        if not (machine or err.errno in _MACHINE_ERRNOS or (type(err) is OSError and err.errno is None)):
+        if not (machine or err.errno in _MACHINE_ERRNOS or err.errno is None):
             return None
         if err.errno in _FULL_ERRNOS and err.filename is None:
             text = "no space left on device (the file being written is not known here)"

@@ -411,4 +411,8 @@ def load_mt(kind: str, model: str = "", **kwargs) -> MTBackend:
         raise UsageError(f"unknown MT backend {kind!r}; choose from {sorted(classes) + ['reference']}")
     if not model:
         raise UsageError(f"MT backend {kind!r} needs a model (a HF id or local directory)")
+    if kind in ("hf", "vllm"):
+        from sts.model_files import resolve_model
+
+        resolve_model(model, what="MT model")  # a missing local folder named as such
     return classes[kind](model, **kwargs)

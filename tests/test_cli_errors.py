@@ -132,6 +132,11 @@ def _build(f, *extra):
             "--checks", "none", *extra]  # fmt: skip
 
 
+def _pairs(f, name):
+    return ["--out-dir", str(f["root"] / name), "--source", "text-pairs", "--path", str(f["root"] / "t.ja"),
+            "--tgt-path", str(f["root"] / "t.en"), "--checks", "none"]  # fmt: skip
+
+
 # (case id, console script, args from the files, what the one line must say besides the file)
 CASES = [
     ("missing model: infer", "sts-infer", lambda f: _infer(f, f["nope"]), "no-such-model", "no such model folder"),
@@ -147,6 +152,12 @@ CASES = [
      "no-such-model", "no such file"),
     ("missing manifest: build-corpus", "sts-build-corpus", lambda f: _build(f, "--path", str(f["nope"])),
      "no-such-model", "no such file"),
+    ("missing MT model: build-corpus", "sts-build-corpus",
+     lambda f: [*_pairs(f, "mt-missing"), "--mt", "hf", "--mt-model", str(f["nope"]), "--tts", TONE],
+     "no-such-model", "no such MT model folder"),
+    ("missing TTS model: build-corpus", "sts-build-corpus",
+     lambda f: [*_pairs(f, "tts-missing"), "--mt", "reference", "--tts", f"llasa:{f['nope']}"],
+     "no-such-model", "no such TTS model folder"),
     ("corrupt weights: infer", "sts-infer", lambda f: _infer(f, f["corrupt_weights"]),
      "corrupt_weights/model.safetensors", "truncated or damaged weights file"),
     ("corrupt weights: train", "sts-train", lambda f: _train(f, f["corrupt_weights"]),

@@ -36,6 +36,9 @@ def load_tts(spec: str, **kwargs) -> TTSBackend:
             raise UsageError(
                 f"{spec!r}: name the model, e.g. '{kind}:HKUSTAudio/Llasa-1B' or '{kind}:/local/dir'"
             )
+        from sts.model_files import resolve_model
+
+        resolve_model(model, what="TTS model")  # a missing local folder named as such
         if kind == "llasa":
             from corpus_builder.tts.llasa import LlasaTTS
 
