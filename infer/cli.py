@@ -228,9 +228,9 @@ def run(cfg: InferConfig, log=print) -> int:
             message = error_message(outcome)
             failed += 1
             ledger.record_error(str(item["id"]), _source(item), message)
-            print(f"sts-infer: skipped {item['id']}: {message}", file=sys.stderr)
-            if cfg.fail_fast:
+            if cfg.fail_fast:  # its error row is written: the rerun retries it too
                 raise outcome
+            print(f"sts-infer: skipped {item['id']}: {message}", file=sys.stderr)
             continue
         result = outcome
         result.warnings = [*notes, *result.warnings]
