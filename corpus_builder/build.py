@@ -241,6 +241,19 @@ def prepare_build(cfg: BuildConfig) -> Path:
     return out_dir
 
 
+def check_models(cfg: BuildConfig) -> None:
+    """The MT and TTS model folders named by `cfg` exist (`sts.model_files.resolve_model`: a local
+    folder that is missing is named as such, not as the hub's repo-id error); hub ids pass. For the
+    CLI, before any progress: `build_corpus` callers may pass their own backends instead."""
+    from sts.model_files import resolve_model
+
+    if cfg.mt in ("hf", "vllm"):
+        resolve_model(cfg.mt_model, what="MT model")
+    kind, _, model = cfg.tts.partition(":")
+    if kind in ("llasa", "llasa-vllm") and model:
+        resolve_model(model, what="TTS model")
+
+
 def build_corpus(
     cfg: BuildConfig,
     *,

@@ -7,32 +7,28 @@
 
 Flags -> `corpus_builder.build.build_corpus` (or `build_with_ray` with `--ray`); shows a progress
 bar (rows/s, hours produced) and a summary. Rerun the same command to resume. Expected failures (a
-missing --path, a rerun with other settings, a folder another builder holds, a bad manifest line)
-print one line `sts-build-corpus: error: ...` and exit 2; STS_TRACEBACK=1 shows the traceback.
+missing --path, a rerun with other settings, a folder another builder holds, a bad manifest line, a
+full disk) print one line `sts-build-corpus: error: ...` and exit 2 (`sts.errors.cli_main`);
+`--debug` or STS_TRACEBACK=1 shows the traceback.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 
 from corpus_builder import shards
-from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, prepare_build
-from sts.config import ConfigError, parse_cli
-from sts.corpus import CorpusError
+from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, check_models, prepare_build
+from sts.config import parse_cli
+from sts.errors import cli_main
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if args is None else args)
-    try:
-        cfg = parse_cli(BuildConfig, args, prog="sts-build-corpus")
-        return run(cfg, ["sts-build-corpus", *args])
-    except (CorpusError, ConfigError) as err:
-        if os.environ.get("STS_TRACEBACK"):
-            raise
-        print(f"sts-build-corpus: error: {err}", file=sys.stderr)
-        return 2
+    return cli_main("sts-build-corpus", _main, args)
+
+
+def _main(args: list[str]) -> int:
+    cfg = parse_cli(BuildConfig, args, prog="sts-build-corpus")
+    return run(cfg, ["sts-build-corpus", *args])
 
 
 def run(cfg: BuildConfig, argv: list[str]) -> int:
@@ -41,6 +37,7 @@ def run(cfg: BuildConfig, argv: list[str]) -> int:
 
     console = Console(stderr=True)
     out_dir = prepare_build(cfg)  # fail on flags, source and settings before any progress bar
+    check_models(cfg)  # ... and on a model folder that does not exist
     if not cfg.ray:  # ... and on a folder another builder holds (the build takes the lock again)
         with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
             pass

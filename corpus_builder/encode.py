@@ -13,6 +13,13 @@ is either the old one or the finished new one, never half. A rerun skips shards 
 (`sts-train` checks them against the model's `sts_vocab.json`), and the `README.md` dataset card is
 rewritten with the code columns in its features.
 
+A bad clip (undecodable, empty, NaN/inf samples: `sts.audio.AudioError`) does not stop the run: its
+row stays, with null codes on that side (`sts-train` skips a task that needs the missing side and
+counts it as `skipped_missing_side`), and `corpus.json`'s "encode" section lists it under
+`bad_clips` ({shard, id, side, reason}; `skipped_clips` counts them), recorded as each shard is
+written. The shard counts as encoded, so a rerun goes past it. `--fail-fast` stops at the first bad
+clip instead (one line naming the shard, row id and side; exit 2).
+
 Batching is exact by default: a clip's codes equal its one-by-one encoding, whatever else is in the
 shard (`--max-pad-ratio 0`). `--max-pad-ratio 0.1` batches clips within 10 % of each other's length,
 fuller batches on a GPU at the price of ~2 changed codes in a padded clip's last 14 frames (measured in
@@ -22,7 +29,6 @@ unless `--reencode`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +39,11 @@ import pyarrow.parquet as pq
 import tyro
 
 from corpus_builder import shards
-from sts.audio import load_audio
+from sts.audio import AudioError, load_audio
 from sts.config import parse_cli
-from sts.corpus import encoded_features, shard_paths
+from sts.corpus import CorpusError, encoded_features, read_card, shard_paths
+from sts.errors import cli_main
+from sts.io import write_json_atomic
 
 
 @dataclass
@@ -59,36 +67,82 @@ class EncodeConfig:
     tiny codec: see `sts.codec.xcodec2`). Recorded in corpus.json."""
     reencode: bool = False
     """Replace codes already in the shards (needed after changing the codec or `max_pad_ratio`)."""
+    fail_fast: bool = False
+    """Stop at the first bad clip (undecodable, empty, NaN) instead of leaving its codes null and
+    listing it in corpus.json (`encode.bad_clips`)."""
 
 
 def is_encoded(path: Path) -> bool:
-    return "src_codes" in pq.read_schema(path).names
+    return "src_codes" in read_schema(path).names
 
 
-def encode_table(table: pa.Table, codec) -> pa.Table:
-    """`table` with `src_codes` / `tgt_codes` (`[T] int32` per row) appended, typed by `encoded_features()`."""
-    columns = {}
+def read_schema(path: Path) -> pa.Schema:
+    """The Parquet schema of a shard; a file that is not Parquet is a `CorpusError` naming it."""
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as err:  # pyarrow's message names no file
+        raise CorpusError(f"{path}: not a readable Parquet shard ({err})") from err
+
+
+def encode_table(
+    table: pa.Table, codec, *, shard: str = "", fail_fast: bool = False
+) -> tuple[pa.Table, list[dict]]:
+    """`table` with `src_codes` / `tgt_codes` (`[T] int32` per row) appended, typed by `encoded_features()`,
+    and the bad clips: [{"shard", "id", "side", "reason"}], whose codes are null.
+
+    A clip that `sts.audio.load_audio` refuses (`AudioError`) is a bad clip; with `fail_fast` it
+    raises `CorpusError` naming the shard, row id and side instead.
+    """
+    ids = [str(i) for i in table.column("id").to_pylist()] if "id" in table.column_names else []
+    columns, bad = {}, []
     for side in ("src", "tgt"):
         audio = table.column(f"{side}_audio").to_pylist()
-        waveforms = [load_audio(a["bytes"], name=a.get("path") or side) for a in audio]
-        columns[f"{side}_codes"] = [np.asarray(c, dtype=np.int32).tolist() for c in codec.encode(waveforms)]
+        waveforms: list = []
+        for row, a in enumerate(audio):
+            row_id = ids[row] if ids else str(row)
+            try:
+                if not a or not a.get("bytes"):
+                    raise AudioError(f"{row_id}: {side}_audio holds no bytes")
+                waveforms.append(load_audio(a["bytes"], name=a.get("path") or f"{row_id} ({side})"))
+            except AudioError as err:
+                if fail_fast:
+                    raise CorpusError(f"{shard}: row {row_id}, {side}_audio: {err}") from err
+                waveforms.append(None)
+                bad.append({"shard": shard, "id": row_id, "side": side, "reason": str(err)})
+        good = [i for i, w in enumerate(waveforms) if w is not None]
+        codes: list = [None] * len(waveforms)
+        for i, c in zip(good, codec.encode([waveforms[i] for i in good]) if good else [], strict=True):
+            codes[i] = np.asarray(c, dtype=np.int32).tolist()
+        columns[f"{side}_codes"] = codes
     rows = table.to_pylist()
     for i, row in enumerate(rows):
         row["src_codes"] = columns["src_codes"][i]
         row["tgt_codes"] = columns["tgt_codes"][i]
-    return pa.Table.from_pylist(rows, schema=encoded_features().arrow_schema)
+    return pa.Table.from_pylist(rows, schema=encoded_features().arrow_schema), bad
 
 
 def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, bool]]:
-    """Encode every shard not yet encoded; yields (shard name, rows, skipped) per shard."""
+    """Encode every shard not yet encoded; yields (shard name, rows, skipped) per shard.
+
+    The folder and its encode record are checked when this is called (a `CorpusError` before any
+    shard is touched or progress shown), the shards as the iterator is consumed.
+    """
+    paths = _check_encode(cfg, codec)
+    return _encode_shards(cfg, codec, paths)
+
+
+def _check_encode(cfg: EncodeConfig, codec) -> list[Path]:
+    """The shards of `cfg.corpus_dir`, after refusing a missing folder or a rerun that would mix codecs."""
     corpus_dir = Path(cfg.corpus_dir)
+    if not corpus_dir.is_dir():
+        raise CorpusError(f"{corpus_dir}: no such corpus folder")
     paths = shard_paths(corpus_dir)
     if not paths and not (corpus_dir / shards.CARD_NAME).exists():
-        raise FileNotFoundError(f"{corpus_dir}: no data/part-*.parquet shards and no corpus.json")
+        raise CorpusError(f"{corpus_dir}: no data/part-*.parquet shards and no corpus.json")
     recorded = recorded_codec(corpus_dir)
     wanted = codec.name if codec is not None else str(cfg.codec)
     if not cfg.reencode and recorded is not None and recorded != wanted and any(map(is_encoded, paths)):
-        raise ValueError(
+        raise CorpusError(
             f"{corpus_dir}: already encoded with {recorded!r}, not {wanted!r}; "
             "pass --reencode to replace the codes"
         )
@@ -100,10 +154,19 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
         and recorded_ratio != wanted_ratio
         and any(map(is_encoded, paths))
     ):
-        raise ValueError(
+        raise CorpusError(
             f"{corpus_dir}: already encoded with max_pad_ratio {recorded_ratio}, not {wanted_ratio}; pass "
             "the same --max-pad-ratio to finish it, or --reencode to replace the codes"
         )
+    if codec is None and (cfg.reencode or not all(map(is_encoded, paths))):
+        from sts.model_files import resolve_model
+
+        resolve_model(cfg.codec, what="codec")  # a missing codec folder, before any shard is read
+    return paths
+
+
+def _encode_shards(cfg: EncodeConfig, codec, paths: list[Path]) -> Iterator[tuple[str, int, bool]]:
+    corpus_dir = Path(cfg.corpus_dir)
     for path in paths:
         if is_encoded(path) and not cfg.reencode:
             yield path.name, pq.read_metadata(path).num_rows, True
@@ -118,8 +181,13 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
                 batch_size=cfg.batch_size,
                 max_pad_ratio=cfg.max_pad_ratio,
             )
-        table = encode_table(pq.read_table(path), codec)
+        try:
+            source = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise CorpusError(f"{path}: not a readable Parquet shard ({err})") from err
+        table, bad = encode_table(source, codec, shard=path.name, fail_fast=cfg.fail_fast)
         shards.write_table_atomic(table, path)
+        _record_bad_clips(corpus_dir, path.name, bad)
         yield path.name, table.num_rows, False
     if codec is not None:
         _record(corpus_dir, codec)
@@ -131,15 +199,33 @@ def recorded_codec(corpus_dir: Path) -> str | None:
 
 
 def _encode_record(corpus_dir: Path) -> dict:
+    record = read_card(corpus_dir).get("encode", {})
+    return record if isinstance(record, dict) else {}
+
+
+def bad_clips(corpus_dir: Path) -> list[dict]:
+    """The clips `sts-encode` could not decode: [{"shard", "id", "side", "reason"}] (corpus.json)."""
+    return list(_encode_record(corpus_dir).get("bad_clips", []))
+
+
+def _record_bad_clips(corpus_dir: Path, shard_name: str, bad: list[dict]) -> None:
+    """Replace `shard_name`'s entries in corpus.json's `encode.bad_clips` with `bad` (the shard was just
+    written, so a killed run never loses the record of a shard it finished)."""
     card_path = corpus_dir / shards.CARD_NAME
-    if not card_path.exists():
-        return {}
-    return json.loads(card_path.read_text()).get("encode", {})
+    card = read_card(corpus_dir) if card_path.exists() else {}
+    record = card.setdefault("encode", {})
+    kept = [b for b in record.get("bad_clips", []) if b.get("shard") != shard_name]
+    if not bad and len(kept) == len(record.get("bad_clips", [])):
+        return
+    record["bad_clips"] = kept + bad
+    record["skipped_clips"] = len(record["bad_clips"])
+    write_json_atomic(card_path, card)
 
 
 def _record(corpus_dir: Path, codec) -> None:
     card_path = corpus_dir / shards.CARD_NAME
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card = read_card(corpus_dir) if card_path.exists() else {}
+    bad = card.get("encode", {}).get("bad_clips", [])
     card["encode"] = {
         "codec": codec.name,
         "frame_rate": codec.frame_rate,
@@ -149,26 +235,44 @@ def _record(corpus_dir: Path, codec) -> None:
         "max_pad_ratio": getattr(codec, "max_pad_ratio", None),
         "dtype": "int32",
         "columns": ["src_codes", "tgt_codes"],
+        # clips that could not be decoded: their codes are null (sts-train: skipped_missing_side)
+        "skipped_clips": len(bad),
+        "bad_clips": bad,
     }
     card["features"] = "sts.corpus.encoded_features()"
     shards.save_card(corpus_dir, card)
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    return cli_main("sts-encode", _main, args)
+
+
+def _main(args: list[str]) -> int:
     from rich.console import Console
     from tqdm import tqdm
 
     cfg = parse_cli(EncodeConfig, args, prog="sts-encode")
     console = Console(stderr=True)
     encoded = skipped = rows = 0
+    shard_iter = encode_corpus(cfg)  # checks the folder before the progress bar shows
+    bad_before = len(bad_clips(Path(cfg.corpus_dir)))
     with tqdm(unit="shard", desc="encode", dynamic_ncols=True) as bar:
-        for _name, n, was_done in encode_corpus(cfg):
+        for _name, n, was_done in shard_iter:
             skipped += was_done
             encoded += not was_done
             rows += n
             bar.update(1)
             bar.set_postfix(rows=rows)
     console.print(f"{cfg.corpus_dir}: {encoded} shards encoded, {skipped} already done, {rows:,} rows")
+    bad = bad_clips(Path(cfg.corpus_dir))
+    if bad:
+        console.print(
+            f"  {len(bad)} bad clip(s) left with null codes ({len(bad) - bad_before:+d} this run), listed in "
+            f"{Path(cfg.corpus_dir) / shards.CARD_NAME} (encode.bad_clips); first: {bad[0]['shard']} row "
+            f"{bad[0]['id']} {bad[0]['side']}: {bad[0]['reason']}",
+            markup=False,
+            soft_wrap=True,
+        )
     return 0
 
 

@@ -13,8 +13,6 @@ file count divides evenly, else every `num_shards`-th example), the others by ro
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ import numpy as np
 from sts import LANGUAGES
 from sts.audio import AudioError, load_audio
 from sts.corpus import CorpusError
+from sts.errors import ManifestError
+from sts.manifest import Field, read_manifest
 
 EMILIA_REPO = "amphion/Emilia-Dataset"
 EMILIA_LANG_DIRS = {"ja": "JA", "en": "EN"}
@@ -127,7 +127,8 @@ def duration_reason(seconds: float | None, cfg: SourceConfig) -> str | None:
 
 
 def check_source(cfg: SourceConfig) -> None:
-    """Raise `SourceError` unless the source's paths are given and exist (before any work starts).
+    """Raise `SourceError` unless the source's paths are given and exist, and (local) every manifest
+    line is well-formed (before any work starts).
 
     `--source local` and `text-pairs` need `--path` (a local build never falls back to the current
     folder); text-pairs also `--tgt-path`. Emilia's `--path` may be empty (the hub dataset) or a hub id.
@@ -143,6 +144,8 @@ def check_source(cfg: SourceConfig) -> None:
             raise SourceError(f"{value}: no such file or folder ({flag})")
     if cfg.source == "text-pairs" and not all(Path(v).is_file() for v in (cfg.path, cfg.tgt_path)):
         raise SourceError(f"--source text-pairs reads two text files, got {cfg.path} and {cfg.tgt_path}")
+    if cfg.source == "local" and Path(cfg.path).is_file():
+        _read_local_manifest(Path(cfg.path))  # every line checked now, before any progress or work
 
 
 def open_source(cfg: SourceConfig, *, num_shards: int = 1, shard_index: int = 0) -> Iterator[SourceRow]:
@@ -253,41 +256,40 @@ def iter_local(cfg: SourceConfig) -> Iterator[SourceRow]:
             rel = audio.relative_to(path).with_suffix("").as_posix()
             yield SourceRow(id=rel, lang=cfg.folder_lang, text=text, source="local", audio=str(audio))
         return
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            records = list(csv.DictReader(f))
-    else:
-        records = _read_jsonl(path)
-    for line, record in enumerate(records):
-        audio = record.get("audio") or record.get("audio_path") or ""
+    for line, record in enumerate(row.values for row in _read_local_manifest(path)):
+        audio = record["audio"] or ""
         audio_path = Path(audio) if Path(audio).is_absolute() else path.parent / audio
         yield SourceRow(
-            id=str(record.get("id") or Path(audio).with_suffix("").as_posix() or f"line{line}"),
-            lang=(record.get("language") or record.get("lang") or "").lower(),
-            text=record.get("text") or "",
+            id=record["id"] or Path(audio).with_suffix("").as_posix() or f"line{line}",
+            lang=(record["language"] or "").lower(),
+            text=record["text"] or "",
             source="local",
             audio=str(audio_path),
-            speaker=record.get("speaker") or "",
-            duration=float(record["duration"]) if record.get("duration") not in (None, "") else None,
-            tgt_text=record.get("tgt_text") or None,
-            recording=str(record["recording"]) if record.get("recording") not in (None, "") else None,
+            speaker=record["speaker"] or "",
+            duration=float(record["duration"]) if record["duration"] is not None else None,
+            tgt_text=record["tgt_text"] or None,
+            recording=record["recording"],
         )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SourceError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise SourceError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
-    return records
+LOCAL_MANIFEST_FIELDS = {
+    "id": Field("id"),
+    "audio": Field("str", aliases=("audio_path",)),  # kept as written: the default id is its stem
+    "language": Field("str", aliases=("lang",)),  # any string: unsupported languages are dropped and counted
+    "text": Field("str"),
+    "speaker": Field("id"),
+    "duration": Field("number"),
+    "tgt_text": Field("str"),
+    "recording": Field("id"),
+}
+"""A local manifest's fields (`sts.manifest`): a wrong type or bad line stops the build before any work."""
+
+
+def _read_local_manifest(path: Path):
+    try:
+        return read_manifest(path, LOCAL_MANIFEST_FIELDS)
+    except ManifestError as err:
+        raise SourceError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------------------------- text pairs

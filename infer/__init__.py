@@ -11,7 +11,9 @@ Modules: `translate` (the library: segment, encode, prompt, generate, cut loops,
 themselves, constrained decoding and the transformers/vLLM backends, are `sts.generation`),
 `segment` (long-form splitting at pauses), `asr` (Whisper behind a small interface), `metrics`
 (sacreBLEU BLEU/chrF, CER/WER), `eval` (`sts-eval`: ASR-BLEU, chrF, CER/WER, speaker similarity,
-codec round trip, real-time factor, plot).
+codec round trip, real-time factor, plot), `batch` (`sts-infer`'s output paths and batch
+bookkeeping: unique names, each output committed with its results row), `mt_eval` / `mt_lines`
+(`sts-eval-mt`, and its lines that cannot be translated).
 Importing `infer` loads neither torch nor a model.
 """
 

@@ -7,7 +7,20 @@
     sts-infer test.jsonl --task s2tt -o out/ --model runs/sft --backend vllm
 
 A batch input is a folder of audio files or a JSONL manifest (`audio` path relative to the manifest,
-optional `id`, `text`, `src_lang`). Outputs that already exist are skipped, so a rerun resumes.
+optional `id`, `text`, `src_lang`; every line checked before the model loads, errors name
+`FILE:LINE`). Each input writes `OUT/<id>.wav` (or `.txt`) and one row of `OUT/results.jsonl`,
+committed together (`infer.batch`): a rerun skips the inputs that have both and redoes the rest, so
+nothing is lost or written twice, whenever the run was killed. Two inputs with one output name, or
+an id that would write outside `-o`, are refused before anything runs.
+
+A bad input in a batch (undecodable or empty audio, a language that cannot be detected, text holding
+special tokens) is skipped: an error row `{"id", "input", "error", "output": null}` goes into
+results.jsonl, the count is printed at the end and the exit status is 1 (the next run retries it);
+`--fail-fast` stops at the first instead. A silent or near-silent input (`sts.audio.is_silent`) is
+translated anyway, with a warning in its row and on stderr. Other expected failures (a missing model
+folder, an sts_vocab.json that does not match its tokenizer, an output path of the wrong kind or that
+cannot be written, checked before the model loads) are one line and exit status 2
+(`sts.errors.cli_main`; `--debug` shows the traceback).
 `--from` omitted: speech is language-identified with Whisper (`sts.asr.detect_language`; silence,
 a clip under 1 s, an unsure guess or no faster-whisper is an error asking for `--from`), text by
 its script (kana/kanji -> ja).
@@ -28,11 +41,20 @@ from typing import Annotated, Literal
 
 import tyro
 
-from sts.audio import load_audio, write_audio
+from infer.batch import AUDIO_SUFFIXES, Ledger, Planned, check_output_paths, plan_outputs
+from sts.audio import is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
+from sts.errors import (
+    DiskFullError,
+    ManifestError,
+    ModelNotFoundError,
+    UsageError,
+    cli_main,
+    error_message,
+)
+from sts.io import append_text_durable, write_text_atomic
+from sts.manifest import Field, read_manifest
 from sts.tasks import task_spec
 from sts.text import text_language
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
 
 @dataclass
@@ -92,17 +114,18 @@ class InferConfig:
     """Silence between the translated pieces of a long input."""
     results: Path | None = None
     """Results JSONL (default: OUTPUT/results.jsonl in batch mode)."""
+    fail_fast: bool = False
+    """Batch mode: stop at the first bad input (exit 2) instead of recording it and going on (exit 1)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main("sts-infer", _main, argv)
+
+
+def _main(args: list[str]) -> int:
     from sts.config import parse_cli
 
-    cfg = parse_cli(InferConfig, argv, prog="sts-infer")
-    try:
-        return run(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"sts-infer: error: {err}", file=sys.stderr)
-        return 2
+    return run(parse_cli(InferConfig, args, prog="sts-infer"))
 
 
 def load_translator(
@@ -123,6 +146,7 @@ def load_translator(
 
     from infer.translate import Translator, replace_sampling
 
+    check_checkpoint(model, codec=codec)
     device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
     fast = fast if fast is not None else device.startswith("cuda")
@@ -140,11 +164,52 @@ def load_translator(
     return translator
 
 
+def check_checkpoint(model: str, *, codec: str | None = None) -> None:
+    """Before any weights load: a local `model` folder exists and is whole, and its sts_vocab.json
+    matches its tokenizer and config (`sts.model_files.load_speech_contract`); the codec folder too.
+
+    Raises `ModelNotFoundError`, `CorruptFileError` or `VocabError` (`CodecMismatchError`: a codec of
+    another codebook size), each naming the file. A hub id is left to `from_pretrained`.
+    """
+    from sts.codec import recorded_codebook_size
+    from sts.model_files import check_model_files, load_speech_contract, resolve_model
+    from sts.vocab import VOCAB_FILE, CodecMismatchError
+
+    if not Path(resolve_model(model)).is_dir():
+        return
+    vocab, _ = load_speech_contract(model)
+    codec_name = codec or vocab.codec
+    resolve_model(codec_name, what="codec")
+    check_model_files(codec_name)
+    size = recorded_codebook_size(codec_name)
+    if size is not None and size != vocab.num_speech_tokens:
+        raise CodecMismatchError(
+            f"codec mismatch: {codec_name} has {size} codes but {Path(model) / VOCAB_FILE} holds "
+            f"{vocab.num_speech_tokens} speech tokens; pass the checkpoint's codec (--codec)"
+        )
+
+
 def run(cfg: InferConfig, log=print) -> int:
+    """Run `cfg`; returns the exit status: 0, or 1 when some batch inputs failed (recorded)."""
     from infer.translate import CUT_RULES, replace_sampling
 
     spec = task_spec(cfg.task)
     items = _inputs(cfg)
+    batch = cfg.input is not None and (cfg.input.is_dir() or cfg.input.suffix == ".jsonl")
+    suffix = ".wav" if spec.output == "speech" else ".txt"
+    check_output_paths(cfg, batch=batch, speech=spec.output == "speech")  # before the model loads
+    out_dir = cfg.output if batch else None
+    results_path = cfg.results or (out_dir / "results.jsonl" if batch else None)
+    if batch:
+        plan = plan_outputs(items, out_dir, suffix)
+        ledger = Ledger(results_path)
+        pending = ledger.pending(plan)
+        if len(pending) < len(plan):
+            log(f"skipping {len(plan) - len(pending)} input(s) already done (output and results row)")
+        if not pending:
+            return 0
+    else:
+        ledger, pending = None, [Planned(item, cfg.output) for item in items]
     translator = load_translator(
         cfg.model,
         codec=cfg.codec,
@@ -170,99 +235,168 @@ def run(cfg: InferConfig, log=print) -> int:
         repetition_penalty=cfg.repetition_penalty,
     )
 
-    batch = cfg.input is not None and (cfg.input.is_dir() or cfg.input.suffix == ".jsonl")
-    out_dir = cfg.output if batch else None
-    if batch and out_dir is None:
-        raise ValueError("batch mode needs -o OUTPUT_FOLDER")
-    suffix = ".wav" if spec.output == "speech" else ".txt"
-    if not batch and spec.output == "speech" and cfg.output is None:
-        raise ValueError(f"task {cfg.task} writes audio: give -o OUT.wav")
-
-    pending = []
-    for item in items:
-        target = out_dir / f"{item['id']}{suffix}" if batch else cfg.output
-        if not (batch and target.exists()):
-            pending.append((item, target))
-    if batch and len(pending) < len(items):
-        log(f"skipping {len(items) - len(pending)} input(s) whose output exists")
-    # Built lazily, one batch at a time: a large folder is never all in memory, and the outputs
-    # written before a bad input stay (a rerun resumes after them).
-    requests = (_request(cfg, item, translator) for item, _ in pending)
-    targets = [target for _, target in pending]
-
-    results_path = cfg.results or (out_dir / "results.jsonl" if batch else None)
-    status, cuts = 0, dict.fromkeys(CUT_RULES, 0)
-    for result, target in zip(translator.iter_results(requests), targets, strict=True):
-        if spec.output == "speech":
-            write_audio(target, result.waveform)
-        else:
-            if target is not None:
-                _write_text(target, result.text + "\n")
-            log(result.text if not batch else f"{result.id}: {result.text}")
+    failed, cuts = 0, dict.fromkeys(CUT_RULES, 0)
+    for planned, outcome, notes in _outcomes(cfg, pending, translator, batch=batch):
+        item, target = planned.item, planned.target
+        if isinstance(outcome, Exception):  # a bad input of a batch: recorded, retried next run
+            message = error_message(outcome)
+            failed += 1
+            ledger.record_error(str(item["id"]), _source(item), message)
+            if cfg.fail_fast:  # its error row is written: the rerun retries it too
+                raise outcome
+            print(f"sts-infer: skipped {item['id']}: {message}", file=sys.stderr)
+            continue
+        result = outcome
+        result.warnings = [*notes, *result.warnings]
         cuts[result.cut] += 1
+        for name in ("transcript", "translation"):  # a text-first answer's own texts
+            if getattr(result, name) is not None and not batch:
+                log(f"{name}: {getattr(result, name)}")
         for warning in result.warnings:
             print(f"warning: {result.id or 'input'}: {warning}", file=sys.stderr)
+        row = result.summary() | {"output": str(target) if target else None}
+        if batch:
+            ledger.commit(row, target, lambda tmp, r=result: _write_output(tmp, r, spec.output))
+            if spec.output != "speech":
+                log(f"{result.id}: {result.text}")
+            continue
+        if target is not None:
+            _write_output(target, result, spec.output)
+        if spec.output != "speech":
+            log(result.text)
         if results_path is not None:
-            row = result.summary() | {"output": str(target) if target else None}
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(results_path, "a") as f:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            append_text_durable(results_path, json.dumps(row, ensure_ascii=False) + "\n")
     loops = sum(cuts[rule] for rule in CUT_RULES[2:])
     if loops:
         print(f"sts-infer: {loops} output(s) fell into a repetition loop and were cut there", file=sys.stderr)
     if sum(cuts.values()):
         counts = " ".join(f"{rule}={n}" for rule, n in cuts.items())
         print(f"sts-infer: outputs by the rule that cut them: {counts}", file=sys.stderr)
-    return status
+    if failed:
+        print(
+            f"sts-infer: {failed} of {len(pending)} input(s) failed; their error rows are in {results_path} "
+            "(rerun the command to retry them)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _outcomes(cfg: InferConfig, pending: list[Planned], translator, *, batch: bool):
+    """(planned, Result or the expected exception of a bad batch input, input warnings) per input, in
+    order, `batch_size` inputs at a time (a large folder is never all in memory). Outside batch mode
+    any error is raised; in batch mode a chunk that fails is retried input by input, so only the bad
+    input fails."""
+    for start in range(0, len(pending), max(1, cfg.batch_size)):
+        chunk = pending[start : start + max(1, cfg.batch_size)]
+        built = []
+        for planned in chunk:
+            notes: list[str] = []
+            try:
+                built.append((planned, _request(cfg, planned.item, translator, notes), notes))
+            except Exception as err:
+                if not batch or not _input_failure(err):
+                    raise
+                yield planned, err, notes
+        if not built:
+            continue
+        try:
+            results = translator.run([request for _, request, _ in built])
+        except Exception as err:
+            if not batch or not _input_failure(err):
+                raise
+            results = []
+            for _, request, _ in built:
+                try:
+                    [one] = translator.run([request])
+                except Exception as one_err:
+                    if not _input_failure(one_err):
+                        raise
+                    one = one_err
+                results.append(one)
+        for (planned, _, notes), result in zip(built, results, strict=True):
+            yield planned, result, notes
+
+
+def _input_failure(err: Exception) -> bool:
+    """An expected failure that belongs to one input (not a full disk, which stops the run)."""
+    return error_message(err) is not None and not isinstance(err, DiskFullError | ModelNotFoundError)
+
+
+def _source(item: dict) -> str | None:
+    return str(item["audio"]) if item.get("audio") is not None else item.get("where")
+
+
+def _write_output(path: Path, result, output: str) -> None:
+    if output == "speech":
+        write_audio(path, result.waveform)
+    else:
+        write_text_atomic(path, result.text + "\n")
+
+
+MANIFEST_FIELDS = {
+    "id": Field("id"),
+    "audio": Field("path", exists=True),
+    "text": Field("str"),
+    "src_lang": Field("lang"),
+}
+"""A batch manifest's fields (`sts.manifest`): checked on every line before the model loads."""
 
 
 def _inputs(cfg: InferConfig) -> list[dict]:
-    """[{id, audio?, text?, src_lang?}] from the positional input or --text."""
+    """[{id, audio?, text?, src_lang?, where}] from the positional input or --text; `where` is what
+    error messages name (FILE:LINE for a manifest row)."""
     spec = task_spec(cfg.task)
     if cfg.input is None:
         if spec.input != "text" or not cfg.text:
-            raise ValueError(
+            raise UsageError(
                 f"task {cfg.task} needs an input {'text (--text)' if spec.input == 'text' else 'audio file'}"
             )
-        return [{"id": "text", "text": cfg.text}]
+        return [{"id": "text", "text": cfg.text, "where": "--text"}]
     path = cfg.input
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
         if not files:
-            raise ValueError(f"{path}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-        return [{"id": p.stem, "audio": p} for p in files]
+            raise UsageError(f"{path}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        return [{"id": p.stem, "audio": p, "where": str(p)} for p in files]
     if path.suffix == ".jsonl":
         items = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {n}: not a JSON object ({err})") from err
-                if "audio" in row:
-                    row["audio"] = path.parent / row["audio"]
-                if "audio" in row and not row["audio"].is_file():
-                    raise FileNotFoundError(f"{path}, line {n}: no audio file {row['audio']}")
-                row.setdefault("id", Path(row["audio"]).stem if "audio" in row else f"{n:06d}")
-                items.append(row)
+        for row in read_manifest(path, MANIFEST_FIELDS):
+            item, where = row.values, f"{path}:{row.line}"
+            needed = "audio" if spec.input == "speech" else "text"
+            if not item.get(needed):
+                raise ManifestError(path, row.line, f"task {cfg.task} needs {needed!r}")
+            default_id = item["audio"].stem if item.get("audio") is not None else f"{row.line:06d}"
+            items.append({**item, "id": item["id"] or default_id, "where": where, "line": row.line})
+        if not items:
+            raise UsageError(f"{path}: no rows")
         return items
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    return [{"id": path.stem, "audio": path}]
+        raise FileNotFoundError(2, "no such file", str(path))
+    if spec.input != "speech":
+        raise UsageError(f"{path}: task {cfg.task} reads text (--text), not a file")
+    return [{"id": path.stem, "audio": path, "where": str(path)}]
 
 
-def _request(cfg: InferConfig, item: dict, translator):
+def _request(cfg: InferConfig, item: dict, translator, notes: list[str] | None = None):
+    """The `Request` of one input; `notes` gets the input's warnings (silence)."""
     from infer.translate import Request
     from sts.asr import detect_language
 
     spec = task_spec(cfg.task)
     wav = load_audio(item["audio"]) if spec.input == "speech" else None
+    if wav is not None and is_silent(wav):
+        note = (
+            f"{item['audio']}: the input is silent or near-silent (RMS {rms_dbfs(wav):.1f} dBFS, peak "
+            f"{peak_dbfs(wav):.1f} dBFS); translated anyway"
+        )
+        if notes is not None:
+            notes.append(note)
     text = item.get("text") if spec.input == "text" else None
     src = cfg.src_lang or item.get("src_lang")
     if src is None and wav is not None:
         detected = detect_language(wav)
         if not detected.known:
-            raise ValueError(
+            raise UsageError(
                 f"{item['audio']}: cannot tell the source language: {detected.reason}; pass --from ja|en"
             )
         src = detected.lang
@@ -270,13 +404,6 @@ def _request(cfg: InferConfig, item: dict, translator):
         src = text_language(text or "")
     tgt = cfg.to or (("en" if src == "ja" else "ja") if spec.translates else src)
     return Request(cfg.task, src, tgt, wav=wav, text=text, id=str(item["id"]))
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ else a Hugging Face Whisper id), greedy at temperature 0 as the protocol decodes
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,10 @@ import numpy as np
 import tyro
 
 from sts.audio import load_audio, write_audio
+from sts.errors import ManifestError, UsageError, cli_main
+from sts.io import write_text_atomic
+from sts.manifest import Field
+from sts.manifest import read_manifest as read_manifest_rows
 from sts.metrics import (
     NORMALIZERS,
     RAW_TEXT,
@@ -80,23 +83,44 @@ class EvalItem:
     """Reference target speech (used by `codec_roundtrip`)."""
 
 
+MANIFEST_FIELDS = {
+    "id": Field("id"),
+    "src_lang": Field("lang", required=True),
+    "tgt_lang": Field("lang"),
+    "audio": Field("path", exists=True),
+    "tgt_audio": Field("path", exists=True),
+    "src_text": Field("str"),
+    "tgt_text": Field("str"),
+}
+"""The test manifest's fields (`sts.manifest`): each line checked before the model loads."""
+
+
 def read_manifest(path: str | Path) -> list[EvalItem]:
-    """Rows of a JSONL test manifest; audio paths resolved against the manifest's folder."""
+    """Rows of a JSONL test manifest; audio paths resolved against the manifest's folder.
+
+    Raises `sts.errors.ManifestError` (`FILE:LINE: problem`) for a line that is not a JSON object, a
+    field of the wrong type, a language outside ja/en, an audio file that is not there, an id that
+    is not a plain file name (generated audio is written as `audio/TASK/ID.wav`) or that an earlier
+    line already has.
+    """
+    from infer.batch import check_output_id
+
     path = Path(path)
-    items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if "src_lang" not in row:
-            raise ValueError(f"{path}:{n}: needs src_lang")
-        for key in ("audio", "tgt_audio"):
-            if row.get(key):
-                row[key] = path.parent / row[key]
-        row.setdefault("id", f"{n:06d}")
-        row.setdefault("tgt_lang", "en" if row["src_lang"] == "ja" else "ja")
+    items, lines = [], {}
+    for row in read_manifest_rows(path, MANIFEST_FIELDS):
+        values = row.values
+        item_id = values["id"] or f"{row.line:06d}"
+        try:
+            check_output_id(item_id, f"{path}:{row.line}")
+        except UsageError as err:
+            raise ManifestError(path, row.line, str(err).split(": ", 1)[1]) from err
+        if item_id in lines:
+            raise ManifestError(path, row.line, f"id {item_id!r} is also the id of line {lines[item_id]}")
+        lines[item_id] = row.line
+        tgt_lang = values["tgt_lang"] or ("en" if values["src_lang"] == "ja" else "ja")
         known = EvalItem.__dataclass_fields__
-        items.append(EvalItem(**{k: v for k, v in row.items() if k in known}))
+        fields = {k: v for k, v in values.items() if k in known and k not in ("id", "tgt_lang")}
+        items.append(EvalItem(id=item_id, tgt_lang=tgt_lang, **fields))
     return items
 
 
@@ -348,9 +372,11 @@ class EvalConfig:
 
 def run(cfg: EvalConfig, log=print) -> dict:
     """Evaluate, write report.json / rows.jsonl / report.png into `cfg.output`; returns the report."""
+    from infer.batch import check_writable_folder
     from infer.cli import load_translator
 
     items = read_manifest(cfg.manifest)[: cfg.limit]
+    check_writable_folder(cfg.output)  # before the model loads
     translator = load_translator(
         cfg.model,
         codec=cfg.codec,
@@ -439,20 +465,17 @@ def _load_speaker(log):
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main("sts-eval", _main, argv)
+
+
+def _main(args: list[str]) -> int:
     from sts.config import parse_cli
 
-    cfg = parse_cli(EvalConfig, argv, prog="sts-eval")
-    try:
-        run(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"sts-eval: error: {err}", file=sys.stderr)
-        return 2
+    run(parse_cli(EvalConfig, args, prog="sts-eval"))
     return 0
 
 

@@ -11,6 +11,15 @@ layout and `--ja-file/--en-file` any pair of line-aligned files. Backends are sp
 (a trained sts model's `t2tt` task, through `infer`). Every sentence of every direction is
 translated; a failed translation is scored as an empty string and counted.
 
+A line that cannot be translated is scored as an empty hypothesis, so every backend is scored on the
+same sentences and BLEU stays comparable, and it is named by line number with its reason
+(`failed_lines` in report.json, a "failed" column and a list in report.md, `error` in
+translations.jsonl): a blank source line or one holding a special-token string (`<|...|>`, e.g.
+`<|im_end|>`, which a chat template would read as a control token) is not sent to any backend;
+a line on which the backend fails is isolated (its batch is retried line by line) and the rest of
+the batch is translated. If every line of a batch fails the same way, that is not a bad line but a
+broken backend: the error is raised.
+
 Metrics (`sts.metrics`, on raw text as for every text output): sacreBLEU BLEU with `ja-mecab`
 (when installed) and `char` into Japanese and `13a` into English, chrF++, each with its signature; COMET when the `comet` package imports and
 `--comet-model` names a local checkpoint. `--context N` translates each sentence with the previous N
@@ -32,9 +41,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infer.mt_lines import LINE_ERROR, UNTRANSLATABLE, failed_lines, translate_lines
 from sts.config import config_to_dict, parse_cli
+from sts.errors import UsageError, cli_main
 from sts.io import write_json_atomic, write_text_atomic
-from sts.mt import MTBackend, MTResult, result_from_text, translate_in_context
+from sts.mt import MTBackend, MTResult, result_from_text
 
 DEFAULT_TEST_SET = Path("../shared/data/flores200")
 
@@ -86,7 +97,13 @@ class TestSet:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such test file")
-    return [line.rstrip("\n").strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 text ({err.reason})") from err
+    return [line.rstrip("\n").strip() for line in text.splitlines()]
 
 
 def flores_documents(metadata: Path) -> list[str]:
@@ -94,7 +111,7 @@ def flores_documents(metadata: Path) -> list[str]:
     with metadata.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if rows and "URL" not in rows[0]:
-        raise ValueError(f"{metadata}: no URL column")
+        raise UsageError(f"{metadata}: no URL column")
     return [row["URL"] for row in rows]
 
 
@@ -103,7 +120,7 @@ def load_test_set(cfg: MTEvalConfig) -> TestSet:
     docs: list[str | None] | None = None
     if cfg.ja_file or cfg.en_file:
         if not (cfg.ja_file and cfg.en_file):
-            raise ValueError("give both --ja-file and --en-file")
+            raise UsageError("give both --ja-file and --en-file")
         ja, en = _read_lines(Path(cfg.ja_file)), _read_lines(Path(cfg.en_file))
         name = f"{cfg.ja_file}|{cfg.en_file}"
     else:
@@ -119,14 +136,14 @@ def load_test_set(cfg: MTEvalConfig) -> TestSet:
     if cfg.doc_file:
         docs = list(_read_lines(Path(cfg.doc_file)))
     if len(ja) != len(en):
-        raise ValueError(f"{name}: {len(ja)} Japanese lines but {len(en)} English lines")
+        raise UsageError(f"{name}: {len(ja)} Japanese lines but {len(en)} English lines")
     if docs is not None and len(docs) != len(ja):
-        raise ValueError(f"{name}: {len(docs)} document ids for {len(ja)} sentence pairs")
+        raise UsageError(f"{name}: {len(docs)} document ids for {len(ja)} sentence pairs")
     n = len(ja) if cfg.limit is None else min(cfg.limit, len(ja))
     if n == 0:
-        raise ValueError(f"{name}: no sentence pairs")
+        raise UsageError(f"{name}: no sentence pairs")
     if cfg.context > 0 and docs is None:
-        raise ValueError(f"{name}: --context needs document ids (metadata_dev.tsv or --doc-file)")
+        raise UsageError(f"{name}: --context needs document ids (metadata_dev.tsv or --doc-file)")
     return TestSet(name, ja[:n], en[:n], (docs or [None] * len(ja))[:n])
 
 
@@ -143,8 +160,10 @@ class STSTextMT(MTBackend):
         batch_size: int = 32,
     ):
         from infer import Translator
+        from infer.cli import check_checkpoint
 
         self.name = f"sts:{checkpoint}"
+        check_checkpoint(checkpoint, codec=codec)  # a missing folder or a mismatched sts_vocab.json, named
         self.translator = Translator.from_checkpoint(checkpoint, codec=codec, device=device, dtype=dtype)
         self.translator.batch_size = batch_size
 
@@ -161,7 +180,7 @@ def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
 
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise ValueError(f"backend spec {spec!r}: expected KIND:MODEL, e.g. hf:LiquidAI/LFM2-350M-ENJP-MT")
+        raise UsageError(f"backend spec {spec!r}: expected KIND:MODEL, e.g. hf:LiquidAI/LFM2-350M-ENJP-MT")
     common = dict(preset=cfg.preset or None, max_new_tokens=cfg.max_new_tokens)
     if kind == "hf":
         return load_mt("hf", rest, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, **common)
@@ -170,13 +189,13 @@ def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
     if kind == "http":
         model, at, url = rest.rpartition("@")
         if not at:
-            raise ValueError(f"backend spec {spec!r}: expected http:MODEL@BASE_URL")
+            raise UsageError(f"backend spec {spec!r}: expected http:MODEL@BASE_URL")
         return load_mt("http", model, base_url=url, **common)
     if kind == "sts":
         return STSTextMT(
             rest, codec=cfg.sts_codec or None, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
         )
-    raise ValueError(f"backend spec {spec!r}: unknown kind {kind!r} (hf, vllm, http, sts)")
+    raise UsageError(f"backend spec {spec!r}: unknown kind {kind!r} (hf, vllm, http, sts)")
 
 
 def comet_score(model_path: str, sources, hyps, refs) -> float | None:
@@ -233,6 +252,9 @@ def evaluate(cfg: MTEvalConfig, backends: dict[str, MTBackend] | None = None, ar
         "command": list(argv) if argv is not None else sys.argv,
         "config": config_to_dict(cfg),
     }
+    for direction in cfg.directions:  # before any backend loads
+        if set(direction.partition("-")[::2]) != {"ja", "en"}:
+            raise UsageError(f"direction {direction!r}: expected en-ja or ja-en")
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     translations = []
@@ -247,17 +269,16 @@ def evaluate(cfg: MTEvalConfig, backends: dict[str, MTBackend] | None = None, ar
         entry = report["backends"].setdefault(spec, {"name": mt.name})
         for direction in cfg.directions:
             src_lang, _, tgt_lang = direction.partition("-")
-            if {src_lang, tgt_lang} != {"ja", "en"}:
-                raise ValueError(f"direction {direction!r}: expected en-ja or ja-en")
             sources, refs = sides[src_lang], sides[tgt_lang]
             started = time.perf_counter()
-            results = translate_in_context(
-                mt, sources, test.docs, src_lang, tgt_lang, window=cfg.context, history={}
-            )
+            results = translate_lines(mt, sources, test.docs, src_lang, tgt_lang, window=cfg.context)
             seconds = time.perf_counter() - started
             hyps = [(r.text or "").strip() for r in results]
+            failed = failed_lines(results)  # scored as empty, like every other missing translation
             entry[direction] = {
                 "seconds": seconds,
+                "failed": len(failed),
+                "failed_lines": failed,
                 "truncated": sum(r.truncated for r in results),  # hit the token budget: loops, cut sentences
                 **score_direction(
                     sources, hyps, refs, tgt_lang, worst=cfg.worst, comet_model=cfg.comet_model
@@ -271,6 +292,9 @@ def evaluate(cfg: MTEvalConfig, backends: dict[str, MTBackend] | None = None, ar
                     "hypothesis": h,
                     "drop_reason": r.drop_reason,
                     "truncated": r.truncated,
+                    "error": r.drop_reason
+                    if (r.drop_reason or "").startswith((UNTRANSLATABLE, LINE_ERROR))
+                    else None,
                 }
                 for i, (h, r) in enumerate(zip(hyps, results, strict=True))
             ]
@@ -296,8 +320,8 @@ def markdown(report: dict) -> str:
         "",
         f"{report['sentences']} sentence pairs per direction; context: {report['context']} previous sentences.",
         "",
-        "| backend | direction | " + " | ".join(names) + " | empty | truncated | seconds |",
-        "|---|---|" + "---|" * (len(names) + 3),
+        "| backend | direction | " + " | ".join(names) + " | empty | truncated | seconds | failed |",
+        "|---|---|" + "---|" * (len(names) + 4),
     ]
     signatures: dict[str, str] = {}
     for spec, entry in report["backends"].items():
@@ -308,10 +332,18 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {spec} | {direction} | "
                 + " | ".join(cells)
-                + f" | {d['empty']} | {d['truncated']} | {d['seconds']:.1f} |"
+                + f" | {d['empty']} | {d['truncated']} | {d['seconds']:.1f} | {d.get('failed', 0)} |"
             )
             signatures.update({f"{s['name']} ({direction})": s["signature"] for s in d["scores"]})
     lines += ["", "Signatures:", ""] + [f"- {k}: `{v}`" for k, v in signatures.items()]
+    failures = [
+        f"- {spec}, {direction}, line {f['line']}: {f['reason']}"
+        for spec, entry in report["backends"].items()
+        for direction in report["directions"]
+        for f in entry[direction].get("failed_lines", [])
+    ]
+    if failures:
+        lines += ["", "## Lines not translated (scored as empty)", "", *failures]
     for spec, entry in report["backends"].items():
         for direction in report["directions"]:
             lines += ["", f"## Worst sentences: {spec}, {direction}", ""]
@@ -326,23 +358,28 @@ def markdown(report: dict) -> str:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    return cli_main("sts-eval-mt", _main, args)
+
+
+def _main(args: list[str]) -> int:
     from rich.console import Console
 
-    args = list(sys.argv[1:] if args is None else args)
     cfg = parse_cli(MTEvalConfig, args, prog="sts-eval-mt")
     console = Console(stderr=True)
-    try:
-        report = evaluate(cfg, argv=["sts-eval-mt", *args])
-    except (OSError, ValueError) as err:  # a missing file or model, a malformed test set or spec
-        console.print(f"sts-eval-mt: error: {err}", style="red", markup=False, highlight=False)
-        return 2
+    report = evaluate(cfg, argv=["sts-eval-mt", *args])
     for spec, entry in report["backends"].items():
         for direction in report["directions"]:
             scores = ", ".join(f"{s['name']} {s['score']:.2f}" for s in entry[direction]["scores"])
-            console.print(f"{spec} {direction}: {scores}")
+            console.print(f"{spec} {direction}: {scores}", markup=False)
             for s in entry[direction]["scores"]:
-                console.print(f"    {s['name']}: {s['signature']}", style="dim")
-    console.print(f"report: {Path(cfg.out_dir) / 'report.md'}")
+                console.print(f"    {s['name']}: {s['signature']}", style="dim", markup=False)
+            failed = entry[direction].get("failed_lines", [])
+            if failed:
+                shown = ", ".join(str(f["line"]) for f in failed[:10]) + (", ..." if len(failed) > 10 else "")
+                console.print(
+                    f"    {len(failed)} line(s) not translated, scored as empty: line {shown}", markup=False
+                )
+    console.print(f"report: {Path(cfg.out_dir) / 'report.md'}", markup=False)
     return 0
 
 

@@ -5,7 +5,9 @@
     sts tiny-run runs/tiny
 
 Each stage is also installed as its own script (`sts-extend-tokenizer`, ...); both spellings run
-the same `main`. Only stages that work are listed.
+the same `main`, under the one error policy of `sts.errors.cli_main`: an expected failure is one
+line `PROG: error: FILE: problem` and exit status 2; `--debug` (anywhere) or STS_TRACEBACK=1 shows
+the traceback. Only stages that work are listed.
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ def usage() -> str:
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if args is None else args)
+    from sts.errors import cli_main
+
+    return cli_main("sts", _main, args)
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         return 0

@@ -32,7 +32,6 @@ import csv
 import json
 import random
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -45,6 +44,7 @@ import tyro
 
 from sts.audio import load_audio, write_audio
 from sts.corpus import read_rows
+from sts.errors import UsageError
 
 # pairs for training, pairs held out, SFT steps, sequence length, LM width/depth, codebook size
 SIZES: dict[str, dict] = {
@@ -84,7 +84,7 @@ def split_sentences(n_train: int, n_test: int, seed: int) -> tuple[list[dict], l
     """A seeded shuffle, stratified by nothing: the first `n_train` pairs train, the next `n_test` test."""
     pairs = load_sentences()
     if n_train + n_test > len(pairs):
-        raise ValueError(f"{n_train} + {n_test} pairs asked, the bundled set has {len(pairs)}")
+        raise UsageError(f"{n_train} + {n_test} pairs asked, the bundled set has {len(pairs)}")
     random.Random(seed).shuffle(pairs)
     return pairs[:n_train], pairs[n_train : n_train + n_test]
 
@@ -408,10 +408,15 @@ def read_losses(train_dir: Path) -> list[dict]:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    from sts.errors import cli_main
+
+    return cli_main("sts demo", _main, args)
+
+
+def _main(args: list[str]) -> int:
     from sts.config import parse_cli
 
-    cfg = parse_cli(DemoConfig, list(sys.argv[1:] if args is None else args), prog="sts demo")
-    run_demo(cfg)
+    run_demo(parse_cli(DemoConfig, args, prog="sts demo"))
     return 0
 
 

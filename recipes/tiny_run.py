@@ -121,6 +121,12 @@ class TinyRunConfig:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    from sts.errors import cli_main
+
+    return cli_main("sts tiny-run", _main, args)
+
+
+def _main(args: list[str]) -> int:
     import torch
     from rich.console import Console
 

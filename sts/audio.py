@@ -20,13 +20,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from sts.errors import InputError, writing
+
 SAMPLE_RATE = 16000
 """The speech codec's sample rate: the default target of `load_audio` and rate of `write_audio`."""
 
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 
-class AudioError(ValueError):
+class AudioError(InputError, ValueError):
     """A clip that cannot be used; the message starts with the file's path (or given name)."""
 
 
@@ -162,6 +164,7 @@ def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int 
 
     Raises:
         AudioError: another suffix, a waveform that is not 1-D float, or NaN/inf samples.
+        sts.errors.DiskFullError: the disk is full (names `path`).
     """
     path = Path(path)
     audio_format = _WRITE_FORMATS.get(path.suffix.lower())
@@ -179,7 +182,8 @@ def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int 
     # Same directory, so os.replace is a rename on one filesystem; a crash leaves only the hidden temp.
     tmp_path = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        sf.write(tmp_path, waveform, sample_rate, format=audio_format, subtype="PCM_16")
+        with writing(path, needs_bytes=2 * len(waveform) + 1024):  # PCM_16 + header (flac: at most that)
+            sf.write(tmp_path, waveform, sample_rate, format=audio_format, subtype="PCM_16")
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

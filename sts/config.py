@@ -20,11 +20,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from sts.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A YAML config that does not match its dataclass."""
+class ConfigError(InputError, ValueError):
+    """A YAML config that does not match its dataclass, or a `--config` flag without its file."""
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def parse_cli(
     if "--config" in args:
         at = args.index("--config")
         if at + 1 >= len(args):
-            raise SystemExit(f"{prog}: --config needs a YAML file")
+            raise ConfigError("--config needs a YAML file")
         default = load_config(cls, args[at + 1])
         del args[at : at + 2]
     return tyro.cli(cls, args=args, prog=prog, description=description or cls.__doc__, default=default)

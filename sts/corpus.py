@@ -33,9 +33,10 @@ rate; open them with `Audio(decode=False)` and `sts.audio.load_audio(row["src_au
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
+
+from sts.errors import InputError
 
 CARD_NAME = "corpus.json"
 """The card beside the shards: counts, hours, drops, models, versions, command, `duration_ratio`
@@ -49,7 +50,7 @@ DURATION_RATIO_PERCENTILES = (50, 90, 99)
 SHARD_GLOB = "part-*.parquet"
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError, ValueError):
     """A corpus folder, source or build that cannot go on; the message names the folder or file."""
 
 
@@ -86,14 +87,17 @@ def is_corpus_dir(path: str | Path) -> bool:
 
 
 def read_card(corpus_dir: str | Path) -> dict:
-    """`corpus.json` of a corpus folder, or {} when it has none."""
+    """`corpus.json` of a corpus folder, or {} when it has none; a damaged one is an
+    `sts.errors.CorruptFileError` (or `CorpusError`) naming it."""
+    from sts.io import read_json
+
     path = Path(corpus_dir) / CARD_NAME
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    card = read_json(path, what="the corpus card")  # CorruptFileError naming path:LINE:COLUMN
+    if not isinstance(card, dict):
+        raise CorpusError(f"{path}: the corpus card is not a JSON object")
+    return card
 
 
 def read_rows(corpus_dir: str | Path, columns: Sequence[str] | None = None) -> list[dict]:

@@ -7,12 +7,12 @@ Inputs are audio files (wav/flac/mp3/ogg), folders searched recursively for them
 written by `sts-build-corpus` (both `src_audio` and `tgt_audio` of every `part-*.parquet`). The
 result is a directory that `sts.codec.load_codec` opens as `MelKMeansCodec`; `sts-encode --codec
 DIR` and every other stage take it where they take XCodec2. It is the offline demo's codec, not a
-replacement for XCodec2 (see `sts.codec.melkmeans`).
+replacement for XCodec2 (see `sts.codec.melkmeans`). Expected failures (a missing input, a clip that
+cannot be decoded, too little audio) are one line and exit status 2 (`sts.errors.cli_main`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ import tyro
 from sts.audio import load_audio
 from sts.config import parse_cli
 from sts.corpus import shard_paths
+from sts.errors import UsageError, cli_main, writing
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -49,7 +50,7 @@ def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
     for path in inputs:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            raise FileNotFoundError(2, "no such file or folder", str(path))
         shards = shard_paths(path) if path.is_dir() else []
         if shards:
             import pyarrow.parquet as pq
@@ -67,11 +68,15 @@ def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    return cli_main("sts-fit-codec", _main, args)
+
+
+def _main(args: list[str]) -> int:
     from rich.console import Console
 
     from sts.codec.melkmeans import MelKMeansCodec
 
-    cfg = parse_cli(FitCodecConfig, list(sys.argv[1:] if args is None else args), prog="sts-fit-codec")
+    cfg = parse_cli(FitCodecConfig, args, prog="sts-fit-codec")
     console = Console(stderr=True)
     started = time.perf_counter()
     waveforms, seconds = [], 0.0
@@ -82,10 +87,10 @@ def main(args: Sequence[str] | None = None) -> int:
             break
     try:
         codec = MelKMeansCodec.fit(waveforms, codebook_size=cfg.codebook_size, seed=cfg.seed)
-    except ValueError as err:
-        console.print(f"sts-fit-codec: error: {err}", markup=False, soft_wrap=True)
-        return 2
-    codec.save(cfg.out)
+    except ValueError as err:  # too little audio for the codebook: the input's fault
+        raise UsageError(f"{', '.join(map(str, cfg.inputs))}: {err}") from err
+    with writing(cfg.out):
+        codec.save(cfg.out)
     console.print(
         f"{cfg.out}: {codec.codebook_size} codes fitted on {len(waveforms)} clips, {seconds:.1f} s of audio "
         f"in {time.perf_counter() - started:.1f} s (offline/demo codec, not XCodec2)",

@@ -1,7 +1,8 @@
 """Atomic file writes that honour the umask: a reader sees the old file or the whole new one, never half.
 
-    from sts.io import write_text_atomic, write_json_atomic, atomic_open, temp_dir_beside
+    from sts.io import write_text_atomic, write_json_atomic, atomic_open, temp_dir_beside, read_json
     write_json_atomic(out_dir / "report.json", report)
+    read_json(model_dir / "config.json")                # CorruptFileError naming FILE:LINE:COLUMN
     with atomic_open(out_dir / "cache.bin") as f: f.write(data)
     staging = temp_dir_beside(out_dir / "model")        # fill it, then staging.rename(out_dir / "model")
 
@@ -14,6 +15,8 @@ Modes: what this package writes gets the mode an ordinary `open()` / `mkdir()` w
 `0o666 & ~umask` for files and `0o777 & ~umask` for folders (0644 / 0755 under the usual umask 022).
 `tempfile.mkstemp` / `mkdtemp` create owner-only (0600 / 0700) entries on purpose, which a rename
 would carry into the final output: use `atomic_open` and `temp_dir_beside` instead of them.
+
+A full disk while writing is a `sts.errors.DiskFullError` naming the destination (`sts.errors.writing`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from sts.errors import CorruptFileError, writing
 
 _UMASK_LOCK = threading.Lock()
 
@@ -82,11 +87,15 @@ def temp_path(path: str | Path) -> Path:
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_open(
+    path: str | Path, mode: str = "wb", encoding: str | None = None, *, durable: bool = False
+) -> Iterator[IO]:
     """Open `temp_path(path)` for writing; on a clean exit flush it and rename it over `path`.
 
     mode: "wb" or "w" (then `encoding` defaults to UTF-8). Parent folders are created. On an
     exception the temp file is removed and `path` is left as it was. The file gets `default_mode()`.
+    durable: fsync the file before the rename (it survives a power cut, not only a killed process).
+    Raises `sts.errors.DiskFullError` naming `path` when the disk is full.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
@@ -94,9 +103,11 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        with open(tmp, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as f:
+        with writing(path), open(tmp, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as f:
             yield f
             f.flush()
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -125,3 +136,36 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, data, *, indent: int = 2) -> Path:
     """Write `data` as UTF-8 JSON (non-ASCII kept as is) to `path` atomically; returns `path`."""
     return write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def append_text_durable(path: str | Path, text: str) -> Path:
+    """Append UTF-8 `text` to `path` (created with its folders if missing), then flush and fsync it.
+
+    For ledgers such as `sts-infer`'s results.jsonl: once this returns, the line is on disk. A
+    process killed during the call leaves at most a partial last line, which readers skip
+    (`infer.batch.read_ledger` does). Raises `sts.errors.DiskFullError` naming `path` when the disk is full.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path), open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def read_json(path: str | Path, *, what: str = "the file"):
+    """Parse a UTF-8 (BOM allowed) JSON file; a syntax or encoding error is a `CorruptFileError`
+    naming `path:LINE:COLUMN` and the problem (json's own message names no file). `what` says what
+    the file should be, e.g. "the vocabulary contract". FileNotFoundError passes through."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise CorruptFileError(f"{path}:{line}: cannot read {what}: not UTF-8 text ({err.reason})") from err
+    except json.JSONDecodeError as err:
+        raise CorruptFileError(
+            f"{path}:{err.lineno}:{err.colno}: cannot read {what}: not valid JSON ({err.msg})"
+        ) from err

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from sts.errors import UsageError
 from sts.generation.request import GenerationRequest, Sampling, generation_end_ids, split_end
 
 
@@ -110,7 +111,7 @@ def preset_for(model: str, preset: str | None = None) -> MTPreset:
     """The named preset, the model's own, or the generic one (same prompts, greedy)."""
     if preset:
         if preset not in PRESETS:
-            raise ValueError(f"unknown MT preset {preset!r}; presets are {sorted(PRESETS)}")
+            raise UsageError(f"unknown MT preset {preset!r}; presets are {sorted(PRESETS)}")
         return PRESETS[preset]
     return PRESETS.get(str(model), MTPreset())
 
@@ -407,7 +408,11 @@ def load_mt(kind: str, model: str = "", **kwargs) -> MTBackend:
         return ReferenceMT()
     classes = {"hf": HFChatMT, "vllm": VLLMMT, "http": HTTPChatMT}
     if kind not in classes:
-        raise ValueError(f"unknown MT backend {kind!r}; choose from {sorted(classes) + ['reference']}")
+        raise UsageError(f"unknown MT backend {kind!r}; choose from {sorted(classes) + ['reference']}")
     if not model:
-        raise ValueError(f"MT backend {kind!r} needs a model (a HF id or local directory)")
+        raise UsageError(f"MT backend {kind!r} needs a model (a HF id or local directory)")
+    if kind in ("hf", "vllm"):
+        from sts.model_files import resolve_model
+
+        resolve_model(model, what="MT model")  # a missing local folder named as such
     return classes[kind](model, **kwargs)

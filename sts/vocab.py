@@ -27,11 +27,14 @@ to lie in `[text_vocab_size, vocab_size)`, the markers outside the block; other 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+
+from sts.errors import CorruptFileError, InputError
 
 VOCAB_FILE = "sts_vocab.json"
 SPEECH_TOKEN_FORMAT = "<|s_{}|>"
@@ -41,7 +44,7 @@ SPEECH_END_TOKEN = "<|speech_end|>"
 Ids = TypeVar("Ids")  # np.ndarray or torch.Tensor: functions return the type they were given
 
 
-class VocabError(ValueError):
+class VocabError(InputError, ValueError):
     """A missing or inconsistent `sts_vocab.json`, or ids/codes outside their range."""
 
 
@@ -150,19 +153,119 @@ class SpeechVocab:
             raise VocabError(
                 f"{path}: no such file; extend the model first with `sts-extend-tokenizer BASE {path.parent}`"
             )
+        from sts.io import read_json
+
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise VocabError(f"{path}: cannot read the vocabulary contract ({err})") from err
+            data = read_json(path, what="the vocabulary contract")
+        except CorruptFileError as err:
+            raise VocabError(str(err)) from err
+        except OSError as err:
+            raise VocabError(f"{path}: cannot read the vocabulary contract ({err.strerror or err})") from err
         known = {f.name for f in fields(cls)}
         if not isinstance(data, dict) or data.get("format_version", 1) != 1 or not known >= set(data):
             raise VocabError(f"{path}: not a version-1 sts vocabulary (unknown keys or version)")
+        ints = [f.name for f in fields(cls) if f.type == "int" and f.name in data]
+        wrong = [n for n in ints if type(data[n]) is not int]
+        if wrong:
+            raise VocabError(f"{path}: {wrong[0]} must be an integer, got {data[wrong[0]]!r}")
         try:
-            return cls(**data)
+            vocab = cls(**data)
         except TypeError as err:
             raise VocabError(f"{path}: {err}") from err
         except VocabError as err:
             raise VocabError(f"{path}: {err}") from err
+        object.__setattr__(vocab, "_file", path)  # not a field: named in the errors of check_tokenizer
+        return vocab
+
+    def check_tokenizer(
+        self,
+        tokenizer,
+        model_config=None,
+        *,
+        vocab_file: str | Path | None = None,
+        layout_markers: Sequence[str] = (),
+    ) -> None:
+        """Check the whole contract against the tokenizer (and the model's config, when given).
+
+        Each of: `speech_start_token` / `speech_end_token` map to `speech_start_id` / `speech_end_id`;
+        `<|s_0|>` and `<|s_{n-1}|>` map to `speech_token_offset` and `offset + n - 1` and `<|s_n|>` is
+        not a token (so code k is `<|s_k|>` for every k, the block being contiguous as
+        `sts-extend-tokenizer` and `sts.llasa` verify when they write it); `text_vocab_size` is where
+        the base's tokens end: `len(tokenizer)` before extension (the start marker's id, with
+        `len(tokenizer) == speech_token_stop`) or, in an adopted model, the first of its
+        `layout_markers` (Llasa's 8, `sts.llasa.MARKERS`: `sts.model_files.load_speech_contract`
+        passes them); and `model_config.vocab_size` (the embedding rows) is at least `vocab_size`.
+        Reads ids of a handful of tokens only, no model weights.
+
+        Raises `VocabError` naming `vocab_file` (default: the file `load` read) and the first
+        mismatch, e.g. a speech offset that is one off, which would otherwise turn code k into
+        `<|s_{k+1}|>` everywhere without any other error.
+        """
+        source = vocab_file or getattr(self, "_file", VOCAB_FILE)
+        n = self.num_speech_tokens
+
+        def token_id(token: str) -> int | None:
+            ids = tokenizer.convert_tokens_to_ids([token])
+            unk = getattr(tokenizer, "unk_token_id", None)
+            found = ids[0] if ids else None
+            return (
+                None
+                if found is None or (found == unk and tokenizer.convert_ids_to_tokens(found) != token)
+                else found
+            )
+
+        expected = {
+            self.speech_start_token: (self.speech_start_id, "speech_start_id"),
+            self.speech_end_token: (self.speech_end_id, "speech_end_id"),
+            self.speech_token(0): (self.speech_token_offset, "speech_token_offset"),
+            self.speech_token(n - 1): (self.speech_token_offset + n - 1, f"speech_token_offset + {n - 1}"),
+        }
+        for token, (want, field_name) in expected.items():
+            got = token_id(token)
+            if got != want:
+                where = "is not in the tokenizer" if got is None else f"is id {got} in the tokenizer"
+                raise VocabError(
+                    f"{source}: {token} {where}, but {field_name} = {want}; this sts_vocab.json does not "
+                    "belong to the tokenizer beside it"
+                )
+        if token_id(self.speech_token(n)) is not None:
+            raise VocabError(
+                f"{source}: the tokenizer has {self.speech_token(n)}, beyond num_speech_tokens = {n}"
+            )
+        if len(tokenizer) < self.speech_token_stop:
+            raise VocabError(
+                f"{source}: the tokenizer has {len(tokenizer)} tokens, fewer than the speech block's end "
+                f"({self.speech_token_stop})"
+            )
+        if self.speech_start_token == SPEECH_START_TOKEN:  # extended here: markers, then the block, last
+            if len(tokenizer) != self.speech_token_stop:
+                raise VocabError(
+                    f"{source}: the tokenizer has {len(tokenizer)} tokens, but an extended model's tokens end "
+                    f"with its speech block at id {self.speech_token_stop - 1}"
+                )
+            base_end, where = (
+                min(self.speech_start_id, self.speech_end_id, self.speech_token_offset),
+                "marker",
+            )
+        else:  # adopted (Llasa): its first marker
+            found = [i for i in map(token_id, layout_markers) if i is not None]
+            base_end, where = (min(found), "layout marker") if layout_markers else (None, "")
+            if len(found) != len(layout_markers):
+                missing = [m for m in layout_markers if token_id(m) is None]
+                raise VocabError(f"{source}: the tokenizer lacks the layout's marker(s) {missing}")
+        if base_end is not None and base_end != self.text_vocab_size:
+            raise VocabError(
+                f"{source}: text_vocab_size = {self.text_vocab_size}, but the tokenizer's own text tokens end "
+                f"at id {base_end} (its first {where})"
+            )
+        rows = getattr(model_config, "vocab_size", None) if model_config is not None else None
+        if rows is None and model_config is not None and hasattr(model_config, "get_text_config"):
+            rows = getattr(model_config.get_text_config(), "vocab_size", None)
+        if rows is not None and rows < self.vocab_size:
+            raise VocabError(
+                f"{source}: vocab_size = {self.vocab_size}, but the model's config.json has only {rows} "
+                "embedding rows (vocab_size)"
+            )
 
 
 def round_up(n: int, multiple: int) -> int:

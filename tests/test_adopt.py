@@ -240,3 +240,24 @@ def test_text_outputs_exclude_llama_specials_and_the_markers(formatter):
     speech = allowed_token_ids(vocab, tokenizer, "speech")
     assert len(speech) == N + 1 and speech[-1] == vocab.speech_token_stop - 1
     assert vocab.speech_end_id in speech and vocab.speech_start_id not in speech
+
+
+def test_the_adopted_contract_is_checked_against_its_first_marker(adopted_dir, tmp_path):
+    """`load_speech_contract` holds an adopted Llasa's sts_vocab.json against its tokenizer: the text
+    ids end at the first of Llasa's 8 markers, not at the speech start marker."""
+    import dataclasses
+    import shutil
+
+    from sts.model_files import load_speech_contract
+    from sts.vocab import VocabError
+
+    vocab, tokenizer = load_speech_contract(adopted_dir)
+    assert vocab == SpeechVocab.load(adopted_dir) and len(tokenizer) == vocab.speech_token_stop
+    copy = tmp_path / "copy"
+    shutil.copytree(adopted_dir, copy)
+    dataclasses.replace(vocab, text_vocab_size=vocab.text_vocab_size + 1).save(copy)
+    with pytest.raises(
+        VocabError,
+        match=r"sts_vocab.json: text_vocab_size = \d+, but .* end at id \d+ \(its first layout marker\)",
+    ):
+        load_speech_contract(copy)

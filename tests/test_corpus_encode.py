@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -34,7 +35,7 @@ def _corpus(tmp_path):
     return out
 
 
-def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
+def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir, capsys):
     import datasets
 
     from sts.codec import load_codec
@@ -69,8 +70,10 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
         True,
     ]
     # Other batching on encoded shards is refused (the card would misdescribe the finished shards).
+    assert main([str(out), "--codec", str(tiny_codec_dir), "--max-pad-ratio", "0.1"]) == 2  # one line
+    assert "already encoded with max_pad_ratio 0.0, not 0.1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="already encoded with max_pad_ratio 0.0, not 0.1"):
-        main([str(out), "--codec", str(tiny_codec_dir), "--max-pad-ratio", "0.1"])
+        list(encode_corpus(EncodeConfig(out, codec=str(tiny_codec_dir), max_pad_ratio=0.1)))
     # Another codec on encoded shards is refused unless asked to replace the codes.
     with pytest.raises(ValueError, match="already encoded with .* pass --reencode"):
         list(encode_corpus(EncodeConfig(out, codec="/no/such/codec")))
@@ -87,3 +90,39 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir):
                        "--tgt-path", str(tmp_path / "en.txt"), "--mt", "reference", "--tts", "python:x:Y",
                        "--checks", "none", "--rows-per-shard", "2", "--allow-changed", "tts"]) == 0  # fmt: skip
     assert "encode" in json.loads((out / "corpus.json").read_text())
+
+
+def test_a_bad_clip_is_skipped_recorded_and_passed_on_rerun(tmp_path, tiny_codec_dir, capsys):
+    """An undecodable clip mid-shard: its side's codes stay null, the other clips are encoded, corpus.json
+    lists it, and the rerun goes past it (the shard is done). --fail-fast stops on it instead."""
+    out = _corpus(tmp_path)
+    first = sorted(shard_paths(out))[0]
+    table = pq.read_table(first)
+    rows = table.to_pylist()
+    rows[1]["tgt_audio"] = {"bytes": b"RIFF not audio", "path": "broken.wav"}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), first)
+    failing = [str(out), "--codec", str(tiny_codec_dir), "--fail-fast"]
+    assert main(failing) == 2
+    assert (
+        f"{first.name}: row ja-00000001, tgt_audio: broken.wav: cannot decode audio"
+        in capsys.readouterr().err
+    )
+
+    assert main([str(out), "--codec", str(tiny_codec_dir)]) == 0
+    assert "1 bad clip(s) left with null codes" in capsys.readouterr().err
+    encoded = [r for p in sorted(shard_paths(out)) for r in pq.read_table(p).to_pylist()]
+    assert [r["tgt_codes"] is None for r in encoded] == [False, True, False]
+    assert all(r["src_codes"] for r in encoded) and encoded[2]["tgt_codes"]
+    record = json.loads((out / "corpus.json").read_text())["encode"]
+    assert record["skipped_clips"] == 1 and record["codec"] == str(tiny_codec_dir)
+    [bad] = record["bad_clips"]
+    assert (bad["shard"], bad["id"], bad["side"]) == (first.name, "ja-00000001", "tgt")
+    assert "cannot decode audio" in bad["reason"]
+
+    # the rerun does not stop at the same clip: every shard is done, the record stays
+    assert [done for _, _, done in encode_corpus(EncodeConfig(out, codec=str(tiny_codec_dir)))] == [
+        True,
+        True,
+    ]
+    assert main([str(out), "--codec", str(tiny_codec_dir)]) == 0
+    assert json.loads((out / "corpus.json").read_text())["encode"]["bad_clips"] == [bad]

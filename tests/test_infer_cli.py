@@ -103,33 +103,47 @@ def test_batch_folder_resumes(model_dir, clips, tmp_path, capsys):
     (out / "b.wav").unlink()
     assert main([*args, "--max-new-tokens", "16"]) == 0
     assert "skipping 1 input(s)" in capsys.readouterr().out
-    assert [json.loads(line)["id"] for line in (out / "results.jsonl").read_text().splitlines()][2:] == ["b"]
+    # b is redone; its stale row is replaced, not duplicated (one row per input, pointing at its file)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"] and (out / "b.wav").is_file()
 
 
-def test_batch_keeps_outputs_before_a_bad_input_and_loads_lazily(
-    model_dir, clips, tmp_path, capsys, monkeypatch
-):
+def test_batch_skips_a_bad_input_records_it_and_loads_lazily(model_dir, clips, tmp_path, capsys, monkeypatch):
+    """A bad clip before the last one: the rest is processed, the bad one gets an error row and exit
+    status 1; the rerun after fixing it does only that clip. (Was: the batch stopped at the bad clip.)"""
     import infer.cli as cli
 
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("a", "b"):
-        shutil.copy(clips / "folder" / f"{name}.wav", folder / f"{name}.wav")
+    for name in ("a", "b", "d"):
+        shutil.copy(clips / "folder" / f"{'a' if name == 'd' else name}.wav", folder / f"{name}.wav")
     (folder / "c.wav").write_bytes(b"RIFF not really audio")
     loaded = []
     real_load = cli.load_audio
     monkeypatch.setattr(cli, "load_audio", lambda path: loaded.append(path.name) or real_load(path))
     out = tmp_path / "out"
     args = [str(folder), "--from", "ja", "-o", str(out), "--model", str(model_dir), "--max-new-tokens", "8"]
-    assert main([*args, "--batch-size", "1"]) == 2
-    assert "c.wav" in capsys.readouterr().err  # the error names the file
-    assert loaded == ["a.wav", "b.wav", "c.wav"]  # one batch at a time, in order
-    assert (out / "a.wav").is_file() and (out / "b.wav").is_file() and not (out / "c.wav").exists()
-    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    assert main([*args, "--batch-size", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped c: " in err and "c.wav" in err and "1 of 4 input(s) failed" in err
+    assert loaded == ["a.wav", "b.wav", "c.wav", "d.wav"]  # one batch at a time, in order
+    assert all((out / f"{n}.wav").is_file() for n in "abd") and not (out / "c.wav").exists()
+    rows = {r["id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert sorted(rows) == ["a", "b", "c", "d"] and rows["c"]["output"] is None
+    assert "c.wav: cannot decode audio" in rows["c"]["error"] and rows["c"]["input"] == str(folder / "c.wav")
     shutil.copy(clips / "ja.wav", folder / "c.wav")  # fixed: the rerun does only c
     loaded.clear()
     assert main(args) == 0
     assert loaded == ["c.wav"] and (out / "c.wav").is_file()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["a", "b", "c", "d"] and not any(r.get("error") for r in rows)
+    # --fail-fast stops at the bad clip: one line, exit 2, nothing after it
+    (folder / "c.wav").write_bytes(b"")
+    out2 = tmp_path / "out2"
+    fast = [str(folder), "--from", "ja", "-o", str(out2), "--model", str(model_dir), "--max-new-tokens", "8"]
+    assert main([*fast, "--batch-size", "1", "--fail-fast"]) == 2
+    assert "sts-infer: error: " in capsys.readouterr().err
+    assert (out2 / "a.wav").is_file() and not (out2 / "d.wav").exists()
 
 
 def test_batch_manifest_errors_name_the_line(model_dir, clips, tmp_path, capsys):
@@ -137,10 +151,10 @@ def test_batch_manifest_errors_name_the_line(model_dir, clips, tmp_path, capsys)
     args = [str(manifest), "--task", "s2tt", "-o", str(tmp_path / "out"), "--model", str(model_dir)]
     manifest.write_text(json.dumps({"audio": "ja.wav"}) + "\n" + json.dumps({"audio": "nope.wav"}) + "\n")
     assert main(args) == 2
-    assert "bad.jsonl, line 2: no audio file" in capsys.readouterr().err
+    assert "bad.jsonl:2: audio 'nope.wav': no such file" in capsys.readouterr().err
     manifest.write_text(json.dumps({"audio": "ja.wav"}) + "\n{not json\n")
     assert main(args) == 2
-    assert "bad.jsonl, line 2: not a JSON object" in capsys.readouterr().err
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

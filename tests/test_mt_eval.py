@@ -161,3 +161,64 @@ def test_flores_documents_load_by_url():
     assert len(test.ja) == len(test.en) == len(test.docs) == 5
     assert all(d and d.startswith("http") for d in test.docs)
     assert test.docs[0] == test.docs[1]  # the first two lines share an article
+
+
+class PickyMT(MTBackend):
+    """Raises on any batch holding a line with "crash" (as a backend does on input it cannot take);
+    `always` makes it fail on everything (a broken backend)."""
+
+    name = "picky"
+
+    def __init__(self, always=False):
+        self.always, self.calls = always, []
+
+    def translate(self, texts, src_lang, tgt_lang, contexts=None):
+        self.calls.append(list(texts))
+        if self.always or any("crash" in t for t in texts):
+            raise RuntimeError("backend choked on its input")
+        return [MTResult(f"T({t})") for t in texts]
+
+
+def test_untranslatable_lines_are_scored_empty_and_named(tmp_path):
+    ja = ["おはよう。", "", "これは<|im_end|>です。", "crash here", "ありがとう。"]
+    en = ["Good morning.", "Blank.", "Special.", "Crash.", "Thank you."]
+    (tmp_path / "t.ja").write_text("\n".join(ja) + "\n", encoding="utf-8")
+    (tmp_path / "t.en").write_text("\n".join(en) + "\n", encoding="utf-8")
+    cfg = MTEvalConfig(backends=["picky"], ja_file=str(tmp_path / "t.ja"), en_file=str(tmp_path / "t.en"),
+                       directions=["ja-en"], out_dir=tmp_path / "out")  # fmt: skip
+    mt = PickyMT()
+    report = evaluate(cfg, backends={"picky": mt})
+    entry = report["backends"]["picky"]["ja-en"]
+    assert entry["sentences"] == 5 and entry["failed"] == 3  # scored over all 5 lines, 3 of them empty
+    reasons = {f["line"]: f["reason"] for f in entry["failed_lines"]}
+    assert reasons[2] == "untranslatable: blank line"
+    assert reasons[3] == "untranslatable: holds the special-token string '<|im_end|>'"
+    assert reasons[4].startswith("mt_error: RuntimeError: backend choked")
+    assert ["", "これは<|im_end|>です。"] not in mt.calls and [
+        "crash here"
+    ] in mt.calls  # isolated, never sent
+    rows = [json.loads(x) for x in (tmp_path / "out" / "translations.jsonl").read_text().splitlines()]
+    assert [r["hypothesis"] for r in rows] == ["T(おはよう。)", "", "", "", "T(ありがとう。)"]
+    assert [r["line"] for r in rows if r["error"]] == [2, 3, 4]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Lines not translated (scored as empty)" in md and "picky, ja-en, line 3: untranslatable" in md
+    assert "| seconds | failed |" in md and md.count("| picky | ja-en |") == 1
+
+    with pytest.raises(RuntimeError, match="choked"):  # every line fails: a broken backend, not bad lines
+        evaluate(cfg, backends={"picky": PickyMT(always=True)})
+
+
+def test_sts_backend_skips_special_token_lines(extended_lm_dir, tmp_path):
+    from sts.testing import save_tiny_xcodec2
+
+    (tmp_path / "t.ja").write_text("おはよう。\n<|s_3|><|s_4|>\n\n", encoding="utf-8")
+    (tmp_path / "t.en").write_text("Good morning.\nCodes.\nBlank.\n", encoding="utf-8")
+    codec = save_tiny_xcodec2(tmp_path / "xcodec2")
+    spec = f"sts:{extended_lm_dir}"
+    cfg = MTEvalConfig(backends=[spec], ja_file=str(tmp_path / "t.ja"), en_file=str(tmp_path / "t.en"),
+                       sts_codec=str(codec), max_new_tokens=4, out_dir=tmp_path / "sts")  # fmt: skip
+    report = evaluate(cfg)  # the t2tt task refuses such text: the run used to stop at line 2
+    for direction in ("ja-en", "en-ja"):
+        entry = report["backends"][spec][direction]
+        assert entry["sentences"] == 3
+    assert [f["line"] for f in report["backends"][spec]["ja-en"]["failed_lines"]] == [2, 3]

@@ -122,3 +122,42 @@ def test_an_adopted_llasa_layout_is_accepted():
         SpeechVocab(**{**llasa.__dict__, "speech_end_id": 128264})  # inside the block
     with pytest.raises(VocabError, match="speech_start_id"):
         SpeechVocab(**{**llasa.__dict__, "speech_start_id": 128000})  # a text id (Llama's <|begin_of_text|>)
+
+
+def test_the_whole_contract_is_checked_against_the_tokenizer(
+    extended_lm_dir, extended_tokenizer, speech_vocab
+):
+    """Every field of sts_vocab.json against the tokenizer and config: a one-off offset (which used to
+    pass, only the start marker being compared) and each other mismatch name the file and the field."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(extended_lm_dir)
+    speech_vocab.check_tokenizer(extended_tokenizer, config)  # the real one passes
+    v, n = speech_vocab, speech_vocab.num_speech_tokens
+    bad = {
+        "offset one up": (dict(speech_token_offset=v.speech_token_offset + 1), r"<\|s_0\|> is id \d+ in the tokenizer, but speech_token_offset"),
+        "block too small": (dict(num_speech_tokens=n - 1), rf"the tokenizer has <\|s_{n - 1}\|>, beyond num_speech_tokens"),
+        "markers swapped": (dict(speech_start_id=v.speech_end_id, speech_end_id=v.speech_start_id), r"<\|speech_start\|> is id"),
+        "text vocab one off": (dict(text_vocab_size=v.text_vocab_size - 1), r"text_vocab_size = \d+, but the tokenizer's own text tokens end at id"),
+        "more rows than the model": (dict(vocab_size=v.vocab_size + 128), r"vocab_size = \d+, but the model's config.json has only"),
+    }  # fmt: skip
+    for _name, (change, message) in bad.items():
+        with pytest.raises(VocabError, match=rf"{VOCAB_FILE}: {message}"):
+            dataclasses.replace(v, **change).check_tokenizer(extended_tokenizer, config)
+    # a block one off in the other direction cannot even be written: the start marker would sit in it
+    with pytest.raises(VocabError, match="must be a new id outside the speech block"):
+        dataclasses.replace(v, speech_token_offset=v.speech_token_offset - 1)
+
+
+def test_load_names_the_file_in_contract_errors(extended_lm_dir, extended_tokenizer, tmp_path):
+    data = json.loads((extended_lm_dir / VOCAB_FILE).read_text())
+    data["speech_token_offset"] += 1
+    (tmp_path / VOCAB_FILE).write_text(json.dumps(data))
+    with pytest.raises(VocabError, match=rf"{tmp_path / VOCAB_FILE}: <\|s_0\|> is id"):
+        SpeechVocab.load(tmp_path).check_tokenizer(extended_tokenizer)
+    data["speech_token_offset"] = "386"
+    (tmp_path / VOCAB_FILE).write_text(json.dumps(data))
+    with pytest.raises(VocabError, match="speech_token_offset must be an integer, got '386'"):
+        SpeechVocab.load(tmp_path)

@@ -31,8 +31,10 @@ from typing import Literal
 import tyro
 
 from sts.config import save_config
+from sts.errors import InputError, writing
 from sts.io import apply_default_mode, temp_dir_beside
 from sts.llasa import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
+from sts.model_files import check_model_files, resolve_model
 from sts.vocab import (
     SPEECH_END_TOKEN,
     SPEECH_START_TOKEN,
@@ -54,7 +56,7 @@ CHECK_SENTENCES = (
 )
 
 
-class AlreadyExtendedError(ValueError):
+class AlreadyExtendedError(InputError, ValueError):
     """The base model already has speech tokens that cannot be adopted (our own, or a name clash)."""
 
 
@@ -86,17 +88,20 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
     """Extend (or adopt) `cfg.base_model` and write it to `cfg.out_dir`; returns the vocabulary contract.
 
     The folder is written under a temporary name and renamed at the end, so an interrupted run
-    leaves no half-written model under `out_dir`. Raises FileExistsError, AlreadyExtendedError, or
-    LlasaLayoutError for a layout that is almost Llasa's (what is wrong is named), before any
-    weights are loaded.
+    leaves no half-written model under `out_dir`. Raises FileExistsError, AlreadyExtendedError,
+    `sts.errors.ModelNotFoundError` / `CorruptFileError` (no such base folder, damaged weights or
+    config.json), or LlasaLayoutError for a layout that is almost Llasa's (what is wrong is named),
+    before any weights are loaded; `sts.errors.DiskFullError` naming `out_dir` when the disk fills.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out_dir = Path(cfg.out_dir)
     if out_dir.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    resolve_model(cfg.base_model)
     if (Path(cfg.base_model) / VOCAB_FILE).exists():
         raise AlreadyExtendedError(f"{cfg.base_model}: already extended or adopted (it has {VOCAB_FILE})")
+    check_model_files(cfg.base_model)
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
     if SPEECH_START_TOKEN in tokenizer.get_vocab():
@@ -120,12 +125,13 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = temp_dir_beside(out_dir)
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        vocab.save(staging)
-        save_config(
-            replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml"
-        )
+        with writing(out_dir):  # a full disk names the output folder
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            vocab.save(staging)
+            save_config(
+                replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml"
+            )
         apply_default_mode(staging, recursive=True)  # save_pretrained writes its weights 0600
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -40,9 +40,10 @@ import numpy as np
 import tyro
 import yaml
 
+from sts.errors import InputError
 from sts.io import write_text_atomic
 from sts.tasks import IGNORE_INDEX
-from sts.vocab import VOCAB_FILE, SpeechVocab
+from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError
 from train.config import TrainConfig
 from train.token_cache import DocStore
 
@@ -56,7 +57,7 @@ DEFAULT_ATTENTION = "sdpa"
 """PyTorch's own attention: keeps packed samples apart in axolotl and runs on CPU and GPU alike."""
 
 
-class AxolotlError(ValueError):
+class AxolotlError(InputError, ValueError):
     """An axolotl output that cannot become an sts checkpoint; the message names the folder."""
 
 
@@ -221,26 +222,27 @@ def adopt_axolotl(cfg: AdoptConfig) -> Path:
     """
     from transformers import AutoTokenizer
 
+    from sts.llasa import MARKERS
+
     out, export = Path(cfg.output_dir), Path(cfg.export_dir)
+    if not export.is_dir():
+        raise AxolotlError(f"{export}: no such folder (the folder --export-axolotl wrote)")
     vocab = SpeechVocab.load(export / VOCAB_FILE)
     if not (out / "config.json").is_file() and not (out / "adapter_config.json").is_file():
-        raise AxolotlError(f"{out}: no config.json or adapter_config.json; is it axolotl's output_dir?")
+        what = "no such folder" if not out.is_dir() else "no model here"
+        raise AxolotlError(
+            f"{out}: {what} (no config.json or adapter_config.json); is it axolotl's output_dir?"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(out)
     except (OSError, ValueError) as err:
         raise AxolotlError(f"{out}: cannot load its tokenizer ({err})") from err
-    expected = {
-        vocab.speech_start_token: vocab.speech_start_id,
-        vocab.speech_end_token: vocab.speech_end_id,
-        vocab.speech_token(0): vocab.speech_token_offset,
-        vocab.speech_token(vocab.num_speech_tokens - 1): vocab.speech_token_stop - 1,
-    }
-    wrong = {t: (tokenizer.convert_tokens_to_ids(t), i) for t, i in expected.items()}
-    wrong = {t: got for t, (got, want) in wrong.items() if got != want}
-    if wrong:
-        raise AxolotlError(
-            f"{out}: its tokenizer disagrees with {export / VOCAB_FILE} (token -> id: {wrong}, expected {expected})"
-        )
+    try:  # the whole contract (`SpeechVocab.check_tokenizer`), as training and inference check it
+        markers = MARKERS if vocab.speech_start_token in MARKERS else ()
+        vocab.check_tokenizer(tokenizer, vocab_file=export / VOCAB_FILE, layout_markers=markers)
+    except VocabError as err:
+        problem = str(err).removeprefix(f"{export / VOCAB_FILE}: ")
+        raise AxolotlError(f"{out}: its tokenizer disagrees with {export / VOCAB_FILE}: {problem}") from err
     if (out / "config.json").is_file():
         config = json.loads((out / "config.json").read_text())
         rows = (config.get("text_config") or config).get("vocab_size")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,9 @@ import torch
 
 from sts.config import save_config
 from sts.decoding_info import write_decoding_info
+from sts.errors import InputError, writing
 from sts.io import apply_default_mode
+from sts.model_files import safetensors_problem
 from sts.tasks import save_task_formats
 from sts.vocab import SpeechVocab
 from train.data import list_shards
@@ -38,7 +39,7 @@ WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
 SHARD_INDEX = "model.safetensors.index.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """No checkpoint to resume from is intact; the message names each one and its problem."""
 
 
@@ -55,29 +56,6 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = list_checkpoints(out_dir)
     return found[-1] if found else None
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """Why `path` is not a whole safetensors file (None when it is): the 8-byte little-endian header
-    length, a JSON header, and tensor data ending exactly at the end of the file (the format as
-    documented at https://github.com/huggingface/safetensors)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return f"{path.name}: {size} bytes, shorter than a safetensors header"
-            (header_len,) = struct.unpack("<Q", head)
-            if 8 + header_len > size:
-                return f"{path.name}: {size} bytes, but its header alone claims {8 + header_len}"
-            header = json.loads(f.read(header_len))
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        return f"{path.name}: unreadable safetensors header ({err})"
-    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
-    expected = 8 + header_len + max(ends, default=0)
-    if expected != size:
-        return f"{path.name}: {size} bytes, but its header describes {expected} (truncated or padded)"
-    return None
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
@@ -147,25 +125,27 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
     if rt.reduce(torch.tensor(float(not finite), device=rt.device), "sum").item() > 0:  # every rank raises
         raise FloatingPointError(f"refusing to save {final.name}: the weights hold NaN/inf")
     unwrapped = rt.unwrap_model(model)
+    with writing(tmp):  # a full disk names the checkpoint (torch.save's own error names no file)
+        if rt.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            lm_state = {k.removeprefix("lm."): v for k, v in full_state.items()}
+            if hasattr(unwrapped.lm, "peft_config"):  # LoRA: the adapter (transformers loads it with peft)
+                unwrapped.lm.save_pretrained(tmp)
+            else:
+                unwrapped.lm.save_pretrained(tmp, state_dict=lm_state)
+            tokenizer.save_pretrained(tmp)
+            vocab.save(tmp)
+            write_decoding_info(tmp, list_shards(cfg.shards))
+            if cfg.stage == "sft":
+                save_task_formats(tmp, cfg.s2st_format)
+            save_config(cfg, tmp / "train_config.yaml")
+        rt.wait_for_everyone()
+        rt.save_state(tmp / "train_state", optimizer)
+        rt.wait_for_everyone()
+        if rt.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: the completion marker
     if rt.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        lm_state = {k.removeprefix("lm."): v for k, v in full_state.items()}
-        if hasattr(unwrapped.lm, "peft_config"):
-            unwrapped.lm.save_pretrained(tmp)  # LoRA: the adapter (transformers loads it with peft installed)
-        else:
-            unwrapped.lm.save_pretrained(tmp, state_dict=lm_state)
-        tokenizer.save_pretrained(tmp)
-        vocab.save(tmp)
-        write_decoding_info(tmp, list_shards(cfg.shards))
-        if cfg.stage == "sft":
-            save_task_formats(tmp, cfg.s2st_format)
-        save_config(cfg, tmp / "train_config.yaml")
-    rt.wait_for_everyone()
-    rt.save_state(tmp / "train_state", optimizer)
-    rt.wait_for_everyone()
-    if rt.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: the completion marker
         apply_default_mode(tmp, recursive=True)  # save_pretrained writes its weights 0600
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)

@@ -12,7 +12,10 @@ Rerunning the same command resumes from the newest intact checkpoint in --out-di
 A corpus whose recorded codec, frame rate or codebook differs from the model's sts_vocab.json, an
 unencoded corpus, or an out-of-range code stops the command with one line naming the files (and the
 shard, row id and value); `--allow-codec-name-mismatch`, `--allow-unrecorded-codec` and
-`--skip-invalid-codes` are the explicit ways past them.
+`--skip-invalid-codes` are the explicit ways past them. So does every other expected failure (a model
+folder that does not exist or is damaged, an sts_vocab.json that does not match its tokenizer, a bad
+config, a full disk while saving a checkpoint): one line, exit 2 (`sts.errors.cli_main`; `--debug`
+shows the traceback). A diverged run stops with exit 1.
 """
 
 from __future__ import annotations
@@ -22,10 +25,8 @@ import sys
 from collections.abc import Sequence
 
 from sts.config import parse_cli
-from sts.vocab import VocabError
+from sts.errors import cli_main
 from train.config import TrainConfig
-from train.contract import CorpusContractError
-from train.rows import RowError
 
 USAGE = (
     "usage: sts-train {cpt,sft} [--config FILE.yaml] [--OPTION VALUE ...]   (sts-train sft --help)\n"
@@ -37,6 +38,11 @@ COMMANDS = ("cpt", "sft", "merge-lora", "adopt-axolotl")
 
 def main(args: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if args is None else args)
+    command = args[0] if args and args[0] in COMMANDS else ""
+    return cli_main(f"sts-train {command}".strip(), _main, args)
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
         return 0 if args and args[0] in ("-h", "--help") else 2
@@ -46,27 +52,20 @@ def main(args: Sequence[str] | None = None) -> int:
     cfg = parse_cli(TrainConfig, rest, prog=f"sts-train {stage}")
     cfg.stage = stage
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _run(cfg, stage)
-    except (CorpusContractError, VocabError, RowError, FileNotFoundError) as err:
-        print(f"sts-train {stage}: error: {err}", file=sys.stderr)  # one line; the data is at fault
-        return 2
+    return _run(cfg, stage)
 
 
 def _run(cfg: TrainConfig, stage: str) -> int:
     if cfg.export_axolotl is not None:
-        from transformers import AutoTokenizer
-
-        from sts.vocab import SpeechVocab
+        from sts.model_files import load_speech_contract
         from train.axolotl import export_axolotl
         from train.data import build_doc_stores
 
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-        stores = build_doc_stores(cfg, tokenizer, SpeechVocab.load(cfg.model))
+        vocab, tokenizer = load_speech_contract(cfg.model)
+        stores = build_doc_stores(cfg, tokenizer, vocab)
         path = export_axolotl(cfg, *stores, cfg.export_axolotl)
         print(f"wrote {path}")
         return 0
-    from train.checkpoint import CheckpointError
     from train.trainer import TrainingDiverged, train
 
     try:
@@ -74,27 +73,19 @@ def _run(cfg: TrainConfig, stage: str) -> int:
     except TrainingDiverged as err:
         print(f"sts-train {stage}: stopped: {err}", file=sys.stderr)
         return 1
-    except CheckpointError as err:
-        print(f"sts-train {stage}: error: {err}", file=sys.stderr)
-        return 2
     print(f"done: {last}")
     return 0
 
 
 def _convert(command: str, rest: list[str]) -> int:
-    """merge-lora / adopt-axolotl: expected failures become one line and exit code 2."""
-    from sts.vocab import VocabError
-    from train.axolotl import AdoptConfig, AxolotlError, adopt_axolotl
-    from train.merge import MergeConfig, MergeError, merge_lora
+    """merge-lora / adopt-axolotl (their expected failures are `InputError`s: one line, exit 2)."""
+    from train.axolotl import AdoptConfig, adopt_axolotl
+    from train.merge import MergeConfig, merge_lora
 
-    try:
-        if command == "merge-lora":
-            out = merge_lora(parse_cli(MergeConfig, rest, prog="sts-train merge-lora"))
-        else:
-            out = adopt_axolotl(parse_cli(AdoptConfig, rest, prog="sts-train adopt-axolotl"))
-    except (MergeError, AxolotlError, VocabError, FileExistsError) as err:
-        print(f"sts-train {command}: error: {err}", file=sys.stderr)
-        return 2
+    if command == "merge-lora":
+        out = merge_lora(parse_cli(MergeConfig, rest, prog="sts-train merge-lora"))
+    else:
+        out = adopt_axolotl(parse_cli(AdoptConfig, rest, prog="sts-train adopt-axolotl"))
     print(f"wrote {out}")
     return 0
 

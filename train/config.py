@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from sts.config import ConfigError
 from sts.tasks import TASK_NAMES, S2STFormat
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -192,23 +193,25 @@ class TrainConfig:
     def __post_init__(self) -> None:
         unknown = set(self.task_weights) - set(TASK_NAMES)
         if unknown:
-            raise ValueError(f"unknown task(s) in task_weights: {sorted(unknown)}; tasks are {TASK_NAMES}")
+            raise ConfigError(f"unknown task(s) in task_weights: {sorted(unknown)}; tasks are {TASK_NAMES}")
         if self.seq_len < 8 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("seq_len must be >= 8 and batch_size, grad_accum >= 1")
+            raise ConfigError("seq_len must be >= 8 and batch_size, grad_accum >= 1")
         if self.max_steps < 1 or self.log_every < 1 or self.save_every < 1 or self.max_bad_steps < 1:
-            raise ValueError("max_steps, log_every, save_every and max_bad_steps must be >= 1")
+            raise ConfigError("max_steps, log_every, save_every and max_bad_steps must be >= 1")
         if not 0.0 <= self.speech_weight <= 1.0:
-            raise ValueError(f"speech_weight must be in [0, 1], got {self.speech_weight}")
+            raise ConfigError(f"speech_weight must be in [0, 1], got {self.speech_weight}")
         unknown = set(self.gen_eval_tasks or []) - set(TASK_NAMES)
         if unknown:
-            raise ValueError(f"unknown task(s) in gen_eval_tasks: {sorted(unknown)}; tasks are {TASK_NAMES}")
+            raise ConfigError(f"unknown task(s) in gen_eval_tasks: {sorted(unknown)}; tasks are {TASK_NAMES}")
         if min(self.gen_eval_samples, self.gen_eval_max_new_tokens, self.gen_eval_batch_size) < 1:
-            raise ValueError("gen_eval_samples, gen_eval_max_new_tokens and gen_eval_batch_size must be >= 1")
+            raise ConfigError(
+                "gen_eval_samples, gen_eval_max_new_tokens and gen_eval_batch_size must be >= 1"
+            )
         if self.early_stop_loop_rate is not None:
             if not self.gen_eval:
-                raise ValueError("early_stop_loop_rate needs gen_eval (the loop rate comes from it)")
+                raise ConfigError("early_stop_loop_rate needs gen_eval (the loop rate comes from it)")
             if not 0.0 <= self.early_stop_loop_rate < 1.0 or self.early_stop_patience < 1:
-                raise ValueError("early_stop_loop_rate must be in [0, 1) and early_stop_patience >= 1")
+                raise ConfigError("early_stop_loop_rate must be in [0, 1) and early_stop_patience >= 1")
         self.out_dir = Path(self.out_dir)
         self.betas = tuple(self.betas)
 

@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 
 from sts.corpus import CARD_NAME, corpus_dir_of, read_card
+from sts.errors import InputError
 from sts.vocab import CodecMismatchError, SpeechVocab
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ NEEDED_COLUMNS = ("id", "src_lang", "tgt_lang", "src_text", "tgt_text", "src_cod
 """Columns training reads from a shard."""
 
 
-class CorpusContractError(ValueError):
+class CorpusContractError(InputError, ValueError):
     """Shards that are not an encoded corpus (no code columns, no codec record)."""
 
 
@@ -47,10 +48,14 @@ def check_corpus(
     record; `CodecMismatchError` when a record's codebook size or frame rate differs from `vocab`,
     or its codec name does unless `allow_name_mismatch`.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for shard in shards:
-        names = set(pq.read_schema(shard).names)
+        try:
+            names = set(pq.read_schema(shard).names)
+        except (pa.ArrowInvalid, OSError) as err:  # pyarrow's message names no file
+            raise CorpusContractError(f"{shard}: not a readable Parquet shard ({err})") from err
         if "src_codes" not in names or "tgt_codes" not in names:
             raise CorpusContractError(
                 f"{shard}: no src_codes/tgt_codes columns: the corpus is not encoded; "

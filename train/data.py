@@ -53,7 +53,8 @@ def list_shards(paths: list[str]) -> list[Path]:
         files += found
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"corpus shard(s) not found: {missing}")
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(2, f"no such corpus folder or shard{more}", missing[0])
     return files
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sts.config import ConfigError
 from sts.tasks import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def resolve_loss_impl(impl: str) -> str:
     if impl == "auto":
         return "liger" if liger_available() else "chunked"
     if impl == "liger" and not liger_available():
-        raise RuntimeError("loss_impl=liger needs liger-kernel and a CUDA device (pip install liger-kernel)")
+        raise ConfigError("loss_impl=liger needs liger-kernel and a CUDA device (pip install liger-kernel)")
     return impl
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import tyro
 import yaml
 
+from sts.errors import InputError
 from sts.io import apply_default_mode, temp_dir_beside, write_json_atomic
 from sts.vocab import SpeechVocab
 from train.checkpoint import STATE_FILE, safetensors_problem
@@ -33,7 +34,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 MERGE_NOTE = "merged_from.json"
 
 
-class MergeError(ValueError):
+class MergeError(InputError, ValueError):
     """A checkpoint that cannot be merged; the message names the folder and the problem."""
 
 
@@ -75,6 +76,8 @@ def merge_lora(cfg: MergeConfig) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     checkpoint, out_dir = Path(cfg.checkpoint), Path(cfg.out_dir)
+    if not checkpoint.is_dir():
+        raise MergeError(f"{checkpoint}: no such checkpoint folder")
     if not (checkpoint / ADAPTER_CONFIG).is_file():
         raise MergeError(f"{checkpoint}: not a LoRA checkpoint (no {ADAPTER_CONFIG}); it loads as it is")
     adapter = checkpoint / "adapter_model.safetensors"

@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sts.config import ConfigError
+from sts.errors import InputError
 from sts.tasks import IGNORE_INDEX
 from train.token_cache import DocStore
 
@@ -51,7 +53,7 @@ class PackedStream:
         groups: list[str] | None = None,
     ):
         if store.num_docs == 0:
-            raise ValueError("no documents to train on (empty token cache: check the shards and weights)")
+            raise InputError("no documents to train on (empty token cache: check the shards and weights)")
         self.store, self.seq_len, self.seed, self.pack, self.pad_id = store, seq_len, seed, pack, pad_id
         self.split_docs = store.labels is None
         names = store.group_names
@@ -62,7 +64,7 @@ class PackedStream:
         counts = np.bincount(store.groups, minlength=len(names)).astype(np.float64)
         per_doc = np.where(counts > 0, group_w / np.maximum(counts, 1), 0.0)[store.groups]
         if per_doc.sum() <= 0:
-            raise ValueError(f"all document groups have weight 0: groups {names}, weights {weights}")
+            raise ConfigError(f"all document groups have weight 0: groups {names}, weights {weights}")
         self.doc_probs = per_doc / per_doc.sum()
         self._plan_cache: tuple[int, _EpochPlan] | None = None  # one epoch in memory
         self._epoch_starts = [0]  # first stream index of each planned epoch

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sts import LANGUAGES
+from sts.errors import InputError
 from sts.tasks import (
     IGNORE_INDEX,
     TASK_NAMES,
@@ -47,7 +48,7 @@ SKIP_REASONS = (
 """Counted reasons for leaving a row or sample out (see the module docstring)."""
 
 
-class RowError(ValueError):
+class RowError(InputError, ValueError):
     """A corpus row that cannot be tokenized, named by shard and row id."""
 
 

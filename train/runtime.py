@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sts.config import ConfigError
+
 LOCAL_STATE_FILE = "train_state.pt"
 
 
@@ -201,8 +203,8 @@ def make_runtime(distributed: str, precision: str, grad_accum: int = 1, batch_si
     if distributed == "accelerate" or (distributed == "auto" and world > 1):
         rt = AccelerateRuntime(precision, cpu=not torch.cuda.is_available(), batch_size=batch_size)
         if rt.is_deepspeed and grad_accum > 1:
-            raise ValueError("under DeepSpeed use grad_accum 1 and its own gradient_accumulation_steps")
+            raise ConfigError("under DeepSpeed use grad_accum 1 and its own gradient_accumulation_steps")
         return rt
     if world > 1:
-        raise RuntimeError("launched with several processes but distributed=none")
+        raise ConfigError("launched with several processes but distributed=none")
     return LocalRuntime(precision)

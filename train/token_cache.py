@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sts.errors import CorruptFileError
 from sts.io import atomic_open
 
 CACHE_FORMAT = "sts-token-cache/1"
@@ -93,10 +94,10 @@ class DocStore:
         path = Path(path)
         header, arrays = _read_safetensors_mmap(path)
         if "sts" not in header:
-            raise ValueError(f"{path}: not an sts token cache (no 'sts' header)")
+            raise CorruptFileError(f"{path}: not an sts token cache (no 'sts' header)")
         header = json.loads(header["sts"])
         if header.get("format") != CACHE_FORMAT:
-            raise ValueError(f"{path}: unknown token cache format {header.get('format')!r}")
+            raise CorruptFileError(f"{path}: unknown token cache format {header.get('format')!r}")
         return cls(
             tokens=arrays["tokens"],
             offsets=arrays["offsets"],

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from sts.config import config_to_dict, save_config
+from sts.config import ConfigError, config_to_dict, save_config
 from sts.tasks import IGNORE_INDEX
-from sts.vocab import SpeechVocab
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
@@ -108,7 +107,7 @@ def mixture_weights(cfg: TrainConfig, group_names: list[str]) -> dict[str, float
         weights.update({g: (1 - cfg.speech_weight) / len(text) for g in text})
     total = sum(weights.values())
     if total <= 0:
-        raise ValueError(f"every data group has weight 0: groups {group_names}")
+        raise ConfigError(f"every data group has weight 0: groups {group_names}")
     return {g: w / total for g, w in weights.items()}
 
 
@@ -119,18 +118,17 @@ def compute_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
 
 def train(cfg: TrainConfig) -> Path | None:
     """Run (or resume) the training `cfg` describes; returns the last checkpoint written."""
-    from transformers import AutoTokenizer
-
+    from sts.model_files import load_speech_contract
     from train.data import build_doc_stores, data_counts
     from train.gen_eval import GenEvaluator, gen_eval_step
 
     rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    # The model folder and the whole sts_vocab.json against its tokenizer and config, before any data
+    # is tokenized (a one-off offset would otherwise train every code as its neighbour).
+    vocab, tokenizer = load_speech_contract(cfg.model)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    vocab = SpeechVocab.load(cfg.model)
     with rt.main_process_first():
         train_store, eval_store = build_doc_stores(cfg, tokenizer, vocab)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

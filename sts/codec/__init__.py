@@ -38,12 +38,37 @@ def load_codec(name_or_path: str | Path, **kwargs) -> Codec:
     """The codec for a Hugging Face id or local checkpoint directory; `kwargs` go to its constructor.
 
     A directory written by `MelKMeansCodec.save` (the offline/demo codec, `sts-fit-codec`) loads as
-    that; anything else as XCodec2 (`XCodec2Codec`: device, dtype, batch_size, ...).
+    that; anything else as XCodec2 (`XCodec2Codec`: device, dtype, batch_size, ...). A local folder
+    that does not exist or holds damaged files is a `sts.errors.ModelNotFoundError` /
+    `CorruptFileError` naming it.
     """
     from sts.codec.melkmeans import MelKMeansCodec, is_mel_kmeans_dir
+    from sts.model_files import check_model_files, resolve_model
 
+    resolve_model(name_or_path, what="codec")  # ModelNotFoundError rather than the hub's repo-id message
+    check_model_files(name_or_path)  # CorruptFileError naming a damaged config.json or weights file
     if is_mel_kmeans_dir(name_or_path):  # numpy on the CPU: device/dtype/batch settings don't apply
         return MelKMeansCodec.load(name_or_path)
     from sts.codec.xcodec2 import XCodec2Codec
 
     return XCodec2Codec(name_or_path, **kwargs)
+
+
+def recorded_codebook_size(name_or_path: str | Path) -> int | None:
+    """A local codec folder's codebook size from its config alone (no weights loaded): the offline
+    codec's `codec.json` `codebook_size`, or XCodec2's `config.json` `quantization_levels` product;
+    None for a hub id or a config that does not say."""
+    import math
+
+    from sts.codec.melkmeans import CONFIG_NAME as MEL_CONFIG
+    from sts.io import read_json
+
+    folder = Path(name_or_path).expanduser()
+    if (folder / MEL_CONFIG).is_file():
+        size = read_json(folder / MEL_CONFIG, what="the codec config").get("codebook_size")
+        return int(size) if isinstance(size, int) else None
+    if (folder / "config.json").is_file():
+        levels = read_json(folder / "config.json", what="the codec config").get("quantization_levels")
+        if isinstance(levels, list) and levels and all(isinstance(x, int) for x in levels):
+            return math.prod(levels)
+    return None

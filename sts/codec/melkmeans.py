@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sts.codec.base import Codec
+from sts.errors import CorruptFileError
 
 CODEC_TYPE = "mel-kmeans"
 CONFIG_NAME = "codec.json"
@@ -210,9 +211,11 @@ class MelKMeansCodec(Codec):
         try:
             config = json.loads(config_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{config_path}: not a readable codec config ({err})") from err
+            raise CorruptFileError(f"{config_path}: not a readable codec config ({err})") from err
         if config.get("codec_type") != CODEC_TYPE:
-            raise ValueError(f"{config_path}: codec_type is {config.get('codec_type')!r}, not {CODEC_TYPE!r}")
+            raise CorruptFileError(
+                f"{config_path}: codec_type is {config.get('codec_type')!r}, not {CODEC_TYPE!r}"
+            )
         centroids = np.load(path / CENTROIDS_NAME)
         kwargs = {k: config[k] for k in ("n_fft", "n_mels", "griffin_lim_iters") if k in config}
         return cls(centroids, name=str(path), **{**kwargs, **overrides})

@@ -52,6 +52,7 @@ import torch
 
 from sts.codec.base import Codec
 from sts.codec.features import HOP, padded_length, xcodec2_inputs
+from sts.errors import UsageError
 
 DEFAULT_MODEL = "HKUSTAudio/xcodec2-hf"
 
@@ -89,7 +90,7 @@ class XCodec2Codec(Codec):
         from transformers import Xcodec2Model
 
         if batch_size < 1 or max_batch_seconds <= 0 or not 0 <= max_pad_ratio <= 1:
-            raise ValueError(
+            raise UsageError(
                 f"need batch_size >= 1, max_batch_seconds > 0 and 0 <= max_pad_ratio <= 1, got "
                 f"{batch_size}, {max_batch_seconds}, {max_pad_ratio}"
             )
@@ -99,7 +100,7 @@ class XCodec2Codec(Codec):
         self.model = Xcodec2Model.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
         config = self.model.config
         if config.hop_length != HOP or config.sampling_rate != self.sample_rate:
-            raise ValueError(
+            raise UsageError(
                 f"{model}: expected hop {HOP} at {self.sample_rate} Hz, "
                 f"got hop {config.hop_length} at {config.sampling_rate} Hz"
             )
