@@ -183,18 +183,19 @@ class Translator:
         unless `length_budget` is given.
         """
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from sts.codec import load_codec
         from sts.decoding_info import read_decoding_info
+        from sts.model_files import load_speech_contract
         from sts.tasks import load_task_formats
 
-        vocab = SpeechVocab.load(_local_dir(model))
+        # The whole vocabulary contract against the tokenizer and config.json, before the weights load.
+        vocab, tokenizer = load_speech_contract(_local_dir(model))
         kwargs.setdefault("s2st_format", load_task_formats(_local_dir(model))["s2st"])
         if kwargs.get("length_budget") is None:
             info = read_decoding_info(_local_dir(model)) or {}
             kwargs["length_budget"] = LengthBudget(duration_ratio=info.get("duration_ratio"))
-        tokenizer = AutoTokenizer.from_pretrained(model)
         if backend == "vllm":
             from sts.generation.vllm_backend import VllmBackend
 

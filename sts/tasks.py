@@ -226,8 +226,7 @@ class TaskFormatter:
             raise ValueError(f"s2st_format must be one of {S2ST_FORMATS}, got {s2st_format!r}")
         if tokenizer.chat_template is None:
             raise ValueError("the tokenizer has no chat template")
-        if tokenizer.convert_tokens_to_ids(vocab.speech_start_token) != vocab.speech_start_id:
-            raise ValueError("tokenizer and sts_vocab.json disagree on the speech marker ids")
+        vocab.check_tokenizer(tokenizer)  # markers and the speech block where sts_vocab.json says (VocabError)
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.end_of_turn_id = tokenizer.eos_token_id
