@@ -53,7 +53,7 @@ from sts.errors import (
 )
 from sts.io import append_text_durable, write_text_atomic
 from sts.manifest import Field, read_manifest
-from sts.tasks import task_spec
+from sts.tasks import TaskName, task_spec
 from sts.text import text_language
 
 
@@ -67,7 +67,7 @@ class InferConfig:
     """Target language (default: the other one for translation tasks, the source for asr/tts)."""
     src_lang: Annotated[Literal["ja", "en"] | None, tyro.conf.arg(name="from")] = None
     """Source language; detected when omitted."""
-    task: Literal["s2st", "asr", "s2tt", "tts", "t2tt"] = "s2st"
+    task: TaskName = "s2st"
     """s2st speech->speech, asr speech->text, s2tt speech->translated text, tts text->speech, t2tt text MT."""
     text: str | None = None
     """Source text for tts/t2tt."""

@@ -63,9 +63,7 @@ from sts.metrics import (
     sentence_chrf,
 )
 from sts.speaker import ENCODER as SPEAKER_ENCODER
-from sts.tasks import task_spec
-
-Task = Literal["s2st", "s2tt", "asr", "tts", "t2tt"]
+from sts.tasks import TaskName, task_spec
 
 
 @dataclass
@@ -340,7 +338,7 @@ class EvalConfig:
     """Checkpoint directory or Hugging Face id (with `sts_vocab.json`)."""
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
     """Folder for report.json, rows.jsonl, report.png and the generated audio."""
-    tasks: tuple[Task, ...] = ("s2st",)
+    tasks: tuple[TaskName, ...] = ("s2st",)
     """Tasks to score; each uses the manifest rows that have the fields it needs."""
     codec: str | None = None
     """Codec id/path; default: the one `sts_vocab.json` records."""
