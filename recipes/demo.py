@@ -175,6 +175,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
     from recipes.demo_report import write_report
     from sts.codec import load_codec
+    from sts.codec.melkmeans import is_mel_kmeans_dir
     from train.config import TrainConfig
     from train.trainer import train
 
@@ -196,15 +197,21 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     step("corpus")
 
     codebook = size["codebook"]
+    fitted = False
     if cfg.codec:
         codec_dir = Path(cfg.codec)
         log(f"2/7 codec: {codec_dir} (given)")
+    elif is_mel_kmeans_dir(out / "codec") and load_codec(out / "codec").codebook_size == codebook:
+        codec_dir = out / "codec"
+        log(f"2/7 codec: {codec_dir} (fitted by an earlier run of this command)")
     else:
         log(f"2/7 codec: fitting the offline codec ({codebook} codes) on the training audio")
-        codec_dir = fit_codec(out, corpora["train"], codebook, cfg.seed)
+        codec_dir, fitted = fit_codec(out, corpora["train"], codebook, cfg.seed), True
     codec = load_codec(codec_dir)
-    for corpus in corpora.values():  # a rerun with another codec replaces the codes
-        reencode = recorded_codec(corpus) not in (None, codec.name)
+    for corpus in corpora.values():
+        # A codec fitted now, or another one, replaces the codes: a refit k-means need not give the
+        # same codes, and stale codes would teach the model ids that inference never produces.
+        reencode = fitted or recorded_codec(corpus) not in (None, codec.name)
         list(encode_corpus(EncodeConfig(corpus, codec=str(codec_dir), reencode=reencode), codec=codec))
     step("codec")
 
