@@ -39,20 +39,26 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import tyro
 
-from sts.audio import load_audio, write_audio
-from sts.corpus import read_rows
 from sts.errors import UsageError
 
-# pairs for training, pairs held out, SFT steps, sequence length, LM width/depth, codebook size
+ALL_TASKS = {"s2st": 1.0, "asr": 0.5, "tts": 0.5, "s2tt": 0.25, "t2tt": 0.25}
+S2ST_ONLY = {"s2st": 1.0}
+
+# pairs for training and held out; SFT steps, sequence length, learning rate and task weights; LM
+# width/depth; codebook size; the s2st format. The default and small sizes are set to reproduce their
+# training pairs within their time (text-first s2st; benchmarks/s2st_ablation.py, RESULTS.md).
 SIZES: dict[str, dict] = {
-    "tiny": dict(train=12, test=4, steps=30, seq_len=512, hidden=64, layers=4, codebook=64),
-    "small": dict(train=48, test=8, steps=150, seq_len=1024, hidden=128, layers=4, codebook=128),
-    "default": dict(train=48, test=8, steps=240, seq_len=1024, hidden=192, layers=6, codebook=256),
-    "large": dict(train=288, test=32, steps=2000, seq_len=1024, hidden=256, layers=8, codebook=512),
-}
+    "tiny": dict(train=12, test=4, steps=30, seq_len=512, lr=3e-3, tasks=ALL_TASKS, hidden=64, layers=4,
+                 codebook=64, s2st_format="text-first"),
+    "small": dict(train=24, test=8, steps=300, seq_len=1024, lr=3e-3, tasks=S2ST_ONLY, hidden=128, layers=4,
+                  codebook=256, s2st_format="text-first"),
+    "default": dict(train=48, test=8, steps=400, seq_len=1024, lr=3e-3, tasks=S2ST_ONLY, hidden=128, layers=4,
+                    codebook=256, s2st_format="text-first"),
+    "large": dict(train=288, test=32, steps=3000, seq_len=1024, lr=2e-3, tasks=ALL_TASKS, hidden=256, layers=8,
+                  codebook=512, s2st_format="text-first"),
+}  # fmt: skip
 
 
 @dataclass
@@ -69,6 +75,9 @@ class DemoConfig:
     """A local codec dir (XCodec2, or a fitted offline codec) instead of fitting the offline codec."""
     steps: int | None = None
     """SFT steps (default: the size's)."""
+    s2st_format: Literal["direct", "text-first", "translation-first"] | None = None
+    """What the s2st answer writes before its speech (`sts.tasks`); default: the size's, chosen by
+    `benchmarks/s2st_ablation.py` (see benchmarks/RESULTS.md)."""
     examples: int = 4
     """Held-out and training sentences per direction translated for the report."""
     seed: int = 0
@@ -168,34 +177,20 @@ def build_lm(out: Path, cfg: DemoConfig, size: dict, codec_dir: Path, codebook_s
     return lm_dir
 
 
-def run_demo(cfg: DemoConfig, log=print) -> dict:
-    """Run every step into `cfg.out_dir`; returns the report (also written as report.json / report.md)."""
-    import torch
+def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
+    """Steps 1-2: the offline-TTS corpora (reused by a rerun) and the codec, corpora encoded with it.
 
+    Returns (train pairs, corpora {"train", "test"}, codec dir, codec).
+    """
     from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
-    from recipes.demo_report import write_report
     from sts.codec import load_codec
     from sts.codec.melkmeans import is_mel_kmeans_dir
-    from train.config import TrainConfig
-    from train.trainer import train
-
-    size = SIZES[cfg.size]
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-
-    def step(name: str):
-        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
 
     train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
     log(
         f"1/7 corpus: {len(train_pairs)} training + {len(test_pairs)} held-out pairs, offline TTS + Whisper check"
     )
     corpora = build_corpora(out, train_pairs, test_pairs, log)
-    step("corpus")
-
     codebook = size["codebook"]
     fitted = False
     if cfg.codec:
@@ -213,7 +208,61 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         # same codes, and stale codes would teach the model ids that inference never produces.
         reencode = fitted or recorded_codec(corpus) not in (None, codec.name)
         list(encode_corpus(EncodeConfig(corpus, codec=str(codec_dir), reencode=reencode), codec=codec))
-    step("codec")
+    return train_pairs, corpora, codec_dir, codec
+
+
+def train_sft(
+    lm_dir: Path, train_dir: Path, corpus: Path, size: dict, *, steps: int, s2st_format: str, seed: int
+):
+    """Step 4: multitask SFT of `lm_dir` on `corpus` with the size's tasks; returns the checkpoint."""
+    from train.config import TrainConfig
+    from train.trainer import train
+
+    if train_dir.exists():
+        shutil.rmtree(train_dir)  # the LM was rebuilt: an old checkpoint would not match it
+    train_cfg = TrainConfig(
+        model=str(lm_dir),
+        out_dir=train_dir,
+        stage="sft",
+        shards=[str(corpus)],
+        task_weights=dict(size["tasks"]),
+        s2st_format=s2st_format,
+        seq_len=size["seq_len"],
+        batch_size=4,
+        max_steps=steps,
+        lr=size["lr"],
+        warmup_steps=max(1, steps // 20),
+        eval_fraction=0.0,
+        eval_every=0,
+        gen_eval=False,
+        log_every=max(1, steps // 20),
+        save_every=steps,
+        keep_last=1,
+        logger="none",
+        seed=seed,
+    )
+    return train(train_cfg)
+
+
+def run_demo(cfg: DemoConfig, log=print) -> dict:
+    """Run every step into `cfg.out_dir`; returns the report (also written as report.json / report.md)."""
+    import torch
+
+    from recipes.demo_eval import evaluate_outputs, translate_examples
+    from recipes.demo_report import write_report
+
+    size = SIZES[cfg.size]
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def step(name: str):
+        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 1)
+
+    train_pairs, corpora, codec_dir, codec = prepare_data(out, cfg, size, log)
+    step("corpus + codec")
 
     log("3/7 LM: " + (f"extending {cfg.model}" if cfg.model else f"a small LFM2 (hidden {size['hidden']})"))
     texts = [p["ja"] for p in train_pairs] + [p["en"] for p in train_pairs]
@@ -221,33 +270,16 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     step("lm")
 
     steps = cfg.steps or size["steps"]
-    log(f"4/7 SFT: {steps} steps, tasks s2st (both ways), asr, tts, s2tt, t2tt")
-    train_dir = out / "train"
-    if train_dir.exists():
-        shutil.rmtree(train_dir)  # the LM was rebuilt: an old checkpoint would not match it
-    train_cfg = TrainConfig(
-        model=str(lm_dir),
-        out_dir=train_dir,
-        stage="sft",
-        shards=[str(corpora["train"])],
-        seq_len=size["seq_len"],
-        batch_size=4,
-        max_steps=steps,
-        lr=3e-3,
-        warmup_steps=max(1, steps // 20),
-        eval_fraction=0.0,
-        eval_every=0,
-        log_every=max(1, steps // 20),
-        save_every=steps,
-        keep_last=1,
-        logger="none",
-        seed=cfg.seed,
+    s2st_format = cfg.s2st_format or size["s2st_format"]
+    tasks = ", ".join(f"{t} {w:g}" for t, w in size["tasks"].items())
+    log(f"4/7 SFT: {steps} steps, s2st {s2st_format} (both ways); task weights {tasks}")
+    checkpoint = train_sft(
+        lm_dir, out / "train", corpora["train"], size, steps=steps, s2st_format=s2st_format, seed=cfg.seed
     )
-    checkpoint = train(train_cfg)
     step("train")
 
     log("5/7 translating held-out and training sentences, both directions")
-    outputs, rtf = translate_examples(out, checkpoint, codec_dir, corpora, cfg.examples)
+    outputs, rtf = translate_examples(out, checkpoint, codec_dir, corpora, cfg.examples, seed=cfg.seed)
     step("translate")
 
     log("6/7 evaluating with offline Whisper and resemblyzer")
@@ -259,11 +291,12 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         "config": {**asdict(cfg), "out_dir": str(cfg.out_dir)},
         "size": size,
         "steps": steps,
+        "s2st_format": s2st_format,
         "corpus": {name: json.loads((c / "corpus.json").read_text()) for name, c in corpora.items()},
         "codec": {"dir": str(codec_dir), "type": type(codec).__name__, "codebook_size": codec.codebook_size},
         "model": str(lm_dir),
         "checkpoint": str(checkpoint),
-        "losses": read_losses(train_dir),
+        "losses": read_losses(out / "train"),
         "outputs": outputs,
         "evaluation": evaluation,
         "timings_s": timings,
@@ -276,135 +309,6 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=float) + "\n")
     log(f"done in {timings['total']:.0f} s: {out / 'report.md'}")
     return report
-
-
-def translate_examples(
-    out: Path, checkpoint, codec_dir: Path, corpora: dict[str, Path], n: int
-) -> tuple[list[dict], float]:
-    """s2st ja->en and en->ja on `n` held-out and `n` training rows; writes wavs.
-
-    Returns one dict per output and the real-time factor of the whole batch (wall time / source audio).
-    """
-    from infer import Request, Translator
-
-    translator = Translator.from_checkpoint(checkpoint, codec=str(codec_dir))
-    items, requests = [], []
-    for split in ("test", "train"):
-        for row in read_rows(corpora[split])[:n]:
-            for src, tgt in (("ja", "en"), ("en", "ja")):
-                side = "src" if src == row["src_lang"] else "tgt"
-                other = "tgt" if side == "src" else "src"
-                items.append(
-                    {
-                        "split": split,
-                        "id": f"{row['id']}-{src}{tgt}",
-                        "src_lang": src,
-                        "tgt_lang": tgt,
-                        "source_text": row[f"{side}_text"],
-                        "reference_text": row[f"{other}_text"],
-                    }
-                )
-                requests.append(Request("s2st", src, tgt, wav=load_audio(row[f"{side}_audio"]["bytes"])))
-    started = time.perf_counter()
-    results = translator.run(requests)
-    seconds = time.perf_counter() - started
-    audio_dir = out / "outputs"
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    for item, request, result in zip(items, requests, results, strict=True):
-        src_path, out_path = audio_dir / f"{item['id']}.source.wav", audio_dir / f"{item['id']}.output.wav"
-        write_audio(src_path, request.wav)  # decoded once, for the request
-        waveform = result.waveform if result.waveform is not None else np.zeros(0, np.float32)
-        if len(waveform):
-            write_audio(out_path, waveform)
-        item.update(
-            source_wav=str(src_path.relative_to(out)),
-            output_wav=str(out_path.relative_to(out)) if len(waveform) else None,
-            output_seconds=len(waveform) / 16000,
-            source_seconds=result.source_seconds,
-            finished=result.finished,
-            warnings=list(result.warnings),
-        )
-    total_audio = sum(i["source_seconds"] for i in items) or 1.0
-    return items, seconds / total_audio
-
-
-def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path) -> dict:
-    """ASR-BLEU / ASR-chrF++ of the outputs, speaker similarity source->output, codec round trip of references.
-
-    The same functions as `sts-eval`: `sts.asr` (offline Whisper, greedy, silence -> ""),
-    `sts.metrics.asr_bleu` (the SeamlessM4T protocol: normalized, lowercased, `char` for Japanese)
-    and `sts.speaker`. Adds `asr_text` (and `speaker_similarity`) to each item. Without
-    faster-whisper there is no ASR and the result says so.
-    """
-    from sts.asr import FasterWhisperASR
-    from sts.metrics import asr_bleu, asr_error
-    from sts.speaker import ENCODER, SpeakerEncoder
-
-    try:
-        asr = FasterWhisperASR(compute_type="int8", beam_size=1)  # the protocol's greedy decoding
-    except ImportError:
-        asr = None
-    try:
-        speaker = SpeakerEncoder()
-    except ImportError:
-        speaker = None
-    result: dict = {"asr": asr is not None, "speaker_encoder": ENCODER if speaker is not None else None}
-    if asr is None:
-        result["note"] = "faster-whisper is not installed: no ASR-based scores (install the offline extra)"
-        return result
-    for item in items:
-        wav = load_audio(out / item["output_wav"]) if item["output_wav"] else np.zeros(0, np.float32)
-        item["asr_text"] = asr.transcribe([wav], item["tgt_lang"])[0]
-    groups: dict[str, dict] = {}
-    for split in ("test", "train"):
-        for src, tgt in (("ja", "en"), ("en", "ja")):
-            chosen = [i for i in items if i["split"] == split and i["src_lang"] == src]
-            if not chosen:
-                continue
-            hyps, refs = [i["asr_text"] for i in chosen], [i["reference_text"] for i in chosen]
-            scores = asr_bleu(hyps, refs, tgt)
-            groups[f"{split} {src}->{tgt}"] = {
-                "n": len(chosen),
-                "scores": {s.name: round(s.score, 2) for s in scores},
-                "signatures": {s.name: s.signature for s in scores},
-                "protocols": {s.name: s.protocol for s in scores},
-                "asr_error_vs_reference": round(
-                    float(np.mean([asr_error(r, h, tgt) for r, h in zip(refs, hyps, strict=True)])), 3
-                ),
-            }
-    result["asr_bleu"] = groups
-    if speaker is not None:
-        sims = []
-        for item in items:
-            if item["output_wav"] and item["output_seconds"] > 0.5:
-                sim = speaker.similarity(
-                    load_audio(out / item["source_wav"]), load_audio(out / item["output_wav"])
-                )
-                if sim is not None:
-                    item["speaker_similarity"] = round(sim, 3)
-                    sims.append(item["speaker_similarity"])
-        result["speaker_similarity_mean"] = round(float(np.mean(sims)), 3) if sims else None
-    # What the codec alone costs: ASR error of the test references before and after a round trip.
-    rows = read_rows(test_corpus)
-    round_trip = {}
-    for lang, side in (("ja", "src"), ("en", "tgt")):
-        refs = [load_audio(r[f"{side}_audio"]["bytes"]) for r in rows]
-        texts = [r[f"{side}_text"] for r in rows]
-        decoded = codec.decode(codec.encode(refs))
-
-        def error(waveforms, lang=lang, texts=texts):
-            heard = asr.transcribe(list(waveforms), lang)
-            return round(
-                float(np.mean([asr_error(t, h, lang) for t, h in zip(texts, heard, strict=True)])), 3
-            )
-
-        round_trip[lang] = {
-            "metric": "CER" if lang == "ja" else "WER",
-            "reference_audio": error(refs),
-            "codec_round_trip": error(decoded),
-        }
-    result["codec_round_trip"] = round_trip
-    return result
 
 
 def read_losses(train_dir: Path) -> list[dict]:

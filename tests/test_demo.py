@@ -57,6 +57,11 @@ def test_tiny_demo_writes_a_report_with_real_numbers(demo_dir):
     assert len(losses) >= 2 and losses[-1] < losses[0]
     ev = report["evaluation"]
     assert set(ev["asr_bleu"]) == {"test ja->en", "test en->ja", "train ja->en", "train en->ja"}
+    assert report["s2st_format"] == "text-first"  # the tiny size's, like every size's
+    for group in ev["asr_bleu"].values():  # the codec's ceiling beside every score; the chain's texts
+        assert 0 <= group["ceiling"]["chrF++"] <= 100 and 0 <= group["loop_rate"] <= 1
+        assert 0 <= group["end_marker_rate"] <= 1 and "translation_chrf++" in group
+    assert all("translation" in item and "transcript" in item for item in report["outputs"])
     for lang in ("ja", "en"):
         rt = ev["codec_round_trip"][lang]
         assert 0 <= rt["reference_audio"] <= rt["codec_round_trip"] + 0.5
@@ -67,7 +72,7 @@ def test_tiny_demo_writes_a_report_with_real_numbers(demo_dir):
         if item["output_wav"]:
             assert (demo_dir / item["output_wav"]).stat().st_size > 44
     md = (demo_dir / "report.md").read_text()
-    assert "What the model learned" in md and "not a translation model" in md
+    assert "What the model learned" in md and "not a translation model" in md and "ceiling" in md
     assert "<audio controls" in md and "![loss](loss.png)" in md and (demo_dir / "loss.png").is_file()
 
 

@@ -1,0 +1,219 @@
+"""The demo's translation and scoring: s2st both ways on held-out and training sentences, scored with
+offline Whisper against the references and against the codec's own ceiling.
+
+    items, rtf = translate_examples(out, checkpoint, codec_dir, corpora, n=8, decoding="default")
+    evaluation = evaluate_outputs(out, items, codec, corpora["test"])
+
+`decoding`: "default" (the checkpoint's own: repetition-aware sampling for speech, the s2tt sampling
+for a text-first answer's texts), "greedy", "plain" (nucleus sampling at temperature 0.8, top-p 0.95,
+no repetition awareness: the setting before repetition-aware sampling became the default) or "ras"
+(repetition-aware sampling for speech, greedy texts). Shared by `sts demo` and
+`benchmarks/s2st_ablation.py`, so the demo's numbers and the ablation's are one computation.
+
+Per group (split x direction): ASR-BLEU / ASR-chrF++ of the output speech by the SeamlessM4T
+protocol (`sts.metrics.asr_bleu`), the ceiling (the same score for the reference target speech after
+the codec round trip: what a model that reproduced its targets exactly would get), the loop rate
+(outputs a loop rule cut), the end-marker rate (outputs that ended themselves), and, for a text-first
+or translation-first checkpoint, the raw-text chrF++ of the translation it wrote before its speech.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sts.audio import load_audio, write_audio
+from sts.corpus import read_rows
+
+DECODINGS = ("default", "greedy", "plain", "ras")
+LOOP_RULES = ("exact", "approximate", "long_repeat", "low_diversity")
+
+
+def _set_decoding(translator, decoding: str) -> None:
+    from infer.translate import replace_sampling
+    from sts.generation.request import RAS_SAMPLING, Sampling
+
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+    if decoding == "greedy":
+        translator.sampling = {
+            t: replace_sampling(s, do_sample=False) for t, s in translator.sampling.items()
+        }
+    elif decoding == "plain":
+        translator.sampling["s2st"] = Sampling(temperature=0.8, top_p=0.95)
+        translator.sampling["s2tt"] = Sampling(temperature=0.8, top_p=0.95)
+    elif decoding == "ras":
+        translator.sampling["s2st"] = RAS_SAMPLING
+        translator.sampling["s2tt"] = Sampling(do_sample=False)
+
+
+def translate_examples(
+    out: Path,
+    checkpoint,
+    codec_dir: Path,
+    corpora: dict[str, Path],
+    n: int,
+    *,
+    decoding: str = "default",
+    seed: int = 0,
+    audio_dir: str = "outputs",
+) -> tuple[list[dict], float]:
+    """s2st ja->en and en->ja on the first `n` held-out and `n` training rows; writes wavs under
+    `out/audio_dir`. Returns one dict per output and the real-time factor of the whole batch."""
+    from infer import Request, Translator
+
+    translator = Translator.from_checkpoint(checkpoint, codec=str(codec_dir), seed=seed)
+    _set_decoding(translator, decoding)
+    items, requests = [], []
+    for split in ("test", "train"):
+        for row in read_rows(corpora[split])[:n]:
+            for src, tgt in (("ja", "en"), ("en", "ja")):
+                side = "src" if src == row["src_lang"] else "tgt"
+                other = "tgt" if side == "src" else "src"
+                items.append(
+                    {
+                        "split": split,
+                        "id": f"{row['id']}-{src}{tgt}",
+                        "src_lang": src,
+                        "tgt_lang": tgt,
+                        "source_text": row[f"{side}_text"],
+                        "reference_text": row[f"{other}_text"],
+                        "reference_audio": row[f"{other}_audio"]["bytes"],
+                    }
+                )
+                requests.append(Request("s2st", src, tgt, wav=load_audio(row[f"{side}_audio"]["bytes"])))
+    started = time.perf_counter()
+    results = translator.run(requests)
+    seconds = time.perf_counter() - started
+    folder = out / audio_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    for item, request, result in zip(items, requests, results, strict=True):
+        src_path, out_path = folder / f"{item['id']}.source.wav", folder / f"{item['id']}.output.wav"
+        write_audio(src_path, request.wav)  # decoded once, for the request
+        waveform = result.waveform if result.waveform is not None else np.zeros(0, np.float32)
+        if len(waveform):
+            write_audio(out_path, waveform)
+        item.update(
+            source_wav=str(src_path.relative_to(out)),
+            output_wav=str(out_path.relative_to(out)) if len(waveform) else None,
+            output_seconds=len(waveform) / 16000,
+            source_seconds=result.source_seconds,
+            finished=result.finished,
+            cut=result.cut,
+            transcript=result.transcript,
+            translation=result.translation,
+            warnings=list(result.warnings),
+        )
+    total_audio = sum(i["source_seconds"] for i in items) or 1.0
+    return items, seconds / total_audio
+
+
+def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, speaker: bool = True) -> dict:
+    """ASR-BLEU / ASR-chrF++ of the outputs against the references and against the codec's ceiling,
+    loop and end-marker rates, the chain's translation chrF++, speaker similarity source -> output,
+    and the codec round trip on the held-out references.
+
+    The same functions as `sts-eval`: `sts.asr` (offline Whisper, greedy, silence -> ""),
+    `sts.metrics.asr_bleu` (the SeamlessM4T protocol: normalized, lowercased, `char` for Japanese)
+    and `sts.speaker`. Adds `asr_text` (and `speaker_similarity`) to each item and drops its
+    `reference_audio` bytes. Without faster-whisper there is no ASR and the result says so.
+    """
+    from sts.asr import FasterWhisperASR
+    from sts.metrics import asr_bleu, asr_error, chrf
+
+    try:
+        asr = FasterWhisperASR(compute_type="int8", beam_size=1)  # the protocol's greedy decoding
+    except ImportError:
+        asr = None
+    result: dict = {"asr": asr is not None}
+    if asr is None:
+        for item in items:
+            item.pop("reference_audio", None)
+        result["note"] = "faster-whisper is not installed: no ASR-based scores (install the offline extra)"
+        return result
+    for item in items:
+        wav = load_audio(out / item["output_wav"]) if item["output_wav"] else np.zeros(0, np.float32)
+        item["asr_text"] = asr.transcribe([wav], item["tgt_lang"])[0]
+    groups: dict[str, dict] = {}
+    for split in ("test", "train"):
+        for src, tgt in (("ja", "en"), ("en", "ja")):
+            chosen = [i for i in items if i["split"] == split and i["src_lang"] == src]
+            if not chosen:
+                continue
+            hyps, refs = [i["asr_text"] for i in chosen], [i["reference_text"] for i in chosen]
+            # The ceiling: the reference target speech through the codec, heard by the same ASR.
+            resynth = codec.decode(codec.encode([load_audio(i["reference_audio"]) for i in chosen]))
+            ceiling = {s.name: round(s.score, 2) for s in asr_bleu(asr.transcribe(resynth, tgt), refs, tgt)}
+            scores = asr_bleu(hyps, refs, tgt)
+            group = {
+                "n": len(chosen),
+                "scores": {s.name: round(s.score, 2) for s in scores},
+                "ceiling": ceiling,
+                "signatures": {s.name: s.signature for s in scores},
+                "protocols": {s.name: s.protocol for s in scores},
+                "asr_error_vs_reference": round(
+                    float(np.mean([asr_error(r, h, tgt) for r, h in zip(refs, hyps, strict=True)])), 3
+                ),
+                "loop_rate": round(float(np.mean([i["cut"] in LOOP_RULES for i in chosen])), 3),
+                "end_marker_rate": round(float(np.mean([i["finished"] for i in chosen])), 3),
+            }
+            translations = [i.get("translation") for i in chosen]
+            if any(t is not None for t in translations):
+                group["translation_chrf++"] = round(chrf([t or "" for t in translations], refs).score, 2)
+            groups[f"{split} {src}->{tgt}"] = group
+    for item in items:
+        item.pop("reference_audio", None)
+    result["asr_bleu"] = groups
+    if speaker:
+        result |= _speaker_similarity(out, items)
+    result["codec_round_trip"] = _codec_round_trip(codec, test_corpus, asr)
+    return result
+
+
+def _speaker_similarity(out: Path, items: list[dict]) -> dict:
+    from sts.speaker import ENCODER, SpeakerEncoder
+
+    try:
+        speaker = SpeakerEncoder()
+    except ImportError:
+        return {"speaker_encoder": None}
+    sims = []
+    for item in items:
+        if item["output_wav"] and item["output_seconds"] > 0.5:
+            sim = speaker.similarity(
+                load_audio(out / item["source_wav"]), load_audio(out / item["output_wav"])
+            )
+            if sim is not None:
+                item["speaker_similarity"] = round(sim, 3)
+                sims.append(item["speaker_similarity"])
+    return {
+        "speaker_encoder": ENCODER,
+        "speaker_similarity_mean": round(float(np.mean(sims)), 3) if sims else None,
+    }
+
+
+def _codec_round_trip(codec, test_corpus: Path, asr) -> dict:
+    """What the codec alone costs: ASR error of the held-out references before and after a round trip."""
+    from sts.metrics import asr_error
+
+    rows = read_rows(test_corpus)
+    round_trip = {}
+    for lang, side in (("ja", "src"), ("en", "tgt")):
+        refs = [load_audio(r[f"{side}_audio"]["bytes"]) for r in rows]
+        texts = [r[f"{side}_text"] for r in rows]
+        decoded = codec.decode(codec.encode(refs))
+
+        def error(waveforms, lang=lang, texts=texts):
+            heard = asr.transcribe(list(waveforms), lang)
+            return round(
+                float(np.mean([asr_error(t, h, lang) for t, h in zip(texts, heard, strict=True)])), 3
+            )
+
+        round_trip[lang] = {
+            "metric": "CER" if lang == "ja" else "WER",
+            "reference_audio": error(refs),
+            "codec_round_trip": error(decoded),
+        }
+    return round_trip
