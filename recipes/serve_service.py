@@ -30,8 +30,8 @@ DIRECTIONS = {"auto": None, "ja → en": ("ja", "en"), "en → ja": ("en", "ja")
 """The direction choices the page offers: auto (language id) or a fixed source -> target."""
 MIN_SECONDS = 0.3
 """A clip shorter than this is refused: too short to hold a word."""
-MB = 1_000_000
-"""`--max-mb` counts decimal megabytes, as Gradio's `max_file_size="10mb"` does."""
+MB = 1024 * 1024
+"""`--max-mb` counts megabytes of 2**20 bytes, as Gradio's upload limit message does ("10.0 Mb")."""
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ServeConfig:
     max_seconds: float = 30.0
     """Longest input clip accepted, in seconds."""
     max_mb: float = 10.0
-    """Largest input file accepted, in megabytes (10**6 bytes)."""
+    """Largest input file accepted, in megabytes (2**20 bytes); the upload itself is capped there too."""
     max_queue: int = 16
     """Translations waiting for the model at most; a click beyond that is refused until one finishes."""
     run_dir: Path = Path("runs/serve")
@@ -90,7 +90,9 @@ def read_input(path: str | os.PathLike | None, limits: Limits) -> np.ndarray:
         raise ServeError(f"{name}: no such file (the upload may have expired: upload it again)")
     size = path.stat().st_size
     if size > limits.max_bytes:
-        raise ServeError(f"{name}: {size / MB:.2f} MB is bigger than the {limits.max_bytes / MB:g} MB limit")
+        raise ServeError(
+            f"{name}: {size / MB:.2f} MB is bigger than the {limits.max_bytes / MB:.3g} MB limit"
+        )
     try:
         wav = load_audio(path, max_seconds=limits.max_seconds, name=name)
     except AudioError as err:

@@ -58,8 +58,8 @@ def test_a_good_clip_loads_at_16k(uploads):
     [
         ("long.wav", lambda p: write_audio(p, synthetic_utterance(3.0, 140.0)), {"max_seconds": 2.0},
          "long.wav: 3.0 s is longer than the 2.0 s limit"),
-        ("big.wav", lambda p: write_audio(p, synthetic_utterance(1.0, 140.0)), {"max_bytes": 20_000},
-         "big.wav: 0.03 MB is bigger than the 0.02 MB limit"),
+        ("big.wav", lambda p: write_audio(p, synthetic_utterance(1.0, 140.0)), {"max_bytes": 20 * 1024},
+         "big.wav: 0.03 MB is bigger than the 0.0195 MB limit"),
         ("notes.wav", lambda p: p.write_text("not audio, a text file renamed .wav"), {},
          "notes.wav: cannot decode audio"),
         ("empty.wav", lambda p: p.write_bytes(b""), {}, "empty.wav: cannot decode audio"),
