@@ -8,8 +8,9 @@ while it is generated; read the transcript and translation the model writes; dow
 Then open http://127.0.0.1:7860. The page has a microphone and an upload box, the direction (auto
 detects the source language with Whisper, `sts.asr.detect_language`), a live player that plays the
 translated speech as it arrives, the transcript and translation boxes (filled when a text-first or
-translation-first checkpoint writes them), the warnings (loops, length budget, the checkpoint's
-missing duration ratios) and the final wav with its download, beside `result.json`.
+translation-first checkpoint writes them), Whisper's transcript of the translated speech (what it
+really says; a tick box), the warnings (loops, length budget, the checkpoint's missing duration
+ratios, silent output) and the final wav with its download, beside `result.json`.
 
 Limits, each refused with one message naming the clip and the problem (`serve_service.read_input`): longer than
 `--max-seconds`, bigger than `--max-mb` (also enforced by the upload itself), undecodable, shorter
@@ -20,7 +21,8 @@ translation at a time per page (a second click is refused, `ClientGate`), one at
 Everything it writes lands under `--run-dir` (runs/serve): `outputs/<time>-<id>/` per translation
 (`source.wav` as the model heard it, 16 kHz; `translation.wav`; `result.json`), Gradio's uploads
 and cache in `gradio/` (`GRADIO_TEMP_DIR`, set before gradio is imported; uploads older than a day
-are deleted hourly) and matplotlib's font cache in `matplotlib/` (Gradio imports it).
+are deleted hourly) and matplotlib's font cache in `matplotlib/` (Gradio imports it); onnxruntime's
+telemetry, which would write to ~/.cache and TMPDIR, is off (`confine_writes`).
 
 Why Gradio (6.x, the `serve` extra): researchers know it from Hugging Face Spaces, and it brings
 in-browser microphone recording, upload with a size limit, a queue with per-event concurrency
@@ -32,8 +34,9 @@ not a pip package; so the live player here is a small `gr.HTML` whose script sch
 
 The logic lives in `recipes.serve_service` (no gradio): `TranslationService.translate` yields
 `Update`s that this page shows. Element ids the browser test (`tests/test_serve_browser.py`) finds:
-`source-audio`, `direction`, `translate`, `live` (data-chunks: speech chunks queued, data-samples:
-their samples), `transcript`, `translation`, `warnings`, `result-audio`, `downloads`.
+`source-audio`, `direction`, `transcribe`, `translate`, `live` (data-chunks: speech chunks queued,
+data-samples: their samples), `transcript`, `translation`, `heard`, `warnings`, `result-audio`,
+`downloads`.
 """
 
 # No `from __future__ import annotations`: Gradio finds the `gr.Request` parameter of the click handler
@@ -107,11 +110,13 @@ CSS = (
 )
 
 
-def import_gradio(run_dir: Path):
-    """gradio, with its uploads and cache in `run_dir/gradio` (GRADIO_TEMP_DIR is read when gradio is
-    imported), its telemetry off, and matplotlib's font cache (Gradio imports matplotlib for every
-    event when it is installed) in `run_dir/matplotlib` unless MPLCONFIGDIR is set. Raises
-    RuntimeError if gradio was imported before with another folder."""
+def confine_writes(run_dir: Path) -> None:
+    """Point what the server's libraries write at `run_dir`, before they are imported: Gradio's uploads
+    and cache (`run_dir/gradio`: GRADIO_TEMP_DIR is read when gradio is imported), matplotlib's font
+    cache (`run_dir/matplotlib`, unless MPLCONFIGDIR is set: Gradio imports matplotlib for every event
+    when it is installed); and turn off the telemetry of Gradio and of onnxruntime (which the Whisper
+    VAD runs on; its 1DS telemetry keeps a device id in ~/.cache and a session file in TMPDIR).
+    Raises RuntimeError if gradio was imported before with another folder."""
     run_dir = Path(run_dir).resolve()
     cache_dir = str(run_dir / "gradio")
     if "gradio" in sys.modules and os.environ.get("GRADIO_TEMP_DIR") != cache_dir:
@@ -119,6 +124,12 @@ def import_gradio(run_dir: Path):
     os.environ["GRADIO_TEMP_DIR"] = cache_dir
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("MPLCONFIGDIR", str(run_dir / "matplotlib"))
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def import_gradio(run_dir: Path):
+    """gradio, imported after `confine_writes(run_dir)`."""
+    confine_writes(run_dir)
     import gradio as gr
 
     return gr
@@ -140,13 +151,15 @@ def player_label(update: Update) -> str:
 
 def page_state(update: Update, chunks: list[str]) -> tuple:
     """The outputs of a click after `update`: the player's value (every chunk so far, base64 PCM),
-    transcript, translation, warnings, the final wav and the files to download (None until done)."""
+    transcript, translation, Whisper's transcript of the speech, warnings, the final wav and the
+    files to download (None until done)."""
     player = {"run": update.run, "rate": SAMPLE_RATE, "chunks": list(chunks), "label": player_label(update)}
     warnings = "\n".join(f"⚠ {w}" for w in update.warnings) or ("no warnings" if update.done else "")
     return (
         player,
         update.transcript or "",
         update.translation or "",
+        update.heard or "",
         warnings,
         str(update.audio_path) if update.audio_path else None,
         [str(p) for p in update.files] or None,
@@ -187,6 +200,9 @@ def build_app(service: TranslationService):
                     elem_id="source-audio",
                 )
                 direction = gr.Radio(list(DIRECTIONS), value="auto", label="Direction", elem_id="direction")
+                transcribe = gr.Checkbox(
+                    True, label="Transcribe the translated speech with Whisper", elem_id="transcribe"
+                )
                 button = gr.Button("Translate", variant="primary", elem_id="translate")
             with gr.Column():
                 live = gr.HTML(
@@ -204,6 +220,12 @@ def build_app(service: TranslationService):
                     interactive=False,
                     elem_id="translation",
                 )
+                heard = gr.Textbox(
+                    label="What the speech says (Whisper's transcript of it)",
+                    placeholder="tick the box on the left to see it",
+                    interactive=False,
+                    elem_id="heard",
+                )
                 warnings = gr.Textbox(label="Warnings", lines=2, interactive=False, elem_id="warnings")
                 result = gr.Audio(
                     label="Translated speech", type="filepath", interactive=False, elem_id="result-audio"
@@ -212,11 +234,13 @@ def build_app(service: TranslationService):
                     label="Download", file_count="multiple", interactive=False, elem_id="downloads"
                 )
 
-        def on_translate(audio_path, choice, request: gr.Request):
+        def on_translate(audio_path, choice, transcribe_output, request: gr.Request):
             client = getattr(request, "session_hash", None) or uuid.uuid4().hex
             chunks: list[str] = []
             try:
-                for update in service.translate(audio_path, choice, client):
+                for update in service.translate(
+                    audio_path, choice, client, transcribe_output=transcribe_output
+                ):
                     if update.chunk is not None:
                         chunks.append(pcm16_base64(update.chunk))
                     yield page_state(update, chunks)
@@ -233,8 +257,8 @@ def build_app(service: TranslationService):
 
         button.click(
             on_translate,
-            inputs=[source, direction],
-            outputs=[live, transcript, translation, warnings, result, files],
+            inputs=[source, direction, transcribe],
+            outputs=[live, transcript, translation, heard, warnings, result, files],
             concurrency_limit=1,
             show_progress="minimal",
         )
@@ -263,12 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = parse_cli(ServeConfig, argv, prog="sts serve")
     try:
+        confine_writes(cfg.run_dir)
         service = load_service(cfg)
         app = build_app(service)
     except ImportError as err:
         print(f"sts serve: error: {err}; install the web extra: pip install -e '.[serve]'", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RuntimeError) as err:
         print(f"sts serve: error: {err}", file=sys.stderr)
         return 2
     launch(app, service)

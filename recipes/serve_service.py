@@ -217,6 +217,8 @@ class Update:
     """"ja → en" and how it was chosen."""
     transcript: str | None = None
     translation: str | None = None
+    heard: str | None = None
+    """Whisper's transcript of the translated speech (what it really says), when asked for."""
     warnings: list[str] = field(default_factory=list)
     chunk: np.ndarray | None = None
     """`[N]` float32 16 kHz speech new since the previous update (None: no new speech)."""
@@ -234,13 +236,20 @@ class Update:
 
 
 class TranslationService:
-    """A loaded `infer.Translator` behind the app's limits; `translate` is what a click runs."""
+    """A loaded `infer.Translator` behind the app's limits; `translate` is what a click runs.
 
-    def __init__(self, translator, cfg: ServeConfig, *, model: str = "", detect: Callable | None = None):
+    `detect`: the language detector of "auto" (None: `sts.asr.detect_language`); `asr`: an
+    `sts.asr.ASR` that transcribes the translated speech (None: `sts.asr.default_asr` on first use).
+    """
+
+    def __init__(
+        self, translator, cfg: ServeConfig, *, model: str = "", detect: Callable | None = None, asr=None
+    ):
         self.translator = translator
         self.cfg = cfg
         self.model = model
         self.detect = detect
+        self.asr = asr
         self.run_dir = Path(cfg.run_dir).resolve()
         self.outputs = self.run_dir / "outputs"
         self.uploads = self.run_dir / "gradio"
@@ -262,9 +271,13 @@ class TranslationService:
             f"translated speech is bounded by a fixed {budget.frames_per_source_second / 50:g}x the source + 1 s"
         ]
 
-    def translate(self, audio_path, direction: str, client: str) -> Iterator[Update]:
+    def translate(
+        self, audio_path, direction: str, client: str, *, transcribe_output: bool = False
+    ) -> Iterator[Update]:
         """Check the input, translate it, and yield the page's state after every step (the last has
-        `done`, the wav and the files). Raises ServeError for a refused input or a busy client."""
+        `done`, the wav and the files). `transcribe_output`: also run Whisper on the translated
+        speech (`Update.heard`), to tell a wrong translation from speech that does not say it.
+        Raises ServeError for a refused input or a busy client."""
         from infer.translate import Request
 
         with self.gate.hold(client):
@@ -300,15 +313,31 @@ class TranslationService:
                     continue
                 yield state
             state.chunk = None
-            yield self._finish(state, result, pieces, out_dir, wav)
+            speech = getattr(result, "waveform", None)
+            if speech is None:
+                speech = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            if transcribe_output and len(speech):
+                state.status = "transcribing the translated speech with Whisper …"
+                yield state
+                state.heard = self._transcribe(speech, tgt, state)
+            yield self._finish(state, result, speech, out_dir, wav)
 
-    def _finish(self, state: Update, result, pieces: list[np.ndarray], out_dir: Path, source) -> Update:
+    def _transcribe(self, speech: np.ndarray, lang: str, state: Update) -> str | None:
+        """Whisper's transcript of `speech` in `lang`, or None and a warning when no ASR can run."""
+        try:
+            if self.asr is None:
+                from sts.asr import default_asr
+
+                self.asr = default_asr(device="cuda" if self.cfg.device.startswith("cuda") else "cpu")
+            return self.asr.transcribe([speech], lang)[0]
+        except (ImportError, OSError, RuntimeError) as err:
+            state.warnings.append(f"cannot transcribe the translated speech: {err}")
+            return None
+
+    def _finish(self, state: Update, result, speech: np.ndarray, out_dir: Path, source) -> Update:
         """Write translation.wav and result.json, add the closing warnings, and mark the update done."""
         from sts.io import write_json_atomic
 
-        speech = getattr(result, "waveform", None)
-        if speech is None:
-            speech = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         for warning in getattr(result, "warnings", []):
             if warning not in state.warnings:
                 state.warnings.append(warning)
@@ -324,6 +353,7 @@ class TranslationService:
             "direction": state.direction,
             "transcript": state.transcript,
             "translation": state.translation,
+            "heard": state.heard,
             "warnings": state.warnings,
             "source_seconds": round(len(source) / SAMPLE_RATE, 3),
             "output_seconds": round(len(speech) / SAMPLE_RATE, 3),

@@ -123,6 +123,7 @@ def test_the_cli_says_how_to_get_a_checkpoint(tmp_path, monkeypatch, capsys):
     from recipes.cli import main
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # main sets GRADIO_TEMP_DIR & co.: keep them here
     assert main(["serve"]) == 2
     err = capsys.readouterr().err.strip()
     assert (
@@ -219,6 +220,43 @@ def test_a_translation_yields_texts_then_speech_and_writes_only_its_run_folder(t
         "the checkpoint records no measured duration ratio for en-ja (sts_decoding.json): "
         "translated speech is bounded by a fixed 2.5x the source + 1 s"
     ]
+
+
+class FakeASR:
+    name = "fake"
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.calls = fail, []
+
+    def transcribe(self, waveforms, lang):
+        if self.fail:
+            raise ImportError("No module named 'faster_whisper'")
+        self.calls.append((len(waveforms[0]), lang))
+        return ["hello there"]
+
+
+def test_whisper_transcribes_the_translated_speech_when_asked(tmp_path, uploads):
+    write_audio(uploads / "me.wav", synthetic_utterance(1.0, 140.0))
+    asr = FakeASR()
+    service = TranslationService(
+        ScriptedTranslator(), ServeConfig(run_dir=tmp_path / "runs" / "serve"), asr=asr
+    )
+    updates = [dataclasses.replace(u) for u in service.translate(str(uploads / "me.wav"), "ja → en", "p")]
+    assert asr.calls == []  # not asked
+    assert updates[-1].heard is None
+    updates = [
+        dataclasses.replace(u)
+        for u in service.translate(str(uploads / "me.wav"), "ja → en", "p", transcribe_output=True)
+    ]
+    assert asr.calls == [(int(1.2 * 16000), "en")]  # the whole translated speech, in the target language
+    assert updates[-2].status.startswith("transcribing the translated speech") and not updates[-2].done
+    assert updates[-1].heard == "hello there"
+    assert json.loads(updates[-1].files[1].read_text())["heard"] == "hello there"
+
+    service.asr = FakeASR(fail=True)
+    last = list(service.translate(str(uploads / "me.wav"), "ja → en", "p", transcribe_output=True))[-1]
+    assert last.done and last.heard is None
+    assert "cannot transcribe the translated speech: No module named 'faster_whisper'" in last.warnings
 
 
 def test_a_second_click_of_the_same_page_is_refused_while_the_first_runs(tmp_path, uploads):
