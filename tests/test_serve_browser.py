@@ -146,7 +146,7 @@ def _upload(page, url: str, path: Path, direction: str | None = None) -> None:
     page.goto(url)
     page.wait_for_selector("#translate")
     assert page.locator('#source-audio button[aria-label="Record audio"]').count() == 1  # the microphone
-    page.click('#source-audio button[aria-label="Upload file"]')  # the microphone is the default source
+    page.click('#source-audio button[aria-label="Upload file"]')  # the default source is the microphone
     page.locator("#source-audio input[type=file]").set_input_files(str(path))
     if direction:
         page.get_by_label(direction).check()
@@ -164,15 +164,17 @@ def test_upload_translate_stream_and_download(server, page, tmp_path):
     done["translated"] += 1
     audio, rate = sf.read(io.BytesIO(page.request.get(link.get_attribute("href")).body()))
     seconds = len(audio) / rate
-    # the random model runs to its length budget (2.5x the source + 1 s, no measured ratio)
-    assert rate == 16000 and 0.5 <= seconds <= 2.5 * SOURCE_SECONDS + 1.0 + 0.02
+    # within the length budget (2.5x the source + 1 s: the checkpoint has no measured ratio); the
+    # random model usually runs to it
+    assert rate == 16000 and 0.0 < seconds <= 2.5 * SOURCE_SECONDS + 1.0 + 0.02
     assert len(audio) % 320 == 0 and np.abs(audio).max() > 0.0  # whole codec frames, not silence
 
     live = page.locator("#live [data-samples]")
     assert int(live.get_attribute("data-samples")) == len(audio)  # the live player queued it all
     assert int(live.get_attribute("data-chunks")) >= 1
     assert "ja → en (chosen)" in page.inner_text("#live") and "done" in page.inner_text("#live")
-    assert "length limit reached" in page.input_value("#warnings textarea")
+    assert page.input_value("#warnings textarea").startswith(("⚠", "no warnings"))
+    assert "cannot transcribe" not in page.input_value("#warnings textarea")  # Whisper ran on the output
     downloads = page.inner_text("#downloads")
     assert "translation" in downloads and "result" in downloads
     shot = Path(os.environ.get("STS_SERVE_SCREENSHOT") or tmp_path / "serve.png")
