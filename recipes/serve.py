@@ -100,7 +100,7 @@ watch('value', () => {
 });
 """
 PLAYER_TEMPLATE = (
-    "<div class='sts-live'><span class='sts-live-title'>🔊 Live</span> {{#if value}}${value.label}"
+    "<div class='sts-live'><span class='sts-live-title'>Live</span> {{#if value}}${value.label}"
     "{{else}}the translated speech plays here while it is generated{{/if}}</div>"
 )
 CSS = (
@@ -177,7 +177,7 @@ def header(service: TranslationService) -> str:
         "## sts serve: Japanese ↔ English speech-to-speech translation",
         f"Model `{service.model}` (s2st format **{service.s2st_format}**: {writes}) on `{cfg.device}`. "
         f"Clips up to {cfg.max_seconds:g} s and {cfg.max_mb:g} MB; one translation at a time per page. "
-        f"Every result is kept in `{service.outputs}`.",
+        f"Every result is kept in `{Path(cfg.run_dir) / 'outputs'}`.",
     ]
     lines += [f"⚠ {note}" for note in service.notes()]
     return "\n\n".join(lines)
