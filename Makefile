@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 RUN_DIR ?= runs/demo
-# Extras installed by `make install`: the offline TTS/ASR/speaker packages make the real-speech tests run.
-EXTRAS ?= dev,offline,dist,eval,train
+# Extras installed by `make install`: the offline TTS/ASR/speaker packages make the real-speech tests run,
+# serve (gradio) the web demo and its browser test.
+EXTRAS ?= dev,offline,dist,eval,train,serve
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run serve test test-fast lint clean
 
 $(BIN)/sts: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,9 @@ install: $(BIN)/sts
 
 run: install
 	$(BIN)/sts demo $(RUN_DIR)
+
+serve: install
+	$(BIN)/sts serve --demo-dir $(RUN_DIR)
 
 test: install
 	$(BIN)/ruff check .

@@ -63,6 +63,11 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
         "the whole pipeline offline on a CPU with real speech (offline TTS/ASR, demo codec) -> report.md",
         None,
     ),
+    "serve": (
+        "recipes.serve",
+        "a web page over a checkpoint: speak, hear the translation as it is generated, see its texts",
+        None,
+    ),
     "tiny-run": (
         "recipes.tiny_run",
         "run every existing stage end to end on tiny random models (no download)",
