@@ -5,6 +5,7 @@
     sts-infer --task tts --text "こんにちは" --from ja -o hello.wav --model runs/sft
     sts-infer clips/ --to en -o out/ --model runs/sft                    # batch: out/<stem>.wav + results.jsonl
     sts-infer test.jsonl --task s2tt -o out/ --model runs/sft --backend vllm
+    sts-infer in.wav --to en -o out.wav --model runs/sft --stream       # out.wav grows while it is generated
 
 A batch input is a folder of audio files or a JSONL manifest (`audio` path relative to the manifest,
 optional `id`, `text`, `src_lang`). Outputs that already exist are skipped, so a rerun resumes.
@@ -92,6 +93,10 @@ class InferConfig:
     """Silence between the translated pieces of a long input."""
     results: Path | None = None
     """Results JSONL (default: OUTPUT/results.jsonl in batch mode)."""
+    stream: bool = False
+    """One input: write the output while it is generated (OUT.wav grows, a valid wav after every
+    chunk, and is replaced by the finished result at the end); prints the time to first audio and
+    the real-time factor. Only the transformers backend streams the generation itself."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,6 +182,10 @@ def run(cfg: InferConfig, log=print) -> int:
     suffix = ".wav" if spec.output == "speech" else ".txt"
     if not batch and spec.output == "speech" and cfg.output is None:
         raise ValueError(f"task {cfg.task} writes audio: give -o OUT.wav")
+    if cfg.stream:
+        if batch:
+            raise ValueError("--stream takes one input (an audio file or --text), not a folder or manifest")
+        return _run_stream(cfg, translator, items[0], log)
 
     pending = []
     for item in items:
@@ -214,6 +223,56 @@ def run(cfg: InferConfig, log=print) -> int:
         counts = " ".join(f"{rule}={n}" for rule, n in cuts.items())
         print(f"sts-infer: outputs by the rule that cut them: {counts}", file=sys.stderr)
     return status
+
+
+def _run_stream(cfg: InferConfig, translator, item: dict, log=print) -> int:
+    """`--stream`: one input through `Translator.stream`. A speech output grows in OUT as its audio
+    arrives (`sts.audio.GrowingWav`: the header is rewritten after every chunk, so the file plays at
+    any moment); at the end OUT is atomically replaced by the result's waveform (what `run` writes).
+    A text output is printed (and written to OUT) at the end. Prints the time to first audio (from
+    the start of generation, after loading) and the real-time factor (wall time / output seconds)."""
+    from sts.audio import GrowingWav
+
+    request = _request(cfg, item, translator)
+    target, growing, first, result = cfg.output, None, None, None
+    try:
+        for event in translator.stream(request):
+            if event.kind == "audio":
+                growing = growing or GrowingWav(target)
+                growing.append(event.audio)
+                if first is None:
+                    first = event.seconds
+                    log(f"first audio after {first:.2f} s; {target} grows as the output is generated")
+            elif event.kind == "text":
+                log(event.text if event.field == "text" else f"{event.field}: {event.text}")
+            elif event.kind == "warning":
+                print(f"warning: {request.id or 'input'}: {event.text}", file=sys.stderr)
+            elif event.kind == "done":
+                result = event.result
+    except BaseException:
+        if growing is not None:  # no half output left behind
+            growing.close()
+            target.unlink(missing_ok=True)
+        raise
+    if growing is not None:
+        growing.close()
+    row = result.summary() | {"output": str(target) if target else None}
+    if result.waveform is not None:
+        write_audio(target, result.waveform)
+        output_seconds = len(result.waveform) / 16000
+        rtf = result.seconds / output_seconds if output_seconds else float("inf")
+        row |= {"first_audio_seconds": round(first, 3) if first is not None else None, "rtf": round(rtf, 3)}
+        log(
+            f"time to first audio {first if first is not None else float('nan'):.2f} s, real-time factor "
+            f"{rtf:.2f} ({result.seconds:.2f} s for {output_seconds:.2f} s of audio); wrote {target}"
+        )
+    elif target is not None:
+        _write_text(target, (result.text or "") + "\n")
+    if cfg.results is not None:
+        cfg.results.parent.mkdir(parents=True, exist_ok=True)
+        with open(cfg.results, "a") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return 0
 
 
 def _inputs(cfg: InferConfig) -> list[dict]:
