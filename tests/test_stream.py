@@ -198,6 +198,24 @@ def test_a_long_input_streams_segment_by_segment(lm, extended_tokenizer, speech_
     np.testing.assert_array_equal(joined[first : first + 4000], 0.0)  # run's 0.25 s gap, in place
 
 
+def test_a_backend_that_cannot_stream_gives_its_rows_whole(lm, extended_tokenizer, speech_vocab, codec):
+    """vLLM's offline engine returns whole completions: the audio is still streamed, chunk by chunk."""
+
+    class WholeRows:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def generate(self, prompts, request):
+            return self.inner.generate(prompts, request)
+
+    tr = _translator(lm, extended_tokenizer, speech_vocab, codec, sampling="ras")
+    tr.backend = WholeRows(tr.backend)
+    events, result, expected = _events_and_result(tr, Request("s2st", "ja", "en", wav=_source()))
+    _assert_same_result(result, expected)
+    audio = [e.audio for e in events if e.kind == "audio"]
+    assert len(audio) >= 2 and sum(len(a) for a in audio) == len(expected.waveform)
+
+
 def test_text_output_comes_at_the_end(lm, extended_tokenizer, speech_vocab, codec):
     tr = _translator(lm, extended_tokenizer, speech_vocab, codec, max_new_tokens=8)
     events, result, expected = _events_and_result(tr, Request("s2tt", "ja", "en", wav=_source(), id="t"))

@@ -30,7 +30,8 @@ class RowStream:
     """Iterable of a row's new ids `[k]` int64; `ids` (`[G]` int64, the row as `generate` cuts it)
     once the iteration is over. Iterate once.
 
-    `run(streamer, cancel)` generates the row and returns it; `streamer` (a transformers
+    `run(streamer, cancel)` generates the row and returns it (`threaded=False`: called with None,
+    None in the consumer's thread, the row yielded whole); `streamer` (a transformers
     `BaseStreamer`) receives the prompt first and then each new token, `cancel` (a transformers
     `StoppingCriteria`) stops the generation when the consumer leaves early. It runs on `executor`
     (one worker thread, e.g. the backend's, so that CUDA graphs recorded in it are reused: torch
@@ -38,16 +39,27 @@ class RowStream:
     consumer.
     """
 
-    def __init__(self, run: Callable[[object, object], np.ndarray], executor: Executor | None = None):
+    def __init__(
+        self,
+        run: Callable[[object, object], np.ndarray],
+        executor: Executor | None = None,
+        *,
+        threaded: bool = True,
+    ):
         self._run = run
         self._executor = executor
+        self._threaded = threaded
         self.ids: np.ndarray | None = None
         self._cancel = threading.Event()
         self._job: Future | threading.Thread | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        if self._job is not None:
+        if self._job is not None or self.ids is not None:
             raise RuntimeError("a RowStream is iterated once")
+        if not self._threaded:  # a backend that cannot stream: its row, whole, in the caller's thread
+            self.ids = np.asarray(self._run(None, None), dtype=np.int64)
+            yield self.ids
+            return
         from transformers import StoppingCriteria
         from transformers.generation.streamers import BaseStreamer
 
@@ -124,4 +136,4 @@ def stream_row(backend, prompt: Sequence[int] | np.ndarray, request) -> RowStrea
     whole row from `backend.generate([prompt], request)` in one piece when it is done."""
     if hasattr(backend, "stream"):
         return backend.stream(prompt, request)
-    return RowStream(lambda streamer, cancel: backend.generate([prompt], request)[0])
+    return RowStream(lambda streamer, cancel: backend.generate([prompt], request)[0], threaded=False)
