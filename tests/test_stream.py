@@ -91,9 +91,11 @@ def _source(seconds: float = 1.0) -> np.ndarray:
     return synthetic_utterance(seconds, 150.0, seed=3)
 
 
-@pytest.mark.parametrize("sampling", sorted(SAMPLINGS))
-def test_backend_streams_the_ids_generate_returns(lm, speech_vocab, sampling):
-    backend = TransformersBackend(lm, pad_token_id=0)
+@pytest.mark.parametrize(
+    ("sampling", "fast"), [("greedy", False), ("sampled", False), ("ras", False), ("ras", True)]
+)
+def test_backend_streams_the_ids_generate_returns(lm, speech_vocab, sampling, fast):
+    backend = TransformersBackend(lm, pad_token_id=0, fast=fast)  # fast on a CPU: the static cache
     request = GenerationRequest(
         allowed_token_ids(speech_vocab, None, "speech"),
         [speech_vocab.speech_end_id],
