@@ -18,10 +18,14 @@ Steps and what they compare (each script's docstring has the details):
                                              static-cache + CUDA-graph path; one 10 s clip end to end
     tts     benchmarks/tts_throughput.py     Llasa-1B shape: eager / static / compiled at batch 1, 64, 256
     codec   benchmarks/codec_throughput.py   XCodec2 (random full-size weights) encode and decode, x real time
+    stream  benchmarks/stream_latency.py     time to first audio and real-time factor, `Translator.stream`
+                                             vs `run` (LFM2-350M shape + full-size XCodec2, 250 codes)
     data    benchmarks/data_path.py          SFT samples/s and CPT docs/s, naive vs ours (CPU-bound)
 
 Needs on the GPU machine: torch with CUDA, transformers >= 5.16, numpy, pyarrow, tokenizers (all in
-the H200 image); `liger-kernel` (carried as a wheel) makes the train step use the fused loss. The
+the H200 image); `liger-kernel` (carried as a wheel) makes the train step use the fused loss; the
+stream step builds its checkpoint with `tokenizer_ext`, which imports `tyro` and `pyyaml` (pure
+Python: carry their wheels too, or that one step fails and the others run). The
 repository root goes on PYTHONPATH; nothing is installed and nothing is downloaded (random weights).
 """
 
@@ -84,6 +88,14 @@ STEPS = [
         [str(BENCH / "codec_throughput.py"), "--tiny", "--device", "cpu", "--clips", "2", "--seconds", "1",
          "--repeats", "1", "--json", "{json}"],
         budget_s=60,
+    ),
+    Step(
+        "stream",
+        [str(BENCH / "stream_latency.py"), "--mode", "gpu", "--new-tokens", "250", "--repeats", "2",
+         "--json", "{json}"],
+        [str(BENCH / "stream_latency.py"), "--mode", "tiny", "--new-tokens", "40", "--repeats", "1",
+         "--json", "{json}"],
+        budget_s=150,
     ),
     Step(
         "data",
@@ -201,6 +213,12 @@ def markdown_rows(results: list[StepResult], *, device: str, date: str) -> list[
             rows.append(
                 f"| codec {row['stage']} | {codec['clips']} clips, batch {row['batch']} | {device} | {date} | "
                 f"{row['x_real_time']:,.1f}x real time | |"
+            )
+    if stream := ok("stream"):
+        for row in stream.get("rows", []):
+            rows.append(
+                f"| stream latency, {row['path']} | {stream['info']['new_tokens']} codes, batch 1 | {device} | "
+                f"{date} | first audio {row['first_audio']:.2f} s | RTF {row['rtf']:.3f} |"
             )
     if data := ok("data"):
         for key, value in data.items():

@@ -7,6 +7,7 @@
     [result] = tr.run([Request("s2st", "ja", "en", wav=wav)])   # result.waveform / .text / .warnings
 
 Modules: `translate` (the library: segment, encode, prompt, generate, cut loops, decode, join),
+`stream` (`Translator.stream`: one request's text, audio chunks and warnings while it is generated),
 `decoding` (per-task sampling defaults, loop guards, length budgets from the source; the mechanisms
 themselves, constrained decoding and the transformers/vLLM backends, are `sts.generation`),
 `segment` (long-form splitting at pauses), `asr` (Whisper behind a small interface), `metrics`

@@ -5,6 +5,7 @@
     sts-infer --task tts --text "こんにちは" --from ja -o hello.wav --model runs/sft
     sts-infer clips/ --to en -o out/ --model runs/sft                    # batch: out/<stem>.wav + results.jsonl
     sts-infer test.jsonl --task s2tt -o out/ --model runs/sft --backend vllm
+    sts-infer in.wav --to en -o out.wav --model runs/sft --stream       # out.wav grows while it is generated
 
 A batch input is a folder of audio files or a JSONL manifest (`audio` path relative to the manifest,
 optional `id`, `text`, `src_lang`; every line checked before the model loads, errors name
@@ -116,6 +117,10 @@ class InferConfig:
     """Results JSONL (default: OUTPUT/results.jsonl in batch mode)."""
     fail_fast: bool = False
     """Batch mode: stop at the first bad input (exit 2) instead of recording it and going on (exit 1)."""
+    stream: bool = False
+    """One input: write the output while it is generated (OUT.wav grows, a valid wav after every
+    chunk, and is replaced by the finished result at the end); prints the time to first audio and
+    the real-time factor. Only the transformers backend streams the generation itself."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +203,8 @@ def run(cfg: InferConfig, log=print) -> int:
     batch = cfg.input is not None and (cfg.input.is_dir() or cfg.input.suffix == ".jsonl")
     suffix = ".wav" if spec.output == "speech" else ".txt"
     check_output_paths(cfg, batch=batch, speech=spec.output == "speech")  # before the model loads
+    if cfg.stream and batch:
+        raise UsageError("--stream takes one input (an audio file or --text), not a folder or manifest")
     out_dir = cfg.output if batch else None
     results_path = cfg.results or (out_dir / "results.jsonl" if batch else None)
     if batch:
@@ -235,6 +242,8 @@ def run(cfg: InferConfig, log=print) -> int:
         repetition_penalty=cfg.repetition_penalty,
     )
 
+    if cfg.stream:
+        return _run_stream(cfg, translator, pending[0].item, log)
     failed, cuts = 0, dict.fromkeys(CUT_RULES, 0)
     for planned, outcome, notes in _outcomes(cfg, pending, translator, batch=batch):
         item, target = planned.item, planned.target
@@ -340,6 +349,57 @@ MANIFEST_FIELDS = {
     "src_lang": Field("lang"),
 }
 """A batch manifest's fields (`sts.manifest`): checked on every line before the model loads."""
+
+
+def _run_stream(cfg: InferConfig, translator, item: dict, log=print) -> int:
+    """`--stream`: one input through `Translator.stream`. A speech output grows in OUT as its audio
+    arrives (`sts.audio.GrowingWav`: the header is rewritten after every chunk, so the file plays at
+    any moment); at the end OUT is atomically replaced by the result's waveform (what `run` writes).
+    A text output is printed (and written to OUT) at the end. Prints the time to first audio (from
+    the start of generation, after loading) and the real-time factor (wall time / output seconds)."""
+    from sts.audio import GrowingWav
+
+    notes: list[str] = []
+    request = _request(cfg, item, translator, notes)
+    for note in notes:
+        print(f"warning: {request.id or 'input'}: {note}", file=sys.stderr)
+    target, growing, first, result = cfg.output, None, None, None
+    try:
+        for event in translator.stream(request):
+            if event.kind == "audio":
+                growing = growing or GrowingWav(target)
+                growing.append(event.audio)
+                if first is None:
+                    first = event.seconds
+                    log(f"first audio after {first:.2f} s; {target} grows as the output is generated")
+            elif event.kind == "text":
+                log(event.text if event.field == "text" else f"{event.field}: {event.text}")
+            elif event.kind == "warning":
+                print(f"warning: {request.id or 'input'}: {event.text}", file=sys.stderr)
+            elif event.kind == "done":
+                result = event.result
+    except BaseException:
+        if growing is not None:  # no half output left behind
+            growing.close()
+            target.unlink(missing_ok=True)
+        raise
+    if growing is not None:
+        growing.close()
+    row = result.summary() | {"output": str(target) if target else None}
+    if result.waveform is not None:
+        write_audio(target, result.waveform)
+        output_seconds = len(result.waveform) / 16000
+        rtf = result.seconds / output_seconds if output_seconds else float("inf")
+        row |= {"first_audio_seconds": round(first, 3) if first is not None else None, "rtf": round(rtf, 3)}
+        log(
+            f"time to first audio {first if first is not None else float('nan'):.2f} s, real-time factor "
+            f"{rtf:.2f} ({result.seconds:.2f} s for {output_seconds:.2f} s of audio); wrote {target}"
+        )
+    elif target is not None:
+        write_text_atomic(target, (result.text or "") + "\n")
+    if cfg.results is not None:
+        append_text_durable(cfg.results, json.dumps(row, ensure_ascii=False) + "\n")
+    return 0
 
 
 def _inputs(cfg: InferConfig) -> list[dict]:

@@ -16,6 +16,26 @@ texts before its speech: the answer is decoded in two constrained phases (`sts.g
 text ids until the speech start marker, then speech ids), and the result carries the intermediate
 `transcript` and `translation`. A checkpoint's `sts_decoding.json` (the training corpus's duration ratios) sets the speech
 length budget; one without it gets the fixed 2.5x and a warning, once.
+
+Streaming (`Translator.stream`, implemented in `infer.stream`), one Request at a time (batch of 1):
+
+    for event in translator.stream(request):
+        event.kind      # "text" | "audio" | "warning" | "done"
+        event.field     # kind "text": "transcript" | "translation" | "text" (text-output tasks)
+        event.text      # kind "text" / "warning": the string
+        event.audio     # kind "audio": [N] float32 at 16 kHz, the next samples (append them)
+        event.seconds   # wall seconds since stream() was called (time to this event)
+        event.result    # kind "done": the full Result, what translator.run([request])[0] gives
+
+Events come in order: for an s2st text-first answer the transcript and translation text events come
+before the first audio; audio chunks in time order (the segments of a long input one after another,
+with the `gap_seconds` silence `run` puts between them); warnings as soon as they are known; "done"
+last. Speech-output tasks stream their audio as it is generated (chunked decoding,
+`sts.codec.streaming`: the joined audio approximates the result's waveform within the codec's
+measured bound); text-output tasks give their text at the end. A long input's result equals `run`'s
+with `batch_size=1` (segments generated one at a time; at a larger batch size `run` samples them
+from one shared random stream). Only the transformers backend streams the generation itself; with
+vLLM each segment's audio starts when its generation ends.
 """
 
 from __future__ import annotations
@@ -218,6 +238,18 @@ class Translator:
     def run(self, requests: Sequence[Request]) -> list[Result]:
         return list(self.iter_results(requests))
 
+    def stream(self, request: Request, *, settings=None):
+        """Events of one request while it is generated (the contract in the module docstring).
+
+        `settings`: a `sts.codec.StreamSettings` for the chunked decoder (default: the codec's
+        `stream_defaults`). Returns an iterator of `infer.stream.StreamEvent`.
+        """
+        from infer.stream import stream_request
+
+        started = time.perf_counter()
+        result = Result(request.id, request.task, request.src_lang, request.tgt_lang)
+        return stream_request(self, request, result, settings=settings, started=started)
+
     def iter_results(self, requests: Iterable[Request]) -> Iterator[Result]:
         """Results in request order; requests are taken (and can be built lazily) `batch_size` at a time."""
         pending = iter(requests)
@@ -382,6 +414,15 @@ class Translator:
 
     def _read_chain(self, seg: _Segment, row, result: Result):
         """A text-then-speech answer: its texts (loop-checked as text) and its speech (as speech)."""
+        parsed = self._read_chain_texts(row, result)
+        if not row.switched:
+            return np.zeros(0, np.int32), parsed.transcript, parsed.translation
+        speech = np.concatenate([[self.vocab.speech_start_id], row.speech_ids]).astype(np.int64)
+        return self._read_plain(seg, speech, result), parsed.transcript, parsed.translation
+
+    def _read_chain_texts(self, row, result: Result):
+        """The texts of a text-then-speech answer, loop-checked as text (`ParsedOutput`); notes in
+        `result` an answer that never reached its speech."""
         text_ids = row.text_ids
         loop = detect_loop(text_ids, self.guards["text"])
         if loop is not None:
@@ -392,9 +433,7 @@ class Translator:
             result.finished = False
             result.cut = loop.kind if loop is not None else "budget"
             result.warnings.append("the model wrote no speech: its texts ran into their length budget")
-            return np.zeros(0, np.int32), parsed.transcript, parsed.translation
-        speech = np.concatenate([[self.vocab.speech_start_id], row.speech_ids]).astype(np.int64)
-        return self._read_plain(seg, speech, result), parsed.transcript, parsed.translation
+        return parsed
 
     def _assemble(self, request: Request, result: Result, parts: list) -> None:
         if task_spec(request.task).output == "text":

@@ -162,48 +162,11 @@ class ClientGate:
                 self._busy.discard(client)
 
 
-@dataclass
-class StreamEvent:
-    """One step of a translation, in the shape `Translator.stream` yields (the contract coded against)."""
-
-    kind: str
-    """"text" | "audio" | "warning" | "done"."""
-    field: str | None = None
-    """kind "text": "transcript" | "translation" | "text"."""
-    text: str | None = None
-    """kind "text" / "warning": the string."""
-    audio: np.ndarray | None = None
-    """kind "audio": `[N]` float32 at 16 kHz, the next samples."""
-    seconds: float = 0.0
-    """Wall seconds since the translation started."""
-    result: object | None = None
-    """kind "done": the full `infer.Result`."""
-
-
-REPLAY_CHUNK_SECONDS = 0.5
-"""`translation_events` replays a finished translation's speech in chunks this long."""
-
-
-def translation_events(translator, request) -> Iterator[StreamEvent]:
-    """The translation of one `infer.Request` as events: texts, speech chunks, warnings, then done.
-
-    For now the whole request is translated first (`Translator.run`) and its pieces are replayed in
-    the order a stream gives them; once `Translator.stream` exists this is `yield from
-    translator.stream(request)`, and nothing else in the app changes.
-    """
-    started = time.perf_counter()
-    [result] = translator.run([request])
-    elapsed = time.perf_counter() - started
-    for name in ("transcript", "translation", "text"):
-        if getattr(result, name) is not None:
-            yield StreamEvent("text", field=name, text=getattr(result, name), seconds=elapsed)
-    wav = result.waveform if result.waveform is not None else np.zeros(0, np.float32)
-    step = int(REPLAY_CHUNK_SECONDS * SAMPLE_RATE)
-    for start in range(0, len(wav), step):
-        yield StreamEvent("audio", audio=wav[start : start + step], seconds=elapsed)
-    for warning in result.warnings:
-        yield StreamEvent("warning", text=warning, seconds=elapsed)
-    yield StreamEvent("done", result=result, seconds=elapsed)
+def translation_events(translator, request) -> Iterator:
+    """The translation of one `infer.Request` as `infer.stream.StreamEvent`s, in the order they become
+    known: texts (a text-first answer's transcript and translation), speech chunks as they are
+    generated and decoded, warnings, then "done" with the full result (`Translator.stream`)."""
+    yield from translator.stream(request)
 
 
 @dataclass

@@ -6,12 +6,14 @@ whose message starts with the file it is about.
     from sts.audio import load_audio, write_audio
     wav = load_audio("clip.mp3", max_seconds=30.0)      # [N] float32 at 16 kHz, mono
     write_audio("out/clip.wav", wav)                      # PCM_16, written to a temp name then renamed
+    GrowingWav("out/live.wav").append(chunk)              # a wav that stays valid while it grows
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 import warnings
 from pathlib import Path
@@ -225,3 +227,59 @@ def is_silent(
 def duration_seconds(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     """Length of a [N] waveform in seconds."""
     return waveform.shape[-1] / sample_rate
+
+
+class GrowingWav:
+    """A 16-bit PCM mono wav that grows as audio arrives, valid after every `append`.
+
+        with GrowingWav("out.wav") as wav:     # writes a header for 0 samples
+            wav.append(chunk)                  # [N] float in [-1, 1]; the header's sizes are rewritten
+
+    A player or a reader can open the file at any moment and get the samples so far. The header is
+    the canonical 44-byte RIFF/WAVE layout (a "fmt " chunk of 16 bytes: PCM, 1 channel, the rate,
+    16 bits; then the "data" chunk), whose RIFF and data sizes are patched after each append. Not
+    atomic by design: the writer of the finished file replaces it (`write_audio`) when it is done.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int = SAMPLE_RATE):
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.samples = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "wb")  # noqa: SIM115 (kept open across appends; closed in close())
+        self._file.write(self._header(0))
+        self._file.flush()
+
+    def _header(self, samples: int) -> bytes:
+        data = 2 * samples
+        fmt = struct.pack("<HHIIHH", 1, 1, self.sample_rate, 2 * self.sample_rate, 2, 16)
+        return (
+            b"RIFF"
+            + struct.pack("<I", 36 + data)
+            + b"WAVEfmt "
+            + struct.pack("<I", 16)
+            + fmt
+            + (b"data" + struct.pack("<I", data))
+        )
+
+    def append(self, waveform: np.ndarray) -> None:
+        """Add `[N]` float samples (clipped to [-1, 1]) and rewrite the header's sizes."""
+        waveform = np.asarray(waveform, dtype=np.float64).ravel()
+        if not np.isfinite(waveform).all():
+            raise AudioError(f"{self.path}: contains NaN or infinite samples")
+        pcm = np.round(np.clip(waveform, -1.0, 1.0) * 32767).astype("<i2")
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(pcm.tobytes())
+        self.samples += len(pcm)
+        self._file.seek(0)
+        self._file.write(self._header(self.samples))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> GrowingWav:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

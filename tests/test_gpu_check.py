@@ -46,7 +46,7 @@ def test_tiny_mode_runs_every_benchmark(gpu_check, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["gpu_check.py"])
     report = gpu_check.main(["--tiny", "--out", str(tmp_path / "gpu.json")])
     assert {name: step["status"] for name, step in report["steps"].items()} == {
-        "train": "ok", "infer": "ok", "tts": "ok", "codec": "ok", "data": "ok"
+        "train": "ok", "infer": "ok", "tts": "ok", "codec": "ok", "stream": "ok", "data": "ok"
     }  # fmt: skip
     assert json.loads((tmp_path / "gpu.json").read_text())["device"].startswith("cpu")
     steps = report["steps"]
@@ -54,6 +54,7 @@ def test_tiny_mode_runs_every_benchmark(gpu_check, tmp_path, monkeypatch):
     assert {row["path"] for row in steps["infer"]["result"]["generate"]} == {"naive", "fast"}
     assert {row["mode"] for row in steps["tts"]["result"]["rows"]} == {"eager", "static", "compiled"}
     assert {row["stage"] for row in steps["codec"]["result"]["rows"]} == {"encode", "decode"}
+    assert {row["path"] for row in steps["stream"]["result"]["rows"]} == {"run", "stream"}
     data = steps["data"]["result"]
     assert data["s2st_samples_per_s"]["ours"] > data["s2st_samples_per_s"]["naive"]
     markdown = "\n".join(report["markdown"])
@@ -63,6 +64,7 @@ def test_tiny_mode_runs_every_benchmark(gpu_check, tmp_path, monkeypatch):
         "infer fast",
         "tts compiled",
         "codec decode",
+        "stream latency, stream",
         "data cpt_docs_per_s",
     ):
         assert measure in markdown

@@ -4,6 +4,7 @@
     codec = load_codec("HKUSTAudio/xcodec2-hf", device="cuda")   # or a local checkpoint directory
     codes = codec.encode([wav])[0]      # [N] float32 16 kHz -> [N // 320 + 1] int32, 50 per second
     wav = codec.decode([codes])[0]      # -> [len(codes) * 320] float32
+    decoder = codec.stream_decoder()    # chunked: decoder.push(new_codes) -> audio, decoder.flush() -> audio
 
 Importing `sts.codec` loads neither torch nor transformers; `XCodec2Codec` loads them on first use.
 """
@@ -14,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sts.codec.base import Codec
+from sts.codec.streaming import StreamDecoder, StreamSettings
 
 if TYPE_CHECKING:
     from sts.codec.melkmeans import MelKMeansCodec
     from sts.codec.xcodec2 import XCodec2Codec
 
-__all__ = ["Codec", "MelKMeansCodec", "XCodec2Codec", "load_codec"]
+__all__ = ["Codec", "MelKMeansCodec", "StreamDecoder", "StreamSettings", "XCodec2Codec", "load_codec"]
 
 
 def __getattr__(name: str):

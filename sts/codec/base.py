@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sts.codec.streaming import StreamDecoder, StreamSettings, stream_decoder
+
 
 class Codec(ABC):
     """A single-codebook speech codec.
@@ -24,6 +26,8 @@ class Codec(ABC):
     """Number of distinct codes; every code lies in `[0, codebook_size)`."""
     name: str
     """What made the codes (a Hugging Face id or a local path), recorded in shard headers and cards."""
+    stream_defaults: StreamSettings = StreamSettings()
+    """Chunking of `stream_decoder` when no setting is given (`sts.codec.streaming`)."""
 
     @abstractmethod
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -36,3 +40,30 @@ class Codec(ABC):
     @abstractmethod
     def num_codes(self, num_samples: int) -> int:
         """Exact number of codes `encode` returns for a clip of `num_samples` samples."""
+
+    def decode_window(self, codes: np.ndarray, *, start_frame: int) -> np.ndarray:
+        """Codes `[T]` that begin at frame `start_frame` of a longer stream -> `[T * hop]` float32.
+
+        The chunked decoder's one call into the codec. A codec whose decoding depends on where the
+        frames lie in the stream (Griffin-Lim's initial phases) overrides it; the default decodes
+        the window as a clip of its own.
+        """
+        return self.decode([np.asarray(codes)])[0]
+
+    def stream_decoder(
+        self,
+        chunk_frames: int | None = None,
+        left_context: int | None = None,
+        lookahead: int | None = None,
+        crossfade_frames: int | None = None,
+    ) -> StreamDecoder:
+        """A chunked decoder (`push(codes) -> audio`, `flush() -> audio`); settings not given come
+        from `stream_defaults`. See `sts.codec.streaming` for how close it comes to `decode`."""
+        return stream_decoder(
+            self,
+            self.stream_defaults,
+            chunk_frames=chunk_frames,
+            left_context=left_context,
+            lookahead=lookahead,
+            crossfade_frames=crossfade_frames,
+        )

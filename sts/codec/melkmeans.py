@@ -10,7 +10,8 @@ THIS IS NOT XCODEC2. It exists so that the whole pipeline can run where no pretr
 can be fetched (the offline demo, CI). Each 20 ms frame of a clip's log-mel spectrogram (80 bands,
 1024-point FFT, hop 320 at 16 kHz, the same frame count as XCodec2: `N // 320 + 1`) is replaced by
 the index of its nearest k-means centroid; decoding looks the centroids up, undoes the log and
-inverts the mel spectrogram with Griffin-Lim (librosa). Units fitted on a few voices reproduce those
+inverts the mel spectrogram with Griffin-Lim (from position-seeded phases, so that chunked decoding
+matches the whole decode: `decode_window`). Units fitted on a few voices reproduce those
 voices intelligibly but buzzy; they carry no phase and generalize poorly to unseen voices. Its
 round-trip intelligibility, measured with offline Whisper, is in `benchmarks/RESULTS.md`.
 XCodec2 (`sts.codec.XCodec2Codec`) stays the codec for real work.
@@ -18,6 +19,7 @@ XCodec2 (`sts.codec.XCodec2Codec`) stays the codec for real work.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Sequence
@@ -26,12 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from sts.codec.base import Codec
+from sts.codec.streaming import StreamSettings
 from sts.errors import CorruptFileError
 
 CODEC_TYPE = "mel-kmeans"
 CONFIG_NAME = "codec.json"
 CENTROIDS_NAME = "centroids.npy"
 LOG_FLOOR = 1e-5
+MOMENTUM = 0.99
+"""Fast Griffin-Lim's momentum (librosa's `griffinlim` default)."""
+PHASE_PERIOD = 1024
+"""Frames after which the position-dependent initial phases repeat (20 s)."""
 
 
 class MelKMeansCodec(Codec):
@@ -40,6 +47,9 @@ class MelKMeansCodec(Codec):
     sample_rate = 16000
     frame_rate = 50.0
     hop_length = 320
+    stream_defaults = StreamSettings(chunk_frames=20, left_context=25, lookahead=15, crossfade_frames=2)
+    """Chunked decoding (`sts.codec.streaming`): first audio after 0.7 s of codes, ~63 dB SNR from
+    the whole decode on TTS speech (benchmarks/stream_decode.py)."""
 
     def __init__(
         self,
@@ -104,32 +114,40 @@ class MelKMeansCodec(Codec):
         return codes
 
     def decode(self, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Codes `[T_i]` int -> waveforms `[T_i * 320]` float32 at 16 kHz (Griffin-Lim, see `decode_window`)."""
+        return [self.decode_window(np.asarray(clip), start_frame=0) for clip in codes]
+
+    def decode_window(self, codes: np.ndarray, *, start_frame: int) -> np.ndarray:
+        """Codes `[T]` lying at frames `start_frame ...` of a stream -> `[T * 320]` float32.
+
+        Fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99, as librosa's `griffinlim`) from
+        random initial phases that depend only on each frame's position in the stream
+        (`PHASE_PERIOD`-periodic, seeded), so a window of a stream converges to nearly the phases
+        the whole stream's decode finds there: chunked decoding (`sts.codec.streaming`) then
+        matches `decode` closely.
+        """
         import librosa
 
-        waveforms = []
-        for clip in codes:
-            clip = np.asarray(clip)
-            if clip.size and (clip.min() < 0 or clip.max() >= self.codebook_size):
-                raise ValueError(
-                    f"codes must lie in [0, {self.codebook_size}), got [{clip.min()}, {clip.max()}]"
-                )
-            n_samples = len(clip) * self.hop_length
-            if len(clip) == 0:
-                waveforms.append(np.zeros(0, dtype=np.float32))
-                continue
-            with warnings.catch_warnings():  # a few frames are shorter than n_fft: fine, they are padded
-                warnings.filterwarnings("ignore", message="n_fft=.*is too large", category=UserWarning)
-                audio = librosa.griffinlim(
-                    self.magnitudes()[:, clip],
-                    n_iter=self.griffin_lim_iters,
-                    hop_length=self.hop_length,
-                    n_fft=self.n_fft,
-                    center=True,
-                    random_state=0,
-                )  # (T - 1) * hop samples: pad the last frame's hop, as XCodec2 returns T * hop
-            audio = np.pad(audio, (0, max(0, n_samples - len(audio))))[:n_samples]
-            waveforms.append(np.clip(audio, -1.0, 1.0).astype(np.float32))
-        return waveforms
+        clip = np.asarray(codes)
+        if clip.size and (clip.min() < 0 or clip.max() >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got [{clip.min()}, {clip.max()}]")
+        n_frames = len(clip)
+        if n_frames == 0:
+            return np.zeros(0, dtype=np.float32)
+        n_samples = n_frames * self.hop_length
+        magnitude = self.magnitudes()[:, clip]  # [F, T]
+        phase = _initial_phases(magnitude.shape[0])[:, (start_frame + np.arange(n_frames)) % PHASE_PERIOD]
+        stft = dict(n_fft=self.n_fft, hop_length=self.hop_length, center=True)
+        estimate, previous = magnitude * phase, None
+        with warnings.catch_warnings():  # a few frames are shorter than n_fft: fine, they are padded
+            warnings.filterwarnings("ignore", message="n_fft=.*is too large", category=UserWarning)
+            for _ in range(self.griffin_lim_iters):
+                audio = librosa.istft(magnitude * _unit(estimate), length=n_samples, **stft)
+                rebuilt = librosa.stft(audio, **stft)[:, :n_frames]
+                estimate = rebuilt if previous is None else rebuilt + MOMENTUM * (rebuilt - previous)
+                previous = rebuilt
+            audio = librosa.istft(magnitude * _unit(estimate), length=n_samples, **stft)
+        return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
     def magnitudes(self) -> np.ndarray:
         """`[n_fft // 2 + 1, codebook_size]` linear STFT magnitude of every centroid (NNLS, computed once)."""
@@ -219,6 +237,18 @@ class MelKMeansCodec(Codec):
         centroids = np.load(path / CENTROIDS_NAME)
         kwargs = {k: config[k] for k in ("n_fft", "n_mels", "griffin_lim_iters") if k in config}
         return cls(centroids, name=str(path), **{**kwargs, **overrides})
+
+
+@functools.cache
+def _initial_phases(n_bins: int) -> np.ndarray:
+    """`[n_bins, PHASE_PERIOD]` complex64 unit phases, seeded: frame t of any stream starts from column t % period."""
+    angles = np.random.default_rng(0).random((n_bins, PHASE_PERIOD))
+    return np.exp(2j * np.pi * angles).astype(np.complex64)
+
+
+def _unit(spectrum: np.ndarray) -> np.ndarray:
+    """The phases of a complex spectrogram as unit complex numbers (a zero bin stays 0)."""
+    return spectrum / (np.abs(spectrum) + np.finfo(np.float32).tiny)
 
 
 def is_mel_kmeans_dir(path: str | Path) -> bool:

@@ -7,6 +7,7 @@
         max_new_tokens=[500, 200], sampling=Sampling(temperature=0.8, top_p=0.95), guard=SPEECH_GUARD,
     )
     ids = backend.generate(prompts, request)      # [G_i] int64 per prompt, end id last when it ended
+    for new_ids in (row := stream_row(backend, prompt, request)): ...   # one prompt, ids as generated; row.ids
 
 Used by `sts-infer` (speech and text outputs of a trained checkpoint), the corpus MT (`sts.mt`,
 unconstrained: `allowed=None`) and the corpus Llasa TTS (speech block + end marker).
@@ -15,7 +16,9 @@ Modules: `request` (`Sampling`, `RAS_SAMPLING`, `GenerationRequest`, reading a r
 (which ids an output may hold), `chain` (text-then-speech answers: the constraint switches at the
 speech start marker), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
 `tail_is_loop`), `ras` (repetition-aware sampling), `processors` (the request as transformers logits
-processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM).
+processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM),
+`stream` (one row's ids while it is generated: transformers streams them, other backends give the
+row whole at its end).
 Names are loaded lazily: `Sampling` or `GenerationRequest` alone import neither torch nor transformers.
 """
 
@@ -26,7 +29,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sts.generation.allowed import Modality, allowed_token_ids, speech_block_ids
-    from sts.generation.chain import ChainRow, chain_text_ids, generate_chain
+    from sts.generation.chain import (
+        ChainRow,
+        chain_text_ids,
+        check_chain_requests,
+        generate_chain,
+        speech_phase_prompt,
+        text_phase,
+    )
     from sts.generation.loops import (
         LOOP_KINDS,
         SPEECH_GUARD,
@@ -52,12 +62,20 @@ if TYPE_CHECKING:
         length_sorted_batches,
         split_end,
     )
+    from sts.generation.stream import RowStream, stream_row
     from sts.generation.transformers_backend import TransformersBackend
     from sts.generation.vllm_backend import VllmBackend, completion_ids, vllm_sampling_kwargs
 
 _MODULES = {
     "allowed": ("Modality", "allowed_token_ids", "speech_block_ids"),
-    "chain": ("ChainRow", "chain_text_ids", "generate_chain"),
+    "chain": (
+        "ChainRow",
+        "chain_text_ids",
+        "check_chain_requests",
+        "generate_chain",
+        "speech_phase_prompt",
+        "text_phase",
+    ),
     "loops": (
         "LOOP_KINDS",
         "SPEECH_GUARD",
@@ -79,6 +97,7 @@ _MODULES = {
         "length_sorted_batches",
         "split_end",
     ),
+    "stream": ("RowStream", "stream_row"),
     "transformers_backend": ("TransformersBackend",),
     "vllm_backend": ("VllmBackend", "completion_ids", "vllm_sampling_kwargs"),
 }
@@ -87,7 +106,10 @@ _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = [
     "ChainRow",
     "chain_text_ids",
+    "check_chain_requests",
     "generate_chain",
+    "speech_phase_prompt",
+    "text_phase",
     "LOOP_KINDS",
     "RAS_SAMPLING",
     "SPEECH_GUARD",
@@ -101,6 +123,7 @@ __all__ = [
     "RepetitionAwareProcessor",
     "RepetitionAwareRequest",
     "RowBudgetCriteria",
+    "RowStream",
     "Sampling",
     "TransformersBackend",
     "VllmBackend",
@@ -114,6 +137,7 @@ __all__ = [
     "rule_loops",
     "speech_block_ids",
     "split_end",
+    "stream_row",
     "tail_is_loop",
     "vllm_sampling_kwargs",
 ]

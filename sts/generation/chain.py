@@ -1,7 +1,7 @@
 """Text, then speech: decoding an answer that writes texts before its speech (s2st text-first).
 
     allowed = chain_text_ids(vocab, tokenizer)            # text ids + the speech start marker, no end-of-turn
-    rows = generate_chain(backend, prompts, text_request, speech_budgets, speech_request)
+    rows = generate_chain(backend, prompts, text_request, speech_request)
     rows[0].text_ids, rows[0].speech_ids, rows[0].switched   # [T] int64, [S] int64 (end marker last), bool
 
 The constraint switches with the row's state, in two phases that both backends run as plain
@@ -16,6 +16,8 @@ constrained requests (transformers: a logits mask; vLLM: `allowed_token_ids`, st
 So no text id can enter the speech span and no speech id the text span, whatever the model
 prefers; a row that never writes the marker (budget or loop guard in the text phase) has no speech.
 The second phase re-reads the prompt (a prefill; vLLM's prefix cache makes it nearly free).
+A streaming caller runs the same two phases one prompt at a time: `text_phase`, then the speech
+phase on `speech_phase_prompt` through `sts.generation.stream.stream_row`.
 """
 
 from __future__ import annotations
@@ -68,28 +70,41 @@ def generate_chain(
     Raises ValueError when the phases' constraints overlap (a text id allowed in speech or the reverse).
     A request without `allowed` leaves the constraint to its own logits processors.
     """
-    if len(text.end_ids) != 1:
-        raise ValueError("the text phase ends on exactly one id: the speech start marker")
-    switch_id = text.end_ids[0]
-    if text.allowed is not None and speech.allowed is not None:  # else the caller's processors constrain
-        overlap = np.intersect1d(text.allowed, speech.allowed)
-        if len(overlap):
-            raise ValueError(f"the text and speech phases share allowed ids {overlap[:5].tolist()}")
-    if len(speech.max_new_tokens) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(speech.max_new_tokens)} speech budgets")
-
-    first = backend.generate(list(prompts), text)
-    rows = []
-    for ids in first:
-        body, switched = split_end(ids, [switch_id])
-        rows.append(ChainRow(body, np.zeros(0, np.int64), switched))
+    switch_id = check_chain_requests(text, speech, len(prompts))
+    rows = text_phase(backend, prompts, text)
     going = [i for i, row in enumerate(rows) if row.switched]
     if going:
-        second_prompts = [
-            np.concatenate([np.asarray(prompts[i], dtype=np.int64), rows[i].text_ids, [switch_id]])
-            for i in going
-        ]
+        second_prompts = [speech_phase_prompt(prompts[i], rows[i], switch_id) for i in going]
         second = replace(speech, max_new_tokens=[speech.max_new_tokens[i] for i in going])
         for i, ids in zip(going, backend.generate(second_prompts, second), strict=True):
             rows[i].speech_ids = np.asarray(ids, dtype=np.int64)
     return rows
+
+
+def check_chain_requests(text: GenerationRequest, speech: GenerationRequest, rows: int) -> int:
+    """The speech start marker that switches the phases, after checking that the two requests fit
+    together for `rows` prompts (ValueError otherwise, see `generate_chain`)."""
+    if len(text.end_ids) != 1:
+        raise ValueError("the text phase ends on exactly one id: the speech start marker")
+    if text.allowed is not None and speech.allowed is not None:  # else the caller's processors constrain
+        overlap = np.intersect1d(text.allowed, speech.allowed)
+        if len(overlap):
+            raise ValueError(f"the text and speech phases share allowed ids {overlap[:5].tolist()}")
+    if len(speech.max_new_tokens) != rows:
+        raise ValueError(f"{rows} prompts but {len(speech.max_new_tokens)} speech budgets")
+    return text.end_ids[0]
+
+
+def text_phase(backend, prompts: Sequence[np.ndarray], text: GenerationRequest) -> list[ChainRow]:
+    """Phase 1 for every prompt: the rows' texts and whether each wrote the speech start marker
+    (their `speech_ids` still empty)."""
+    rows = []
+    for ids in backend.generate(list(prompts), text):
+        body, switched = split_end(ids, text.end_ids)
+        rows.append(ChainRow(body, np.zeros(0, np.int64), switched))
+    return rows
+
+
+def speech_phase_prompt(prompt: np.ndarray, row: ChainRow, switch_id: int) -> np.ndarray:
+    """Phase 2's prompt for a row that switched: the prompt, its text, the speech start marker. `[L + T + 1]`."""
+    return np.concatenate([np.asarray(prompt, dtype=np.int64), row.text_ids, [switch_id]]).astype(np.int64)

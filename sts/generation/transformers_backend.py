@@ -2,6 +2,8 @@
 
     backend = TransformersBackend(model, pad_token_id=0, fast=True)   # fast: static cache (+ compile on CUDA)
     ids = backend.generate(prompts, GenerationRequest(allowed, [end], max_new_tokens=[500, 200]))
+    for new_ids in (stream := backend.stream(prompt, request)): ...    # batch 1, ids as they come
+    stream.ids                                                         # == backend.generate([prompt], request)[0]
 
 The fast path is transformers' own: `cache_implementation="static"` and, on CUDA,
 `compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs). DESIGN.md measured it at
@@ -19,6 +21,7 @@ import numpy as np
 
 from sts.generation.processors import LoopStoppingCriteria, cut_rows, logits_processors, stopping_criteria
 from sts.generation.request import GenerationRequest
+from sts.generation.stream import RowStream
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -54,6 +57,7 @@ class TransformersBackend:
         self.fast = fast or bool(compile)
         self.compile = fast and model.device.type == "cuda" if compile is None else compile
         self.shape_multiples = shape_multiples
+        self._worker = None  # the thread streams generate in (`stream`)
 
     def generate(
         self, prompts: Sequence[Sequence[int] | np.ndarray], request: GenerationRequest
@@ -63,6 +67,21 @@ class TransformersBackend:
         Row i holds at most `request.max_new_tokens[i]` ids and ends right after its first end id
         when it reached one; a row the loop guard stopped ends where it was stopped.
         """
+        return self._generate(prompts, request)
+
+    def stream(self, prompt: Sequence[int] | np.ndarray, request: GenerationRequest) -> RowStream:
+        """One prompt `[L]`: iterate the new ids `[k]` int64 as `generate` writes them; afterwards
+        `.ids` is exactly `generate([prompt], request)[0]` (same processors, stopping criteria and
+        seeding: the same ids for the same seed). `generate` runs in the backend's one worker thread
+        (`sts.generation.stream`), where a compiled fast path records its CUDA graphs once."""
+        if self._worker is None:  # one thread for every stream: torch keeps CUDA graphs per thread
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sts-generate")
+        run = lambda streamer, cancel: self._generate([prompt], request, streamer, cancel)[0]  # noqa: E731
+        return RowStream(run, self._worker)
+
+    def _generate(self, prompts, request: GenerationRequest, streamer=None, cancel=None) -> list[np.ndarray]:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -94,6 +113,8 @@ class TransformersBackend:
             kwargs["compile_config"] = CompileConfig(mode="reduce-overhead", fullgraph=False)
         elif self.fast:  # transformers would compile a static cache on CUDA by itself
             kwargs["disable_compile"] = True
+        if streamer is not None:
+            kwargs["streamer"] = streamer
         if request.seed is not None:
             torch.manual_seed(request.seed)
         device = self.model.device
@@ -103,7 +124,7 @@ class TransformersBackend:
                 attention_mask=attention_mask.to(device),
                 max_new_tokens=max_new,
                 logits_processor=LogitsProcessorList(logits_processors(request, prompt_len=width)),
-                stopping_criteria=StoppingCriteriaList(stops),
+                stopping_criteria=StoppingCriteriaList(stops + ([cancel] if cancel is not None else [])),
                 eos_token_id=list(request.end_ids),
                 pad_token_id=self.pad_token_id,
                 **kwargs,
