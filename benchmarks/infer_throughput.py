@@ -35,21 +35,8 @@ import numpy as np
 import torch
 
 from sts.generation import GenerationRequest, Sampling, TransformersBackend, allowed_token_ids
+from sts.testing.lm import LFM2_350M_SHAPE
 from sts.vocab import SpeechVocab, round_up
-
-LFM2_350M = dict(
-    hidden_size=1024,
-    intermediate_size=6656,  # LFM2's auto-adjusted feed-forward: int(2 * 6656 / 3) rounded up to 256 = 4608
-    num_hidden_layers=16,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    layer_types=["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)],
-    max_position_embeddings=32768,
-    block_multiple_of=256,
-    block_ffn_dim_multiplier=1.0,
-    block_auto_adjust_ff_dim=True,
-    tie_word_embeddings=True,
-)
 
 
 def build_lm(tiny: bool, device: str, dtype: torch.dtype):
@@ -71,7 +58,7 @@ def build_lm(tiny: bool, device: str, dtype: torch.dtype):
         config = tiny_lfm2_config(vocab.vocab_size)
     else:
         config = Lfm2Config(
-            vocab_size=vocab.vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, **LFM2_350M
+            vocab_size=vocab.vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, **LFM2_350M_SHAPE
         )
     torch.manual_seed(0)
     model = Lfm2ForCausalLM(config).to(device=device, dtype=dtype).eval()

@@ -41,19 +41,10 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor
 
-LFM2_350M_BODY = dict(
-    hidden_size=1024,
-    intermediate_size=6656,
-    num_hidden_layers=16,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    layer_types=["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)],
-    max_position_embeddings=32768,
-    block_multiple_of=256,
-    block_ffn_dim_multiplier=1.0,
-    block_auto_adjust_ff_dim=True,
-)
-"""LFM2-350M's shape (DESIGN.md; the same as benchmarks/infer_throughput.py)."""
+from sts.testing.lm import LFM2_350M_SHAPE
+
+LFM2_350M_BODY = {k: v for k, v in LFM2_350M_SHAPE.items() if k != "tie_word_embeddings"}
+"""LFM2-350M's body (`sts.testing.lm.LFM2_350M_SHAPE`) for `save_tiny_lfm2`, which ties embeddings itself."""
 
 
 class NoEnd(LogitsProcessor):

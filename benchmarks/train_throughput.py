@@ -39,25 +39,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sts.testing.lm import LFM2_350M_SHAPE  # noqa: E402
 from sts.vocab import round_up  # noqa: E402
 from train.loss import CausalLMWithLoss  # noqa: E402
 from train.trainer import param_groups  # noqa: E402
 
 LFM2_350M = dict(
-    hidden_size=1024,
-    intermediate_size=6656,
-    num_hidden_layers=16,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    layer_types=["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)],
+    LFM2_350M_SHAPE,
     max_position_embeddings=128_000,
     norm_eps=1e-5,
     conv_L_cache=3,
-    block_multiple_of=256,
-    block_ffn_dim_multiplier=1.0,
-    block_auto_adjust_ff_dim=True,
     rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-    tie_word_embeddings=True,
     pad_token_id=0,
     bos_token_id=1,
     eos_token_id=7,

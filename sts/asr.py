@@ -105,7 +105,21 @@ class ASR(Protocol):
         """16 kHz `[N_i]` float32 clips -> one transcript each, decoded as language `lang`."""
 
 
-class FasterWhisperASR:
+class _GatedASR:
+    """`transcribe` behind the silence gate: a clip with too little speech is "" without decoding."""
+
+    def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
+        texts = []
+        for wav in waveforms:
+            wav = np.asarray(wav, dtype=np.float32)
+            texts.append("" if speech_seconds(wav) < MIN_SPEECH_SECONDS else self._decode(wav, lang).strip())
+        return texts
+
+    def _decode(self, wav: np.ndarray, lang: str) -> str:
+        raise NotImplementedError
+
+
+class FasterWhisperASR(_GatedASR):
     """faster-whisper (CTranslate2) Whisper behind the silence gate; models load on first use.
 
     Args:
@@ -150,23 +164,16 @@ class FasterWhisperASR:
             )
         return self._models[path]
 
-    def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
-        texts = []
-        for wav in waveforms:
-            wav = np.asarray(wav, dtype=np.float32)
-            if speech_seconds(wav) < MIN_SPEECH_SECONDS:
-                texts.append("")
-                continue
-            segments, _ = self.whisper(lang).transcribe(
-                wav,
-                language=lang,
-                beam_size=self.beam_size,
-                temperature=self.temperature,
-                vad_filter=self.vad_filter,
-                condition_on_previous_text=False,
-            )
-            texts.append("".join(s.text for s in segments).strip())
-        return texts
+    def _decode(self, wav: np.ndarray, lang: str) -> str:
+        segments, _ = self.whisper(lang).transcribe(
+            wav,
+            language=lang,
+            beam_size=self.beam_size,
+            temperature=self.temperature,
+            vad_filter=self.vad_filter,
+            condition_on_previous_text=False,
+        )
+        return "".join(s.text for s in segments)
 
     def detect_language(self, waveform: np.ndarray) -> DetectedLanguage:
         """ja or en by Whisper's language id, or "unknown" with the reason (see the module doc)."""
@@ -205,7 +212,7 @@ def _too_little_speech(wav: np.ndarray) -> DetectedLanguage | None:
     return None
 
 
-class HFWhisperASR:
+class HFWhisperASR(_GatedASR):
     """A Hugging Face Whisper id through transformers' pipeline (when faster-whisper is missing)."""
 
     def __init__(self, model: str = "openai/whisper-base", *, device: str = "cpu", beam_size: int = 1):
@@ -215,18 +222,9 @@ class HFWhisperASR:
         self.beam_size = beam_size
         self.pipe = pipeline("automatic-speech-recognition", model=model, device=device)
 
-    def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
-        texts = []
-        for wav in waveforms:
-            wav = np.asarray(wav, dtype=np.float32)
-            if speech_seconds(wav) < MIN_SPEECH_SECONDS:
-                texts.append("")
-                continue
-            kwargs = {"language": lang, "num_beams": self.beam_size, "do_sample": False}
-            texts.append(
-                self.pipe({"raw": wav, "sampling_rate": SAMPLE_RATE}, generate_kwargs=kwargs)["text"]
-            )
-        return [t.strip() for t in texts]
+    def _decode(self, wav: np.ndarray, lang: str) -> str:
+        kwargs = {"language": lang, "num_beams": self.beam_size, "do_sample": False}
+        return self.pipe({"raw": wav, "sampling_rate": SAMPLE_RATE}, generate_kwargs=kwargs)["text"]
 
     def detect_language(self, waveform: np.ndarray) -> DetectedLanguage:
         return DetectedLanguage("unknown", reason="language id needs faster-whisper")

@@ -121,6 +121,29 @@ def temp_dir_beside(path: str | Path) -> Path:
     return apply_default_mode(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
 
 
+@contextmanager
+def staged_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Build a whole output folder under a temp name beside `out_dir`; on success it replaces
+    `out_dir` (any previous one) with the modes the umask gives, on failure it is removed.
+
+        with staged_dir(out) as staging:
+            model.save_pretrained(staging)          # a reader never sees half a folder at `out`
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    staging = temp_dir_beside(out_dir)
+    try:
+        with writing(out_dir):  # a full disk names the output folder
+            yield staging
+        apply_default_mode(staging, recursive=True)  # save_pretrained writes its weights 0600
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically (parent folders are created); returns `path`."""
     with atomic_open(path, "wb") as f:

@@ -226,7 +226,9 @@ class TaskFormatter:
             raise ValueError(f"s2st_format must be one of {S2ST_FORMATS}, got {s2st_format!r}")
         if tokenizer.chat_template is None:
             raise ValueError("the tokenizer has no chat template")
-        vocab.check_tokenizer(tokenizer)  # markers and the speech block where sts_vocab.json says (VocabError)
+        vocab.check_tokenizer(
+            tokenizer
+        )  # markers and the speech block where sts_vocab.json says (VocabError)
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.end_of_turn_id = tokenizer.eos_token_id

@@ -23,7 +23,6 @@ this command (it has `sts_vocab.json` or `<|speech_start|>`) is refused.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -31,8 +30,8 @@ from typing import Literal
 import tyro
 
 from sts.config import save_config
-from sts.errors import InputError, writing
-from sts.io import apply_default_mode, temp_dir_beside
+from sts.errors import InputError
+from sts.io import staged_dir
 from sts.llasa import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
 from sts.model_files import check_model_files, resolve_model
 from sts.vocab import (
@@ -123,21 +122,11 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
         verify_extension(base_tokenizer, tokenizer, vocab)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = temp_dir_beside(out_dir)
-    try:
-        with writing(out_dir):  # a full disk names the output folder
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            vocab.save(staging)
-            save_config(
-                replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml"
-            )
-        apply_default_mode(staging, recursive=True)  # save_pretrained writes its weights 0600
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staged_dir(out_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        vocab.save(staging)
+        save_config(replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml")
     return vocab
 
 

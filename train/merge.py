@@ -26,7 +26,7 @@ import tyro
 import yaml
 
 from sts.errors import InputError
-from sts.io import apply_default_mode, temp_dir_beside, write_json_atomic
+from sts.io import staged_dir, write_json_atomic
 from sts.vocab import SpeechVocab
 from train.checkpoint import STATE_FILE, safetensors_problem
 
@@ -103,8 +103,7 @@ def merge_lora(cfg: MergeConfig) -> Path:
     merged = PeftModel.from_pretrained(lm, checkpoint).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
 
-    staging = temp_dir_beside(out_dir)
-    try:
+    with staged_dir(out_dir) as staging:
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         vocab.save(staging)
@@ -121,10 +120,4 @@ def merge_lora(cfg: MergeConfig) -> Path:
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_json_atomic(staging / MERGE_NOTE, note)
-        apply_default_mode(staging, recursive=True)  # save_pretrained writes its weights 0600
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir

@@ -18,6 +18,23 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+LFM2_350M_SHAPE = dict(
+    hidden_size=1024,
+    intermediate_size=6656,  # auto-adjusted by LFM2: int(2 * 6656 / 3) rounded up to 256 = 4608
+    num_hidden_layers=16,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    layer_types=["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)],
+    max_position_embeddings=32768,
+    block_multiple_of=256,
+    block_ffn_dim_multiplier=1.0,
+    block_auto_adjust_ff_dim=True,
+    tie_word_embeddings=True,
+)
+"""`LiquidAI/LFM2-350M`'s body as `Lfm2Config` keywords (DESIGN.md: hidden 1024, 16 layers of which the
+attention ones are 2, 5, 8, 10, 12, 14, 16 heads / 8 KV heads, tied embeddings; 32k context): the
+random-weight shape the speed benchmarks measure. The vocabulary is the caller's."""
+
 SPECIAL_TOKENS = ["<|pad|>", "<|startoftext|>", "<|im_end|>", "<|im_start|>"]
 """Ids 0..3, in LFM2's order (pad 0, bos 1, eos 2)."""
 
