@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--tiny", action="store_true", help="size tiny, 1 seed, 4 steps, 1 example (logic check)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's; 1 on a shared machine)"
+    )
     args = parser.parse_args(argv)
     if args.tiny:
         args.size, args.seeds, args.steps, args.examples = "tiny", args.seeds[:1], 4, 1
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from recipes.demo import SIZES, DemoConfig, prepare_data
 
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    if args.threads:  # another busy process on the cores slows torch's default threading many times over
+        torch.set_num_threads(args.threads)
     size = SIZES[args.size]
     steps = args.steps or size["steps"]
     args.out.mkdir(parents=True, exist_ok=True)
