@@ -118,7 +118,11 @@ def compute_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
 
 
 def train(cfg: TrainConfig) -> Path | None:
-    """Run (or resume) the training `cfg` describes; returns the last checkpoint written."""
+    """Run (or resume) the cpt or sft training `cfg` describes; returns the last checkpoint written.
+
+    Stage dpo is `train.dpo.train_dpo` (preference pairs instead of packed documents); ValueError here."""
+    if cfg.stage == "dpo":
+        raise ValueError("stage dpo trains on preference pairs: call train.dpo.train_dpo(cfg)")
     from transformers import AutoTokenizer
 
     from train.data import build_doc_stores, data_counts

@@ -13,7 +13,7 @@ unconstrained: `allowed=None`) and the corpus Llasa TTS (speech block + end mark
 
 Modules: `request` (`Sampling`, `RAS_SAMPLING`, `GenerationRequest`, reading a row's end), `allowed`
 (which ids an output may hold), `chain` (text-then-speech answers: the constraint switches at the
-speech start marker), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
+speech start marker), `guidance` (classifier-free guidance over an unconditional prompt, transformers only), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
 `tail_is_loop`), `ras` (repetition-aware sampling), `processors` (the request as transformers logits
 processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM).
 Names are loaded lazily: `Sampling` or `GenerationRequest` alone import neither torch nor transformers.
@@ -27,6 +27,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sts.generation.allowed import Modality, allowed_token_ids, speech_block_ids
     from sts.generation.chain import ChainRow, chain_text_ids, generate_chain
+    from sts.generation.guidance import (
+        GuidanceUnsupportedError,
+        bind_guidance,
+        generate_guided,
+        unconditional_prompt,
+    )
     from sts.generation.loops import (
         LOOP_KINDS,
         SPEECH_GUARD,
@@ -58,6 +64,7 @@ if TYPE_CHECKING:
 _MODULES = {
     "allowed": ("Modality", "allowed_token_ids", "speech_block_ids"),
     "chain": ("ChainRow", "chain_text_ids", "generate_chain"),
+    "guidance": ("GuidanceUnsupportedError", "bind_guidance", "generate_guided", "unconditional_prompt"),
     "loops": (
         "LOOP_KINDS",
         "SPEECH_GUARD",
@@ -88,6 +95,10 @@ __all__ = [
     "ChainRow",
     "chain_text_ids",
     "generate_chain",
+    "GuidanceUnsupportedError",
+    "bind_guidance",
+    "generate_guided",
+    "unconditional_prompt",
     "LOOP_KINDS",
     "RAS_SAMPLING",
     "SPEECH_GUARD",
