@@ -263,6 +263,10 @@ def test_reference_options_train(extended_lm_dir, speech_vocab, tmp_path, extra)
         (out / "metrics.jsonl").unlink()
         assert main(dpo_args(extended_lm_dir, pairs, out, *extra)) == 0  # the table is read back on resume
         assert read_metrics(out)[-1]["loss"] == pytest.approx(records[-1]["loss"], rel=1e-6)
+        for gone in (out / REFERENCE_FILE, out / "checkpoint-0000004", out / "metrics.jsonl"):
+            shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
+        assert main(dpo_args(extended_lm_dir, pairs, out, *extra)) == 0  # the moved policy is not the reference:
+        assert read_metrics(out)[-1]["loss"] == pytest.approx(records[-1]["loss"], rel=1e-5)  # from a frozen copy
 
 
 def test_non_finite_steps_are_skipped_then_stop(extended_lm_dir, speech_vocab, tmp_path, monkeypatch, capsys):

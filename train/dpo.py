@@ -99,9 +99,10 @@ def compute_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
 class Reference:
     """The reference log-probs `(chosen [B], rejected [B])` of a pair batch (see `dpo_reference`).
 
-    Built after `rt.prepare`: a precomputed table is computed with the policy's initial weights (a
-    fresh run), read from the run folder (a resume), or, when a resume finds no table, computed with
-    a frozen copy of `cfg.model` that is then freed.
+    Built after `rt.prepare`. A precomputed table is read from the run folder when it belongs to
+    these pairs and `cfg.model`, else computed: with the policy's initial weights (a fresh run), or,
+    when a resumed policy has moved, with a frozen copy of `cfg.model` that is then freed. Every rank
+    computes the whole table (one no-grad pass over the pairs; rank-local under FSDP too).
     """
 
     def __init__(self, cfg: TrainConfig, rt, model, splits: dict[str, PairSet], pad_id: int, fresh: bool):
@@ -113,8 +114,8 @@ class Reference:
             self.model = model if self.lora else frozen_model(cfg, rt)
             return
         path = Path(cfg.out_dir) / REFERENCE_FILE
-        key = {name: pairs.fingerprint() for name, pairs in splits.items()}
-        if path.is_file() and not fresh:
+        key = {"model": str(cfg.model), **{name: pairs.fingerprint() for name, pairs in splits.items()}}
+        if path.is_file():
             with np.load(path) as data:
                 if json.loads(str(data["fingerprints"])) == key:
                     self.tables = {n: (data[f"{n}_chosen"], data[f"{n}_rejected"]) for n in splits}
@@ -157,9 +158,8 @@ class Reference:
     def __call__(self, batch: dict[str, torch.Tensor], split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tables:
             index = batch["index"].cpu().numpy()
-            chosen, rejected = self.tables[split]
-            as_tensor = lambda a: torch.from_numpy(a[index]).to(self.rt.device)  # noqa: E731
-            return as_tensor(chosen), as_tensor(rejected)
+            chosen, rejected = (torch.from_numpy(t[index]).to(self.rt.device) for t in self.tables[split])
+            return chosen, rejected
         adapters_off = (
             self.rt.unwrap_model(self.model).lm.disable_adapter() if self.lora else contextlib.nullcontext()
         )

@@ -3,6 +3,7 @@
     score = Scoring().score(CandidateScore(loop="", ended=True, length_ratio=1.1, chrf=62.0, speaker_sim=0.8))
     pairs = select_pairs(candidates, Scoring(), pairs_per_prompt=1)    # [(chosen, rejected)] by index
     summary = distribution([0.1, 0.5, 0.9])       # {"n": 3, "mean": ..., "p50": ..., "hist": {...}}
+    card_body = summarize_scores(score_rows, pair_rows)   # counts, rates per group, distributions
 
 One answer's score (`Scoring.score`), higher is better:
 
@@ -124,4 +125,44 @@ def distribution(values, bins: int = 10) -> dict:
         "p90": round(float(q[2]), 4),
         "max": round(float(x.max()), 4),
         "hist": {"edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()},
+    }
+
+
+def summarize_scores(scores: list[dict], pairs: list[dict]) -> dict:
+    """Counts, rates per group and distributions of scored answers (rows of `scores/`) and of the pairs
+    made of them (rows of `pairs/`): the body of the `dpo-pairs` card."""
+    groups = {}
+    for group in sorted({r["group"] for r in scores}):
+        mine = [r for r in scores if r["group"] == group]
+        groups[group] = {
+            "prompts": len({r["prompt_id"] for r in mine}),
+            "answers": len(mine),
+            "pairs": sum(p["group"] == group for p in pairs),
+            "loop_rate": round(float(np.mean([bool(r["loop"]) for r in mine])), 4),
+            "end_marker_rate": round(float(np.mean([r["ended"] for r in mine])), 4),
+            "chrf_mean": distribution([r["chrf"] for r in mine]).get("mean"),
+            "speaker_sim_mean": distribution([r["speaker_sim"] for r in mine]).get("mean"),
+        }
+
+    def column(rows: list[dict], key: str) -> list:
+        return [r[key] for r in rows]
+
+    return {
+        "answers": len(scores),
+        "pairs": len(pairs),
+        "groups": groups,
+        "distributions": {
+            "score": {
+                "all": distribution(column(scores, "score")),
+                "chosen": distribution(column(pairs, "chosen_score")),
+                "rejected": distribution(column(pairs, "rejected_score")),
+            },
+            "margin": distribution([p["chosen_score"] - p["rejected_score"] for p in pairs]),
+            "chrf": distribution(column(scores, "chrf")),
+            "speaker_sim": distribution(column(scores, "speaker_sim")),
+            "length_ratio": distribution(column(scores, "length_ratio")),
+        },
+        "loops": {
+            kind: column(scores, "loop").count(kind) for kind in sorted(set(column(scores, "loop")) - {""})
+        },
     }

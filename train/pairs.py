@@ -49,7 +49,7 @@ from train.config import TrainConfig
 from train.data import list_shards
 from train.dev_subset import DevItem, iter_rows, sft_items
 from train.pair_data import PAIRS_SUBDIR
-from train.pair_scores import CandidateScore, Scoring, distribution, score_all, select_pairs
+from train.pair_scores import CandidateScore, Scoring, score_all, select_pairs, summarize_scores
 from train.rows import is_eval_row
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ def _pair_schema():
 
 
 def pairs_card(cfg: PairConfig, prompts: int, notes: list[str]) -> dict:
-    """The card of an output folder from all its part files: counts, distributions, rates per group."""
+    """The card of an output folder from all its part files (`train.pair_scores.summarize_scores`)."""
     import pyarrow.parquet as pq
 
     def read(kind: str) -> list[dict]:
@@ -372,49 +372,17 @@ def pairs_card(cfg: PairConfig, prompts: int, notes: list[str]) -> dict:
         return [r for f in files for r in pq.read_table(f).to_pylist()]
 
     scores, pairs = read(SCORES_SUBDIR), read(PAIRS_SUBDIR)
-    groups = {}
-    for group in sorted({r["group"] for r in scores}):
-        mine = [r for r in scores if r["group"] == group]
-        groups[group] = {
-            "prompts": len({r["prompt_id"] for r in mine}),
-            "answers": len(mine),
-            "pairs": sum(p["group"] == group for p in pairs),
-            "loop_rate": round(float(np.mean([bool(r["loop"]) for r in mine])), 4),
-            "end_marker_rate": round(float(np.mean([r["ended"] for r in mine])), 4),
-            "chrf_mean": distribution([r["chrf"] for r in mine]).get("mean"),
-            "speaker_sim_mean": distribution([r["speaker_sim"] for r in mine]).get("mean"),
-        }
+    speaker = None
+    if cfg.speaker:
+        from sts.speaker import ENCODER as speaker
     return {
         "written_by": "sts-train dpo-pairs",
         "model": cfg.model,
         "shards": [str(s) for s in cfg.shards],
         "prompts": prompts,
-        "answers": len(scores),
-        "pairs": len(pairs),
-        "groups": groups,
-        "distributions": {
-            "score": {
-                "all": distribution([r["score"] for r in scores]),
-                "chosen": distribution([p["chosen_score"] for p in pairs]),
-                "rejected": distribution([p["rejected_score"] for p in pairs]),
-            },
-            "margin": distribution([p["chosen_score"] - p["rejected_score"] for p in pairs]),
-            "chrf": distribution([r["chrf"] for r in scores]),
-            "speaker_sim": distribution([r["speaker_sim"] for r in scores]),
-            "length_ratio": distribution([r["length_ratio"] for r in scores]),
-        },  # fmt: skip
-        "loops": {
-            kind: sum(r["loop"] == kind for r in scores)
-            for kind in sorted({r["loop"] for r in scores} - {""})
-        },
+        **summarize_scores(scores, pairs),
         "scoring": config_to_dict(cfg.scoring),
-        "speaker_encoder": _encoder_name() if cfg.speaker else None,
+        "speaker_encoder": speaker,
         "notes": notes,
         "config": config_to_dict(cfg),
     }
-
-
-def _encoder_name() -> str:
-    from sts.speaker import ENCODER
-
-    return ENCODER

@@ -13,7 +13,8 @@ unconstrained: `allowed=None`) and the corpus Llasa TTS (speech block + end mark
 
 Modules: `request` (`Sampling`, `RAS_SAMPLING`, `GenerationRequest`, reading a row's end), `allowed`
 (which ids an output may hold), `chain` (text-then-speech answers: the constraint switches at the
-speech start marker), `guidance` (classifier-free guidance over an unconditional prompt, transformers only), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
+speech start marker), `guidance` (classifier-free guidance over an unconditional prompt,
+transformers only), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
 `tail_is_loop`), `ras` (repetition-aware sampling), `processors` (the request as transformers logits
 processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM).
 Names are loaded lazily: `Sampling` or `GenerationRequest` alone import neither torch nor transformers.
