@@ -5,8 +5,10 @@
 1. The demo run (`sts demo DIR --size small`: Kokoro/Piper speech, the mel k-means codec, a small LFM2
    trained from scratch by multitask SFT) is reused when `--demo` holds a checkpoint, else built.
 2. Per seed: `sts-train dpo-pairs` from the SFT checkpoint on the training rows (s2st both ways,
-   `--samples` answers each, scored by the package's metrics with offline Whisper and resemblyzer),
-   then `sts-train dpo` for `--steps` steps (sigmoid loss, frozen reference).
+   `--samples` answers each at `--pair-temperature`, scored by the package's rules: loop, end marker,
+   length, and resemblyzer speaker similarity to the source; `--pair-asr` adds ASR-chrF++, at the
+   cost of a Whisper run per answer), then `sts-train dpo` for `--steps` steps of 8 pairs (sigmoid
+   loss, frozen reference).
 3. Per seed, model (SFT, SFT + DPO) and guidance scale (1 and `--cfg-scale`): the s2st prompts of the
    held-out rows and of the first training rows, both directions, decoded at the same settings
    (`train.gen_eval.decode`: constraint, loop guard, budget 2x the reference + 1 s; temperature
@@ -39,7 +41,7 @@ from sts.tasks import TaskFormatter, load_task_formats
 from train.data import list_shards
 from train.dev_subset import DevItem, iter_rows, sft_items
 
-METRICS = ("loop_rate", "end_rate", "asr_chrf", "speaker_sim")
+METRICS = ("loop_rate", "end_rate", "length_ratio", "asr_chrf", "speaker_sim")
 
 
 def demo_run(path: Path, size: str, log) -> dict[str, Path]:
@@ -69,7 +71,7 @@ def s2st_items(corpus: Path, fmt: TaskFormatter, tokenizer, settings, max_rows: 
     return items
 
 
-def pairs_and_dpo(run: dict, out: Path, seed: int, args, log) -> Path:
+def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -> Path:
     """Sample and score pairs from the SFT checkpoint, then DPO; returns the DPO checkpoint."""
     from train.config import TrainConfig
     from train.dpo import train_dpo
@@ -79,7 +81,8 @@ def pairs_and_dpo(run: dict, out: Path, seed: int, args, log) -> Path:
     card = build_pairs(PairConfig(model=str(run["sft"]), shards=[str(run["train"])], out_dir=out / "pairs",
                                   tasks=["s2st"], samples=args.samples, temperature=args.pair_temperature,
                                   codec=str(run["codec"]), skip_eval_rows=False, seq_len=1024,
-                                  max_new_tokens=1000, fast=False, seed=seed, device="cpu"))  # fmt: skip
+                                  asr="auto" if args.pair_asr else "none", max_new_tokens=1000, fast=True,
+                                  seed=seed, device="cpu"), speech_scorer=scorer, speaker=speaker)  # fmt: skip
     log(f"seed {seed}: {card['pairs']} pairs from {card['answers']} answers ({time.perf_counter() - started:.0f} s); "
         f"answer loop rate {sum(card['loops'].values()) / card['answers']:.2f}")  # fmt: skip
     started = time.perf_counter()
@@ -107,7 +110,7 @@ def evaluate(
     fmt = TaskFormatter(tokenizer, vocab, s2st_format=load_task_formats(checkpoint)["s2st"])
     lm = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     settings = TrainConfig(model=str(checkpoint), seq_len=1024, seed=seed, gen_eval_temperature=args.temperature,
-                           gen_eval_fast=False, gen_eval_guidance_scale=scale, gen_eval_batch_size=32)  # fmt: skip
+                           gen_eval_fast=True, gen_eval_guidance_scale=scale, gen_eval_batch_size=32)  # fmt: skip
     out = {}
     for split, rows in items.items():
         with torch.no_grad():
@@ -125,8 +128,10 @@ def evaluate(
             chrf.append(next(s.score for s in score if s.name == "chrF++"))
         sims = [speaker.similarity(s, w) for s, w in zip(sources, waves, strict=True) if len(w) > 8000]
         sims = [s for s in sims if s is not None]
+        ratios = [len(d["body"]) / max(r.ref_len, 1) for d, r in zip(decoded, rows, strict=True)]
         out[split] = {
             "n": len(rows),
+            "length_ratio": float(np.median(ratios)),
             "loop_rate": float(np.mean([detect_loop(d["body"], SPEECH_GUARD) is not None for d in decoded])),
             "end_rate": float(np.mean([d["ended"] for d in decoded])),
             "asr_chrf": float(np.mean(chrf)),
@@ -139,8 +144,8 @@ def evaluate(
 def table(results: list[dict], scale: float) -> str:
     """Markdown: one line per (split, model, guidance), mean +- std over seeds per metric."""
     lines = [
-        "| prompts | model | CFG | loop rate | end-marker rate | ASR-chrF++ | speaker sim |",
-        "|---|---|---|---|---|---|---|",
+        "| prompts | model | CFG | loop rate | end-marker rate | length / ref. (median) | ASR-chrF++ | speaker sim |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for split in ("held-out", "train"):
         for model in ("SFT", "SFT + DPO"):
@@ -174,11 +179,22 @@ def main(argv: list[str] | None = None) -> dict:
         "--temperature", type=float, default=0.8, help="decoding temperature of the evaluation"
     )
     parser.add_argument(
-        "--train-rows", type=int, default=8, help="training rows decoded besides the held-out ones"
+        "--train-rows", type=int, default=4, help="training rows decoded besides the held-out ones"
     )
+    parser.add_argument(
+        "--pair-asr",
+        action="store_true",
+        help="score the answers of the pairs by ASR-chrF++ too (Whisper per answer)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(
+        args.threads
+    )  # a shared CPU: torch's default threading can be 50x slower (DESIGN.md)
 
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
@@ -203,18 +219,27 @@ def main(argv: list[str] | None = None) -> dict:
         cache = out / "eval.json"
         done = json.loads(cache.read_text()) if cache.is_file() else []
         if not done:
-            dpo = pairs_and_dpo(run, out, seed, args, log)
+            dpo = pairs_and_dpo(run, out, seed, args, log, scorer, speaker)
             for model, checkpoint in (("SFT", run["sft"]), ("SFT + DPO", dpo)):
                 for scale in (1.0, args.cfg_scale):
+                    begun = time.perf_counter()
                     scores = evaluate(
                         checkpoint, items, scale=scale, seed=seed, args=args, scorer=scorer, speaker=speaker
                     )
-                    done.append({"seed": seed, "model": model, "scale": scale, **scores})
-                    log(f"seed {seed} {model} CFG {scale:g}: " + json.dumps(scores))
+                    seconds = round(time.perf_counter() - begun)
+                    done.append({"seed": seed, "model": model, "scale": scale, "seconds": seconds, **scores})
+                    log(f"seed {seed} {model} CFG {scale:g} ({seconds} s): " + json.dumps(scores))
             out.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(done, indent=1) + "\n")
         results += done
     text = table(results, args.cfg_scale)
+    for seed in args.seeds:
+        card = json.loads((args.out / f"seed-{seed}" / "pairs" / "pairs.json").read_text())
+        score = card["distributions"]["score"]
+        text += (f"\nseed {seed}: {card['pairs']} pairs from {card['answers']} sampled answers "
+                 f"(loop rate {sum(card['loops'].values()) / card['answers']:.2f}, end rate "
+                 f"{np.mean([g['end_marker_rate'] for g in card['groups'].values()]):.2f}); mean score chosen "
+                 f"{score['chosen'].get('mean')} vs rejected {score['rejected'].get('mean')}")  # fmt: skip
     print(text)
     log("done")
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "table": text,
