@@ -217,6 +217,10 @@ def test_text_pairs_are_formatted_as_sft_formats_them(tmp_path, extended_tokeniz
         load_pairs([str(tmp_path / "special.jsonl")], extended_tokenizer, speech_vocab)
     with pytest.raises(FileNotFoundError):
         load_pairs([str(tmp_path / "missing")], extended_tokenizer, speech_vocab)
+    foreign = {"prompt_ids": [1, 2], "chosen_ids": [speech_vocab.vocab_size], "rejected_ids": [3]}
+    pq.write_table(pa.Table.from_pylist([foreign]), tmp_path / "foreign.parquet")
+    with pytest.raises(PairError, match="foreign.parquet: row 0: token ids outside"):
+        load_pairs([str(tmp_path / "foreign.parquet")], extended_tokenizer, speech_vocab)
 
 
 # ---------------------------------------------------------------- the training loop
@@ -265,8 +269,12 @@ def test_reference_options_train(extended_lm_dir, speech_vocab, tmp_path, extra)
         assert read_metrics(out)[-1]["loss"] == pytest.approx(records[-1]["loss"], rel=1e-6)
         for gone in (out / REFERENCE_FILE, out / "checkpoint-0000004", out / "metrics.jsonl"):
             shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
-        assert main(dpo_args(extended_lm_dir, pairs, out, *extra)) == 0  # the moved policy is not the reference:
-        assert read_metrics(out)[-1]["loss"] == pytest.approx(records[-1]["loss"], rel=1e-5)  # from a frozen copy
+        assert (
+            main(dpo_args(extended_lm_dir, pairs, out, *extra)) == 0
+        )  # the moved policy is not the reference:
+        assert read_metrics(out)[-1]["loss"] == pytest.approx(
+            records[-1]["loss"], rel=1e-5
+        )  # from a frozen copy
 
 
 def test_non_finite_steps_are_skipped_then_stop(extended_lm_dir, speech_vocab, tmp_path, monkeypatch, capsys):

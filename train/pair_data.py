@@ -17,8 +17,8 @@ Two kinds of input, told apart by their columns:
 
 A pair whose prompt + longer answer exceeds `seq_len` is dropped and counted (`dropped_overlong`),
 and so is one whose chosen and rejected answers are identical (`skipped_identical`). A file that
-lacks the columns, or a text that holds special-token strings, stops loading with `PairError`
-naming the file (and row).
+lacks the columns, a token id outside the model's vocabulary, or a text that holds special-token
+strings stops loading with `PairError` naming the file (and row).
 
 Sequence k of a run is pair `pair_index(k)`: epochs of seeded permutations, a pure function of
 (seed, number of pairs, k), so a resume needs only the number of pairs consumed.
@@ -135,7 +135,7 @@ def load_pairs(
 ) -> PairSet:
     """Every pair of `paths` (see the module doc), tokenized; raises PairError / FileNotFoundError."""
     pairs = PairSet()
-    fmt = None
+    fmt, special = None, None
     for path in pair_files(paths):
         rows = _read_rows(path)
         if not rows:
@@ -143,7 +143,13 @@ def load_pairs(
         columns = set(rows[0])
         if set(TOKEN_COLUMNS) <= columns:
             for i, row in enumerate(rows):
-                pairs.add(str(row.get("id", f"{path.stem}-{i}")), *(row[c] for c in TOKEN_COLUMNS), seq_len)
+                parts = [np.asarray(row[c], dtype=np.int64) for c in TOKEN_COLUMNS]
+                if any(len(x) and (x.min() < 0 or x.max() >= vocab.vocab_size) for x in parts):
+                    raise PairError(
+                        f"{path}: row {i}: token ids outside the model's vocabulary [0, {vocab.vocab_size}) "
+                        "(pairs sampled from another model?)"
+                    )
+                pairs.add(str(row.get("id", f"{path.stem}-{i}")), *parts, seq_len)
         elif set(TEXT_COLUMNS) <= columns:
             if fmt is None:
                 fmt = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format)
