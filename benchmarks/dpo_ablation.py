@@ -1,9 +1,9 @@
 """SFT vs SFT + DPO, classifier-free guidance off/on, on the demo's real-speech setting (issue 16).
 
-    python benchmarks/dpo_ablation.py runs/dpo-ablation --demo runs/dpo-demo --seeds 0 1 2 --json out.json
+    python benchmarks/dpo_ablation.py runs/dpo-ablation --demo runs/demo --seeds 0 1 2 --json out.json
 
-1. The demo run (`sts demo DIR --size small`: Kokoro/Piper speech, the mel k-means codec, a small LFM2
-   trained from scratch by multitask SFT) is reused when `--demo` holds a checkpoint, else built.
+1. The demo run (`sts demo DIR`, `--size` default: Kokoro/Piper speech, the mel k-means codec, a small
+   LFM2 trained from scratch by multitask SFT) is reused when `--demo` holds one, else built.
 2. Per seed: `sts-train dpo-pairs` from the SFT checkpoint on the training rows (s2st both ways,
    `--samples` answers each at `--pair-temperature`, scored by the package's rules: loop, end marker,
    length, and resemblyzer speaker similarity to the source; `--pair-asr` adds ASR-chrF++, at the
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("out", type=Path, help="work folder (pairs, DPO runs, eval.json per seed)")
-    parser.add_argument("--demo", type=Path, default=Path("runs/dpo-demo"), help="demo run to reuse or build")
-    parser.add_argument("--size", default="small", help="demo size when it is built")
+    parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="demo run to reuse or build")
+    parser.add_argument("--size", default="default", help="demo size when it is built")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--samples", type=int, default=4, help="answers sampled per training prompt")
     parser.add_argument("--pair-temperature", type=float, default=1.0)
