@@ -16,6 +16,26 @@ def test_the_recipe_configs_are_shipped():
     names = {p.name for p in shipped_configs()}
     assert {"cpt_lfm2_350m.yaml", "sft_lfm2_350m.yaml", "tiny_cpt.yaml", "tiny_sft.yaml"} <= names
     assert {"cpt_llasa_1b.yaml", "sft_llasa_1b.yaml"} <= names
+    assert {"dpo_lfm2_350m.yaml", "dpo_llasa_1b.yaml"} <= names
+
+
+def test_dpo_recipes_start_from_the_sft_checkpoints():
+    """TRL 1.16's DPOConfig defaults (beta 0.1, sigmoid, lr 1e-6), on the SFT runs' checkpoints and pairs;
+    Llasa's window, bf16 and a precomputed reference."""
+    for model, sft_name in (("lfm2_350m", "sft_lfm2_350m.yaml"), ("llasa_1b", "sft_llasa_1b.yaml")):
+        dpo = load_config(TrainConfig, CONFIG_DIR / f"dpo_{model}.yaml")
+        sft = load_config(TrainConfig, CONFIG_DIR / sft_name)
+        assert (
+            dpo.stage == "dpo"
+            and dpo.model.startswith(str(sft.out_dir))
+            and dpo.pairs
+            and dpo.shards == sft.shards
+        )
+        assert (dpo.dpo_beta, dpo.dpo_loss, dpo.lr) == (0.1, "sigmoid", 1e-6) and dpo.seq_len == sft.seq_len
+        assert (
+            dpo.gen_eval and 0 < dpo.eval_every <= dpo.save_every and dpo.warmup_steps <= 0.05 * dpo.max_steps
+        )
+    assert load_config(TrainConfig, CONFIG_DIR / "dpo_llasa_1b.yaml").dpo_reference == "precomputed"
 
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.name)
@@ -75,7 +95,7 @@ def test_bad_values_are_errors(tmp_path):
 def test_cli_usage(capsys):
     assert main([]) == 2
     assert main(["--help"]) == 0
-    assert "sts-train {cpt,sft}" in capsys.readouterr().out
+    assert "sts-train {cpt,sft,dpo}" in capsys.readouterr().out
     with pytest.raises(SystemExit) as err:
         main(["sft", "--help"])
     assert err.value.code == 0

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from sts.config import save_config
-from sts.decoding_info import write_decoding_info
+from sts.decoding_info import DECODING_FILE, write_decoding_info
 from sts.errors import InputError, writing
 from sts.io import apply_default_mode
 from sts.model_files import safetensors_problem
@@ -136,8 +136,12 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
                 unwrapped.lm.save_pretrained(tmp, state_dict=lm_state)
             tokenizer.save_pretrained(tmp)
             vocab.save(tmp)
-            write_decoding_info(tmp, list_shards(cfg.shards))
-            if cfg.stage == "sft":
+            if cfg.stage == "dpo":  # the pairs are the model's own outputs: keep what the SFT data recorded
+                if (Path(cfg.model) / DECODING_FILE).is_file():
+                    shutil.copyfile(Path(cfg.model) / DECODING_FILE, tmp / DECODING_FILE)
+            else:
+                write_decoding_info(tmp, list_shards(cfg.shards))
+            if cfg.stage in ("sft", "dpo"):
                 save_task_formats(tmp, cfg.s2st_format)
             save_config(cfg, tmp / "train_config.yaml")
         rt.wait_for_everyone()

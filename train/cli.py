@@ -2,13 +2,16 @@
 
     sts-train cpt --config train/configs/cpt_lfm2_350m.yaml --model runs/lfm2-350m-speech --shards runs/encoded
     sts-train sft --config train/configs/sft_lfm2_350m.yaml --model runs/cpt/checkpoint-0020000 --shards runs/encoded
+    sts-train dpo-pairs --model runs/sft/checkpoint-0010000 --shards runs/encoded --out-dir runs/pairs   # scored pairs
+    sts-train dpo --config train/configs/dpo_lfm2_350m.yaml --model runs/sft/checkpoint-0010000 --pairs runs/pairs
     accelerate launch --config_file train/configs/accelerate/fsdp.yaml -m train.cli sft --config ...
     sts-train sft --config ... --export-axolotl runs/axolotl-sft      # write axolotl YAML + dataset, no training
     sts-train merge-lora runs/sft-lora/checkpoint-0000400 runs/sft-merged   # LoRA -> plain HF folder
     sts-train adopt-axolotl runs/axolotl-sft/out --from runs/axolotl-sft    # axolotl output -> sts checkpoint
 
-Rerunning the same command resumes from the newest intact checkpoint in --out-dir. All options:
-`sts-train sft --help`, `sts-train merge-lora --help`.
+Rerunning the same command resumes from the newest intact checkpoint in --out-dir (dpo-pairs: from
+the first chunk not written). All options: `sts-train sft --help`, `sts-train dpo --help`,
+`sts-train dpo-pairs --help`, `sts-train merge-lora --help`.
 A corpus whose recorded codec, frame rate or codebook differs from the model's sts_vocab.json, an
 unencoded corpus, or an out-of-range code stops the command with one line naming the files (and the
 shard, row id and value); `--allow-codec-name-mismatch`, `--allow-unrecorded-codec` and
@@ -25,15 +28,16 @@ import sys
 from collections.abc import Sequence
 
 from sts.config import parse_cli
-from sts.errors import cli_main
+from sts.errors import UsageError, cli_main
 from train.config import TrainConfig
 
 USAGE = (
-    "usage: sts-train {cpt,sft} [--config FILE.yaml] [--OPTION VALUE ...]   (sts-train sft --help)\n"
+    "usage: sts-train {cpt,sft,dpo} [--config FILE.yaml] [--OPTION VALUE ...]   (sts-train sft --help)\n"
+    "       sts-train dpo-pairs --model CHECKPOINT --shards CORPUS --out-dir DIR [--OPTION VALUE ...]\n"
     "       sts-train merge-lora CHECKPOINT OUT_DIR [--base-model M]\n"
     "       sts-train adopt-axolotl OUTPUT_DIR --from EXPORT_DIR"
 )
-COMMANDS = ("cpt", "sft", "merge-lora", "adopt-axolotl")
+COMMANDS = ("cpt", "sft", "dpo", "dpo-pairs", "merge-lora", "adopt-axolotl")
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -49,6 +53,8 @@ def _main(args: list[str]) -> int:
     stage, rest = args[0], args[1:]
     if stage in ("merge-lora", "adopt-axolotl"):
         return _convert(stage, rest)
+    if stage == "dpo-pairs":
+        return _pairs(rest)
     cfg = parse_cli(TrainConfig, rest, prog=f"sts-train {stage}")
     cfg.stage = stage
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -56,6 +62,8 @@ def _main(args: list[str]) -> int:
 
 
 def _run(cfg: TrainConfig, stage: str) -> int:
+    if cfg.export_axolotl is not None and stage == "dpo":
+        raise UsageError("--export-axolotl exports cpt/sft data, not preference pairs")
     if cfg.export_axolotl is not None:
         from sts.model_files import load_speech_contract
         from train.axolotl import export_axolotl
@@ -66,14 +74,28 @@ def _run(cfg: TrainConfig, stage: str) -> int:
         path = export_axolotl(cfg, *stores, cfg.export_axolotl)
         print(f"wrote {path}")
         return 0
+    from train.dpo import train_dpo
     from train.trainer import TrainingDiverged, train
 
     try:
-        last = train(cfg)
+        last = train_dpo(cfg) if stage == "dpo" else train(cfg)
     except TrainingDiverged as err:
         print(f"sts-train {stage}: stopped: {err}", file=sys.stderr)
         return 1
     print(f"done: {last}")
+    return 0
+
+
+def _pairs(rest: list[str]) -> int:
+    """dpo-pairs: sample, score and pair."""
+    from train.pairs import PairConfig, build_pairs
+
+    cfg = parse_cli(PairConfig, rest, prog="sts-train dpo-pairs")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    card = build_pairs(cfg)  # expected failures are InputErrors: one line, exit 2 (cli_main)
+    print(
+        f"wrote {card['pairs']} pairs from {card['answers']} answers to {card['prompts']} prompts: {cfg.out_dir}"
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The training configuration: one typed dataclass for `sts-train cpt` and `sts-train sft`.
+"""The training configuration: one typed dataclass for `sts-train cpt`, `sts-train sft` and `sts-train dpo`.
 
 Every field becomes a flag (`--lr 3e-4`) and a YAML key; `--config train/configs/sft_lfm2_350m.yaml`
 loads a shipped file first. The run folder keeps the resolved config as `train_config.yaml`.
@@ -23,15 +23,16 @@ def default_task_weights() -> dict[str, float]:
 
 @dataclass
 class TrainConfig:
-    """Continual pre-training (cpt) or multitask SFT (sft) of an LM extended with speech tokens."""
+    """Continual pre-training (cpt), multitask SFT (sft) or preference optimization (dpo) of an LM
+    extended with speech tokens."""
 
     model: str = "runs/lfm2-350m-speech"
     """Model dir written by `sts-extend-tokenizer` (or a previous checkpoint): weights, tokenizer, sts_vocab.json."""
     out_dir: Path = Path("runs/train")
     """Run folder: checkpoint-NNNNNNN/ dirs, metrics.jsonl, train_config.yaml, token_cache/."""
-    stage: Literal["cpt", "sft"] = "sft"
-    """Which data recipe: speech+text LM pre-training (cpt) or the multitask chat mixture (sft); the
-    `sts-train cpt|sft` sub-command sets it."""
+    stage: Literal["cpt", "sft", "dpo"] = "sft"
+    """Which data recipe: speech+text LM pre-training (cpt), the multitask chat mixture (sft), or
+    preference pairs (dpo, `train.dpo`); the `sts-train cpt|sft|dpo` sub-command sets it."""
 
     # --- data -------------------------------------------------------------------------------------
     shards: list[str] = field(default_factory=list)
@@ -69,7 +70,7 @@ class TrainConfig:
     overlong: Literal["drop", "trim"] = "drop"
     """Samples longer than seq_len: drop them, or keep their first seq_len tokens (both are counted)."""
     seq_len: int = 4096
-    """Tokens per training sequence."""
+    """Tokens per training sequence (dpo: the longest prompt + answer kept; longer pairs are dropped)."""
     packing: bool = True
     """Pack several documents/samples into one sequence (position ids restart per document, so attention
     layers do not look across documents; a document ends with the end token). False: one per sequence, padded."""
@@ -128,9 +129,32 @@ class TrainConfig:
     early_stop_patience: int = 3
     """Consecutive evals over which the speech loop rate must rise before an early stop."""
 
+    gen_eval_guidance_scale: float = 1.0
+    """Classifier-free guidance of speech outputs in the gen eval (`sts.generation.guidance`): > 1 pushes
+    each step away from the unconditional prompt (the source speech left out; text input: the bare
+    speech start); 1 is plain decoding. Not with the s2st chain formats."""
+
+    # --- preference optimization (dpo: train.dpo) ---------------------------------------------------
+    pairs: list[str] = field(default_factory=list)
+    """dpo: preference pairs: folders or Parquet files written by `sts-train dpo-pairs` (token ids), or
+    text pairs given by the user (Parquet / JSON lines with prompt, chosen, rejected; with src_lang and
+    tgt_lang columns they become t2tt samples as SFT formats them). See `train.pair_data`. `shards`
+    (optional in dpo) only feed the gen eval's dev subset; `eval_fraction` holds pairs out by id."""
+    dpo_beta: float = 0.1
+    """dpo: sigmoid loss: DPO's beta, how tightly the policy stays near the reference (0.1: the DPO
+    paper's and TRL's default); ipo: IPO's tau, the per-token log-ratio margin aimed at being 1/(2 tau)."""
+    dpo_loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """dpo: sigmoid = DPO (Rafailov et al. 2023, -log sigmoid(beta * margin of summed log-ratios));
+    ipo = IPO (Azar et al. 2023) on log-ratios averaged per answer token, as TRL computes it."""
+    dpo_reference: Literal["model", "precomputed"] = "model"
+    """dpo: where the reference log-probs come from: a frozen copy of `model` beside the policy (with
+    LoRA: the policy with its adapters switched off, no copy), or `precomputed`: one pass over every
+    pair with the initial weights before the first step, kept in out_dir/reference_logps.npz (no
+    second model: about half the weight memory of `model` without LoRA)."""
+
     # --- optimisation -----------------------------------------------------------------------------
     batch_size: int = 8
-    """Sequences per device per micro-step."""
+    """Sequences per device per micro-step (dpo: pairs, i.e. twice as many sequences)."""
     grad_accum: int = 1
     """Micro-steps per optimizer step."""
     max_steps: int = 10_000
@@ -212,6 +236,10 @@ class TrainConfig:
                 raise ConfigError("early_stop_loop_rate needs gen_eval (the loop rate comes from it)")
             if not 0.0 <= self.early_stop_loop_rate < 1.0 or self.early_stop_patience < 1:
                 raise ConfigError("early_stop_loop_rate must be in [0, 1) and early_stop_patience >= 1")
+        if self.dpo_beta <= 0:
+            raise ConfigError(f"dpo_beta must be > 0, got {self.dpo_beta}")
+        if self.gen_eval_guidance_scale <= 0:
+            raise ConfigError(f"gen_eval_guidance_scale must be > 0, got {self.gen_eval_guidance_scale}")
         self.out_dir = Path(self.out_dir)
         self.betas = tuple(self.betas)
 

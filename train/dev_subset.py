@@ -64,6 +64,10 @@ class DevItem:
     """Budget of the output, its end id included."""
     row_id: str = ""
     """Id of the corpus row the item comes from."""
+    src_codes: np.ndarray | None = None
+    """`[S]` int source speech codes (speech-input tasks), for speaker similarity (`train.pairs`)."""
+    ref_codes: np.ndarray | None = None
+    """`[T]` int reference speech codes (speech-output tasks)."""
 
 
 def row_budget(ref_len: int, output: str, frame_rate: float, cap: int) -> int | None:
@@ -93,11 +97,11 @@ def build_dev_subset(
 
     Raises FileNotFoundError for a missing shard (`train.data.list_shards`).
     """
-    rows = _iter_rows(list_shards(cfg.shards))
-    if cfg.stage == "sft":
+    rows = iter_rows(list_shards(cfg.shards))
+    if cfg.stage != "cpt":  # sft, and dpo decoding the tasks it was tuned on
         weights = {task: 1.0 for task in gen_eval_tasks(cfg)}
         make = partial(
-            _sft_items,
+            sft_items,
             fmt=TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format),
             tokenizer=tokenizer,
             weights=weights,
@@ -113,7 +117,7 @@ def build_dev_subset(
     return items
 
 
-def _iter_rows(shards) -> Iterator[dict]:
+def iter_rows(shards) -> Iterator[dict]:
     """Corpus rows as dicts (text and code columns only), shard by shard: the subset reads a few hundred."""
     for _, batch in iter_row_batches(shards):
         yield from batch.to_pylist()
@@ -157,9 +161,10 @@ def _codes(codes) -> np.ndarray | None:
     return None if codes is None or len(codes) == 0 else np.asarray(codes, dtype=np.int64)
 
 
-def _sft_items(
-    row: dict, fmt: TaskFormatter, tokenizer, weights: dict, cfg: TrainConfig
-) -> Iterable[DevItem]:
+def sft_items(row: dict, fmt: TaskFormatter, tokenizer, weights: dict, cfg: TrainConfig) -> Iterable[DevItem]:
+    """The items of one corpus row (a dict of its text and code columns) for the tasks of `weights`
+    (> 0), both directions, with budgets from `cfg` (`gen_eval_max_new_tokens`, `seq_len`); rows a
+    task cannot use are left out, as training leaves them out."""
     row = {**row, "src_codes": _codes(row["src_codes"]), "tgt_codes": _codes(row["tgt_codes"])}
     sides = [(row[f"{side}_lang"], row[f"{side}_text"], row[f"{side}_codes"]) for side in ("src", "tgt")]
     for group, example in sft_examples(sides, weights):
@@ -176,6 +181,7 @@ def _sft_items(
         budget = row_budget(ref_len, output, fmt.vocab.frame_rate, cfg.gen_eval_max_new_tokens)
         if budget is None or len(prompt) + ref_len + 1 > cfg.seq_len:
             continue
+        spec = task_spec(example.task)
         yield DevItem(
             group,
             example.task,
@@ -186,6 +192,8 @@ def _sft_items(
             example.tgt_text,
             budget,
             row["id"],
+            src_codes=example.src_codes if spec.input == "speech" else None,
+            ref_codes=example.tgt_codes if output == "speech" else None,
         )
 
 

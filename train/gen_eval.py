@@ -9,8 +9,9 @@ decodes at every eval (`eval_every`, after the eval loss; `gen_eval`). Each item
 `train.dev_subset` is decoded as `sts-infer` decodes: the ids of its output modality only
 (`sts.generation.allowed_token_ids`), its end marker (speech end / end of turn), the loop guard of
 its modality, its own budget; greedy unless `gen_eval_temperature` > 0 (then sampled, seeded with
-`seed` at every eval). Metrics per task group and pooled by output modality (`speech_out`,
-`text_out`):
+`seed` at every eval); speech outputs with classifier-free guidance when `gen_eval_guidance_scale`
+is not 1 (`sts.generation.guidance`; not the s2st chain formats). Metrics per task group and pooled by
+output modality (`speech_out`, `text_out`):
 
     n                  prompts decoded
     loop_rate          share of outputs where `find_loop` finds a repetition loop
@@ -43,6 +44,7 @@ from transformers import LogitsProcessor
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, split_end
 from sts.generation.allowed import allowed_token_ids
 from sts.generation.chain import chain_text_ids, generate_chain
+from sts.generation.guidance import generate_guided, unconditional_prompt
 from sts.generation.processors import AllowedTokensProcessor
 from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches
 from sts.generation.transformers_backend import TransformersBackend
@@ -116,6 +118,7 @@ def decode(
         for batch in length_sorted_batches([len(items[i].prompt) for i in index], cfg.gen_eval_batch_size):
             rows = [items[index[b]] for b in batch]
             constraint = ModalityConstraint(allowed, end_id)
+            guided = output == "speech" and cfg.gen_eval_guidance_scale != 1.0
             request = GenerationRequest(
                 None,  # the constraint runs in ModalityConstraint, which first looks at the raw argmax
                 [end_id],
@@ -124,8 +127,12 @@ def decode(
                 guard=SPEECH_GUARD if output == "speech" else TEXT_GUARD,
                 extra_logits_processors=[constraint],
                 seed=cfg.seed if sampling.do_sample else None,
+                guidance_scale=cfg.gen_eval_guidance_scale if guided else 1.0,
+                unconditional_prompts=[unconditional_prompt(r.prompt, vocab) for r in rows]
+                if guided
+                else None,
             )
-            generated = backend.generate([r.prompt for r in rows], request)
+            generated = generate_guided(backend, [r.prompt for r in rows], request)
             wrong = constraint.wrong_steps()  # [B, steps], rows in batch order
             for k, (b, ids) in enumerate(zip(batch, generated, strict=True)):
                 body, ended = split_end(ids, [end_id])
@@ -210,7 +217,7 @@ class GenEvaluator:
         else:
             self.items = items if items is not None else build_dev_subset(cfg, tokenizer, vocab)
         self.fmt = (
-            TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format) if cfg.stage == "sft" else None
+            TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format) if cfg.stage != "cpt" else None
         )
         self.speech_scorer = speech_scorer
         if self.fmt is None:

@@ -130,7 +130,8 @@ def early_stop_reason(loop_rates: list[float], threshold: float | None, patience
 class SpeechScorer:
     """Decoded codes -> audio (`sts.codec.load_codec`) -> Whisper transcripts (`sts.asr.default_asr`).
 
-    Both load on first use; `transcribe` raises `RuntimeError` with the reason when either cannot.
+    Both load on first use; `waves` and `transcribe` raise `RuntimeError` with the reason when the
+    codec or the ASR cannot.
     """
 
     def __init__(self, codec: str, asr: str, device: str):
@@ -139,27 +140,41 @@ class SpeechScorer:
         self.failed = False
         """Set once loading or transcribing failed (the evaluator then stops asking)."""
 
-    def transcribe(self, codes: list[np.ndarray], lang: str) -> list[str]:
-        """Codes `[T_i]` int -> one transcript each (an empty output is the empty transcript)."""
+    def waves(self, codes: list[np.ndarray]) -> list[np.ndarray]:
+        """Codes `[T_i]` int -> 16 kHz float32 audio `[N_i]` each (empty codes: empty audio)."""
         import soxr
 
         from sts.asr import SAMPLE_RATE
 
-        self._load()
+        self._load_codec()
         keep = [i for i, c in enumerate(codes) if len(c)]
-        waves = self.codec.decode([codes[i] for i in keep]) if keep else []
+        decoded = self.codec.decode([codes[i] for i in keep]) if keep else []
         if self.codec.sample_rate != SAMPLE_RATE:
-            waves = [soxr.resample(w, self.codec.sample_rate, SAMPLE_RATE) for w in waves]
-        texts = [""] * len(codes)
+            decoded = [soxr.resample(w, self.codec.sample_rate, SAMPLE_RATE) for w in decoded]
+        out = [np.zeros(0, np.float32)] * len(codes)
+        for i, wave in zip(keep, decoded, strict=True):
+            out[i] = np.asarray(wave, dtype=np.float32)
+        return out
+
+    def transcribe(self, codes: list[np.ndarray], lang: str) -> list[str]:
+        """Codes `[T_i]` int -> one transcript each (an empty output is the empty transcript)."""
+        return self.transcribe_waves(self.waves(codes), lang)
+
+    def transcribe_waves(self, waves: list[np.ndarray], lang: str) -> list[str]:
+        """16 kHz audio `[N_i]` -> one transcript each (empty audio: the empty transcript)."""
+        self._load_asr()
+        keep = [i for i, w in enumerate(waves) if len(w)]
+        texts = [""] * len(waves)
         try:
-            for i, text in zip(keep, self.asr.transcribe(waves, lang), strict=True):
+            for i, text in zip(
+                keep, self.asr.transcribe([waves[i] for i in keep], lang) if keep else [], strict=True
+            ):
                 texts[i] = text
         except (OSError, RuntimeError, ValueError) as err:
             raise RuntimeError(f"ASR failed ({type(err).__name__}: {err})") from err
         return texts
 
-    def _load(self) -> None:
-        from sts.asr import default_asr
+    def _load_codec(self) -> None:
         from sts.codec import load_codec
 
         if self.codec is None:
@@ -169,6 +184,10 @@ class SpeechScorer:
                 raise RuntimeError(
                     f"codec {self.codec_name!r} did not load ({type(err).__name__}: {err})"
                 ) from err
+
+    def _load_asr(self) -> None:
+        from sts.asr import default_asr
+
         if self.asr is None:
             try:
                 self.asr = default_asr(None if self.asr_name == "auto" else self.asr_name, device=self.device)

@@ -2,6 +2,7 @@
 
 from train.testing import write_tiny_encoded_shards
 shards = write_tiny_encoded_shards(tmp_path / "encoded", num_codes=1024)   # [Path] to Parquet files
+corpus = write_looping_shards(tmp_path / "looping")     # half the targets loop: for preference tests
 """
 
 from __future__ import annotations
@@ -87,6 +88,47 @@ def write_tiny_encoded_shards(
         encode = {"codec": codec, "frame_rate": 50.0, "codebook_size": num_codes, "sample_rate": 16_000}
         write_json_atomic(out_dir / CARD_NAME, {"rows": len(paths) * rows_per_shard, "encode": encode})
     return paths
+
+
+def write_looping_shards(
+    out_dir: str | Path, *, num_codes: int = 64, rows: int = 16, clean_len: int = 60, seed: int = 0
+) -> Path:
+    """A corpus that teaches a model to loop half the time: one sentence pair in every row, whose
+    speech (both sides) is a loop (`1 2 3 4` x 30: 120 codes, 2.4 s) in odd rows and `clean_len`
+    random codes from [8, num_codes) in even rows, so the same prompt has both answers. Returns the
+    corpus folder (`data/part-*.parquet` + `corpus.json`, as `write_tiny_encoded_shards`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sts.corpus import CARD_NAME, encoded_features, shard_dir
+    from sts.io import write_json_atomic
+
+    rng = np.random.default_rng(seed)
+    wav = _silence_wav()
+    ja, en = PAIRS[0]
+    table = []
+    for r in range(rows):
+        codes = rng.integers(8, num_codes, clean_len) if r % 2 == 0 else np.tile([1, 2, 3, 4], 30)
+        codes = codes.astype(np.int32).tolist()
+        table.append({"id": f"loop-{r}", "src_lang": "ja", "tgt_lang": "en", "src_text": ja, "tgt_text": en,
+                      "src_audio": {"bytes": wav, "path": f"loop-{r}-src.wav"},
+                      "tgt_audio": {"bytes": wav, "path": f"loop-{r}-tgt.wav"},
+                      "src_duration": len(codes) / 50, "tgt_duration": len(codes) / 50, "speaker": "",
+                      "source": "tiny", "mt_backend": "reference", "tts_backend": "none",
+                      "tgt_asr_error": float("nan"), "speaker_similarity": float("nan"),
+                      "src_codes": codes, "tgt_codes": codes})  # fmt: skip
+    out_dir = Path(out_dir)
+    path = shard_dir(out_dir) / "part-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(table, schema=encoded_features().arrow_schema), path)
+    encode = {
+        "codec": "HKUSTAudio/xcodec2-hf",
+        "frame_rate": 50.0,
+        "codebook_size": num_codes,
+        "sample_rate": 16_000,
+    }
+    write_json_atomic(out_dir / CARD_NAME, {"rows": rows, "encode": encode})
+    return out_dir
 
 
 def _silence_wav() -> bytes:

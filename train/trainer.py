@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sts.config import ConfigError, config_to_dict, save_config
+from sts.errors import UsageError
 from sts.tasks import IGNORE_INDEX
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from train.config import TrainConfig
@@ -117,7 +118,11 @@ def compute_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
 
 
 def train(cfg: TrainConfig) -> Path | None:
-    """Run (or resume) the training `cfg` describes; returns the last checkpoint written."""
+    """Run (or resume) the cpt or sft training `cfg` describes; returns the last checkpoint written.
+
+    Stage dpo is `train.dpo.train_dpo` (preference pairs instead of packed documents); UsageError here."""
+    if cfg.stage == "dpo":
+        raise UsageError("stage dpo trains on preference pairs: call train.dpo.train_dpo(cfg)")
     from sts.model_files import load_speech_contract
     from train.data import build_doc_stores, data_counts
     from train.gen_eval import GenEvaluator, gen_eval_step

@@ -14,7 +14,8 @@ unconstrained: `allowed=None`) and the corpus Llasa TTS (speech block + end mark
 
 Modules: `request` (`Sampling`, `RAS_SAMPLING`, `GenerationRequest`, reading a row's end), `allowed`
 (which ids an output may hold), `chain` (text-then-speech answers: the constraint switches at the
-speech start marker), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
+speech start marker), `guidance` (classifier-free guidance over an unconditional prompt,
+transformers only), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
 `tail_is_loop`), `ras` (repetition-aware sampling), `processors` (the request as transformers logits
 processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM),
 `stream` (one row's ids while it is generated: transformers streams them, other backends give the
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
         generate_chain,
         speech_phase_prompt,
         text_phase,
+    )
+    from sts.generation.guidance import (
+        GuidanceUnsupportedError,
+        bind_guidance,
+        generate_guided,
+        unconditional_prompt,
     )
     from sts.generation.loops import (
         LOOP_KINDS,
@@ -76,6 +83,7 @@ _MODULES = {
         "speech_phase_prompt",
         "text_phase",
     ),
+    "guidance": ("GuidanceUnsupportedError", "bind_guidance", "generate_guided", "unconditional_prompt"),
     "loops": (
         "LOOP_KINDS",
         "SPEECH_GUARD",
@@ -110,6 +118,10 @@ __all__ = [
     "generate_chain",
     "speech_phase_prompt",
     "text_phase",
+    "GuidanceUnsupportedError",
+    "bind_guidance",
+    "generate_guided",
+    "unconditional_prompt",
     "LOOP_KINDS",
     "RAS_SAMPLING",
     "SPEECH_GUARD",

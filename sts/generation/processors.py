@@ -101,8 +101,17 @@ class LoopStoppingCriteria(StoppingCriteria):
 
 
 def logits_processors(request: GenerationRequest, *, prompt_len: int) -> list:
-    """The request's constraint (when it has one or holds the end back), its extra processors, and
-    last, when its sampling is repetition-aware, the RAS processor that picks each row's token."""
+    """The request's constraint (when it has one or holds the end back), its extra processors (the
+    guidance processor among them for a guided request), and last, when its sampling is
+    repetition-aware, the RAS processor that picks each row's token.
+
+    Raises ValueError for a guided request whose guidance processor was not bound
+    (`sts.generation.guidance.generate_guided` binds it with the model)."""
+    if request.guided and not request.guidance_bound:
+        raise ValueError(
+            "a guided request (guidance_scale != 1) needs its model: decode it with "
+            "sts.generation.guidance.generate_guided(backend, prompts, request)"
+        )
     processors = []
     if request.allowed is not None or request.min_new_tokens > 0:
         processors.append(

@@ -21,6 +21,8 @@ import numpy as np
 
 from sts.generation.loops import LoopGuard
 
+GUIDANCE_PROCESSOR = "UnbatchedClassifierFreeGuidanceLogitsProcessor"
+"""The class name of transformers' CFG processor, which `guidance.bind_guidance` adds."""
 RAS_ARGS_KEY = "sts_repetition_aware"
 """Key of a request's repetition-aware sampling settings in vLLM's `SamplingParams.extra_args`."""
 
@@ -124,6 +126,12 @@ class GenerationRequest:
     seed: int | None = None
     """Sampling seed: transformers seeds torch once per call; vLLM gives row i `seed + i`, and so does
     repetition-aware sampling on either backend (each row draws from its own generator)."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance scale (`sts.generation.guidance`): != 1 mixes each step's log-probs with
+    those under `unconditional_prompts`; 1 is plain decoding. transformers only (vLLM refuses it)."""
+    unconditional_prompts: list[np.ndarray] | None = None
+    """`[U_i]` int64 per row: the prompt without its condition (`guidance.unconditional_prompt`);
+    needed when `guidance_scale` != 1."""
 
     def __post_init__(self):
         self.end_ids = [int(i) for i in self.end_ids]
@@ -132,11 +140,31 @@ class GenerationRequest:
             raise ValueError("a generation request needs at least one end id")
         if any(b < 1 for b in self.max_new_tokens):
             raise ValueError(f"every row needs a budget of at least 1 token, got {self.max_new_tokens}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.guided:
+            rows = self.unconditional_prompts
+            if rows is None or len(rows) != len(self.max_new_tokens) or any(len(p) == 0 for p in rows):
+                raise ValueError(
+                    f"guidance_scale {self.guidance_scale} needs one non-empty unconditional prompt per row "
+                    f"({len(self.max_new_tokens)} rows)"
+                )
+            self.unconditional_prompts = [np.asarray(p, dtype=np.int64).ravel() for p in rows]
         if self.allowed is not None:
             self.allowed = np.asarray(self.allowed, dtype=np.int64).ravel()
             missing = sorted(set(self.end_ids) - set(self.allowed.tolist()))
             if missing:
                 raise ValueError(f"end ids {missing} are not among the allowed ids: no row could end")
+
+    @property
+    def guided(self) -> bool:
+        """Whether classifier-free guidance applies (a scale other than 1)."""
+        return self.guidance_scale != 1.0
+
+    @property
+    def guidance_bound(self) -> bool:
+        """Whether the guidance processor is already among `extra_logits_processors` (`bind_guidance`)."""
+        return any(type(p).__name__ == GUIDANCE_PROCESSOR for p in self.extra_logits_processors)
 
     def row_seed(self, row: int) -> int | None:
         """The seed of row `row` where rows are seeded one by one (vLLM, repetition-aware sampling)."""

@@ -40,8 +40,14 @@ def vllm_sampling_kwargs(request: GenerationRequest) -> list[dict]:
     Greedy (`do_sample=False`) is temperature 0 with the other knobs neutral, as transformers
     ignores them. Repetition-aware sampling is temperature 0 too, its settings and the row's seed in
     `extra_args[RAS_ARGS_KEY]` (the engine's RAS processor picks the token). `allowed_token_ids` is
-    None for an unconstrained request.
+    None for an unconstrained request. A guided request (`guidance_scale` != 1) is a ValueError: vLLM
+    has no classifier-free guidance.
     """
+    if request.guided:
+        raise ValueError(
+            f"vLLM has no classifier-free guidance (guidance_scale {request.guidance_scale}): decode guided "
+            "requests with the transformers backend, or use guidance_scale 1"
+        )
     s = request.sampling
     plain = s.do_sample and not s.ras_active
     shared = dict(

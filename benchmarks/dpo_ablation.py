@@ -1,0 +1,253 @@
+"""SFT vs SFT + DPO, classifier-free guidance off/on, on the demo's real-speech setting (issue 16).
+
+    python benchmarks/dpo_ablation.py runs/dpo-ablation --demo runs/demo --seeds 0 1 2 --json out.json
+
+1. The demo run (`sts demo DIR`, `--size` default: Kokoro/Piper speech, the mel k-means codec, a small
+   LFM2 trained from scratch by multitask SFT) is reused when `--demo` holds one, else built.
+2. Per seed: `sts-train dpo-pairs` from the SFT checkpoint on the training rows (s2st both ways,
+   `--samples` answers each at `--pair-temperature`, scored by the package's rules: loop, end marker,
+   length, and resemblyzer speaker similarity to the source; `--pair-asr` adds ASR-chrF++, at the
+   cost of a Whisper run per answer), then `sts-train dpo` for `--steps` steps of 8 pairs (sigmoid
+   loss, frozen reference).
+3. Per seed, model (SFT, SFT + DPO) and guidance scale (1 and `--cfg-scale`): the s2st prompts of the
+   held-out rows and of the first training rows, both directions, decoded at the same settings
+   (`train.gen_eval.decode`: constraint, loop guard, budget 2x the reference + 1 s; temperature
+   `--temperature`, top-p 0.95, the seed), and scored:
+
+       loop rate        share of outputs where `detect_loop` (all rules of SPEECH_GUARD) finds a loop
+       end rate         share of outputs that reached the speech end marker
+       ASR-chrF++       corpus chrF++ of offline-Whisper transcripts of the decoded audio against the
+                        reference text (`sts.metrics.asr_bleu`), the mean of the two directions
+       speaker sim      mean resemblyzer cosine of each output to its source speech (both through
+                        the codec)
+
+The table gives mean +- standard deviation over the seeds (each seed: its own pairs, its own DPO
+run, its own decoding draws). Every stage resumes: a rerun reuses the demo, pairs, DPO checkpoints
+and the scores already written (`eval.json` per seed). Record the printed table in
+`benchmarks/RESULTS.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sts.generation import SPEECH_GUARD, detect_loop
+from sts.tasks import TaskFormatter, load_task_formats
+from train.data import list_shards
+from train.dev_subset import DevItem, iter_rows, sft_items
+
+METRICS = ("loop_rate", "end_rate", "length_ratio", "asr_chrf", "speaker_sim")
+
+
+def demo_run(path: Path, size: str, log) -> dict[str, Path]:
+    """The demo's SFT checkpoint, codec and corpora; runs `sts demo` first when there is none."""
+    found = sorted((path / "train").glob("checkpoint-*"))
+    if not found or not (path / "report.json").is_file():
+        from recipes.demo import DemoConfig, run_demo
+
+        log(f"building the demo run {path} (size {size})")
+        run_demo(DemoConfig(out_dir=path, size=size), log=log)
+        found = sorted((path / "train").glob("checkpoint-*"))
+    return {
+        "sft": found[-1],
+        "codec": path / "codec",
+        "train": path / "corpus" / "train",
+        "test": path / "corpus" / "test",
+    }
+
+
+def s2st_items(corpus: Path, fmt: TaskFormatter, tokenizer, settings, max_rows: int | None) -> list[DevItem]:
+    """The s2st prompts (both directions) of the first `max_rows` rows of a corpus."""
+    items = []
+    for n, row in enumerate(iter_rows(list_shards([str(corpus)]))):
+        if max_rows is not None and n >= max_rows:
+            break
+        items += list(sft_items(row, fmt, tokenizer, {"s2st": 1.0}, settings))
+    return items
+
+
+def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -> Path:
+    """Sample and score pairs from the SFT checkpoint, then DPO; returns the DPO checkpoint."""
+    from train.config import TrainConfig
+    from train.dpo import train_dpo
+    from train.pairs import PairConfig, build_pairs
+
+    started = time.perf_counter()
+    card = build_pairs(PairConfig(model=str(run["sft"]), shards=[str(run["train"])], out_dir=out / "pairs",
+                                  tasks=["s2st"], samples=args.samples, temperature=args.pair_temperature,
+                                  codec=str(run["codec"]), skip_eval_rows=False, seq_len=1024,
+                                  asr="auto" if args.pair_asr else "none", max_new_tokens=1000, fast=True,
+                                  seed=seed, device="cpu"), speech_scorer=scorer, speaker=speaker)  # fmt: skip
+    log(f"seed {seed}: {card['pairs']} pairs from {card['answers']} answers ({time.perf_counter() - started:.0f} s); "
+        f"answer loop rate {sum(card['loops'].values()) / card['answers']:.2f}")  # fmt: skip
+    started = time.perf_counter()
+    checkpoint = train_dpo(TrainConfig(stage="dpo", model=str(run["sft"]), pairs=[str(out / "pairs")], out_dir=out / "dpo",
+                                       seq_len=1024, batch_size=8, max_steps=args.steps, lr=args.lr, warmup_steps=max(1, args.steps // 10),
+                                       dpo_beta=args.beta, eval_fraction=0.0, eval_every=0, gen_eval=False, logger="none",
+                                       log_every=max(1, args.steps // 5), save_every=args.steps, keep_last=1, seed=seed))  # fmt: skip
+    log(f"seed {seed}: DPO {args.steps} steps ({time.perf_counter() - started:.0f} s)")
+    return checkpoint
+
+
+def evaluate(
+    checkpoint: Path, items: dict[str, list[DevItem]], *, scale: float, seed: int, args, scorer, speaker
+) -> dict:
+    """Decode every split's items with `checkpoint` and score them: {split: {metric: value}}."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sts.metrics import asr_bleu
+    from sts.vocab import SpeechVocab
+    from train.config import TrainConfig
+    from train.gen_eval import decode
+
+    tokenizer, vocab = AutoTokenizer.from_pretrained(checkpoint), SpeechVocab.load(checkpoint)
+    fmt = TaskFormatter(tokenizer, vocab, s2st_format=load_task_formats(checkpoint)["s2st"])
+    lm = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    settings = TrainConfig(model=str(checkpoint), seq_len=1024, seed=seed, gen_eval_temperature=args.temperature,
+                           gen_eval_fast=True, gen_eval_guidance_scale=scale, gen_eval_batch_size=32)  # fmt: skip
+    out = {}
+    for split, rows in items.items():
+        with torch.no_grad():
+            decoded = decode(
+                lm, rows, tokenizer=tokenizer, vocab=vocab, pad_id=tokenizer.pad_token_id or 0, cfg=settings
+            )
+        codes = [fmt.parse(d["ids"], "s2st").codes for d in decoded]
+        waves = scorer.waves(codes)
+        sources = scorer.waves([r.src_codes for r in rows])
+        chrf = []
+        for lang in sorted({r.lang for r in rows}):
+            mine = [i for i, r in enumerate(rows) if r.lang == lang]
+            hyps = scorer.transcribe_waves([waves[i] for i in mine], lang)
+            score = asr_bleu(hyps, [rows[i].ref_text for i in mine], lang)
+            chrf.append(next(s.score for s in score if s.name == "chrF++"))
+        sims = [speaker.similarity(s, w) for s, w in zip(sources, waves, strict=True) if len(w) > 8000]
+        sims = [s for s in sims if s is not None]
+        ratios = [len(d["body"]) / max(r.ref_len, 1) for d, r in zip(decoded, rows, strict=True)]
+        out[split] = {
+            "n": len(rows),
+            "length_ratio": float(np.median(ratios)),
+            "loop_rate": float(np.mean([detect_loop(d["body"], SPEECH_GUARD) is not None for d in decoded])),
+            "end_rate": float(np.mean([d["ended"] for d in decoded])),
+            "asr_chrf": float(np.mean(chrf)),
+            "speaker_sim": float(np.mean(sims)) if sims else float("nan"),
+            "speaker_n": len(sims),
+        }
+    return out
+
+
+def table(results: list[dict], scale: float) -> str:
+    """Markdown: one line per (split, model, guidance), mean +- std over seeds per metric."""
+    lines = [
+        "| prompts | model | CFG | loop rate | end-marker rate | length / ref. (median) | ASR-chrF++ | speaker sim |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for split in ("held-out", "train"):
+        for model in ("SFT", "SFT + DPO"):
+            for s in (1.0, scale):
+                runs = [r[split] for r in results if r["model"] == model and r["scale"] == s]
+                cells = []
+                for metric in METRICS:
+                    v = np.array([r[metric] for r in runs], dtype=float)
+                    fmt = "{:.1f} ± {:.1f}" if metric == "asr_chrf" else "{:.2f} ± {:.2f}"
+                    cells.append(fmt.format(np.nanmean(v), np.nanstd(v)))
+                cfg = "off" if s == 1.0 else f"{s:g}"
+                lines.append(f"| {split} ({runs[0]['n']}) | {model} | {cfg} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out", type=Path, help="work folder (pairs, DPO runs, eval.json per seed)")
+    parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="demo run to reuse or build")
+    parser.add_argument("--size", default="default", help="demo size when it is built")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--samples", type=int, default=4, help="answers sampled per training prompt")
+    parser.add_argument("--pair-temperature", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=40, help="DPO steps (8 pairs each)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--cfg-scale", type=float, default=2.0)
+    parser.add_argument(
+        "--temperature", type=float, default=0.8, help="decoding temperature of the evaluation"
+    )
+    parser.add_argument(
+        "--train-rows", type=int, default=4, help="training rows decoded besides the held-out ones"
+    )
+    parser.add_argument(
+        "--pair-asr",
+        action="store_true",
+        help="score the answers of the pairs by ASR-chrF++ too (Whisper per answer)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(
+        args.threads
+    )  # a shared CPU: torch's default threading can be 50x slower (DESIGN.md)
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
+
+    from transformers import AutoTokenizer
+
+    from sts.speaker import SpeakerEncoder
+    from sts.vocab import SpeechVocab
+    from train.config import TrainConfig
+    from train.gen_metrics import SpeechScorer
+
+    run = demo_run(args.demo, args.size, log)
+    tokenizer, vocab = AutoTokenizer.from_pretrained(run["sft"]), SpeechVocab.load(run["sft"])
+    fmt = TaskFormatter(tokenizer, vocab, s2st_format=load_task_formats(run["sft"])["s2st"])
+    settings = TrainConfig(seq_len=1024, gen_eval_max_new_tokens=1000)
+    items = {"held-out": s2st_items(run["test"], fmt, tokenizer, settings, None),
+             "train": s2st_items(run["train"], fmt, tokenizer, settings, args.train_rows)}  # fmt: skip
+    scorer, speaker = SpeechScorer(str(run["codec"]), "auto", "cpu"), SpeakerEncoder()
+    results = []
+    for seed in args.seeds:
+        out = args.out / f"seed-{seed}"
+        cache = out / "eval.json"
+        done = json.loads(cache.read_text()) if cache.is_file() else []
+        if not done:
+            dpo = pairs_and_dpo(run, out, seed, args, log, scorer, speaker)
+            for model, checkpoint in (("SFT", run["sft"]), ("SFT + DPO", dpo)):
+                for scale in (1.0, args.cfg_scale):
+                    begun = time.perf_counter()
+                    scores = evaluate(
+                        checkpoint, items, scale=scale, seed=seed, args=args, scorer=scorer, speaker=speaker
+                    )
+                    seconds = round(time.perf_counter() - begun)
+                    done.append({"seed": seed, "model": model, "scale": scale, "seconds": seconds, **scores})
+                    log(f"seed {seed} {model} CFG {scale:g} ({seconds} s): " + json.dumps(scores))
+            out.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(done, indent=1) + "\n")
+        results += done
+    text = table(results, args.cfg_scale)
+    for seed in args.seeds:
+        card = json.loads((args.out / f"seed-{seed}" / "pairs" / "pairs.json").read_text())
+        score = card["distributions"]["score"]
+        text += (f"\nseed {seed}: {card['pairs']} pairs from {card['answers']} sampled answers "
+                 f"(loop rate {sum(card['loops'].values()) / card['answers']:.2f}, end rate "
+                 f"{np.mean([g['end_marker_rate'] for g in card['groups'].values()]):.2f}); mean score chosen "
+                 f"{score['chosen'].get('mean')} vs rejected {score['rejected'].get('mean')}")  # fmt: skip
+    print(text)
+    log("done")
+    report = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "table": text,
+              "seconds": round(time.perf_counter() - started)}  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
