@@ -117,6 +117,9 @@ class InferConfig:
     """Results JSONL (default: OUTPUT/results.jsonl in batch mode)."""
     fail_fast: bool = False
     """Batch mode: stop at the first bad input (exit 2) instead of recording it and going on (exit 1)."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance on speech output (`sts.generation.guidance`; 1 = off, > 1 leans away from
+    the prompt without its source). Transformers backend; checkpoints whose s2st answer is speech only."""
     stream: bool = False
     """One input: write the output while it is generated (OUT.wav grows, a valid wav after every
     chunk, and is replaced by the finished result at the end); prints the time to first audio and
@@ -232,6 +235,7 @@ def run(cfg: InferConfig, log=print) -> int:
         max_new_tokens=cfg.max_new_tokens,
         gap_seconds=cfg.gap_seconds,
         seed=cfg.seed,
+        guidance_scale=cfg.guidance_scale,
     )
     translator.sampling[cfg.task] = replace_sampling(
         translator.sampling[cfg.task],

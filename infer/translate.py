@@ -51,6 +51,7 @@ import numpy as np
 
 from infer.decoding import DEFAULT_GUARDS, DEFAULT_SAMPLING, LengthBudget, max_new_tokens_for
 from infer.segment import join_texts, join_waveforms, split_at_pauses
+from sts.errors import UsageError
 from sts.generation.allowed import allowed_token_ids
 from sts.generation.chain import chain_text_ids, generate_chain
 from sts.generation.loops import LOOP_KINDS, LoopGuard, detect_loop
@@ -144,7 +145,8 @@ class Translator:
     overrides `infer.decoding.DEFAULT_SAMPLING` per task, `guards` the loop guard per output
     modality, `length_budget` how long an output may get relative to its source (`from_checkpoint`
     fills its duration ratio from the checkpoint's `sts_decoding.json`); `max_new_tokens` caps
-    every budget. `s2st_format`: what an s2st answer writes before its speech (`sts.tasks`;
+    every budget. `guidance_scale` != 1: classifier-free guidance on speech output (transformers
+    backend, speech-only answers). `s2st_format`: what an s2st answer writes before its speech (`sts.tasks`;
     `from_checkpoint` reads it from `sts_tasks.json`); the text phase of a chain format decodes with
     the s2tt sampling.
     """
@@ -166,10 +168,12 @@ class Translator:
         gap_seconds: float = 0.3,
         seed: int | None = 0,
         s2st_format: S2STFormat = "direct",
+        guidance_scale: float = 1.0,
     ):
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.formatter = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format)
+        self.guidance_scale = guidance_scale
         self.backend = backend
         self.codec = codec
         self.batch_size = batch_size
@@ -271,6 +275,8 @@ class Translator:
                 batch = [members[r] for r in rows]
                 request = self._generation_request(task, [segments[i] for i in batch])
                 batch_prompts = [prompts[i] for i in batch]
+                if self.guidance_scale != 1.0 and task_spec(task).output == "speech":
+                    request = self._guided(task, request, batch_prompts)
                 if self.formatter.chain(task):
                     text_request = self._text_phase_request([segments[i] for i in batch])
                     outputs = generate_chain(self.backend, batch_prompts, text_request, request)
@@ -347,6 +353,19 @@ class Translator:
             extra_logits_processors=list(self.extra_logits_processors),
             seed=self.seed,
         )
+
+    def _guided(self, task: str, request: GenerationRequest, prompts) -> GenerationRequest:
+        """The speech request with classifier-free guidance over the prompts without their source
+        (`sts.generation.guidance`: source speech cut, or the text dropped for tts)."""
+        from sts.generation.guidance import unconditional_prompt
+
+        if self.formatter.chain(task):
+            raise UsageError(
+                f"classifier-free guidance is for answers that are speech only; this checkpoint's s2st "
+                f"answers are {self.formatter.s2st_format}: use guidance scale 1"
+            )
+        unconditional = [unconditional_prompt(p, self.vocab) for p in prompts]
+        return replace(request, guidance_scale=self.guidance_scale, unconditional_prompts=unconditional)
 
     def _text_phase_request(self, segs: list[_Segment]) -> GenerationRequest:
         """The text phase of a chain-format answer: text ids until the speech start marker, with the

@@ -106,13 +106,16 @@ def test_scale_follows_the_cfg_formula_on_a_padded_batch(model, speech_vocab, ex
     assert [g.tolist() for g in guided] != [p.tolist() for p in plain]  # guidance changed the answer
 
 
-def test_unguided_paths_refuse_a_guided_request(model, speech_vocab, extended_tokenizer):
+def test_vllm_refuses_a_guided_request_and_transformers_binds_it(model, speech_vocab, extended_tokenizer):
     prompts = _prompts(speech_vocab)
     request = _request(speech_vocab, extended_tokenizer, prompts, 2.0, Sampling(do_sample=False))
     with pytest.raises(ValueError, match="vLLM has no classifier-free guidance"):
         vllm_sampling_kwargs(request)
-    with pytest.raises(ValueError, match="generate_guided"):  # the backend alone has no unconditional run
-        TransformersBackend(model, pad_token_id=0).generate(prompts, request)
+    backend = TransformersBackend(model, pad_token_id=0)  # it binds the guidance itself
+    for own, guided in zip(
+        backend.generate(prompts, request), generate_guided(backend, prompts, request), strict=True
+    ):
+        np.testing.assert_array_equal(own, guided)
 
     class FakeVllm:
         name = "vllm"
@@ -159,3 +162,38 @@ def test_gen_eval_decodes_with_guidance(model, speech_vocab, extended_tokenizer,
     assert [d["ids"].tolist() for d in runs[2.0]] != [d["ids"].tolist() for d in runs[1.0]]
     with pytest.raises(ValueError, match="gen_eval_guidance_scale"):
         TrainConfig(gen_eval_guidance_scale=0.0)
+
+
+def test_sts_infer_guides_speech_output_and_scale_one_is_plain(tmp_path):
+    """`sts-infer --guidance-scale`: 1 gives exactly the unguided output; 3 runs the guided path."""
+    import dataclasses
+
+    from infer.cli import main
+    from sts.audio import write_audio
+    from sts.testing import save_tiny_lfm2, save_tiny_xcodec2, synthetic_utterance
+    from sts.vocab import SpeechVocab
+    from tokenizer_ext import ExtendConfig, extend_tokenizer
+
+    codec = save_tiny_xcodec2(tmp_path / "codec")
+    base = save_tiny_lfm2(tmp_path / "lm")
+    ckpt = tmp_path / "ckpt"
+    extend_tokenizer(ExtendConfig(str(base), ckpt, num_speech_tokens=1024, codec=str(codec)))
+    dataclasses.replace(SpeechVocab.load(ckpt), codec=str(codec)).save(ckpt)
+    write_audio(tmp_path / "in.wav", synthetic_utterance(0.6, 150.0, seed=1))
+    common = [
+        str(tmp_path / "in.wav"),
+        "--from",
+        "ja",
+        "--model",
+        str(ckpt),
+        "--greedy",
+        "--max-new-tokens",
+        "12",
+    ]
+    outs = {}
+    for scale in ("1", "3"):
+        out = tmp_path / f"out-{scale}.wav"
+        assert main([*common, "-o", str(out), "--guidance-scale", scale]) == 0
+        outs[scale] = out.read_bytes()
+    assert main([*common, "-o", str(tmp_path / "plain.wav")]) == 0
+    assert outs["1"] == (tmp_path / "plain.wav").read_bytes()

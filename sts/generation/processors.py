@@ -106,11 +106,11 @@ def logits_processors(request: GenerationRequest, *, prompt_len: int) -> list:
     repetition-aware, the RAS processor that picks each row's token.
 
     Raises ValueError for a guided request whose guidance processor was not bound
-    (`sts.generation.guidance.generate_guided` binds it with the model)."""
+    (`TransformersBackend.generate` binds it with its model, `sts.generation.guidance.bind_guidance`)."""
     if request.guided and not request.guidance_bound:
         raise ValueError(
             "a guided request (guidance_scale != 1) needs its model: decode it with "
-            "sts.generation.guidance.generate_guided(backend, prompts, request)"
+            "TransformersBackend.generate (or sts.generation.guidance.generate_guided)"
         )
     processors = []
     if request.allowed is not None or request.min_new_tokens > 0:

@@ -89,6 +89,10 @@ class TransformersBackend:
             raise ValueError(f"{len(prompts)} prompts but {len(request.max_new_tokens)} budgets")
         if not prompts:
             return []
+        if request.guided:  # classifier-free guidance runs the model on the unconditional prompts too
+            from sts.generation.guidance import bind_guidance
+
+            request = bind_guidance(request, self.model, pad_token_id=self.pad_token_id)
         width = max(len(p) for p in prompts)
         max_new = max(request.max_new_tokens)
         if self.fast:
