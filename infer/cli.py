@@ -119,7 +119,7 @@ class InferConfig:
     """Batch mode: stop at the first bad input (exit 2) instead of recording it and going on (exit 1)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance on speech output (`sts.generation.guidance`; 1 = off, > 1 leans away from
-    the prompt without its source). Transformers backend; checkpoints whose s2st answer is speech only."""
+    the prompt without its source speech). Transformers backend only."""
     stream: bool = False
     """One input: write the output while it is generated (OUT.wav grows, a valid wav after every
     chunk, and is replaced by the finished result at the end); prints the time to first audio and

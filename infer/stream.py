@@ -90,7 +90,9 @@ def stream_request(
         prompt = translator.formatter.prompt(seg.example)
         speech_request = translator._generation_request(request.task, [seg])
         if not translator.formatter.chain(request.task):
-            codes = yield from state.segment(seg, prompt, speech_request, prefix=[])
+            codes = yield from state.segment(
+                seg, prompt, translator.guide(speech_request, [prompt]), prefix=[]
+            )
             parts.append(codes)
             continue
         text_request = translator._text_phase_request([seg])
@@ -104,7 +106,8 @@ def stream_request(
         codes = np.zeros(0, np.int32)
         if row.switched:
             second = speech_phase_prompt(prompt, row, switch_id)
-            codes = yield from state.segment(seg, second, speech_request, prefix=[switch_id])
+            guided = translator.guide(speech_request, [second])
+            codes = yield from state.segment(seg, second, guided, prefix=[switch_id])
         parts.append((codes, texts.transcript, texts.translation))
     translator._assemble(request, result, parts)
     yield from state.warnings()

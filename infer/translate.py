@@ -51,7 +51,6 @@ import numpy as np
 
 from infer.decoding import DEFAULT_GUARDS, DEFAULT_SAMPLING, LengthBudget, max_new_tokens_for
 from infer.segment import join_texts, join_waveforms, split_at_pauses
-from sts.errors import UsageError
 from sts.generation.allowed import allowed_token_ids
 from sts.generation.chain import chain_text_ids, generate_chain
 from sts.generation.loops import LOOP_KINDS, LoopGuard, detect_loop
@@ -146,7 +145,7 @@ class Translator:
     modality, `length_budget` how long an output may get relative to its source (`from_checkpoint`
     fills its duration ratio from the checkpoint's `sts_decoding.json`); `max_new_tokens` caps
     every budget. `guidance_scale` != 1: classifier-free guidance on speech output (transformers
-    backend, speech-only answers). `s2st_format`: what an s2st answer writes before its speech (`sts.tasks`;
+    backend; `guide`). `s2st_format`: what an s2st answer writes before its speech (`sts.tasks`;
     `from_checkpoint` reads it from `sts_tasks.json`); the text phase of a chain format decodes with
     the s2tt sampling.
     """
@@ -275,13 +274,13 @@ class Translator:
                 batch = [members[r] for r in rows]
                 request = self._generation_request(task, [segments[i] for i in batch])
                 batch_prompts = [prompts[i] for i in batch]
-                if self.guidance_scale != 1.0 and task_spec(task).output == "speech":
-                    request = self._guided(task, request, batch_prompts)
                 if self.formatter.chain(task):
                     text_request = self._text_phase_request([segments[i] for i in batch])
-                    outputs = generate_chain(self.backend, batch_prompts, text_request, request)
+                    outputs = generate_chain(
+                        self.backend, batch_prompts, text_request, request, guide=self.guide
+                    )
                 else:
-                    outputs = self.backend.generate(batch_prompts, request)
+                    outputs = self.backend.generate(batch_prompts, self.guide(request, batch_prompts))
                 for i, ids in zip(batch, outputs, strict=True):
                     generated[i] = ids
         pieces: list[list] = [[] for _ in requests]
@@ -354,16 +353,15 @@ class Translator:
             seed=self.seed,
         )
 
-    def _guided(self, task: str, request: GenerationRequest, prompts) -> GenerationRequest:
-        """The speech request with classifier-free guidance over the prompts without their source
-        (`sts.generation.guidance`: source speech cut, or the text dropped for tts)."""
+    def guide(self, request: GenerationRequest, prompts) -> GenerationRequest:
+        """A speech request with classifier-free guidance (`guidance_scale` != 1) over its prompts
+        without their source speech (`sts.generation.guidance.unconditional_prompt`; tts: without the
+        text); the request itself otherwise. For a text-first answer the prompts are its speech-phase
+        prompts, whose texts stay in the unconditional one: guidance leans on the source speech."""
         from sts.generation.guidance import unconditional_prompt
 
-        if self.formatter.chain(task):
-            raise UsageError(
-                f"classifier-free guidance is for answers that are speech only; this checkpoint's s2st "
-                f"answers are {self.formatter.s2st_format}: use guidance scale 1"
-            )
+        if self.guidance_scale == 1.0 or self.vocab.speech_end_id not in request.end_ids:
+            return request
         unconditional = [unconditional_prompt(p, self.vocab) for p in prompts]
         return replace(request, guidance_scale=self.guidance_scale, unconditional_prompts=unconditional)
 

@@ -160,3 +160,35 @@ def test_sts_eval_scores_the_chain_texts(chain_checkpoint, extended_tokenizer, t
         chrf["score"] == pytest.approx(100.0)
         and "raw text" in summary["chain"]["translation"]["to_en"]["protocol"]
     )
+
+
+def test_guidance_scale_one_leaves_a_chain_answer_unchanged_and_three_guides_its_speech(
+    chain_checkpoint, extended_tokenizer
+):
+    """Classifier-free guidance on a text-first answer's speech phase: scale 1 is plain decoding; with
+    scale 3 the speech request carries the speech-phase prompt without the source speech."""
+    from infer import Request, Translator
+    from infer.translate import replace_sampling
+
+    save_task_formats(chain_checkpoint, "text-first")
+    wav = synthetic_utterance(0.8, 150.0, seed=3)
+    outputs = {}
+    for scale in (1.0, 3.0):
+        tr = Translator.from_checkpoint(chain_checkpoint, guidance_scale=scale, max_new_tokens=6)
+        tr.sampling = {t: replace_sampling(s, do_sample=False) for t, s in tr.sampling.items()}
+        text_id = int(chain_text_ids(tr.vocab, extended_tokenizer)[5])
+        ends = [tr.vocab.speech_start_id, tr.vocab.speech_end_id]
+        tr.extra_logits_processors = [Adversary(text_id, tr.vocab.speech_token_offset + 7, ends)]
+        seen = []
+        generate = tr.backend.generate
+        tr.backend.generate = lambda prompts, request, g=generate, seen=seen: (
+            seen.append(request) or g(prompts, request)
+        )
+        [result] = tr.run([Request("s2st", "ja", "en", wav=wav, id="x")])
+        outputs[scale] = (result, seen)
+    assert all(not r.guided for r in outputs[1.0][1])
+    [speech] = [r for r in outputs[3.0][1] if r.guided]  # the speech phase only; the text phase is not
+    [uncond] = speech.unconditional_prompts
+    assert not tr.vocab.is_speech_id(uncond).any()  # the source speech's codes are gone
+    assert uncond[-1] == tr.vocab.speech_start_id  # ... and it still ends where the speech starts
+    np.testing.assert_array_equal(outputs[1.0][0].codes[0], [7, 7, 7])  # the adversary's speech

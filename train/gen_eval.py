@@ -10,7 +10,7 @@ decodes at every eval (`eval_every`, after the eval loss; `gen_eval`). Each item
 (`sts.generation.allowed_token_ids`), its end marker (speech end / end of turn), the loop guard of
 its modality, its own budget; greedy unless `gen_eval_temperature` > 0 (then sampled, seeded with
 `seed` at every eval); speech outputs with classifier-free guidance when `gen_eval_guidance_scale`
-is not 1 (`sts.generation.guidance`; not the s2st chain formats). Metrics per task group and pooled by
+is not 1 (`sts.generation.guidance`; for an s2st chain format, on its speech phase). Metrics per task group and pooled by
 output modality (`speech_out`, `text_out`):
 
     n                  prompts decoded
@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -168,7 +169,16 @@ def _decode_chain(backend, items, index, out, *, tokenizer, vocab, sampling, cfg
         speech = GenerationRequest(None, [vocab.speech_end_id], [r.max_new_tokens for r in rows],
                                    sampling=sampling, guard=SPEECH_GUARD, extra_logits_processors=[speech_check],
                                    seed=seed)  # fmt: skip
-        answers = generate_chain(backend, [r.prompt for r in rows], text, speech)
+        guide = None
+        if cfg.gen_eval_guidance_scale != 1.0:
+
+            def guide(request, prompts):
+                unconditional = [unconditional_prompt(p, vocab) for p in prompts]
+                return replace(
+                    request, guidance_scale=cfg.gen_eval_guidance_scale, unconditional_prompts=unconditional
+                )
+
+        answers = generate_chain(backend, [r.prompt for r in rows], text, speech, guide=guide)
         wrong_text, wrong_speech = text_check.wrong_steps(), speech_check.wrong_steps()
         switched = [k for k, a in enumerate(answers) if a.switched]
         for k, (b, answer) in enumerate(zip(batch, answers, strict=True)):

@@ -22,7 +22,7 @@ phase on `speech_phase_prompt` through `sts.generation.stream.stream_row`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -63,9 +63,13 @@ def generate_chain(
     prompts: Sequence[np.ndarray],
     text: GenerationRequest,
     speech: GenerationRequest,
+    *,
+    guide: Callable[[GenerationRequest, list[np.ndarray]], GenerationRequest] | None = None,
 ) -> list[ChainRow]:
     """Both phases for every prompt. `text.end_ids` must be `[speech start marker]`; `speech` holds
-    every row's speech budget (`max_new_tokens`, `[B]`), used for the rows that switch.
+    every row's speech budget (`max_new_tokens`, `[B]`), used for the rows that switch. `guide`, when
+    given, turns the speech request of the switching rows into a guided one over their speech-phase
+    prompts (classifier-free guidance, `sts.generation.guidance`).
 
     Raises ValueError when the phases' constraints overlap (a text id allowed in speech or the reverse).
     A request without `allowed` leaves the constraint to its own logits processors.
@@ -76,6 +80,8 @@ def generate_chain(
     if going:
         second_prompts = [speech_phase_prompt(prompts[i], rows[i], switch_id) for i in going]
         second = replace(speech, max_new_tokens=[speech.max_new_tokens[i] for i in going])
+        if guide is not None:
+            second = guide(second, second_prompts)
         for i, ids in zip(going, backend.generate(second_prompts, second), strict=True):
             rows[i].speech_ids = np.asarray(ids, dtype=np.int64)
     return rows
