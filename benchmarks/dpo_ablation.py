@@ -71,8 +71,9 @@ def s2st_items(corpus: Path, fmt: TaskFormatter, tokenizer, settings, max_rows: 
     return items
 
 
-def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -> Path:
-    """Sample and score pairs from the SFT checkpoint, then DPO; returns the DPO checkpoint."""
+def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -> Path | None:
+    """Sample and score pairs from the SFT checkpoint, then DPO; returns the DPO checkpoint, or None
+    when no answer beat another by the pair margin (nothing for DPO to learn: recorded as such)."""
     from train.config import TrainConfig
     from train.dpo import train_dpo
     from train.pairs import PairConfig, build_pairs
@@ -85,6 +86,9 @@ def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -
                                   seed=seed, device="cpu"), speech_scorer=scorer, speaker=speaker)  # fmt: skip
     log(f"seed {seed}: {card['pairs']} pairs from {card['answers']} answers ({time.perf_counter() - started:.0f} s); "
         f"answer loop rate {sum(card['loops'].values()) / card['answers']:.2f}")  # fmt: skip
+    if not card["pairs"]:
+        log(f"seed {seed}: no pair reaches the margin, so no DPO run; the SFT model is evaluated alone")
+        return None
     started = time.perf_counter()
     checkpoint = train_dpo(TrainConfig(stage="dpo", model=str(run["sft"]), pairs=[str(out / "pairs")], out_dir=out / "dpo",
                                        seq_len=1024, batch_size=8, max_steps=args.steps, lr=args.lr, warmup_steps=max(1, args.steps // 10),
@@ -151,13 +155,16 @@ def table(results: list[dict], scale: float) -> str:
         for model in ("SFT", "SFT + DPO"):
             for s in (1.0, scale):
                 runs = [r[split] for r in results if r["model"] == model and r["scale"] == s]
+                cfg = "off" if s == 1.0 else f"{s:g}"
+                if not runs:
+                    lines.append(f"| {split} | {model} | {cfg} | no run: no seed had a preference pair |" + " |" * 4)
+                    continue
                 cells = []
                 for metric in METRICS:
                     v = np.array([r[metric] for r in runs], dtype=float)
                     fmt = "{:.1f} ± {:.1f}" if metric == "asr_chrf" else "{:.2f} ± {:.2f}"
                     cells.append(fmt.format(np.nanmean(v), np.nanstd(v)))
-                cfg = "off" if s == 1.0 else f"{s:g}"
-                lines.append(f"| {split} ({runs[0]['n']}) | {model} | {cfg} | " + " | ".join(cells) + " |")
+                lines.append(f"| {split} ({runs[0]['n']}) | {model} ({len(runs)} seeds) | {cfg} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -221,6 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not done:
             dpo = pairs_and_dpo(run, out, seed, args, log, scorer, speaker)
             for model, checkpoint in (("SFT", run["sft"]), ("SFT + DPO", dpo)):
+                if checkpoint is None:
+                    continue
                 for scale in (1.0, args.cfg_scale):
                     begun = time.perf_counter()
                     scores = evaluate(

@@ -1,0 +1,35 @@
+"""benchmarks/dpo_ablation.py's table: mean ± std over the seeds that ran, and a plain line for a
+model no seed trained (no answer beat another by the pair margin, so there was no DPO run)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "dpo_ablation.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("dpo_ablation", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def _scores(loop: float, chrf: float) -> dict:
+    one = {"n": 8, "loop_rate": loop, "end_rate": 1.0 - loop, "length_ratio": 1.0, "asr_chrf": chrf,
+           "speaker_sim": 0.5}  # fmt: skip
+    return {"held-out": one, "train": dict(one, n=4)}
+
+
+def test_table_averages_seeds_and_names_models_without_runs():
+    results = [{"seed": s, "model": "SFT", "scale": scale, **_scores(loop, chrf)}
+               for s, (loop, chrf) in enumerate([(0.0, 10.0), (0.5, 20.0)]) for scale in (1.0, 2.0)]  # fmt: skip
+    lines = _bench().table(results, 2.0).splitlines()
+    sft = [line for line in lines if "| SFT (2 seeds) | off |" in line]
+    assert len(sft) == 2 and sft[0].startswith("| held-out (8) |") and sft[1].startswith("| train (4) |")
+    cells = [c.strip() for c in sft[0].strip("|").split("|")]
+    assert cells[3] == "0.25 ± 0.25" and cells[4] == "0.75 ± 0.25" and cells[6] == "15.0 ± 5.0"
+    missing = [line for line in lines if "SFT + DPO" in line]
+    assert len(missing) == 4 and all("no seed had a preference pair" in line for line in missing)
+    assert all(line.count("|") == lines[0].count("|") for line in lines)  # every row has every column
