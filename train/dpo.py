@@ -53,7 +53,7 @@ from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 from train.runtime import make_runtime, seed_everything
-from train.trainer import TrainingDiverged, load_model, lr_lambda, param_groups
+from train.trainer import apply_update, load_model, lr_lambda, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -252,23 +252,8 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
         metrics = dpo_step(rt, model, reference, micro, cfg)
         state["step"] += 1
         state["pairs_consumed"] += per_step
-        if metrics is None:  # non-finite: skip the update; the schedule and the data move on
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            state["bad_steps"] += 1
-            logger.log(
-                state["step"], {"skipped": "non-finite loss or gradient", "bad_steps": state["bad_steps"]}
-            )
-            if state["bad_steps"] >= cfg.max_bad_steps:
-                logger.close()
-                raise TrainingDiverged(
-                    f"{state['bad_steps']} consecutive non-finite steps; last good checkpoint: {last_saved}"
-                )
+        if not apply_update(metrics, optimizer, scheduler, state, logger, cfg.max_bad_steps, last_saved):
             continue
-        state["bad_steps"] = 0
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         steps_timed += 1
         if state["step"] % cfg.log_every == 0 or state["step"] == cfg.max_steps:
             elapsed = time.perf_counter() - t0

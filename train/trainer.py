@@ -189,23 +189,8 @@ def train(cfg: TrainConfig) -> Path | None:
         metrics = train_step(rt, model, micro, cfg.max_grad_norm)
         state["step"] += 1
         state["sequences_consumed"] += per_step
-        if metrics is None:  # non-finite: skip the update; the schedule and the data move on
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            state["bad_steps"] += 1
-            logger.log(
-                state["step"], {"skipped": "non-finite loss or gradient", "bad_steps": state["bad_steps"]}
-            )
-            if state["bad_steps"] >= cfg.max_bad_steps:
-                logger.close()
-                raise TrainingDiverged(
-                    f"{state['bad_steps']} consecutive non-finite steps; last good checkpoint: {last_saved}"
-                )
+        if not apply_update(metrics, optimizer, scheduler, state, logger, cfg.max_bad_steps, last_saved):
             continue
-        state["bad_steps"] = 0
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         steps_timed += 1
         if state["step"] % cfg.log_every == 0 or state["step"] == cfg.max_steps:
             elapsed = time.perf_counter() - t0
@@ -226,6 +211,27 @@ def train(cfg: TrainConfig) -> Path | None:
             break
     logger.close()
     return last_saved or latest_checkpoint(out_dir)
+
+
+def apply_update(metrics, optimizer, scheduler, state: dict, logger, max_bad_steps: int, last_saved) -> bool:
+    """Step the optimizer and schedule after a finite step (`metrics` not None) and return True; after
+    a non-finite one, drop its gradients, move the schedule on, count it in `state["bad_steps"]`, log
+    it and return False. Raises `TrainingDiverged` at `max_bad_steps` non-finite steps in a row."""
+    if metrics is not None:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if metrics is not None:
+        state["bad_steps"] = 0
+        return True
+    state["bad_steps"] += 1
+    logger.log(state["step"], {"skipped": "non-finite loss or gradient", "bad_steps": state["bad_steps"]})
+    if state["bad_steps"] >= max_bad_steps:
+        logger.close()
+        raise TrainingDiverged(
+            f"{state['bad_steps']} consecutive non-finite steps; last good checkpoint: {last_saved}"
+        )
+    return False
 
 
 def train_step(rt, model, micro: list[dict[str, torch.Tensor]], max_grad_norm: float) -> dict | None:
