@@ -157,14 +157,20 @@ def table(results: list[dict], scale: float) -> str:
                 runs = [r[split] for r in results if r["model"] == model and r["scale"] == s]
                 cfg = "off" if s == 1.0 else f"{s:g}"
                 if not runs:
-                    lines.append(f"| {split} | {model} | {cfg} | no run: no seed had a preference pair |" + " |" * 4)
+                    lines.append(
+                        f"| {split} | {model} | {cfg} | no run: no seed had a preference pair |" + " |" * 4
+                    )
                     continue
                 cells = []
                 for metric in METRICS:
                     v = np.array([r[metric] for r in runs], dtype=float)
                     fmt = "{:.1f} ± {:.1f}" if metric == "asr_chrf" else "{:.2f} ± {:.2f}"
                     cells.append(fmt.format(np.nanmean(v), np.nanstd(v)))
-                lines.append(f"| {split} ({runs[0]['n']}) | {model} ({len(runs)} seeds) | {cfg} | " + " | ".join(cells) + " |")
+                lines.append(
+                    f"| {split} ({runs[0]['n']}) | {model} ({len(runs)} seeds) | {cfg} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
     return "\n".join(lines)
 
 

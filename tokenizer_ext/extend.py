@@ -126,7 +126,9 @@ def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         vocab.save(staging)
-        save_config(replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml")
+        save_config(
+            replace(cfg, mode="extend" if layout is None else "adopt"), staging / "extend_config.yaml"
+        )
     return vocab
 
 
