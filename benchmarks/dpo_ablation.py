@@ -111,9 +111,12 @@ def evaluate(
     from train.gen_eval import decode
 
     tokenizer, vocab = AutoTokenizer.from_pretrained(checkpoint), SpeechVocab.load(checkpoint)
-    fmt = TaskFormatter(tokenizer, vocab, s2st_format=load_task_formats(checkpoint)["s2st"])
+    s2st_format = load_task_formats(checkpoint)["s2st"]
+    fmt = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format)
     lm = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    settings = TrainConfig(model=str(checkpoint), seq_len=1024, seed=seed, gen_eval_temperature=args.temperature,
+    # decoded in the checkpoint's own s2st format (a text-first answer: texts, then speech)
+    settings = TrainConfig(model=str(checkpoint), seq_len=1024, seed=seed, s2st_format=s2st_format,
+                           gen_eval_temperature=args.temperature,
                            gen_eval_fast=True, gen_eval_guidance_scale=scale, gen_eval_batch_size=32)  # fmt: skip
     out = {}
     for split, rows in items.items():
