@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from sts.generation import SPEECH_GUARD, detect_loop
+from sts.io import write_json_atomic
 from sts.tasks import TaskFormatter, load_task_formats
 from train.data import list_shards
 from train.dev_subset import DevItem, iter_rows, sft_items
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
                     done.append({"seed": seed, "model": model, "scale": scale, "seconds": seconds, **scores})
                     log(f"seed {seed} {model} CFG {scale:g} ({seconds} s): " + json.dumps(scores))
             out.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(done, indent=1) + "\n")
+            write_json_atomic(cache, done, indent=1)  # the resume point: never half written
         results += done
     text = table(results, args.cfg_scale)
     for seed in args.seeds:

@@ -99,6 +99,8 @@ def table(results: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for fmt, by_seed in results.items():
+        if fmt.startswith("_"):  # "_setting"
+            continue
         for decoding in DECODINGS:
             runs = [r["scores"][decoding] for r in by_seed.values() if decoding in r["scores"]]
             if not runs:
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from recipes.demo import SIZES, DemoConfig, prepare_data
+    from sts.io import write_json_atomic
 
     if args.threads:  # another busy process on the cores slows torch's default threading many times over
         torch.set_num_threads(args.threads)
@@ -169,8 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
                 args.out, data, size, fmt, seed, steps, args.examples, log
             )
             results["_setting"] = setting
-            results_path.write_text(json.dumps(results, indent=2) + "\n")
-    rows = table({f: r for f, r in results.items() if not f.startswith("_")})
+            write_json_atomic(results_path, results)  # the resume point: never half written
+    rows = table(results)
     command = "python benchmarks/s2st_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\n{command}  ({time.strftime('%Y-%m-%d')}, setting {json.dumps(setting)})\n")
     print("\n".join(rows))
