@@ -150,7 +150,9 @@ def test_gen_eval_decodes_with_guidance(model, speech_vocab, extended_tokenizer,
     items = [DevItem("s2st:ja-en", "s2st", "speech", "en", p, 5, "x", 10) for p in _prompts(speech_vocab)]
     runs = {}
     for scale in (1.0, 2.0):
-        cfg = TrainConfig(out_dir=tmp_path, gen_eval_fast=False, gen_eval_guidance_scale=scale)
+        cfg = TrainConfig(
+            out_dir=tmp_path, s2st_format="direct", gen_eval_fast=False, gen_eval_guidance_scale=scale
+        )
         runs[scale] = decode(
             model, items, tokenizer=extended_tokenizer, vocab=speech_vocab, pad_id=0, cfg=cfg
         )

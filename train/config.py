@@ -63,10 +63,12 @@ class TrainConfig:
     """sft: sampling weight per task (s2st, s2tt, t2tt, asr, tts); 0 leaves a task out. Both directions are used."""
     loss_mask: Literal["assistant", "full"] = "assistant"
     """sft: loss on the assistant turn only, or on the whole sequence."""
-    s2st_format: S2STFormat = "direct"
+    s2st_format: S2STFormat = "text-first"
     """sft: what the s2st answer writes before the target speech: `direct` (nothing), `text-first`
     (source transcript, translation: chain of modality) or `translation-first` (`sts.tasks`); written
-    beside every checkpoint (`sts_tasks.json`) so that inference decodes the same format."""
+    beside every checkpoint (`sts_tasks.json`) so that inference decodes the same format. Default
+    text-first: at an equal budget it reproduced the demo's training speech at the codec ceiling
+    where direct reached about half of it (benchmarks/s2st_ablation.py, benchmarks/RESULTS.md)."""
     overlong: Literal["drop", "trim"] = "drop"
     """Samples longer than seq_len: drop them, or keep their first seq_len tokens (both are counted)."""
     seq_len: int = 4096
