@@ -47,13 +47,13 @@ import torch.nn.functional as F
 from sts.config import config_to_dict, save_config
 from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
-from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
+from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 from train.runtime import make_runtime, seed_everything
-from train.trainer import apply_update, load_model, lr_lambda, param_groups
+from train.trainer import apply_update, load_model, lr_lambda, param_groups, save_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -267,12 +267,10 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
                 )
             if cfg.gen_eval and cfg.shards:
                 state["stopped"] = gen_eval_step(gen_eval, model, rt, logger, state, cfg)
-        if state.get("stopped"):
-            rt.print(f"early stop at step {state['step']}: {state['stopped']}")
-            logger.log(state["step"], {"reason": state["stopped"]}, kind="early_stop")
-        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.max_steps or state.get("stopped"):
-            last_saved = save_checkpoint(rt, model, optimizer, tokenizer, vocab, cfg, dict(state))
-        if state.get("stopped"):
+        last_saved, stop = save_or_stop(
+            rt, model, optimizer, tokenizer, vocab, cfg, state, logger, last_saved
+        )
+        if stop:
             break
     logger.close()
     return last_saved or latest_checkpoint(out_dir)

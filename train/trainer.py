@@ -202,15 +202,26 @@ def train(cfg: TrainConfig) -> Path | None:
                 logger.log(state["step"], evaluate(model, eval_store, cfg, rt, pad_id), kind="eval")
             if cfg.gen_eval:
                 state["stopped"] = gen_eval_step(gen_eval, model, rt, logger, state, cfg)
-        if state.get("stopped"):
-            rt.print(f"early stop at step {state['step']}: {state['stopped']}")
-            logger.log(state["step"], {"reason": state["stopped"]}, kind="early_stop")
-        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.max_steps or state.get("stopped"):
-            last_saved = save_checkpoint(rt, model, optimizer, tokenizer, vocab, cfg, dict(state))
-        if state.get("stopped"):
+        last_saved, stop = save_or_stop(
+            rt, model, optimizer, tokenizer, vocab, cfg, state, logger, last_saved
+        )
+        if stop:
             break
     logger.close()
     return last_saved or latest_checkpoint(out_dir)
+
+
+def save_or_stop(rt, model, optimizer, tokenizer, vocab, cfg: TrainConfig, state: dict, logger, last_saved):
+    """After a step: report an early stop (`state["stopped"]`, set by the gen eval), and save a
+    checkpoint every `save_every` steps, at `max_steps` and at a stop. Returns (the newest
+    checkpoint, whether the run stops here)."""
+    stopped = state.get("stopped")
+    if stopped:
+        rt.print(f"early stop at step {state['step']}: {stopped}")
+        logger.log(state["step"], {"reason": stopped}, kind="early_stop")
+    if state["step"] % cfg.save_every == 0 or state["step"] == cfg.max_steps or stopped:
+        last_saved = save_checkpoint(rt, model, optimizer, tokenizer, vocab, cfg, dict(state))
+    return last_saved, bool(stopped)
 
 
 def apply_update(metrics, optimizer, scheduler, state: dict, logger, max_bad_steps: int, last_saved) -> bool:
