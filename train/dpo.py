@@ -53,7 +53,7 @@ from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 from train.runtime import make_runtime, seed_everything
-from train.trainer import apply_update, load_model, lr_lambda, param_groups, save_or_stop
+from train.trainer import apply_update, build_training, save_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +206,7 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
         raise PairError(f"no preference pair to train on in {cfg.pairs} (counts: {pairs.counts})")
 
     resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
-    lm = load_model(cfg, weights_from=None if resume_from is None or rt.weights_in_state else resume_from)
-    model = CausalLMWithLoss(lm, impl=cfg.loss_impl, chunk_tokens=cfg.ce_chunk_tokens).to(rt.device)
-    fused = {"fused": True} if rt.device.type == "cuda" and not rt.weights_in_state else {}
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    model, optimizer = rt.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
     per_step = cfg.batch_size * cfg.grad_accum * world

@@ -141,12 +141,7 @@ def train(cfg: TrainConfig) -> Path | None:
     stream = PackedStream(train_store, weights, cfg.seq_len, cfg.seed, pack=cfg.packing, pad_id=pad_id)
 
     resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
-    lm = load_model(cfg, weights_from=None if resume_from is None or rt.weights_in_state else resume_from)
-    model = CausalLMWithLoss(lm, impl=cfg.loss_impl, chunk_tokens=cfg.ce_chunk_tokens).to(rt.device)
-    fused = {"fused": True} if rt.device.type == "cuda" and not rt.weights_in_state else {}  # one GPU
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    model, optimizer = rt.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
     per_step = cfg.batch_size * cfg.grad_accum * world
@@ -209,6 +204,19 @@ def train(cfg: TrainConfig) -> Path | None:
             break
     logger.close()
     return last_saved or latest_checkpoint(out_dir)
+
+
+def build_training(cfg: TrainConfig, rt, resume_from: Path | None):
+    """The model (with its loss), AdamW and the warm-up/cosine schedule, prepared by the runtime; the
+    weights come from `resume_from` unless the runtime restores them with its own state. Returns
+    (model, optimizer, scheduler)."""
+    lm = load_model(cfg, weights_from=None if resume_from is None or rt.weights_in_state else resume_from)
+    model = CausalLMWithLoss(lm, impl=cfg.loss_impl, chunk_tokens=cfg.ce_chunk_tokens).to(rt.device)
+    fused = {"fused": True} if rt.device.type == "cuda" and not rt.weights_in_state else {}  # one GPU
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **fused)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    model, optimizer = rt.prepare(model, optimizer, scheduler)
+    return model, optimizer, scheduler
 
 
 def save_or_stop(rt, model, optimizer, tokenizer, vocab, cfg: TrainConfig, state: dict, logger, last_saved):
