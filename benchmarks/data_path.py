@@ -135,12 +135,13 @@ def llasa_docs(tokenizer, vocab, shard: Path, max_rows: int) -> list[list[int]]:
 
 
 def cpt_rates(tokenizer, vocab, model: Path, size: dict, workdir: Path, repeats: int) -> dict:
+    from sts.config import make_config
     from train.config import TrainConfig
     from train.data import CORPUS_COLUMNS, iter_row_batches
     from train.rows import RowTokenizer
 
     shard = write_shard(workdir / "shard.parquet", size["rows"], vocab.num_speech_tokens)
-    cfg = TrainConfig(stage="cpt", model=str(model), eval_fraction=0.0)
+    cfg = make_config(TrainConfig, stage="cpt", model=str(model), data__eval_fraction=0.0)
     tokenize = RowTokenizer(cfg, tokenizer, vocab)
 
     columns = [c for c in CORPUS_COLUMNS if not c.endswith("_text")]  # what cpt reads

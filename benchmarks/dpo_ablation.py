@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sts.generation import SPEECH_GUARD, detect_loop
+from sts.config import make_config
+from sts.generation import SPEECH_GUARD, Sampling, detect_loop
 from sts.io import write_json_atomic
 from sts.tasks import TaskFormatter, load_task_formats
 from train.data import list_shards
@@ -81,7 +82,8 @@ def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -
 
     started = time.perf_counter()
     card = build_pairs(PairConfig(model=str(run["sft"]), shards=[str(run["train"])], out_dir=out / "pairs",
-                                  tasks=["s2st"], samples=args.samples, temperature=args.pair_temperature,
+                                  tasks=["s2st"], samples=args.samples,
+                                  sampling=Sampling(temperature=args.pair_temperature, top_p=0.95),
                                   codec=str(run["codec"]), skip_eval_rows=False, seq_len=1024,
                                   asr="auto" if args.pair_asr else "none", max_new_tokens=1000, fast=True,
                                   seed=seed, device="cpu"), speech_scorer=scorer, speaker=speaker)  # fmt: skip
@@ -91,10 +93,12 @@ def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -
         log(f"seed {seed}: no pair reaches the margin, so no DPO run; the SFT model is evaluated alone")
         return None
     started = time.perf_counter()
-    checkpoint = train_dpo(TrainConfig(stage="dpo", model=str(run["sft"]), pairs=[str(out / "pairs")], out_dir=out / "dpo",
-                                       seq_len=1024, batch_size=8, max_steps=args.steps, lr=args.lr, warmup_steps=max(1, args.steps // 10),
-                                       dpo_beta=args.beta, eval_fraction=0.0, eval_every=0, gen_eval=False, logger="none",
-                                       log_every=max(1, args.steps // 5), save_every=args.steps, keep_last=1, seed=seed))  # fmt: skip
+    checkpoint = train_dpo(make_config(
+        TrainConfig, stage="dpo", model=str(run["sft"]), out_dir=out / "dpo", seed=seed, dpo__pairs=[str(out / "pairs")],
+        dpo__beta=args.beta, data__seq_len=1024, data__eval_fraction=0.0, optim__batch_size=8, optim__max_steps=args.steps,
+        optim__lr=args.lr, optim__warmup_steps=max(1, args.steps // 10), eval__every=0, eval__generate=False,
+        log__logger="none", log__every=max(1, args.steps // 5), log__save_every=args.steps, log__keep_last=1,
+    ))  # fmt: skip
     log(f"seed {seed}: DPO {args.steps} steps ({time.perf_counter() - started:.0f} s)")
     return checkpoint
 
@@ -116,9 +120,10 @@ def evaluate(
     fmt = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format)
     lm = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     # decoded in the checkpoint's own s2st format (a text-first answer: texts, then speech)
-    settings = TrainConfig(model=str(checkpoint), seq_len=1024, seed=seed, s2st_format=s2st_format,
-                           gen_eval_temperature=args.temperature,
-                           gen_eval_fast=True, gen_eval_guidance_scale=scale, gen_eval_batch_size=32)  # fmt: skip
+    settings = make_config(TrainConfig, model=str(checkpoint), seed=seed, data__seq_len=1024, sft__s2st_format=s2st_format,
+                           eval__sampling=Sampling(temperature=args.temperature, top_p=0.95) if args.temperature > 0
+                           else Sampling(do_sample=False), eval__fast=True, eval__guidance_scale=scale,
+                           eval__batch_size=32)  # fmt: skip
     out = {}
     for split, rows in items.items():
         with torch.no_grad():
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = demo_run(args.demo, args.size, log)
     tokenizer, vocab = AutoTokenizer.from_pretrained(run["sft"]), SpeechVocab.load(run["sft"])
     fmt = TaskFormatter(tokenizer, vocab, s2st_format=load_task_formats(run["sft"])["s2st"])
-    settings = TrainConfig(seq_len=1024, gen_eval_max_new_tokens=1000)
+    settings = make_config(TrainConfig, data__seq_len=1024, eval__max_new_tokens=1000)
     items = {"held-out": s2st_items(run["test"], fmt, tokenizer, settings, None),
              "train": s2st_items(run["train"], fmt, tokenizer, settings, args.train_rows)}  # fmt: skip
     scorer, speaker = SpeechScorer(str(run["codec"]), "auto", "cpu"), SpeakerEncoder()

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from corpus_builder import shards
 from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, check_models, prepare_build
-from sts.config import parse_cli
+from sts.cli import parse_cli
 from sts.errors import cli_main
 
 

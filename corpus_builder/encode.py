@@ -40,7 +40,7 @@ import tyro
 
 from corpus_builder import shards
 from sts.audio import AudioError, load_audio
-from sts.config import parse_cli
+from sts.cli import parse_cli
 from sts.corpus import CorpusError, encoded_features, read_card, shard_paths
 from sts.errors import cli_main
 from sts.io import write_json_atomic

@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
-    from sts.config import parse_cli
+    from sts.cli import parse_cli
 
     return run(parse_cli(InferConfig, args, prog="sts-infer"))
 

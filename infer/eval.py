@@ -471,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
-    from sts.config import parse_cli
+    from sts.cli import parse_cli
 
     run(parse_cli(EvalConfig, args, prog="sts-eval"))
     return 0

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infer.mt_lines import LINE_ERROR, UNTRANSLATABLE, failed_lines, translate_lines
-from sts.config import config_to_dict, parse_cli
+from sts.cli import parse_cli
+from sts.config import config_to_dict
 from sts.errors import UsageError, cli_main
 from sts.io import write_json_atomic, write_text_atomic
 from sts.mt import MTBackend, MTResult, result_from_text

@@ -215,31 +215,33 @@ def train_sft(
     lm_dir: Path, train_dir: Path, corpus: Path, size: dict, *, steps: int, s2st_format: str, seed: int
 ):
     """Step 4: multitask SFT of `lm_dir` on `corpus` with the size's tasks; returns the checkpoint."""
+    from sts.config import make_config
     from train.config import TrainConfig
     from train.trainer import train
 
     if train_dir.exists():
         shutil.rmtree(train_dir)  # the LM was rebuilt: an old checkpoint would not match it
-    train_cfg = TrainConfig(
+    train_cfg = make_config(
+        TrainConfig,
         model=str(lm_dir),
         out_dir=train_dir,
         stage="sft",
-        shards=[str(corpus)],
-        task_weights=dict(size["tasks"]),
-        s2st_format=s2st_format,
-        seq_len=size["seq_len"],
-        batch_size=4,
-        max_steps=steps,
-        lr=size["lr"],
-        warmup_steps=max(1, steps // 20),
-        eval_fraction=0.0,
-        eval_every=0,
-        gen_eval=False,
-        log_every=max(1, steps // 20),
-        save_every=steps,
-        keep_last=1,
-        logger="none",
         seed=seed,
+        data__shards=[str(corpus)],
+        data__seq_len=size["seq_len"],
+        data__eval_fraction=0.0,
+        sft__task_weights=dict(size["tasks"]),
+        sft__s2st_format=s2st_format,
+        optim__batch_size=4,
+        optim__max_steps=steps,
+        optim__lr=size["lr"],
+        optim__warmup_steps=max(1, steps // 20),
+        eval__every=0,
+        eval__generate=False,
+        log__every=max(1, steps // 20),
+        log__save_every=steps,
+        log__keep_last=1,
+        log__logger="none",
     )
     return train(train_cfg)
 
@@ -270,7 +272,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     step("lm")
 
     steps = cfg.steps or size["steps"]
-    s2st_format = cfg.s2st_format or size["s2st_format"]
+    s2st_format = cfg.sft.s2st_format or size["s2st_format"]
     tasks = ", ".join(f"{t} {w:g}" for t, w in size["tasks"].items())
     log(f"4/7 SFT: {steps} steps, s2st {s2st_format} (both ways); task weights {tasks}")
     checkpoint = train_sft(
@@ -325,7 +327,7 @@ def main(args: Sequence[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
-    from sts.config import parse_cli
+    from sts.cli import parse_cli
 
     run_demo(parse_cli(DemoConfig, args, prog="sts demo"))
     return 0

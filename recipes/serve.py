@@ -283,7 +283,7 @@ def launch(app, service: TranslationService) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sts.config import parse_cli
+    from sts.cli import parse_cli
 
     cfg = parse_cli(ServeConfig, argv, prog="sts serve")
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import tyro
 
 from sts.audio import write_audio
-from sts.config import parse_cli
+from sts.cli import parse_cli
 from sts.testing.audio import synthetic_utterance
 
 

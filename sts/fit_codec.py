@@ -23,7 +23,7 @@ import numpy as np
 import tyro
 
 from sts.audio import load_audio
-from sts.config import parse_cli
+from sts.cli import parse_cli
 from sts.corpus import shard_paths
 from sts.errors import UsageError, cli_main, writing
 

@@ -253,7 +253,7 @@ def test_cli_stream_grows_the_wav_and_ends_with_runs_output(model_dir, tmp_path,
     from infer.cli import InferConfig, main
     from infer.cli import run as run_cli
     from sts.audio import write_audio
-    from sts.config import parse_cli
+    from sts.cli import parse_cli
 
     write_audio(tmp_path / "in.wav", _source())
     out, plain = tmp_path / "out.wav", tmp_path / "plain.wav"

@@ -30,7 +30,7 @@ def shards(tmp_path_factory):
 
 def cli_args(stage, model, shards, out_dir, *extra):
     return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
-            "--shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
+            "--data.shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
 
 
 def truncate(path, keep: int) -> None:
@@ -97,7 +97,7 @@ def test_resume_passes_over_a_truncated_newest_checkpoint(extended_lm_dir, shard
 def lora_checkpoint(extended_lm_dir, shards, tmp_path_factory):
     pytest.importorskip("peft")
     out = tmp_path_factory.mktemp("lora") / "run"
-    assert main(cli_args("sft", extended_lm_dir, shards, out, "--lora-r", "4", "--eval-every", "0")) == 0
+    assert main(cli_args("sft", extended_lm_dir, shards, out, "--lora.r", "4", "--eval.every", "0")) == 0
     return latest_checkpoint(out)
 
 

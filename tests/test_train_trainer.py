@@ -26,7 +26,7 @@ def shards(tmp_path_factory):
 
 def cli_args(stage, model, shards, out_dir, *extra):
     return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
-            "--shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
+            "--data.shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
 
 
 def weights_of(checkpoint):
@@ -41,7 +41,7 @@ def test_cpt_cli_runs_and_writes_loadable_checkpoints(extended_lm_dir, shards, t
     text = tmp_path / "text.txt"
     text.write_text("hello world, this is text.\n\nanother document about stations.\n")
     out = tmp_path / "cpt"
-    assert main(cli_args("cpt", extended_lm_dir, shards, out, "--text-files", str(text))) == 0
+    assert main(cli_args("cpt", extended_lm_dir, shards, out, "--cpt.text-files", str(text))) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train step")]
     assert len(lines) == 4 and lines[0].startswith("train step 1/4 | loss ")  # one line per step
 
@@ -73,7 +73,16 @@ def test_cpt_cli_runs_and_writes_loadable_checkpoints(extended_lm_dir, shards, t
 def test_sft_cli_runs_with_eval_loss_per_task(extended_lm_dir, shards, tmp_path):
     out = tmp_path / "sft"
     args = cli_args(
-        "sft", extended_lm_dir, shards, out, "--max-steps", "2", "--save-every", "1", "--keep-last", "1"
+        "sft",
+        extended_lm_dir,
+        shards,
+        out,
+        "--optim.max-steps",
+        "2",
+        "--log.save-every",
+        "1",
+        "--log.keep-last",
+        "1",
     )
     assert main(args) == 0
     evals = read_metrics(out, kind="eval")
@@ -90,7 +99,7 @@ def test_sft_cli_runs_with_eval_loss_per_task(extended_lm_dir, shards, tmp_path)
         "t2tt:en-ja",
     } <= tasks
     assert all(np.isfinite(v) for k, v in evals[0].items() if k.startswith("loss/"))
-    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0000002"]  # keep_last 1
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0000002"]  # log.keep_last 1
 
 
 def test_loss_falls_on_a_repeated_batch(extended_lm_dir, shards, tmp_path):
@@ -103,7 +112,7 @@ def test_loss_falls_on_a_repeated_batch(extended_lm_dir, shards, tmp_path):
     cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(extended_lm_dir)
     store, _ = build_doc_stores(cfg, tokenizer, SpeechVocab.load(extended_lm_dir))
-    arrays = PackedStream(store, None, cfg.seq_len, seed=0).batch(0, 2)
+    arrays = PackedStream(store, None, cfg.data.seq_len, seed=0).batch(0, 2)
     batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
     torch.manual_seed(0)
     model = CausalLMWithLoss(trainer.load_model(cfg), impl="chunked", chunk_tokens=64)
@@ -122,7 +131,7 @@ def test_loss_falls_on_a_repeated_batch(extended_lm_dir, shards, tmp_path):
 @pytest.mark.parametrize("stage", ["cpt", "sft"])
 def test_resume_continues_with_the_same_step_and_loss(extended_lm_dir, shards, tmp_path, stage):
     out = tmp_path / stage
-    args = cli_args(stage, extended_lm_dir, shards, out, "--eval-every", "0", "--grad-accum", "2")
+    args = cli_args(stage, extended_lm_dir, shards, out, "--eval.every", "0", "--optim.grad-accum", "2")
     assert main(args) == 0
     straight = {r["step"]: r["loss"] for r in read_metrics(out)}
     final = weights_of(out / "checkpoint-0000004")
@@ -176,7 +185,9 @@ def test_consecutive_nan_losses_stop_the_run_without_a_nan_checkpoint(
 ):
     _nan_on_steps(monkeypatch, {2, 3, 4})
     out = tmp_path / "cpt"
-    rc = main(cli_args("cpt", extended_lm_dir, shards, out, "--save-every", "1", "--max-bad-steps", "2"))
+    rc = main(
+        cli_args("cpt", extended_lm_dir, shards, out, "--log.save-every", "1", "--optim.max-bad-steps", "2")
+    )
     assert rc == 1
     assert "2 consecutive non-finite steps" in capsys.readouterr().err
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0000001"]
@@ -206,7 +217,16 @@ def test_checkpoint_with_nan_weights_is_refused(extended_lm_dir, tmp_path):
 
 
 def test_lr_schedule_warmup_then_cosine(tmp_path):
-    cfg = tiny_config("cpt", "m", [], tmp_path, lr=1.0, warmup_steps=4, max_steps=14, min_lr_ratio=0.1)
+    cfg = tiny_config(
+        "cpt",
+        "m",
+        [],
+        tmp_path,
+        optim__lr=1.0,
+        optim__warmup_steps=4,
+        optim__max_steps=14,
+        optim__min_lr_ratio=0.1,
+    )
     f = trainer.lr_lambda(cfg)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(9) == pytest.approx(0.55) and f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
@@ -215,8 +235,8 @@ def test_lr_schedule_warmup_then_cosine(tmp_path):
 def test_accelerate_runtime_matches_the_local_loop_and_resumes(extended_lm_dir, shards, tmp_path):
     pytest.importorskip("accelerate")
     local, acc = tmp_path / "local", tmp_path / "acc"
-    assert main(cli_args("cpt", extended_lm_dir, shards, local, "--distributed", "none")) == 0
-    args = cli_args("cpt", extended_lm_dir, shards, acc, "--distributed", "accelerate")
+    assert main(cli_args("cpt", extended_lm_dir, shards, local, "--runtime.distributed", "none")) == 0
+    args = cli_args("cpt", extended_lm_dir, shards, acc, "--runtime.distributed", "accelerate")
     assert main(args) == 0
     assert (
         acc / "checkpoint-0000002" / "train_state" / "model.safetensors"
@@ -237,7 +257,7 @@ def test_lora_trains_adapters_and_resumes(extended_lm_dir, shards, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    args = cli_args("sft", extended_lm_dir, shards, out, "--lora-r", "4", "--eval-every", "0")
+    args = cli_args("sft", extended_lm_dir, shards, out, "--lora.r", "4", "--eval.every", "0")
     assert main(args) == 0
     last = latest_checkpoint(out)
     assert (last / "adapter_config.json").is_file() and (last / "sts_vocab.json").is_file()
@@ -255,8 +275,8 @@ def test_lora_trains_adapters_and_resumes(extended_lm_dir, shards, tmp_path):
 
 def test_bf16_autocast_and_gradient_checkpointing_run(extended_lm_dir, shards, tmp_path):
     out = tmp_path / "bf16"
-    args = cli_args("sft", extended_lm_dir, shards, out, "--precision", "bf16", "--gradient-checkpointing",
-                    "--max-steps", "2", "--eval-every", "0")  # fmt: skip
+    args = cli_args("sft", extended_lm_dir, shards, out, "--runtime.precision", "bf16", "--runtime.gradient-checkpointing",
+                    "--optim.max-steps", "2", "--eval.every", "0")  # fmt: skip
     assert main(args) == 0
     records = read_metrics(out)
     assert len(records) == 2 and all(np.isfinite(r["loss"]) for r in records)
@@ -272,7 +292,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(extended_lm_dir, tmp_pa
     ids = torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(0))
     grads = []
     for ckpt in (False, True):
-        cfg = tiny_config("cpt", extended_lm_dir, [], tmp_path, gradient_checkpointing=ckpt)
+        cfg = tiny_config("cpt", extended_lm_dir, [], tmp_path, runtime__gradient_checkpointing=ckpt)
         model = CausalLMWithLoss(trainer.load_model(cfg)).train()
         loss, _ = model(ids, ids)
         loss.backward()
@@ -304,9 +324,12 @@ def test_compiled_layers_train_and_save_plain_checkpoints(extended_lm_dir, shard
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "compiled"
-    assert main(cli_args("cpt", extended_lm_dir, shards, out, "--compile", "--max-steps", "2")) == 0
+    assert (
+        main(cli_args("cpt", extended_lm_dir, shards, out, "--runtime.compile", "--optim.max-steps", "2"))
+        == 0
+    )
     eager = tmp_path / "eager"
-    assert main(cli_args("cpt", extended_lm_dir, shards, eager, "--max-steps", "2")) == 0
+    assert main(cli_args("cpt", extended_lm_dir, shards, eager, "--optim.max-steps", "2")) == 0
     got, expected = ({r["step"]: r["loss"] for r in read_metrics(d)} for d in (out, eager))
     assert got == pytest.approx(expected, rel=1e-4)
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-0000002")  # no `_orig_mod.` names
@@ -325,7 +348,7 @@ def test_two_process_ddp_matches_one_process(extended_lm_dir, shards, tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(cli_args("cpt", extended_lm_dir, shards, single)) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "train.cli",
-           *cli_args("cpt", extended_lm_dir, shards, ddp, "--batch-size", "1")]  # fmt: skip
+           *cli_args("cpt", extended_lm_dir, shards, ddp, "--optim.batch-size", "1")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)

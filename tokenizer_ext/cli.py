@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sts.config import parse_cli
+from sts.cli import parse_cli
 from sts.errors import cli_main
 from sts.vocab import SPEECH_START_TOKEN
 from tokenizer_ext.extend import ExtendConfig, extend_tokenizer

@@ -1,6 +1,6 @@
 """Stage 4: continual pre-training and multitask SFT (`sts-train cpt`, `sts-train sft`).
 
-    sts-train sft --config train/configs/sft_lfm2_350m.yaml --model runs/lfm2-350m-speech --shards runs/encoded
+    sts-train sft --config train/configs/sft_lfm2_350m.yaml --model runs/lfm2-350m-speech --data.shards runs/encoded
 
 or from Python:
 

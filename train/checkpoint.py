@@ -140,9 +140,9 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
                 if (Path(cfg.model) / DECODING_FILE).is_file():
                     shutil.copyfile(Path(cfg.model) / DECODING_FILE, tmp / DECODING_FILE)
             else:
-                write_decoding_info(tmp, list_shards(cfg.shards))
+                write_decoding_info(tmp, list_shards(cfg.data.shards))
             if cfg.stage in ("sft", "dpo"):
-                save_task_formats(tmp, cfg.s2st_format)
+                save_task_formats(tmp, cfg.sft.s2st_format)
             save_config(cfg, tmp / "train_config.yaml")
         rt.wait_for_everyone()
         rt.save_state(tmp / "train_state", optimizer)
@@ -153,8 +153,8 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
         apply_default_mode(tmp, recursive=True)  # save_pretrained writes its weights 0600
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        if cfg.keep_last > 0:
-            for old in list_checkpoints(out_dir)[: -cfg.keep_last]:
+        if cfg.log.keep_last > 0:
+            for old in list_checkpoints(out_dir)[: -cfg.log.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
     rt.wait_for_everyone()
     return final

@@ -6,7 +6,7 @@
     from train.merge import MergeConfig, merge_lora
     merge_lora(MergeConfig(Path("runs/sft-lora/checkpoint-0020000"), Path("runs/sft-merged")))
 
-A LoRA run (`--lora-r N`) saves adapters, which only peft-aware loaders read and vLLM serves only as
+A LoRA run (`--lora.r N`) saves adapters, which only peft-aware loaders read and vLLM serves only as
 a LoRA request. This loads the base model the run trained on (`model` in the checkpoint's
 `train_config.yaml`, else the adapter's `base_model_name_or_path`, else `--base-model`), applies the
 adapter with peft's `merge_and_unload` (W + B A * alpha / r folded into each target weight), and

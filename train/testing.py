@@ -142,14 +142,11 @@ def _silence_wav() -> bytes:
 
 
 def tiny_config(stage: str, model: str | Path, shards: list[str | Path], out_dir: str | Path, **overrides):
-    """The shipped `tiny_{stage}.yaml` pointed at a tiny model, tiny shards and a run folder."""
+    """The shipped `tiny_{stage}.yaml` pointed at a tiny model, tiny shards and a run folder;
+    `overrides` name options as `group__option` (`optim__lr=0.1` sets `optim.lr`)."""
     from sts.config import load_config
     from train.config import CONFIG_DIR, TrainConfig
 
-    overrides = {
-        "model": str(model),
-        "shards": [str(s) for s in shards],
-        "out_dir": str(out_dir),
-        **overrides,
-    }
-    return load_config(TrainConfig, CONFIG_DIR / f"tiny_{stage}.yaml", **overrides)
+    dotted = {key.replace("__", "."): value for key, value in overrides.items()}
+    dotted = {"model": str(model), "data.shards": [str(s) for s in shards], "out_dir": str(out_dir), **dotted}
+    return load_config(TrainConfig, CONFIG_DIR / f"tiny_{stage}.yaml", **dotted)
