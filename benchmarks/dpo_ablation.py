@@ -1,6 +1,6 @@
 """SFT vs SFT + DPO, classifier-free guidance off/on, on the demo's real-speech setting (issue 16).
 
-    python benchmarks/dpo_ablation.py runs/dpo-ablation --demo runs/demo --seeds 0 1 2 --json out.json
+    python benchmarks/dpo_ablation.py --out-dir runs/dpo-ablation --demo runs/demo --seeds 0 1 2 --json out.json
 
 1. The demo run (`sts demo DIR`, `--size` default: Kokoro/Piper speech, the mel k-means codec, a small
    LFM2 trained from scratch by multitask SFT) is reused when `--demo` holds one, else built.
@@ -29,13 +29,17 @@ and the scores already written (`eval.json` per seed). Record the printed table 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import numpy as np
+import tyro
+from annotated_types import Ge, Gt
 
+from sts.cli import parse_cli
 from sts.config import make_config
 from sts.generation import SPEECH_GUARD, Sampling, detect_loop
 from sts.io import write_json_atomic
@@ -183,34 +187,47 @@ def table(results: list[dict], scale: float) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Args:
+    """SFT vs SFT+DPO, CFG off/on, on the demo's setting (see the module docstring)."""
+
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/dpo-ablation")
+    """Work folder (pairs, DPO runs, eval.json per seed)."""
+    demo: Path = Path("runs/demo")
+    """Demo run to reuse or build."""
+    size: str = "default"
+    """Demo size when it is built."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds of the pairs and the DPO runs."""
+    samples: Annotated[int, Ge(2)] = 4
+    """Answers sampled per training prompt."""
+    pair_temperature: Annotated[float, Gt(0)] = 1.0
+    """Sampling temperature of the pairs' answers."""
+    steps: Annotated[int, Ge(1)] = 40
+    """DPO steps (8 pairs each)."""
+    lr: Annotated[float, Gt(0)] = 2e-4
+    """DPO learning rate."""
+    beta: Annotated[float, Gt(0)] = 0.1
+    """DPO beta."""
+    cfg_scale: Annotated[float, Gt(0)] = 2.0
+    """Classifier-free guidance scale of the 'CFG on' arm."""
+    temperature: Annotated[float, Ge(0)] = 0.8
+    """Decoding temperature of the evaluation (0: greedy)."""
+    train_rows: Annotated[int, Ge(0)] = 4
+    """Training rows decoded besides the held-out ones."""
+    pair_asr: bool = False
+    """Score the answers of the pairs by ASR-chrF++ too (Whisper per answer)."""
+    threads: Annotated[int, Ge(1)] = 1
+    """Torch threads."""
+    json: Path | None = None
+    """Also write the table here."""
+
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """The work folder was a positional argument."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("out", type=Path, help="work folder (pairs, DPO runs, eval.json per seed)")
-    parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="demo run to reuse or build")
-    parser.add_argument("--size", default="default", help="demo size when it is built")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--samples", type=int, default=4, help="answers sampled per training prompt")
-    parser.add_argument("--pair-temperature", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=40, help="DPO steps (8 pairs each)")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--cfg-scale", type=float, default=2.0)
-    parser.add_argument(
-        "--temperature", type=float, default=0.8, help="decoding temperature of the evaluation"
-    )
-    parser.add_argument(
-        "--train-rows", type=int, default=4, help="training rows decoded besides the held-out ones"
-    )
-    parser.add_argument(
-        "--pair-asr",
-        action="store_true",
-        help="score the answers of the pairs by ASR-chrF++ too (Whisper per answer)",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/dpo_ablation.py")
     started = time.perf_counter()
     import torch
 
@@ -237,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     scorer, speaker = SpeechScorer(str(run["codec"]), "auto", "cpu"), SpeakerEncoder()
     results = []
     for seed in args.seeds:
-        out = args.out / f"seed-{seed}"
+        out = args.out_dir / f"seed-{seed}"
         cache = out / "eval.json"
         done = json.loads(cache.read_text()) if cache.is_file() else []
         if not done:
@@ -258,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         results += done
     text = table(results, args.cfg_scale)
     for seed in args.seeds:
-        card = json.loads((args.out / f"seed-{seed}" / "pairs" / "pairs.json").read_text())
+        card = json.loads((args.out_dir / f"seed-{seed}" / "pairs" / "pairs.json").read_text())
         score = card["distributions"]["score"]
         text += (f"\nseed {seed}: {card['pairs']} pairs from {card['answers']} sampled answers "
                  f"(loop rate {sum(card['loops'].values()) / card['answers']:.2f}, end rate "

@@ -38,15 +38,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import tyro
+from annotated_types import Ge
 
 from sts.audio import load_audio, write_audio
-from sts.errors import ManifestError, UsageError, cli_main
+from sts.devices import ModelArgs
+from sts.errors import ManifestError, UsageError
 from sts.io import write_text_atomic
 from sts.manifest import Field
 from sts.manifest import read_manifest as read_manifest_rows
@@ -228,20 +230,20 @@ def _chain_scores(items: Sequence[EvalItem], results, rows: list[dict]) -> dict:
     and its transcript (CER/WER against `src_text`). {} when the outputs hold no such texts."""
     by_id = {item.id: item for item in items}
     out: dict = {}
-    for field, ref_field, lang_field in (
+    for text_field, ref_field, lang_field in (
         ("translation", "tgt_text", "tgt_lang"),
         ("transcript", "src_text", "src_lang"),
     ):
         pairs: dict[str, list[tuple[str, str]]] = {}
         for row, result in zip(rows, results, strict=True):
-            text, item = getattr(result, field), by_id.get(row["id"])
+            text, item = getattr(result, text_field), by_id.get(row["id"])
             if text is None or item is None or not getattr(item, ref_field):
                 continue
-            row[field] = text
+            row[text_field] = text
             pairs.setdefault(getattr(item, lang_field), []).append((text, getattr(item, ref_field)))
         for lang, group in sorted(pairs.items()):
             hyps, refs = [h for h, _ in group], [r for _, r in group]
-            if field == "translation":
+            if text_field == "translation":
                 out.setdefault("translation", {})[f"to_{lang}"] = translation_scores(
                     hyps, refs, lang, speech=False
                 )
@@ -328,20 +330,16 @@ def plot_report(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(ModelArgs):
     """Score an sts checkpoint on a JSONL test manifest."""
 
-    manifest: tyro.conf.Positional[Path]
+    manifest: tyro.conf.Positional[Path] = field(kw_only=False)
     """JSONL test manifest (see `infer.eval`)."""
-    model: str = "runs/sft"
-    """Checkpoint directory or Hugging Face id (with `sts_vocab.json`)."""
-    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
     """Folder for report.json, rows.jsonl, report.png and the generated audio."""
     tasks: tuple[TaskName, ...] = ("s2st",)
     """Tasks to score; each uses the manifest rows that have the fields it needs."""
-    codec: str | None = None
-    """Codec id/path; default: the one `sts_vocab.json` records."""
     asr: str = "auto"
     """auto | self | none | a faster-whisper model name/dir."""
     codec_roundtrip: bool = True
@@ -350,39 +348,32 @@ class EvalConfig:
     """Source<->output speaker similarity for s2st (needs resemblyzer)."""
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation engine; vllm needs the GPU extra."""
-    device: str = "auto"
-    """"auto": cuda when available, else cpu."""
-    dtype: str = "auto"
-    """"auto": bfloat16 on cuda, float32 on cpu."""
     fast: bool | None = None
     """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
-    batch_size: int = 8
-    """Inputs generated together."""
     greedy: bool = True
     """Greedy decoding for every task (reproducible scores); --no-greedy samples with the task defaults."""
-    limit: int | None = None
+    limit: Annotated[int | None, Ge(1)] = None
     """Only the first N manifest rows."""
-    max_new_tokens: int | None = None
+    max_new_tokens: Annotated[int | None, Ge(1)] = None
     """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Sampling seed (with --no-greedy)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"output": "out_dir"}
+    """Old names, for old files and flags."""
 
 
 def run(cfg: EvalConfig, log=print) -> dict:
-    """Evaluate, write report.json / rows.jsonl / report.png into `cfg.output`; returns the report."""
+    """Evaluate, write report.json / rows.jsonl / report.png into `cfg.out_dir`; returns the report."""
     from infer.batch import check_writable_folder
-    from infer.cli import load_translator
+    from infer.load import load_translator
 
     items = read_manifest(cfg.manifest)[: cfg.limit]
-    check_writable_folder(cfg.output)  # before the model loads
+    check_writable_folder(cfg.out_dir)  # before the model loads
     translator = load_translator(
-        cfg.model,
-        codec=cfg.codec,
-        device=cfg.device,
-        dtype=cfg.dtype,
+        cfg,
         backend=cfg.backend,
         fast=cfg.fast,
-        batch_size=cfg.batch_size,
         seed=cfg.seed,
         greedy=cfg.greedy,
         max_new_tokens=cfg.max_new_tokens,
@@ -394,19 +385,19 @@ def run(cfg: EvalConfig, log=print) -> dict:
     for task in cfg.tasks:
         log(f"{task}: generating")
         summary, task_rows = evaluate_task(
-            translator, items, task, asr=asr, speaker=speaker, audio_dir=cfg.output / "audio"
+            translator, items, task, asr=asr, speaker=speaker, audio_dir=cfg.out_dir / "audio"
         )
         report["tasks"][task] = summary
         rows += task_rows
         log(f"{task}: {_headline(summary)}")
     if cfg.codec_roundtrip and asr is not None:
         report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
-    cfg.output.mkdir(parents=True, exist_ok=True)
-    _write(cfg.output / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    plot = plot_report(rows, cfg.output / "report.png")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    _write(cfg.out_dir / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    plot = plot_report(rows, cfg.out_dir / "report.png")
     report["plot"] = str(plot) if plot else None
-    _write(cfg.output / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    log(f"wrote {cfg.output / 'report.json'}")
+    _write(cfg.out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    log(f"wrote {cfg.out_dir / 'report.json'}")
     return report
 
 
@@ -464,18 +455,3 @@ def _load_speaker(log):
 
 def _write(path: Path, text: str) -> None:
     write_text_atomic(path, text)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main("sts-eval", _main, argv)
-
-
-def _main(args: list[str]) -> int:
-    from sts.cli import parse_cli
-
-    run(parse_cli(EvalConfig, args, prog="sts-eval"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

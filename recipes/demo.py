@@ -1,7 +1,7 @@
 """`sts demo`: the whole pipeline on a laptop CPU with real speech, no hub and no GPU.
 
     sts demo                      # runs/demo, the default size (about 10 minutes on 2 cores)
-    sts demo runs/demo-tiny --size tiny                       # a minute or two (CI runs this)
+    sts demo -o runs/demo-tiny --size tiny                       # a minute or two (CI runs this)
     sts demo --model ~/models/LFM2-350M --codec ~/models/xcodec2-hf   # real local checkpoints instead
 
 What it does, with every stage's real code:
@@ -37,9 +37,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import tyro
+from annotated_types import Ge
 
 from sts.errors import UsageError
 
@@ -65,7 +66,7 @@ SIZES: dict[str, dict] = {
 class DemoConfig:
     """Run the whole pipeline offline on a CPU with real Japanese and English speech; write a report."""
 
-    out_dir: tyro.conf.Positional[Path] = Path("runs/demo")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/demo")
     """Run folder (data, corpus, codec, models, outputs, report.md)."""
     size: Literal["tiny", "small", "default", "large"] = "default"
     """tiny ~2 min (CI), small ~5 min, default ~10 min, large ~1 h on 2 CPU cores."""
@@ -73,14 +74,18 @@ class DemoConfig:
     """A local causal LM to extend and fine-tune instead of the small demo LM (e.g. an LFM2-350M dir)."""
     codec: str = ""
     """A local codec dir (XCodec2, or a fitted offline codec) instead of fitting the offline codec."""
-    steps: int | None = None
+    steps: Annotated[int | None, Ge(1)] = None
     """SFT steps (default: the size's)."""
     s2st_format: Literal["direct", "text-first", "translation-first"] | None = None
     """What the s2st answer writes before its speech (`sts.tasks`); default: the size's, chosen by
     `benchmarks/s2st_ablation.py` (see benchmarks/RESULTS.md)."""
-    examples: int = 4
+    examples: Annotated[int, Ge(1)] = 4
     """Held-out and training sentences per direction translated for the report."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
+    """Seed of the sentence split, the models and the training."""
+
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """`sts demo RUN_DIR` (the old form) reads as `--out-dir RUN_DIR`."""
 
 
 def load_sentences() -> list[dict]:
@@ -140,8 +145,8 @@ def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
 
 
 def fit_codec(out: Path, corpus: Path, codebook_size: int, seed: int):
+    from sts.codec.fit import iter_waveforms
     from sts.codec.melkmeans import MelKMeansCodec
-    from sts.fit_codec import iter_waveforms
 
     codec = MelKMeansCodec.fit(list(iter_waveforms([corpus])), codebook_size=codebook_size, seed=seed)
     codec.save(out / "codec")
@@ -272,7 +277,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     step("lm")
 
     steps = cfg.steps or size["steps"]
-    s2st_format = cfg.sft.s2st_format or size["s2st_format"]
+    s2st_format = cfg.s2st_format or size["s2st_format"]
     tasks = ", ".join(f"{t} {w:g}" for t, w in size["tasks"].items())
     log(f"4/7 SFT: {steps} steps, s2st {s2st_format} (both ways); task weights {tasks}")
     checkpoint = train_sft(
@@ -318,20 +323,3 @@ def read_losses(train_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    from sts.errors import cli_main
-
-    return cli_main("sts demo", _main, args)
-
-
-def _main(args: list[str]) -> int:
-    from sts.cli import parse_cli
-
-    run_demo(parse_cli(DemoConfig, args, prog="sts demo"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

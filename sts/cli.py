@@ -29,7 +29,7 @@ from typing import Annotated, Any, TypeVar
 import tyro
 import yaml
 
-from sts.cli_help import render_help
+from sts.cli_help import flag_arities, positional_count, render_help
 from sts.config import (
     ConfigError,
     _metadata,
@@ -71,6 +71,7 @@ def parse_cli(
     args = list(sys.argv[1:] if args is None else args)
     args, config_path = _take_config(args)
     args = upgrade_flags(cls, args, prog=prog)
+    args = upgrade_positionals(cls, args, prog=prog)
     if config_path is not None:
         base = config_to_dict(default) if default is not None else {}
         data = _merge(base, upgrade_keys(cls, _read_yaml(config_path), source=config_path))
@@ -184,17 +185,18 @@ def cli_view(cls: type, hide: frozenset[str] = frozenset()) -> type:
 
 
 def _view_field(f: dataclasses.Field, group_view: type | None = None) -> dataclasses.Field:
-    """The view's field: `f`'s default (a group's default as an instance of its view)."""
+    """The view's field: `f`'s default (a group's default as an instance of its view), `kw_only` kept."""
+    kw = {"kw_only": f.kw_only} if f.kw_only is not dataclasses.MISSING else {}
     if group_view is not None:
         if f.default_factory is not dataclasses.MISSING:
-            return dataclasses.field(default_factory=lambda: to_view(f.default_factory(), group_view))
+            return dataclasses.field(default_factory=lambda: to_view(f.default_factory(), group_view), **kw)
         if f.default is not dataclasses.MISSING:
-            return dataclasses.field(default_factory=lambda: to_view(f.default, group_view))
+            return dataclasses.field(default_factory=lambda: to_view(f.default, group_view), **kw)
     if f.default is not dataclasses.MISSING:
-        return dataclasses.field(default=f.default)
+        return dataclasses.field(default=f.default, **kw)
     if f.default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=f.default_factory)
-    return dataclasses.field()
+        return dataclasses.field(default_factory=f.default_factory, **kw)
+    return dataclasses.field(**kw)
 
 
 def to_view(cfg: Any, view: type) -> Any:
@@ -344,12 +346,15 @@ def upgrade_flags(cls: type, args: list[str], *, prog: str) -> list[str]:
     while i < len(args):
         arg = args[i]
         name, eq, value = arg.partition("=")
-        converter = renamed.get(name[2:].replace("-", "_")) if name.startswith("--") else None
+        key = name[2:].replace("-", "_") if name.startswith("--") else ""
+        negated = key.startswith("no_") and callable(renamed.get(key[3:]))
+        converter = renamed.get(key[3:] if negated else key)
         if callable(converter):
-            raw = value if eq else (args[i + 1] if i + 1 < len(args) else "")
-            i += 1 if eq else 2
+            has_value = eq or (not negated and i + 1 < len(args) and not args[i + 1].startswith("--"))
+            raw = value if eq else args[i + 1] if has_value else ("false" if negated else "true")
+            i += 2 if has_value and not eq else 1
             out += _flags_from(converter(yaml.safe_load(raw)))
-            used.append(name)
+            used.append(f"{name} -> {' '.join(_flags_from(converter(yaml.safe_load(raw))))}")
             continue
         prefix = next((o for o in exact if name.startswith(o + ".")), None)
         if name in exact or prefix:
@@ -362,6 +367,53 @@ def upgrade_flags(cls: type, args: list[str], *, prog: str) -> list[str]:
     if used:
         log.warning("%s: old flag spelling(s) %s; the old ones will be removed", prog, ", ".join(used))
     return out
+
+
+def upgrade_positionals(cls: type, args: list[str], *, prog: str) -> list[str]:
+    """`args` with the bare words a command used to take as positional arguments (the class's
+    `RENAMED_POSITIONALS`, after its current positionals, e.g. `("out_dir",)`) given as their flags,
+    one warning. `sts demo runs/demo` reads as `sts demo --out-dir runs/demo`."""
+    renamed = tuple(getattr(cls, "RENAMED_POSITIONALS", ()))
+    if not renamed:
+        return args
+    view = cli_view(cls)
+    arities, current = flag_arities(view), positional_count(view)
+    bare, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and not _is_number(arg):
+            name, eq, _ = arg.partition("=")
+            arity = arities.get(name, 1)
+            if eq:
+                i += 1
+            elif arity is None:
+                i += 1
+                while i < len(args) and not (args[i].startswith("-") and not _is_number(args[i])):
+                    i += 1
+            else:
+                i += 1 + arity
+            continue
+        bare.append(i)
+        i += 1
+    extra = bare[current : current + len(renamed)]
+    if not extra:
+        return args
+    out, moved = list(args), []
+    for index, name in zip(extra, renamed, strict=False):
+        moved.append(f"{args[index]} -> {flag(name)} {args[index]}")
+        out[index] = f"{flag(name)}={args[index]}"
+    log.warning(
+        "%s: positional %s is now a flag: %s", prog, "/".join(n.upper() for n in renamed), ", ".join(moved)
+    )
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _flags_from(values: dict[str, Any]) -> list[str]:

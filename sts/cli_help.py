@@ -8,6 +8,7 @@ every printed flag back to the parser). `--help-full` still shows tyro's.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def _arg_config(hint: Any) -> tuple[str | None, tuple[str, ...], bool, bool]:
 def _metavar(hint: Any, default: Any) -> str:
     bare, _ = _metadata(hint)
     origin, args = typing.get_origin(bare), typing.get_args(bare)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
         return (
             _metavar(options[0], default)
@@ -120,6 +121,9 @@ def option_lines(
             rows.append((f"--{dotted}.{{{keys}}} {_metavar(typing.get_args(bare)[1], None)}", doc))
             continue
         rows.append((", ".join([*aliases, f"--{dotted}"]) + f" {_metavar(hint, default)}", doc))
+    rows = [r for r in rows if not r[0].startswith("-")] + [
+        r for r in rows if r[0].startswith("-")
+    ]  # positionals first
     return [(prefix.rstrip(".") or "options", rows), *groups] if rows or not prefix else groups
 
 
@@ -138,3 +142,46 @@ def render_help(view: type, *, prog: str, description: str | None, default: Any 
             lines += [f"  {invocation.ljust(width)}  {doc}".rstrip() for invocation, doc in rows]
     lines += ["", FOOTER]
     return "\n".join(lines)
+
+
+def flag_arities(cls: type, prefix: str = "") -> dict[str, int | None]:
+    """Every flag of `cls` (a `sts.cli.cli_view`) -> how many values follow it (None: any number),
+    so that a command line's bare words can be told from flag values."""
+    arities: dict[str, int | None] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        hint = field_hints(cls)[f.name]
+        name, aliases, positional, suppressed = _arg_config(hint)
+        bare, _ = _metadata(hint)
+        dotted = prefix + (name or f.name).replace("_", "-")
+        if suppressed or positional:
+            continue
+        if dataclasses.is_dataclass(bare) and isinstance(bare, type):
+            arities |= flag_arities(bare, dotted + ".")
+            continue
+        union = typing.get_origin(bare) in (typing.Union, types.UnionType)
+        options = [a for a in typing.get_args(bare) if a is not type(None)] if union else [bare]
+        kind = typing.get_origin(options[0]) or options[0]
+        default = _default(f, None)
+        if kind is dict and isinstance(default, dict) and default:  # tyro: one flag per key
+            arities |= {f"--{dotted}.{key}": 1 for key in default}
+            continue
+        if bare is bool:
+            group, _, leaf = dotted.rpartition(".")
+            names, arity = [f"--{dotted}", f"--{group + '.' if group else ''}no-{leaf}", *aliases], 0
+        elif kind in (list, tuple, dict) and not (
+            kind is tuple and Ellipsis not in typing.get_args(options[0])
+        ):
+            names, arity = [f"--{dotted}", *aliases], None
+        elif kind is tuple:
+            names, arity = [f"--{dotted}", *aliases], len(typing.get_args(options[0]))
+        else:
+            names, arity = [f"--{dotted}", *aliases], 1
+        arities |= dict.fromkeys(names, arity)
+    return arities
+
+
+def positional_count(cls: type) -> int:
+    """How many positional arguments `cls` takes."""
+    return sum(_arg_config(field_hints(cls)[f.name])[2] for f in dataclasses.fields(cls) if f.init)

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from corpus_builder.tts.testing import save_tiny_llasa
+from infer.cli import eval_main
 from infer.cli import main as infer_main
-from infer.eval import main as eval_main
 from sts.audio import write_audio
 from sts.io import write_json_atomic
 from sts.testing import save_tiny_xcodec2, synthetic_utterance

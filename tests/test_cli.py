@@ -5,14 +5,14 @@ import sys
 import pytest
 import soundfile as sf
 
-from recipes.cli import STAGES, main
+from recipes.cli import SCRIPTS, STAGES, main
 
 
 def test_sts_help_lists_the_stages(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for stage in STAGES:
-        assert stage in out
+        assert stage.name in out
     assert "sts-build-corpus" in out and "not yet available" not in out  # every pipeline stage works
 
 
@@ -32,8 +32,12 @@ def _declared_scripts() -> dict[str, str]:
 
 def test_every_stage_script_is_declared():
     scripts = _declared_scripts()
-    for _, _, script in STAGES.values():
-        assert script is None or script in scripts
+    for stage, script in SCRIPTS.items():
+        assert (
+            script in scripts
+            and scripts[script].split(":")[0]
+            == next(s.target for s in STAGES if s.name == stage).split(":")[0]
+        )
 
 
 @pytest.mark.slow
@@ -55,7 +59,7 @@ def test_installed_console_scripts_run():
 
 
 def test_tiny_run_end_to_end(tmp_path):
-    assert main(["tiny-run", str(tmp_path), "--steps", "40"]) == 0
+    assert main(["tiny-run", "-o", str(tmp_path), "--steps", "40"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["loss"]["last"] < report["loss"]["first"] / 2
     # 1.2 s and 0.8 s of audio at 16 kHz: N // 320 + 1 codes each

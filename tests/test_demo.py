@@ -128,7 +128,7 @@ def test_ablation_benchmark_runs_every_format_and_decoding(demo_dir, tmp_path, c
     module = importlib.util.module_from_spec(spec)
     sys.modules["s2st_ablation"] = module
     spec.loader.exec_module(module)
-    out = module.main(["--out", str(tmp_path / "abl"), "--tiny"])
+    out = module.main(["--out-dir", str(tmp_path / "abl"), "--tiny"])
     results = out["results"]
     assert set(results) == {"direct", "text-first", "translation-first", "_setting"}
     for fmt in ("direct", "text-first", "translation-first"):
@@ -138,5 +138,5 @@ def test_ablation_benchmark_runs_every_format_and_decoding(demo_dir, tmp_path, c
             assert {"train", "test"} <= set(decoding)
             assert 0 <= decoding["train"]["loop_rate"] <= 1 and 0 <= decoding["train"]["ceiling"] <= 100
     assert len(out["table"]) == 2 + 3 * 2  # header, rule, 3 formats x 2 decodings
-    again = module.main(["--out", str(tmp_path / "abl"), "--tiny"])  # a rerun resumes: nothing retrained
+    again = module.main(["--out-dir", str(tmp_path / "abl"), "--tiny"])  # a rerun resumes: nothing retrained
     assert again["results"] == results

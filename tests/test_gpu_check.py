@@ -44,7 +44,7 @@ def test_a_failing_step_is_reported_with_its_output(gpu_check, tmp_path):
 @pytest.mark.slow
 def test_tiny_mode_runs_every_benchmark(gpu_check, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["gpu_check.py"])
-    report = gpu_check.main(["--tiny", "--out", str(tmp_path / "gpu.json")])
+    report = gpu_check.main(["--tiny", "--json", str(tmp_path / "gpu.json")])
     assert {name: step["status"] for name, step in report["steps"].items()} == {
         "train": "ok", "infer": "ok", "tts": "ok", "codec": "ok", "stream": "ok", "data": "ok"
     }  # fmt: skip

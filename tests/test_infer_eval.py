@@ -7,7 +7,8 @@ import json
 import pytest
 from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
 
-from infer.eval import main, read_manifest, translation_scores
+from infer.cli import eval_main as main
+from infer.eval import read_manifest, translation_scores
 from infer.translate import CUT_RULES
 from sts.audio import write_audio
 from sts.metrics import asr_bleu, bleu, chrf, error_rate, mecab_available

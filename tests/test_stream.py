@@ -250,8 +250,9 @@ def model_dir(lm, extended_lm_dir, codec_dir, tmp_path_factory):
 
 
 def test_cli_stream_grows_the_wav_and_ends_with_runs_output(model_dir, tmp_path, capsys):
-    from infer.cli import InferConfig, main
-    from infer.cli import run as run_cli
+    from infer.cli import main
+    from infer.run import InferConfig
+    from infer.run import run as run_cli
     from sts.audio import write_audio
     from sts.cli import parse_cli
 

@@ -109,7 +109,7 @@ def test_merge_lora_gives_a_plain_folder_with_the_same_outputs(lora_checkpoint, 
     from sts.testing import save_tiny_xcodec2
 
     merged = tmp_path / "merged"
-    assert main(["merge-lora", str(lora_checkpoint), str(merged)]) == 0
+    assert main(["merge-lora", str(lora_checkpoint), "-o", str(merged)]) == 0
     assert not (merged / "adapter_config.json").exists() and (merged / "model.safetensors").is_file()
     assert SpeechVocab.load(merged) == SpeechVocab.load(extended_lm_dir)
     note = json.loads((merged / "merged_from.json").read_text())
@@ -134,11 +134,14 @@ def test_merge_lora_gives_a_plain_folder_with_the_same_outputs(lora_checkpoint, 
 
 
 def test_merge_lora_errors_are_one_line(lora_checkpoint, extended_lm_dir, tmp_path, capsys):
-    assert main(["merge-lora", str(extended_lm_dir), str(tmp_path / "m")]) == 2
+    assert main(["merge-lora", str(extended_lm_dir), "-o", str(tmp_path / "m")]) == 2
     assert "not a LoRA checkpoint" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
-    assert main(["merge-lora", str(lora_checkpoint), str(tmp_path / "taken")]) == 2
+    assert main(["merge-lora", str(lora_checkpoint), "-o", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["merge-lora", str(lora_checkpoint), str(tmp_path / "m"), "--base-model", str(tmp_path)]) == 2
+    assert (
+        main(["merge-lora", str(lora_checkpoint), "-o", str(tmp_path / "m"), "--base-model", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("sts-train merge-lora: error: ") and "cannot load its base model" in err

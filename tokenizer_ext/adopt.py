@@ -1,7 +1,7 @@
 """Adopt the speech block a model already has (Llasa's layout) instead of adding a second one.
 
-    sts-extend-tokenizer HKUSTAudio/Llasa-1B runs/llasa-1b-adopted               # --mode auto finds it
-    sts-extend-tokenizer NandemoGHS/Anime-Llasa-3B runs/anime-llasa-3b-adopted --mode adopt
+    sts-extend-tokenizer HKUSTAudio/Llasa-1B -o runs/llasa-1b-adopted               # --mode auto finds it
+    sts-extend-tokenizer NandemoGHS/Anime-Llasa-3B -o runs/anime-llasa-3b-adopted --mode adopt
 
 Why: Llasa-1B/3B (and the Japanese Anime-Llasa-3B) hold the same 65,536 XCodec2 tokens as our
 vocabulary and were trained on ~250k h of text -> speech, so they start CPT/SFT already speaking,

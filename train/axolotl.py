@@ -207,14 +207,14 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
 class AdoptConfig:
     """Make an axolotl output folder an sts checkpoint: check its tokenizer, write sts_vocab.json."""
 
-    output_dir: tyro.conf.Positional[Path]
+    checkpoint: tyro.conf.Positional[Path]
     """axolotl's `output_dir` (or one of its checkpoint-N folders): a model or LoRA adapter folder."""
     export_dir: Annotated[Path, tyro.conf.arg(name="from")]
     """The folder `--export-axolotl` wrote (holds sts_vocab.json and axolotl.yaml)."""
 
 
 def adopt_axolotl(cfg: AdoptConfig) -> Path:
-    """Check `cfg.output_dir`'s tokenizer and weights against the export's `sts_vocab.json`, then copy
+    """Check `cfg.checkpoint`'s tokenizer and weights against the export's `sts_vocab.json`, then copy
     it (and axolotl.yaml, as `axolotl_config.yaml`) there; returns the output folder.
 
     Raises `AxolotlError` when the folder holds no model or tokenizer, or they disagree with the
@@ -224,7 +224,7 @@ def adopt_axolotl(cfg: AdoptConfig) -> Path:
 
     from sts.llasa import MARKERS
 
-    out, export = Path(cfg.output_dir), Path(cfg.export_dir)
+    out, export = Path(cfg.checkpoint), Path(cfg.export_dir)
     if not export.is_dir():
         raise AxolotlError(f"{export}: no such folder (the folder --export-axolotl wrote)")
     vocab = SpeechVocab.load(export / VOCAB_FILE)

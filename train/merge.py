@@ -1,6 +1,6 @@
 """Turn a LoRA checkpoint into a plain Hugging Face model folder: `sts-train merge-lora CHECKPOINT OUT_DIR`.
 
-    sts-train merge-lora runs/sft-lora/checkpoint-0020000 runs/sft-merged
+    sts-train merge-lora runs/sft-lora/checkpoint-0020000 -o runs/sft-merged
     sts-infer in.wav --to en -o out.wav --model runs/sft-merged          # or vLLM, like any checkpoint
 
     from train.merge import MergeConfig, merge_lora
@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import tyro
 import yaml
@@ -44,7 +45,7 @@ class MergeConfig:
 
     checkpoint: tyro.conf.Positional[Path]
     """A LoRA checkpoint folder of `sts-train` (holds adapter_config.json and sts_vocab.json)."""
-    out_dir: tyro.conf.Positional[Path]
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
     """Output folder; must not exist unless --overwrite."""
     base_model: str = ""
     """The base model the adapter was trained on; empty: the checkpoint's train_config.yaml `model`,
@@ -53,6 +54,9 @@ class MergeConfig:
     """dtype of the merged weights ("float32", "bfloat16", "float16")."""
     overwrite: bool = False
     """Replace out_dir if it exists."""
+
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """`sts-train merge-lora CHECKPOINT OUT_DIR` (the old form) reads as `--out-dir OUT_DIR`."""
 
 
 def base_model_of(checkpoint: Path) -> str:

@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+import tyro
 from annotated_types import Ge, Interval
 
 from sts.config import ConfigError, Renamed, check_config, config_to_dict, load_config, save_config
+from sts.devices import BatchSize, DType, ModelArgs
 from sts.errors import InputError
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
 from sts.generation.request import Sampling
@@ -67,15 +69,19 @@ class PairsError(InputError, ValueError):
     or the corpus gives no prompt for the tasks."""
 
 
-@dataclass
-class PairConfig:
+@dataclass(kw_only=True)
+class PairConfig(ModelArgs):
     """Sample answers from a checkpoint, score them with the package's metrics, write preference pairs."""
 
     model: str = "runs/sft/checkpoint-0010000"
     """Checkpoint to sample from (an `sts-train sft` checkpoint: weights, tokenizer, sts_vocab.json)."""
+    dtype: DType = "float32"
+    """Weights of the sampled model (float32: the answers do not depend on the GPU's bf16)."""
+    batch_size: BatchSize = 32
+    """Answers per generate call."""
     shards: list[str] = field(default_factory=list)
     """Encoded corpus shards (Parquet files or folders) whose rows give the prompts and references."""
-    out_dir: Path = Path("runs/pairs")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/pairs")
     """Output folder (pairs/, scores/, pairs.json); the `--dpo.pairs` of `sts-train dpo`."""
     tasks: list[str] = field(default_factory=lambda: ["s2st", "tts", "s2tt", "t2tt"])
     """Tasks to sample (both directions each)."""
@@ -91,8 +97,6 @@ class PairConfig:
     """Leave out rows of the eval split (`data.eval_fraction`), as SFT held them out."""
     eval_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.02
     """The SFT run's `data.eval_fraction` (rows held out by a hash of their id)."""
-    batch_size: Annotated[int, Ge(1)] = 32
-    """Answers per generate call."""
     max_new_tokens: Annotated[int, Ge(1)] = 1000
     """Cap on an answer's budget (2x its reference + a margin below that)."""
     seq_len: Annotated[int, Ge(8)] = 4096
@@ -101,8 +105,6 @@ class PairConfig:
     """Static KV cache (+ CUDA graphs on a GPU) for the sampling (`TransformersBackend(fast=True)`)."""
     asr: str = "auto"
     """ASR for ASR-chrF++ of speech answers: auto (offline Whisper first), none, or a Whisper name/path."""
-    codec: str | None = None
-    """Codec that turns codes into audio (ASR, speaker similarity); None: the one sts_vocab.json names."""
     speaker: bool = True
     """Score speaker similarity of speech answers (resemblyzer, `sts.speaker`)."""
     speaker_reference: Literal["source", "target"] = "source"
@@ -114,8 +116,6 @@ class PairConfig:
     """The best answer against the worst, the next worst, ... (each at least `min_margin` apart)."""
     seed: Annotated[int, Ge(0)] = 0
     """Seed of the sampling (chunk k draws with a seed derived from (seed, k))."""
-    device: str = "auto"
-    """cuda when available under auto."""
 
     RENAMED_KEYS: ClassVar[dict[str, Renamed]] = {"temperature": "sampling.temperature"}
     """Old names, for old files and flags."""
@@ -183,8 +183,12 @@ def build_pairs(cfg: PairConfig, *, speech_scorer=None, speaker=None) -> dict:
     todo = [k for k in range(len(chunks)) if not _part(cfg, PAIRS_SUBDIR, k).is_file()]
     log.info("dpo-pairs: %d prompts in %d chunks, %d to sample", len(items), len(chunks), len(todo))
     if todo:
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        lm = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device).eval()
+        device = cfg.torch_device()
+        lm = (
+            AutoModelForCausalLM.from_pretrained(cfg.model, dtype=getattr(torch, cfg.torch_dtype()))
+            .to(device)
+            .eval()
+        )
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         wanted = any(i.output == "speech" for i in items) and (cfg.asr != "none" or cfg.speaker)
         if speech_scorer is None and wanted:
