@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from sts.config import config_to_dict, save_config
 from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
-from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint
+from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
@@ -187,11 +187,16 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
 
     Raises PairError (no pair to train on, unreadable pairs), FileNotFoundError, TrainingDiverged.
     """
+    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    with run_folder(rt, Path(cfg.out_dir), "sts-train dpo"):  # one run per folder
+        return _train_dpo(cfg, rt)
+
+
+def _train_dpo(cfg: TrainConfig, rt) -> Path | None:
     from transformers import AutoTokenizer
 
     from train.gen_eval import GenEvaluator, gen_eval_step
 
-    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)

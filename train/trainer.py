@@ -26,7 +26,13 @@ import torch
 from sts.config import ConfigError, config_to_dict, save_config
 from sts.errors import UsageError
 from sts.tasks import IGNORE_INDEX
-from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
+from train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    resume_checkpoint,
+    run_folder,
+    save_checkpoint,
+)
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
@@ -124,11 +130,16 @@ def train(cfg: TrainConfig) -> Path | None:
     Stage dpo is `train.dpo.train_dpo` (preference pairs instead of packed documents); UsageError here."""
     if cfg.stage == "dpo":
         raise UsageError("stage dpo trains on preference pairs: call train.dpo.train_dpo(cfg)")
+    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    with run_folder(rt, Path(cfg.out_dir), f"sts-train {cfg.stage}"):  # one run per folder
+        return _train(cfg, rt)
+
+
+def _train(cfg: TrainConfig, rt) -> Path | None:
     from sts.model_files import load_speech_contract
     from train.data import build_doc_stores, data_counts
     from train.gen_eval import GenEvaluator, gen_eval_step
 
-    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
     # The model folder and the whole sts_vocab.json against its tokenizer and config, before any data
     # is tokenized (a one-off offset would otherwise train every code as its neighbour).
     vocab, tokenizer = load_speech_contract(cfg.model)
