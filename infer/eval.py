@@ -49,7 +49,7 @@ from annotated_types import Ge
 from sts.audio import load_audio, write_audio
 from sts.devices import ModelArgs
 from sts.errors import ManifestError, UsageError
-from sts.io import write_text_atomic
+from sts.io import remove_stale_temps, write_text_atomic
 from sts.manifest import Field
 from sts.manifest import read_manifest as read_manifest_rows
 from sts.metrics import (
@@ -370,6 +370,9 @@ def run(cfg: EvalConfig, log=print) -> dict:
 
     items = read_manifest(cfg.manifest)[: cfg.limit]
     check_writable_folder(cfg.out_dir)  # before the model loads
+    audio = cfg.out_dir / "audio"
+    for folder in [cfg.out_dir, audio, *(sorted(audio.iterdir()) if audio.is_dir() else [])]:
+        remove_stale_temps(folder)  # what a killed evaluation left half-written (gone writers only)
     translator = load_translator(
         cfg,
         backend=cfg.backend,

@@ -11,7 +11,9 @@
 
 Rerunning the same command resumes from the newest intact checkpoint in --out-dir (dpo-pairs: from
 the first chunk not written). `sts-train COMMAND --help` lists a command's options (cpt, sft and dpo
-show only the groups they read: `train.config`). A corpus whose recorded codec, frame rate or
+show only the groups they read: `train.config`). A resume whose request changes the data or the
+model (base model, shards, tasks, format, sequence length, LoRA shape, optimizer) is refused naming
+each field; `--override` forces it and the run records that (`train.resume_check`). A corpus whose recorded codec, frame rate or
 codebook differs from the model's sts_vocab.json, an unencoded corpus, or an out-of-range code
 stops the command with one line naming the files (and the shard, row id and value);
 `--data.allow-codec-name-mismatch`, `--data.allow-unrecorded-codec` and `--data.skip-invalid-codes`

@@ -235,7 +235,10 @@ class TrainConfig:
     seed: Annotated[int, Ge(0)] = 0
     """Seed of the data order and the model-side RNG."""
     resume: bool = True
-    """Continue from the newest intact checkpoint in out_dir."""
+    """Continue from the newest intact checkpoint in out_dir (it must hold the run asked for:
+    `RESUME_RULES`, `train.resume_check`)."""
+    override: bool = False
+    """Resume although settings that alter the data or the model changed (recorded in the run)."""
     export_axolotl: Path | None = None
     """Write an axolotl YAML and the tokenized dataset here instead of training."""
     data: DataArgs = field(default_factory=DataArgs)
@@ -313,6 +316,43 @@ def _differs(cfg: TrainConfig, group: str, name: str) -> bool:
 def hidden_groups(stage: str) -> tuple[str, ...]:
     """The groups (and `stage`) that `sts-train STAGE` neither shows nor takes."""
     return ("stage", *(g for g, stages in STAGE_GROUPS.items() if stage not in stages))
+
+
+RESUME_RULES: dict[str, str] = {
+    # what the run trains: refused on resume (`--override` forces it, and the run records that)
+    "model": "refuse",  # the base the run started from (compared by content: a moved copy is the same)
+    "stage": "refuse",
+    "seed": "refuse",  # the data order
+    "data": "refuse",  # shards (compared by the files they name: a moved corpus is the same), seq_len, ...
+    "data.allow_codec_name_mismatch": "warn",
+    "data.allow_unrecorded_codec": "warn",
+    "data.tokenize_workers": "warn",
+    "data.cache_dir": "warn",
+    "cpt": "refuse",
+    "sft": "refuse",
+    "dpo": "refuse",
+    "optim": "refuse",  # the optimizer and its schedule
+    "optim.max_steps": "warn",  # the cosine schedule then ends at the new max_steps
+    "optim.max_bad_steps": "warn",
+    "lora": "refuse",
+    # how long, how often, how fast, how it is watched: allowed with a warning that lists them
+    "eval": "warn",
+    "log": "warn",
+    "runtime": "warn",
+    # not part of the run
+    "out_dir": "ignore",
+    "resume": "ignore",
+    "override": "ignore",
+    "export_axolotl": "ignore",
+}
+"""What a resume does with each changed setting, by dotted key or by its group (the longest matching
+dotted prefix decides: "optim" covers "optim.lr", "optim.max_steps" overrides it).
+"refuse": it changes the data, the model or the optimization the checkpoints hold (model, data and
+tasks, tokenization, sequence length, LoRA shape, the optimizer and its schedule): resuming would
+continue one run under another's record, so it is refused naming each field unless `--override`.
+"warn": safe between restarts (how long, logging, evaluation and save cadence, speed and memory
+knobs): allowed with a warning listing them. "ignore": not a property of the run. A key with no rule
+is refused (tests/test_resume_check.py checks that every field has one)."""
 
 
 def shipped_configs() -> list[Path]:

@@ -28,7 +28,7 @@ The loop is the one of cpt/sft (`train.trainer`): the same runtime (one process 
 checkpoints with exact resume (the data position is the number of pairs drawn; `pair_index`), NaN
 guard, LoRA, logger, per-eval held-out pair loss and generation metrics (when `shards` names a
 corpus for the dev subset), early stop. The reference is a frozen copy of `model`, the LoRA policy
-with its adapters off, or precomputed once (`dpo.reference`).
+with its adapters off, or precomputed once (`dpo_reference`).
 """
 
 from __future__ import annotations
@@ -47,18 +47,19 @@ import torch.nn.functional as F
 from sts.config import config_to_dict, save_config
 from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
-from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint
+from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
+from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything
 from train.trainer import apply_update, build_training, save_or_stop
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference_logps.npz"
-"""Precomputed reference log-probs in the run folder (`dpo.reference: precomputed`)."""
+"""Precomputed reference log-probs in the run folder (`dpo_reference: precomputed`)."""
 
 
 def preference_loss(
@@ -97,7 +98,7 @@ def compute_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
 
 
 class Reference:
-    """The reference log-probs `(chosen [B], rejected [B])` of a pair batch (see `dpo.reference`).
+    """The reference log-probs `(chosen [B], rejected [B])` of a pair batch (see `dpo_reference`).
 
     Built after `rt.prepare`. A precomputed table is read from the run folder when it belongs to
     these pairs and `cfg.model`, else computed: with the policy's initial weights (a fresh run), or,
@@ -192,13 +193,18 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
 
     Raises PairError (no pair to train on, unreadable pairs), FileNotFoundError, TrainingDiverged.
     """
+    rt = make_runtime(
+        cfg.runtime.distributed, cfg.runtime.precision, cfg.optim.grad_accum, cfg.optim.batch_size
+    )
+    with run_folder(rt, Path(cfg.out_dir), "sts-train dpo"):  # one run per folder
+        return _train_dpo(cfg, rt)
+
+
+def _train_dpo(cfg: TrainConfig, rt) -> Path | None:
     from transformers import AutoTokenizer
 
     from train.gen_eval import GenEvaluator, gen_eval_step
 
-    rt = make_runtime(
-        cfg.runtime.distributed, cfg.runtime.precision, cfg.optim.grad_accum, cfg.optim.batch_size
-    )
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
@@ -208,6 +214,9 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
         "s2st"
     ]  # the SFT checkpoint's; kept beside every checkpoint
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # which checkpoint, and whether the request is its run, before the pairs are read
+    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
+    changes = check_resume(cfg, resume_from, log=rt.print) if resume_from is not None else []
     pairs = load_pairs(
         cfg.dpo.pairs, tokenizer, vocab, s2st_format=cfg.sft.s2st_format, seq_len=cfg.data.seq_len
     )
@@ -215,7 +224,6 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
     if not len(train_pairs):
         raise PairError(f"no preference pair to train on in {cfg.dpo.pairs} (counts: {pairs.counts})")
 
-    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
     model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
@@ -223,17 +231,21 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
     state = {"step": 0, "bad_steps": 0, "pairs_per_step": per_step, "pairs_consumed": 0}
     if resume_from is not None:
         state = load_checkpoint(rt, optimizer, resume_from)
+        apply_optimizer_settings(cfg, optimizer, scheduler)
         rt.print(f"resumed from {resume_from} at step {state['step']}")
         if state.get("stopped"):
             rt.print(f"the run stopped early at step {state['step']}: {state['stopped']}")
             return resume_from
     splits = {"train": train_pairs, "eval": eval_pairs}
     reference = Reference(cfg, rt, model, splits, pad_id, fresh=resume_from is None)
+    resumed_with = record_resume(state, changes, cfg)
     if rt.is_main_process:
         save_config(cfg, out_dir / "train_config.yaml")
     logger = MetricLogger(
         out_dir, cfg.optim.max_steps, cfg.log.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
     )
+    if resumed_with:
+        logger.log(state["step"], resumed_with, kind="resume")
     rt.print(f"dpo: {len(train_pairs)} pairs ({len(eval_pairs)} held out), {cfg.dpo.loss} loss, "
              f"beta {cfg.dpo.beta}, reference {cfg.dpo.reference}")  # fmt: skip
     logger.log(

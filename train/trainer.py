@@ -26,11 +26,18 @@ import torch
 from sts.config import ConfigError, config_to_dict, save_config
 from sts.errors import UsageError
 from sts.tasks import IGNORE_INDEX
-from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
+from train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    resume_checkpoint,
+    run_folder,
+    save_checkpoint,
+)
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
 from train.packing import PackedStream
+from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything
 
 log = logging.getLogger(__name__)
@@ -57,7 +64,7 @@ def lr_lambda(cfg: TrainConfig):
 
 
 def load_model(cfg: TrainConfig, weights_from: Path | None = None):
-    """The extended HF model (+ LoRA adapters when lora.r > 0), fp32 master weights.
+    """The extended HF model (+ LoRA adapters when lora_r > 0), fp32 master weights.
 
     weights_from: a checkpoint folder to take the weights from instead of `cfg.model` (resume).
     """
@@ -131,18 +138,26 @@ def train(cfg: TrainConfig) -> Path | None:
     Stage dpo is `train.dpo.train_dpo` (preference pairs instead of packed documents); UsageError here."""
     if cfg.stage == "dpo":
         raise UsageError("stage dpo trains on preference pairs: call train.dpo.train_dpo(cfg)")
+    rt = make_runtime(
+        cfg.runtime.distributed, cfg.runtime.precision, cfg.optim.grad_accum, cfg.optim.batch_size
+    )
+    with run_folder(rt, Path(cfg.out_dir), f"sts-train {cfg.stage}"):  # one run per folder
+        return _train(cfg, rt)
+
+
+def _train(cfg: TrainConfig, rt) -> Path | None:
     from sts.model_files import load_speech_contract
     from train.data import build_doc_stores, data_counts
     from train.gen_eval import GenEvaluator, gen_eval_step
 
-    rt = make_runtime(
-        cfg.runtime.distributed, cfg.runtime.precision, cfg.optim.grad_accum, cfg.optim.batch_size
-    )
     # The model folder and the whole sts_vocab.json against its tokenizer and config, before any data
     # is tokenized (a one-off offset would otherwise train every code as its neighbour).
     vocab, tokenizer = load_speech_contract(cfg.model)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # which checkpoint, and whether the request is its run, before any data is tokenized
+    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
+    changes = check_resume(cfg, resume_from, log=rt.print) if resume_from is not None else []
     seed_everything(cfg.seed)
     with rt.main_process_first():
         train_store, eval_store = build_doc_stores(cfg, tokenizer, vocab)
@@ -152,7 +167,6 @@ def train(cfg: TrainConfig) -> Path | None:
         train_store, weights, cfg.data.seq_len, cfg.seed, pack=cfg.data.packing, pad_id=pad_id
     )
 
-    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
     model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
@@ -160,6 +174,7 @@ def train(cfg: TrainConfig) -> Path | None:
     state = {"step": 0, "bad_steps": 0, "sequences_per_step": per_step, "sequences_consumed": 0}
     if resume_from is not None:
         state = load_checkpoint(rt, optimizer, resume_from)
+        apply_optimizer_settings(cfg, optimizer, scheduler)
         if state.get("sequences_per_step", per_step) != per_step:
             log.warning(
                 "resuming with %d sequences per step (was %d): the data position is approximate",
@@ -170,11 +185,14 @@ def train(cfg: TrainConfig) -> Path | None:
         if state.get("stopped"):  # an early stop is final: rerunning the command does not train on
             rt.print(f"the run stopped early at step {state['step']}: {state['stopped']}")
             return resume_from
+    resumed_with = record_resume(state, changes, cfg)
     if rt.is_main_process:
         save_config(cfg, out_dir / "train_config.yaml")
     logger = MetricLogger(
         out_dir, cfg.optim.max_steps, cfg.log.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
     )
+    if resumed_with:
+        logger.log(state["step"], resumed_with, kind="resume")
     rt.print(
         f"{cfg.stage}: {train_store.num_docs} documents in {train_store.group_names}, loss {model_loss_impl(model, rt)}"
     )
@@ -239,7 +257,7 @@ def build_training(cfg: TrainConfig, rt, resume_from: Path | None):
 
 def save_or_stop(rt, model, optimizer, tokenizer, vocab, cfg: TrainConfig, state: dict, logger, last_saved):
     """After a step: report an early stop (`state["stopped"]`, set by the gen eval), and save a
-    checkpoint every `log.save_every` steps, at `max_steps` and at a stop. Returns (the newest
+    checkpoint every `save_every` steps, at `max_steps` and at a stop. Returns (the newest
     checkpoint, whether the run stops here)."""
     stopped = state.get("stopped")
     if stopped:
