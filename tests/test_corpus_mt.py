@@ -16,7 +16,11 @@ from sts.mt import PRESETS, VLLMMT, HFChatMT, MTResult, ReferenceMT, build_messa
 
 def test_preset_prompts_and_context_turns():
     preset = PRESETS["LiquidAI/LFM2-350M-ENJP-MT"]
-    assert (preset.temperature, preset.min_p, preset.repetition_penalty) == (0.5, 0.1, 1.05)
+    assert (preset.sampling.temperature, preset.sampling.min_p, preset.sampling.repetition_penalty) == (
+        0.5,
+        0.1,
+        1.05,
+    )
     assert build_messages("こんにちは", "en", preset) == [
         {"role": "system", "content": "Translate to English."},
         {"role": "user", "content": "こんにちは"},

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from corpus_builder.tts.llasa import DEFAULT_CODEC, LlasaBase, LlasaJob, LlasaSampling, _load_codec
+from corpus_builder.tts.llasa import DEFAULT_CODEC, LlasaBase, LlasaDecoding, LlasaJob, _load_codec
 
 
 class LlasaVLLM(LlasaBase):
@@ -29,7 +29,7 @@ class LlasaVLLM(LlasaBase):
         device: str = "cuda",
         dtype: str = "bfloat16",
         codec_dtype: str = "float32",
-        sampling: LlasaSampling | None = None,
+        decoding: LlasaDecoding | None = None,
         voice_preserving: bool = True,
         languages: Sequence[str] = ("ja", "en"),
         **llm_kwargs,
@@ -42,7 +42,7 @@ class LlasaVLLM(LlasaBase):
         super().__init__(
             AutoTokenizer.from_pretrained(model),
             _load_codec(codec, device, codec_dtype),
-            sampling,
+            decoding,
             voice_preserving=voice_preserving,
             languages=languages,
         )
