@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(
         args.threads
-    )  # a shared CPU: torch's default threading can be 50x slower (DESIGN.md)
+    )  # a shared CPU: torch's default threading can be 50x slower (docs/background.md)
 
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)

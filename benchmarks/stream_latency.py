@@ -152,7 +152,7 @@ class Args:
     repeats: Annotated[int, Ge(1)] = 3
     """Timed repeats."""
     threads: Annotated[int | None, Ge(1)] = None
-    """Torch CPU threads (default 1 on a CPU: docs/measurements.md)."""
+    """Torch CPU threads (default 1 on a CPU: docs/background.md)."""
     json: Path | None = None
     """Also write the rows here."""
 

@@ -18,18 +18,9 @@ bookkeeping: unique names, each output committed with its results row), `mt_eval
 Importing `infer` loads neither torch nor a model.
 """
 
-from typing import TYPE_CHECKING
+from sts.lazy import lazy_exports
 
-if TYPE_CHECKING:
-    from infer.translate import Request, Result, Translator
-
-__all__ = ["Request", "Result", "Translator"]
-
-
-def __getattr__(name: str):
-    # Lazy, so that `sts-infer --help` and `import infer` do not pay for torch and transformers.
-    if name in __all__:
-        from infer import translate
-
-        return getattr(translate, name)
-    raise AttributeError(f"module 'infer' has no attribute {name!r}")
+# Lazy, so that `sts-infer --help` and `import infer` do not pay for torch and transformers.
+__all__, __getattr__ = lazy_exports(
+    __name__, {"Request": "infer.translate", "Result": "infer.translate", "Translator": "infer.translate"}
+)

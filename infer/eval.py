@@ -64,8 +64,12 @@ from sts.metrics import (
     normalize,
     sentence_chrf,
 )
+from sts.optional import load_optional, not_measured
 from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
+
+ASR, SPEAKER = "ASR (Whisper)", "speaker encoder (resemblyzer)"
+"""The optional models of an evaluation (`sts.optional`): scores that need them are "not measured" without."""
 
 
 @dataclass
@@ -395,6 +399,12 @@ def run(cfg: EvalConfig, log=print) -> dict:
         log(f"{task}: {_headline(summary)}")
     if cfg.codec_roundtrip and asr is not None:
         report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
+    missing = {
+        what: not_measured(what) for what, loaded in ((ASR, asr), (SPEAKER, speaker)) if loaded is None
+    }
+    report["not_measured"] = {
+        what: why for what, why in missing.items() if why
+    }  # optional models that did not load
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     _write(cfg.out_dir / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     plot = plot_report(rows, cfg.out_dir / "report.png")
@@ -437,23 +447,14 @@ def _load_asr(name: str, translator, log):
         return None
     if name == "self":
         return CheckpointASR(translator)
-    try:
-        return default_asr(None if name == "auto" else name, beam_size=1)  # the protocol: greedy
-    except (ImportError, OSError, ValueError) as err:
-        log(
-            f"warning: no ASR ({err}); ASR-based scores are skipped (install faster-whisper or use --asr self)"
-        )
-        return None
+    load = lambda: default_asr(None if name == "auto" else name, beam_size=1)  # noqa: E731  (greedy: the protocol)
+    return load_optional(ASR, load, install="faster-whisper (the offline extra), or use --asr self", warn=log)
 
 
 def _load_speaker(log):
     from sts.speaker import SpeakerEncoder
 
-    try:
-        return SpeakerEncoder()
-    except ImportError as err:
-        log(f"warning: no speaker encoder ({err}); speaker similarity is skipped (install resemblyzer)")
-        return None
+    return load_optional(SPEAKER, SpeakerEncoder, install="resemblyzer (the offline extra)", warn=log)
 
 
 def _write(path: Path, text: str) -> None:

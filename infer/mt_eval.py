@@ -1,12 +1,12 @@
 """`sts-eval-mt`: score MT backends on a line-aligned ja/en test set, both directions.
 
-    sts-eval-mt --backends hf:LiquidAI/LFM2-350M-ENJP-MT hf:shisa-ai/shisa-v2.1c-lfm2-350m-sft3-tlonly
-    sts-eval-mt --backends http:LiquidAI/LFM2-350M-ENJP-MT@http://localhost:8000/v1 --context 2
+    sts-eval-mt --test-set flores200/ --backends hf:LiquidAI/LFM2-350M-ENJP-MT hf:shisa-ai/shisa-v2.1c-lfm2-350m-sft3-tlonly
+    sts-eval-mt --test-set flores200/ --backends http:LiquidAI/LFM2-350M-ENJP-MT@http://localhost:8000/v1 --context 2
     sts-eval-mt --backends sts:runs/sft --ja-file test.ja --en-file test.en --limit 200
 
-The test set defaults to the FLORES-200 dev split at `../shared/data/flores200/` (`dev.ja`,
-`dev.en`, `metadata_dev.tsv`) when it is there; `--test-set DIR` names another folder of that
-layout and `--ja-file/--en-file` any pair of line-aligned files. Backends are specs:
+`--test-set DIR` names a folder in the layout of the FLORES-200 dev split (`dev.ja`, `dev.en`, and
+`metadata_dev.tsv` for document context; the environment variable `STS_TEST_SET` gives a default),
+`--ja-file/--en-file` any pair of line-aligned files. Backends are specs:
 `hf:MODEL`, `vllm:MODEL`, `http:MODEL@BASE_URL` (an OpenAI-compatible server) and `sts:CHECKPOINT`
 (a trained sts model's `t2tt` task, through `infer`). Every sentence of every direction is
 translated; a failed translation is scored as an empty string and counted.
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,8 @@ from sts.errors import UsageError
 from sts.io import write_json_atomic, write_text_atomic
 from sts.mt import MTBackend, MTResult, result_from_text
 
-DEFAULT_TEST_SET = Path("../shared/data/flores200")
+TEST_SET_ENV = "STS_TEST_SET"
+"""Environment variable: the `--test-set` folder when the flag is not given."""
 
 
 @dataclass(kw_only=True)
@@ -61,7 +63,7 @@ class MTEvalConfig(DeviceArgs):
     backends: list[str]
     """Backend specs: hf:MODEL, vllm:MODEL, http:MODEL@BASE_URL, sts:CHECKPOINT."""
     test_set: str = ""
-    """Folder with dev.ja, dev.en (and metadata_dev.tsv); default ../shared/data/flores200 when present."""
+    """Folder with dev.ja, dev.en (and metadata_dev.tsv), e.g. FLORES-200 dev; default: $STS_TEST_SET."""
     ja_file: str = ""
     """Japanese side (overrides --test-set; with --en-file)."""
     en_file: str = ""
@@ -133,7 +135,12 @@ def load_test_set(cfg: MTEvalConfig) -> TestSet:
         ja, en = _read_lines(Path(cfg.ja_file)), _read_lines(Path(cfg.en_file))
         name = f"{cfg.ja_file}|{cfg.en_file}"
     else:
-        folder = Path(cfg.test_set) if cfg.test_set else DEFAULT_TEST_SET
+        folder = Path(cfg.test_set or os.environ.get(TEST_SET_ENV, ""))
+        if not str(folder) or str(folder) == ".":
+            raise UsageError(
+                f"no test set: give --test-set DIR (dev.ja, dev.en; FLORES-200 dev) or --ja-file/--en-file"
+                f" (or set {TEST_SET_ENV})"
+            )
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder}: no test set here; give --test-set DIR (dev.ja, dev.en) or --ja-file/--en-file"

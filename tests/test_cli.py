@@ -47,7 +47,9 @@ def test_every_declared_script_answers_help():
     for script, target in _declared_scripts().items():
         module, _, function = target.partition(":")
         code = f"from {module} import {function}; raise SystemExit({function}())"
-        done = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0 and "usage" in (done.stdout + done.stderr).lower(), script
 
 

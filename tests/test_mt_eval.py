@@ -9,6 +9,7 @@ import pytest
 
 from infer.cli import eval_mt_main as main
 from infer.mt_eval import MTEvalConfig, evaluate, load_backend, load_test_set
+from sts.errors import UsageError
 from sts.mt import MTBackend, MTResult
 
 pytest.importorskip("sacrebleu")
@@ -113,6 +114,8 @@ def test_bad_test_sets(tmp_path, pair_files):
         )
     with pytest.raises(FileNotFoundError, match="no test set here"):
         load_test_set(MTEvalConfig(backends=[], test_set=str(tmp_path / "nowhere")))
+    with pytest.raises(UsageError, match="no test set: give --test-set"):  # no default outside the repository
+        load_test_set(MTEvalConfig(backends=[]))
     with pytest.raises(ValueError, match="expected KIND:MODEL"):
         load_backend("LiquidAI/LFM2-350M-ENJP-MT", MTEvalConfig(backends=[]))
     with pytest.raises(ValueError, match="http:MODEL@BASE_URL"):

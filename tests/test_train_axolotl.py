@@ -6,28 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import SpeechVocab
 from train.axolotl import AXOLOTL_COLUMNS, store_rows
 from train.cli import main
-from train.config import CONFIG_DIR
-from train.testing import write_tiny_encoded_shards
+from train.testing import tiny_cli_args
 from train.token_cache import DocWriter
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
 
 
 def export(stage, model, shards, tmp_path, *extra):
     out = tmp_path / "axolotl"
-    args = [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model), "--data.shards",
-            *map(str, shards), "--out-dir", str(tmp_path / "run"), "--export-axolotl", str(out), *extra]  # fmt: skip
-    assert main(args) == 0
+    assert (
+        main(tiny_cli_args(stage, model, shards, tmp_path / "run", "--export-axolotl", str(out), *extra)) == 0
+    )
     return out
 
 

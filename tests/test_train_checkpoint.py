@@ -18,19 +18,8 @@ from train.checkpoint import (
     safetensors_problem,
 )
 from train.cli import main
-from train.config import CONFIG_DIR
 from train.metrics import read_metrics
-from train.testing import write_tiny_encoded_shards
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
-
-
-def cli_args(stage, model, shards, out_dir, *extra):
-    return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
-            "--data.shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
+from train.testing import tiny_cli_args
 
 
 def truncate(path, keep: int) -> None:
@@ -68,7 +57,7 @@ def test_safetensors_and_checkpoint_problems(tmp_path):
 
 def test_resume_passes_over_a_truncated_newest_checkpoint(extended_lm_dir, shards, tmp_path, capsys):
     out = tmp_path / "cpt"
-    args = cli_args("cpt", extended_lm_dir, shards, out)
+    args = tiny_cli_args("cpt", extended_lm_dir, shards, out)
     assert main(args) == 0
     straight = {r["step"]: r["loss"] for r in read_metrics(out)}
     newest = latest_checkpoint(out)
@@ -98,7 +87,7 @@ def test_resume_passes_over_a_truncated_newest_checkpoint(extended_lm_dir, shard
 def lora_checkpoint(extended_lm_dir, shards, tmp_path_factory):
     pytest.importorskip("peft")
     out = tmp_path_factory.mktemp("lora") / "run"
-    assert main(cli_args("sft", extended_lm_dir, shards, out, "--lora.r", "4", "--eval.every", "0")) == 0
+    assert main(tiny_cli_args("sft", extended_lm_dir, shards, out, "--lora.r", "4", "--eval.every", "0")) == 0
     return latest_checkpoint(out)
 
 

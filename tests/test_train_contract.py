@@ -160,28 +160,14 @@ def test_other_skips_are_counted_by_reason(extended_lm_dir, extended_tokenizer, 
         rows[2]["tgt_lang"] = rows[2]["src_lang"]  # no translation pair: the row is left out
 
     rewrite_rows(shards[0], spoil)
-    sft = stores(
-        "sft",
-        extended_lm_dir,
-        extended_tokenizer,
-        speech_vocab,
-        shards,
-        tmp_path / "sft",
-        data__eval_fraction=0.0,
-    )
+    sft = stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "sft",
+                 data__eval_fraction=0.0)  # fmt: skip
     counts = sft[0].header["counts"]
     assert counts["skipped_special_text"] == 5 and counts["skipped_missing_side"] == 5
     assert counts["skipped_bad_languages"] == 1 and counts["skipped_invalid_codes"] == 0
     assert sft[0].num_docs == 6 * 10 - 5 - 5 - 10
-    cpt = stores(
-        "cpt",
-        extended_lm_dir,
-        extended_tokenizer,
-        speech_vocab,
-        shards,
-        tmp_path / "cpt",
-        data__eval_fraction=0.0,
-    )
+    cpt = stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "cpt",
+                 data__eval_fraction=0.0)  # fmt: skip
     assert cpt[0].header["counts"]["skipped_missing_side"] == 1 and cpt[0].num_docs == 11
 
 
@@ -198,15 +184,8 @@ def test_arrow_row_path_gives_the_reference_documents(
 
     rewrite_rows(shards[0], gaps)
     rows = [r for s in shards for r in pq.read_table(s).to_pylist()]
-    cpt, _ = stores(
-        "cpt",
-        extended_lm_dir,
-        extended_tokenizer,
-        speech_vocab,
-        shards,
-        tmp_path / "cpt",
-        data__eval_fraction=0.0,
-    )
+    cpt, _ = stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "cpt",
+                    data__eval_fraction=0.0)  # fmt: skip
     expected = [
         (f"speech_{row[f'{side}_lang']}", np.append(speech_doc(speech_vocab, row[f"{side}_codes"]), extended_tokenizer.eos_token_id))
         for row in rows
@@ -218,15 +197,8 @@ def test_arrow_row_path_gives_the_reference_documents(
         np.testing.assert_array_equal(cpt.doc(d)[0], ids)
         assert cpt.group_names[cpt.groups[d]] == group
 
-    sft, _ = stores(
-        "sft",
-        extended_lm_dir,
-        extended_tokenizer,
-        speech_vocab,
-        shards,
-        tmp_path / "sft",
-        data__eval_fraction=0.0,
-    )
+    sft, _ = stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "sft",
+                    data__eval_fraction=0.0)  # fmt: skip
     reference = TaskFormatter(extended_tokenizer, speech_vocab, cache_templates=False)
     row = rows[0]  # ja -> en
     sample = reference.build(

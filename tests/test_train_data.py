@@ -11,14 +11,9 @@ from sts.tasks import IGNORE_INDEX
 from train import data as train_data
 from train.data import build_doc_stores, speech_doc
 from train.packing import PackedStream
-from train.testing import tiny_config, write_tiny_encoded_shards
+from train.testing import tiny_config
 from train.token_cache import CACHE_FORMAT, DocStore, DocWriter
 from train.trainer import mixture_weights
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
 
 
 @pytest.fixture(scope="module")

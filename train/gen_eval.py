@@ -4,7 +4,7 @@
     metrics = evaluator(model)      # {"gen/s2st:ja-en/loop_rate": 0.25, ..., "gen/speech_out/loop_rate": 0.1}
     groups = evaluate_generation(model, items, tokenizer=..., vocab=..., cfg=cfg, pad_id=0)  # {group: {...}}
 
-Why: the first attempt's loss fell while its speech fell into loops (DESIGN.md), so `sts-train` also
+Why: the first attempt's loss fell while its speech fell into loops (docs/background.md), so `sts-train` also
 decodes at every eval (`eval.every`, after the eval loss; `eval.generate`). Each item of
 `train.dev_subset` is decoded as `sts-infer` decodes: the ids of its output modality only
 (`sts.generation.allowed_token_ids`), its end marker (speech end / end of turn), the loop guard of

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, find_loop
+from sts.optional import load_optional
 from train.dev_subset import DevItem
 
 log = logging.getLogger(__name__)
@@ -178,18 +179,13 @@ class SpeechScorer:
         from sts.codec import load_codec
 
         if self.codec is None:
-            try:
-                self.codec = load_codec(self.codec_name, device=self.device)
-            except (ImportError, OSError, ValueError, RuntimeError) as err:
-                raise RuntimeError(
-                    f"codec {self.codec_name!r} did not load ({type(err).__name__}: {err})"
-                ) from err
+            self.codec = load_optional(f"codec {self.codec_name!r}", lambda: load_codec(self.codec_name, device=self.device),
+                                       required=True)  # fmt: skip
 
     def _load_asr(self) -> None:
         from sts.asr import default_asr
 
         if self.asr is None:
-            try:
-                self.asr = default_asr(None if self.asr_name == "auto" else self.asr_name, device=self.device)
-            except (ImportError, OSError, ValueError, RuntimeError) as err:
-                raise RuntimeError(f"no ASR ({type(err).__name__}: {err}); install faster-whisper") from err
+            name = None if self.asr_name == "auto" else self.asr_name
+            self.asr = load_optional("ASR (Whisper)", lambda: default_asr(name, device=self.device),
+                                     install="faster-whisper (the offline extra)", required=True)  # fmt: skip

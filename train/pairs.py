@@ -49,6 +49,7 @@ from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
 from sts.generation.request import Sampling
 from sts.io import atomic_open, remove_stale_temps, write_json_atomic
 from sts.lock import LOCK_NAME, folder_lock
+from sts.optional import load_optional
 from sts.tasks import TASK_NAMES, TaskFormatter, load_task_formats
 from sts.vocab import SpeechVocab
 from train.config import DataArgs, EvalArgs, SftArgs, TrainConfig
@@ -241,13 +242,10 @@ def _part(cfg: PairConfig, kind: str, k: int) -> Path:
 
 
 def _speaker_encoder(device: str):
-    try:
-        from sts.speaker import SpeakerEncoder
+    from sts.speaker import SpeakerEncoder
 
-        return SpeakerEncoder(device)
-    except ImportError as err:
-        log.warning("dpo-pairs: no speaker similarity (%s; install the offline extra)", err)
-        return None
+    return load_optional("speaker encoder (resemblyzer)", lambda: SpeakerEncoder(device),
+                         install="resemblyzer (the offline extra)", warn=log.warning)  # fmt: skip
 
 
 class _Scorer:

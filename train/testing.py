@@ -1,8 +1,10 @@
-"""Small encoded corpus shards for tests and smoke runs, following `sts.corpus`.
+"""Small encoded corpus shards and tiny runs for tests and smoke runs, following `sts.corpus`.
 
 from train.testing import write_tiny_encoded_shards
 shards = write_tiny_encoded_shards(tmp_path / "encoded", num_codes=1024)   # [Path] to Parquet files
 corpus = write_looping_shards(tmp_path / "looping")     # half the targets loop: for preference tests
+main(tiny_cli_args("sft", model, shards, tmp_path / "run", "--optim.max-steps", "2"))   # sts-train sft
+weights = checkpoint_weights(latest_checkpoint(tmp_path / "run"))   # {name: tensor}
 """
 
 from __future__ import annotations
@@ -150,3 +152,20 @@ def tiny_config(stage: str, model: str | Path, shards: list[str | Path], out_dir
     dotted = {key.replace("__", "."): value for key, value in overrides.items()}
     dotted = {"model": str(model), "data.shards": [str(s) for s in shards], "out_dir": str(out_dir), **dotted}
     return load_config(TrainConfig, CONFIG_DIR / f"tiny_{stage}.yaml", **dotted)
+
+
+def tiny_cli_args(
+    stage: str, model: str | Path, shards: list[str | Path], out_dir: str | Path, *extra: str
+) -> list[str]:
+    """`sts-train STAGE` arguments for the shipped `tiny_{stage}.yaml` on a tiny model, shards and run folder."""
+    from train.config import CONFIG_DIR
+
+    return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
+            "--data.shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
+
+
+def checkpoint_weights(checkpoint: str | Path) -> dict:
+    """The tensors of a checkpoint's `model.safetensors`, by name."""
+    from safetensors.torch import load_file
+
+    return load_file(Path(checkpoint) / "model.safetensors")

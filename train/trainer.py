@@ -2,7 +2,7 @@
 
     from train.config import TrainConfig
     from train.trainer import train
-    train(TrainConfig(stage="sft", model="runs/lfm2-350m-speech", shards=["runs/corpus"], out_dir=Path("runs/sft")))
+    train(make_config(TrainConfig, model="runs/lfm2-350m-speech", out_dir="runs/sft", data__shards=["runs/corpus"]))
 
 Multi-GPU: `accelerate launch --config_file train/configs/accelerate/fsdp.yaml -m train.cli sft --config ...`
 (or deepspeed_zero2.yaml), or `torchrun --nproc_per_node 8 -m train.cli sft ...` (DDP); the loop is the
