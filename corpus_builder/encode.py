@@ -44,6 +44,7 @@ from sts.config import parse_cli
 from sts.corpus import CorpusError, encoded_features, read_card, shard_paths
 from sts.errors import cli_main
 from sts.io import write_json_atomic
+from sts.paths import record_path, resolve_recorded, same_location
 
 
 @dataclass
@@ -141,7 +142,12 @@ def _check_encode(cfg: EncodeConfig, codec) -> list[Path]:
         raise CorpusError(f"{corpus_dir}: no data/part-*.parquet shards and no corpus.json")
     recorded = recorded_codec(corpus_dir)
     wanted = codec.name if codec is not None else str(cfg.codec)
-    if not cfg.reencode and recorded is not None and recorded != wanted and any(map(is_encoded, paths)):
+    if (
+        not cfg.reencode
+        and recorded is not None
+        and not same_location(recorded, wanted)
+        and any(map(is_encoded, paths))
+    ):
         raise CorpusError(
             f"{corpus_dir}: already encoded with {recorded!r}, not {wanted!r}; "
             "pass --reencode to replace the codes"
@@ -194,8 +200,9 @@ def _encode_shards(cfg: EncodeConfig, codec, paths: list[Path]) -> Iterator[tupl
 
 
 def recorded_codec(corpus_dir: Path) -> str | None:
-    """The codec `corpus.json` says the shards were encoded with, or None."""
-    return _encode_record(corpus_dir).get("codec")
+    """The codec `corpus.json` says the shards were encoded with, or None: a hub id, or a local path
+    made absolute (it is recorded relative to the corpus folder, `sts.paths`)."""
+    return resolve_recorded(_encode_record(corpus_dir).get("codec"), corpus_dir)
 
 
 def _encode_record(corpus_dir: Path) -> dict:
@@ -227,7 +234,7 @@ def _record(corpus_dir: Path, codec) -> None:
     card = read_card(corpus_dir) if card_path.exists() else {}
     bad = card.get("encode", {}).get("bad_clips", [])
     card["encode"] = {
-        "codec": codec.name,
+        "codec": record_path(codec.name, corpus_dir),  # a local folder relative to this card: found from anywhere
         "frame_rate": codec.frame_rate,
         "codebook_size": codec.codebook_size,
         "sample_rate": codec.sample_rate,

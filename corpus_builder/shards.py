@@ -269,6 +269,7 @@ def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | N
         "models": models,
         "versions": package_versions(),
         "command": argv if argv is not None else sys.argv,
+        "cwd": os.getcwd(),  # where the command ran; the config's paths are absolute (sts.paths)
         "config": config,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
