@@ -298,7 +298,11 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         "s2st_format": s2st_format,
         "corpus": {name: json.loads((c / "corpus.json").read_text()) for name, c in corpora.items()},
         # paths relative to this report's folder (absolute when outside it): found from anywhere
-        "codec": {"dir": record_path(codec_dir, out), "type": type(codec).__name__, "codebook_size": codec.codebook_size},
+        "codec": {
+            "dir": record_path(codec_dir, out),
+            "type": type(codec).__name__,
+            "codebook_size": codec.codebook_size,
+        },
         "model": record_path(lm_dir, out),
         "checkpoint": record_path(checkpoint, out),
         "losses": read_losses(out / "train"),

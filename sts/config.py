@@ -34,6 +34,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A dataclass as plain YAML-able values, as a run records it: paths become strings, and the path
     options (`sts.paths.PATH_OPTIONS`: model, codec, shards, out_dir, ...) that name an existing local
     path become absolute, so the record means the same from any folder (hub ids stay as given)."""
+
     def plain(value: Any, key: str = "") -> Any:
         if key in PATH_OPTIONS:
             value = absolute_if_local(value)

@@ -177,7 +177,9 @@ class SpeechVocab:
         wrong = [n for n in ints if type(data[n]) is not int]
         if wrong:
             raise VocabError(f"{path}: {wrong[0]} must be an integer, got {data[wrong[0]]!r}")
-        for name in PATH_FIELDS:  # paths recorded relative to the file (or, in older files, to where it was made)
+        for (
+            name
+        ) in PATH_FIELDS:  # paths recorded relative to the file (or, in older files, to where it was made)
             if isinstance(data.get(name), str) and data[name]:
                 data[name] = resolve_recorded(data[name], path.parent)
         try:

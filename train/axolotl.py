@@ -42,8 +42,8 @@ import yaml
 
 from sts.errors import InputError
 from sts.io import write_text_atomic
-from sts.tasks import IGNORE_INDEX
 from sts.paths import absolute_if_local
+from sts.tasks import IGNORE_INDEX
 from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError
 from train.config import TrainConfig
 from train.token_cache import DocStore
