@@ -257,3 +257,26 @@ def test_a_monolingual_row_shape_survives_an_older_shard_without_src_asr_error(t
     encoded, bad = encode_table(table, codec)
     assert bad == [] and encoded.to_pylist()[0]["src_asr_error"] is None
     assert encoded.to_pylist()[0]["tgt_codes"] is None and encoded.to_pylist()[0]["src_codes"]
+
+
+@pytest.mark.slow
+def test_a_monolingual_corpus_with_the_real_offline_voice_and_whisper_check(tmp_path):
+    """English lines spoken by the offline voice (Piper, else espeak-ng), checked by offline Whisper."""
+    import importlib.util
+    import shutil
+
+    from sts.offline_models import default_whisper_model
+
+    if importlib.util.find_spec("faster_whisper") is None or default_whisper_model("en") == "base":
+        pytest.skip("needs faster-whisper and offline Whisper weights")
+    if importlib.util.find_spec("piper") is None and shutil.which("espeak-ng") is None:
+        pytest.skip("needs piper-tts or espeak-ng")
+    text = _lines(tmp_path / "en.txt", ["Good morning, how are you today?", "Where is the nearest station?"])
+    out = tmp_path / "en-mono"
+    assert build_main(["--out-dir", str(out), "--source", "text", "--path", str(text), "--folder-lang", "en",
+                       "--mt", "none", "--tts", "offline", "--checks", "default", "--min-duration", "0"]) == 0  # fmt: skip
+    rows = read_rows(out)
+    assert len(rows) == 2 and all(r["tgt_audio"] is None and r["speaker_similarity"] is None for r in rows)
+    assert all(r["src_asr_error"] is not None and r["src_asr_error"] <= 0.2 for r in rows), rows
+    assert all(r["src_duration"] > 1.0 for r in rows)
+    assert read_card(out)["models"]["checks"] and read_card(out)["monolingual"]["en"]["rows"] == 2
