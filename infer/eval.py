@@ -47,7 +47,7 @@ import tyro
 
 from sts.audio import load_audio, write_audio
 from sts.errors import ManifestError, UsageError, cli_main
-from sts.io import write_text_atomic
+from sts.io import remove_stale_temps, write_text_atomic
 from sts.manifest import Field
 from sts.manifest import read_manifest as read_manifest_rows
 from sts.metrics import (
@@ -376,6 +376,9 @@ def run(cfg: EvalConfig, log=print) -> dict:
 
     items = read_manifest(cfg.manifest)[: cfg.limit]
     check_writable_folder(cfg.output)  # before the model loads
+    audio = cfg.output / "audio"
+    for folder in [cfg.output, audio, *(sorted(audio.iterdir()) if audio.is_dir() else [])]:
+        remove_stale_temps(folder)  # what a killed evaluation left half-written (gone writers only)
     translator = load_translator(
         cfg.model,
         codec=cfg.codec,
