@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from corpus_builder.build import BuildConfig, build_corpus
+from corpus_builder.cli import encode_main
 from corpus_builder.cli import main as build_main
 from corpus_builder.encode import bad_clips
-from corpus_builder.encode import main as encode_main
 from corpus_builder.testing import LengthCheck, ToneTTS, tone_bytes, tone_seconds
 from sts.corpus import corpus_features, duration_ratios, encoded_features, read_card, read_rows, shard_paths
 from sts.decoding_info import decoding_info

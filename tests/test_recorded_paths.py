@@ -65,8 +65,8 @@ def test_configs_record_path_options_absolute(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A project built with relative paths, as a user types them: models/codec, corpus, models/lm-speech."""
+    from corpus_builder.cli import encode_main
     from corpus_builder.cli import main as build_main
-    from corpus_builder.encode import main as encode_main
     from sts.testing import save_tiny_lfm2, save_tiny_xcodec2
     from tokenizer_ext.cli import main as extend_main
 
@@ -144,7 +144,7 @@ def test_training_from_another_folder_writes_checkpoints_that_find_their_codec(
     checkpoint = run_dir / "sft" / "checkpoint-0000002"
     recorded = yaml.safe_load((checkpoint / "train_config.yaml").read_text())
     assert recorded["model"] == str(project / "models" / "lm-speech")
-    assert recorded["shards"] == [str(project / "corpus")] and recorded["out_dir"] == str(run_dir / "sft")
+    assert recorded["data"]["shards"] == [str(project / "corpus")] and recorded["out_dir"] == str(run_dir / "sft")
     decoding = json.loads((checkpoint / "sts_decoding.json").read_text())
     assert decoding["source"][0]["corpus"] == str(project / "corpus")
     assert decoding["source"][0]["card_duration_ratio"] == decoding["duration_ratio"]  # the card was found
