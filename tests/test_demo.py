@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 OFFLINE = all(
@@ -119,16 +120,10 @@ def test_demo_with_local_lfm2_and_xcodec2_checkpoints(demo_dir, tiny_lm_dir, tmp
 @pytest.mark.slow
 def test_ablation_benchmark_runs_every_format_and_decoding(demo_dir, tmp_path, capsys):
     """benchmarks/s2st_ablation.py --tiny on the tiny demo's corpus (copied: the builder resumes, no TTS)."""
-    import importlib.util
     import shutil
-    import sys
 
     shutil.copytree(demo_dir / "corpus", tmp_path / "abl" / "data" / "corpus")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "s2st_ablation.py"
-    spec = importlib.util.spec_from_file_location("s2st_ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["s2st_ablation"] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("s2st_ablation")
     out = module.main(["--out-dir", str(tmp_path / "abl"), "--tiny"])
     results = out["results"]
     assert set(results) == {"direct", "text-first", "translation-first", "_setting"}

@@ -144,7 +144,9 @@ def test_training_from_another_folder_writes_checkpoints_that_find_their_codec(
     checkpoint = run_dir / "sft" / "checkpoint-0000002"
     recorded = yaml.safe_load((checkpoint / "train_config.yaml").read_text())
     assert recorded["model"] == str(project / "models" / "lm-speech")
-    assert recorded["data"]["shards"] == [str(project / "corpus")] and recorded["out_dir"] == str(run_dir / "sft")
+    assert recorded["data"]["shards"] == [str(project / "corpus")] and recorded["out_dir"] == str(
+        run_dir / "sft"
+    )
     decoding = json.loads((checkpoint / "sts_decoding.json").read_text())
     assert decoding["source"][0]["corpus"] == str(project / "corpus")
     assert decoding["source"][0]["card_duration_ratio"] == decoding["duration_ratio"]  # the card was found
