@@ -69,7 +69,7 @@ def speech(pairs: int, join: int, tiny: bool) -> list[np.ndarray]:
 
 
 def measure(codec, codes: list[np.ndarray], setting: str) -> dict:
-    from sts.codec.streaming import joined_difference
+    from sts.codec.stream_decode import joined_difference
 
     chunk, left, ahead, fade = (int(x) for x in setting.split("/"))
     whole_s = stream_s = 0.0

@@ -56,7 +56,8 @@ from sts.config import config_to_dict
 from sts.corpus import CorpusError, corpus_features
 from sts.devices import BatchSize, DeviceArgs, DType
 from sts.errors import UsageError
-from sts.mt import MTBackend
+from sts.model_files import resolve_model
+from sts.mt import MTBackend, load_mt
 
 
 @dataclass(kw_only=True)
@@ -202,7 +203,6 @@ def _import(spec: str):
 
 def make_mt(cfg: BuildConfig) -> MTBackend | None:
     """The MT backend of `cfg`; None for `--mt none` (monolingual rows)."""
-    from sts.mt import load_mt
 
     if cfg.mt == "none":
         return None
@@ -287,7 +287,6 @@ def check_models(cfg: BuildConfig) -> None:
     """The MT and TTS model folders named by `cfg` exist (`sts.model_files.resolve_model`: a local
     folder that is missing is named as such, not as the hub's repo-id error); hub ids pass. For the
     CLI, before any progress: `build_corpus` callers may pass their own backends instead."""
-    from sts.model_files import resolve_model
 
     if cfg.mt in ("hf", "vllm"):
         resolve_model(cfg.mt_model, what="MT model")

@@ -25,6 +25,7 @@ from corpus_builder import shards
 from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, check_models, prepare_build
 from corpus_builder.encode import EncodeConfig, bad_clips, encode_corpus
 from sts.cli import parse_cli
+from sts.corpus import read_card
 from sts.errors import cli_main
 
 
@@ -74,7 +75,6 @@ def run(cfg: BuildConfig, argv: list[str]) -> int:
 
 
 def _print_summary(console, cfg: BuildConfig) -> None:
-    from sts.corpus import read_card
 
     card = read_card(cfg.out_dir)
     console.print(

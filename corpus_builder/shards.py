@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus_builder.card import dataset_readme
 from sts.corpus import CARD_NAME, README_NAME, CorpusError, duration_ratios, shard_dir, shard_paths
 from sts.io import atomic_open, remove_stale_temps, write_json_atomic, write_text_atomic
 from sts.lock import folder_lock
@@ -294,7 +295,6 @@ def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | N
 
 def save_card(out_dir: Path, card: dict) -> None:
     """Write `card` as `corpus.json` and the `README.md` dataset card made from it."""
-    from corpus_builder.card import dataset_readme
 
     write_json_atomic(out_dir / CARD_NAME, card)
     write_text_atomic(out_dir / README_NAME, dataset_readme(out_dir, card))

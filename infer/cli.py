@@ -1,7 +1,7 @@
 """`sts-infer`, `sts-eval` and `sts-eval-mt`: flags -> the library functions of `infer`.
 
     sts-infer in.wav --to en -o out.wav --model runs/sft                 # infer.run: every mode and its files
-    sts-eval test.jsonl --model runs/sft -o reports/sft --tasks s2st s2tt asr tts    # infer.eval
+    sts-eval test.jsonl --model runs/sft -o reports/sft --tasks s2st s2tt asr tts    # infer.checkpoint_eval
     sts-eval-mt --backends hf:LiquidAI/LFM2-350M-ENJP-MT                 # infer.mt_eval
 
 Each parses its flags (`sts.cli.parse_cli`: a bad value is one line naming the flag, exit 2, before
@@ -14,23 +14,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from infer import checkpoint_eval, run
+from infer.mt_eval import MTEvalConfig, evaluate
 from sts.cli import parse_cli
 from sts.errors import cli_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`sts-infer`."""
-    from infer.run import InferConfig, run
-
-    return cli_main("sts-infer", lambda args: run(parse_cli(InferConfig, args, prog="sts-infer")), argv)
+    return cli_main(
+        "sts-infer", lambda args: run.run(parse_cli(run.InferConfig, args, prog="sts-infer")), argv
+    )
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """`sts-eval`."""
-    from infer.eval import EvalConfig, run
 
     def _run(args: list[str]) -> int:
-        run(parse_cli(EvalConfig, args, prog="sts-eval"))
+        checkpoint_eval.run(parse_cli(checkpoint_eval.EvalConfig, args, prog="sts-eval"))
         return 0
 
     return cli_main("sts-eval", _run, argv)
@@ -43,8 +44,6 @@ def eval_mt_main(argv: Sequence[str] | None = None) -> int:
 
 def _eval_mt(args: list[str]) -> int:
     from rich.console import Console
-
-    from infer.mt_eval import MTEvalConfig, evaluate
 
     cfg = parse_cli(MTEvalConfig, args, prog="sts-eval-mt")
     console = Console(stderr=True)

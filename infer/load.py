@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from infer.translate import Translator, replace_sampling
 from sts.devices import ModelArgs
 from sts.generation.request import Sampling
+from sts.model_files import check_model_files, load_speech_contract, resolve_model
+from sts.vocab import VOCAB_FILE, CodecMismatchError
 
 
 def load_translator(
@@ -27,7 +30,6 @@ def load_translator(
     resolved by `sts.devices`), after `check_checkpoint`. `fast` None: on for cuda. `sampling`: per
     task, over `infer.decoding.DEFAULT_SAMPLING`; `greedy` makes every task greedy. `kwargs` go to
     `from_checkpoint` (`max_new_tokens`, `seed`, ...)."""
-    from infer.translate import Translator, replace_sampling
 
     check_checkpoint(args.model, codec=args.codec)
     device = args.torch_device()
@@ -51,8 +53,6 @@ def check_checkpoint(model: str, *, codec: str | None = None) -> None:
     another codebook size), each naming the file. A hub id is left to `from_pretrained`.
     """
     from sts.codec import recorded_codebook_size
-    from sts.model_files import check_model_files, load_speech_contract, resolve_model
-    from sts.vocab import VOCAB_FILE, CodecMismatchError
 
     if not Path(resolve_model(model)).is_dir():
         return

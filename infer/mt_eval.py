@@ -45,12 +45,14 @@ from typing import Annotated, ClassVar
 import tyro
 from annotated_types import Ge
 
+from infer.load import check_checkpoint
 from infer.mt_lines import LINE_ERROR, UNTRANSLATABLE, failed_lines, translate_lines
 from sts.config import config_to_dict
 from sts.devices import BatchSize, DeviceArgs, DType
 from sts.errors import UsageError
 from sts.io import write_json_atomic, write_text_atomic
-from sts.mt import MTBackend, MTResult, result_from_text
+from sts.metrics import bleu, chrf, sentence_chrf
+from sts.mt import MTBackend, MTResult, load_mt, result_from_text
 
 TEST_SET_ENV = "STS_TEST_SET"
 """Environment variable: the `--test-set` folder when the flag is not given."""
@@ -176,7 +178,6 @@ class STSTextMT(MTBackend):
         batch_size: int = 32,
     ):
         from infer import Translator
-        from infer.load import check_checkpoint
 
         self.name = f"sts:{checkpoint}"
         check_checkpoint(checkpoint, codec=codec)  # a missing folder or a mismatched sts_vocab.json, named
@@ -192,7 +193,6 @@ class STSTextMT(MTBackend):
 
 def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
     """An MT backend from a spec (see the module docstring)."""
-    from sts.mt import load_mt
 
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
@@ -240,7 +240,6 @@ def comet_score(model_path: str, sources, hyps, refs) -> float | None:
 
 def score_direction(sources, hyps, refs, tgt_lang: str, *, worst: int = 10, comet_model: str = "") -> dict:
     """Corpus scores with signatures, the empty count and the `worst` sentences by chrF++."""
-    from sts.metrics import bleu, chrf, sentence_chrf
 
     scores = [s.as_dict() for s in bleu(hyps, refs, tgt_lang)] + [chrf(hyps, refs).as_dict()]
     per_sentence = [sentence_chrf(h, r) for h, r in zip(hyps, refs, strict=True)]

@@ -51,7 +51,9 @@ from annotated_types import Ge, Gt
 from infer.batch import AUDIO_SUFFIXES, Ledger, Planned, check_output_paths, plan_outputs
 from infer.decoding import DEFAULT_SAMPLING
 from infer.load import load_translator
-from sts.audio import is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
+from infer.translate import CUT_RULES, Request
+from sts.asr import detect_language
+from sts.audio import GrowingWav, is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
 from sts.config import Renamed
 from sts.devices import ModelArgs
 from sts.errors import DiskFullError, ManifestError, ModelNotFoundError, UsageError, error_message
@@ -153,7 +155,6 @@ def run(cfg: InferConfig, log=print) -> int:
 
 
 def _run(cfg: InferConfig, items: list[dict], batch: bool, log) -> int:
-    from infer.translate import CUT_RULES
 
     spec = task_spec(cfg.task)
     suffix = ".wav" if spec.output == "speech" else ".txt"
@@ -297,7 +298,6 @@ def _run_stream(cfg: InferConfig, translator, item: dict, log=print) -> int:
     any moment); at the end OUT is atomically replaced by the result's waveform (what `run` writes).
     A text output is printed (and written to OUT) at the end. Prints the time to first audio (from
     the start of generation, after loading) and the real-time factor (wall time / output seconds)."""
-    from sts.audio import GrowingWav
 
     notes: list[str] = []
     request = _request(cfg, item, translator, notes)
@@ -379,8 +379,6 @@ def _inputs(cfg: InferConfig) -> list[dict]:
 
 def _request(cfg: InferConfig, item: dict, translator, notes: list[str] | None = None):
     """The `Request` of one input; `notes` gets the input's warnings (silence)."""
-    from infer.translate import Request
-    from sts.asr import detect_language
 
     spec = task_spec(cfg.task)
     wav = load_audio(item["audio"]) if spec.input == "speech" else None

@@ -18,6 +18,10 @@ import json
 import sys
 from collections.abc import Sequence
 
+from recipes.demo import DemoConfig, run_demo
+from recipes.serve import build_app, confine_writes, launch
+from recipes.serve_service import ServeConfig, load_service
+from recipes.tiny_run import TinyRunConfig, run_tiny_pipeline
 from sts.cli import Subcommand, parse_cli, run_subcommand
 from sts.errors import cli_main
 
@@ -97,7 +101,6 @@ def _main(args: list[str]) -> int:
 
 def demo(args: Sequence[str] | None = None) -> int:
     """`sts demo`: `recipes.demo.run_demo`."""
-    from recipes.demo import DemoConfig, run_demo
 
     def _run(rest: list[str]) -> int:
         run_demo(parse_cli(DemoConfig, rest, prog="sts demo"))
@@ -115,8 +118,6 @@ def _tiny_run(args: list[str]) -> int:
     import torch
     from rich.console import Console
 
-    from recipes.tiny_run import TinyRunConfig, run_tiny_pipeline
-
     cfg = parse_cli(TinyRunConfig, args, prog="sts tiny-run")
     console = Console(stderr=True)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -132,8 +133,6 @@ def serve(args: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: list[str]) -> int:
-    from recipes.serve import build_app, confine_writes, launch
-    from recipes.serve_service import ServeConfig, load_service
 
     cfg = parse_cli(ServeConfig, args, prog="sts serve")
     try:

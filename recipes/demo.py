@@ -42,9 +42,16 @@ from typing import Annotated, ClassVar, Literal
 import tyro
 from annotated_types import Ge
 
-from sts.config import config_to_dict
+from corpus_builder.build import BuildConfig, build_corpus
+from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
+from recipes.demo_eval import evaluate_outputs, translate_examples
+from recipes.demo_report import write_report
+from sts.codec.fit import iter_waveforms
+from sts.codec.melkmeans import MelKMeansCodec, is_mel_kmeans_dir
+from sts.config import config_to_dict, make_config
 from sts.errors import UsageError
-from sts.paths import record_path
+from sts.paths import record_path, same_location
+from train.config import TrainConfig
 
 ALL_TASKS = {"s2st": 1.0, "asr": 0.5, "tts": 0.5, "s2tt": 0.25, "t2tt": 0.25}
 S2ST_ONLY = {"s2st": 1.0}
@@ -115,7 +122,6 @@ def _write_pairs(folder: Path, name: str, pairs: Sequence[dict]) -> tuple[Path, 
 
 def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
     """Offline-TTS corpora (ja source, en target) for the training and the test pairs."""
-    from corpus_builder.build import BuildConfig, build_corpus
 
     corpora = {}
     for name, pairs in (("train", train_pairs), ("test", test_pairs)):
@@ -147,8 +153,6 @@ def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
 
 
 def fit_codec(out: Path, corpus: Path, codebook_size: int, seed: int):
-    from sts.codec.fit import iter_waveforms
-    from sts.codec.melkmeans import MelKMeansCodec
 
     codec = MelKMeansCodec.fit(list(iter_waveforms([corpus])), codebook_size=codebook_size, seed=seed)
     codec.save(out / "codec")
@@ -189,10 +193,7 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
 
     Returns (train pairs, corpora {"train", "test"}, codec dir, codec).
     """
-    from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
     from sts.codec import load_codec
-    from sts.codec.melkmeans import is_mel_kmeans_dir
-    from sts.paths import same_location
 
     train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
     log(
@@ -224,8 +225,6 @@ def train_sft(
     lm_dir: Path, train_dir: Path, corpus: Path, size: dict, *, steps: int, s2st_format: str, seed: int
 ):
     """Step 4: multitask SFT of `lm_dir` on `corpus` with the size's tasks; returns the checkpoint."""
-    from sts.config import make_config
-    from train.config import TrainConfig
     from train.trainer import train
 
     if train_dir.exists():
@@ -258,9 +257,6 @@ def train_sft(
 def run_demo(cfg: DemoConfig, log=print) -> dict:
     """Run every step into `cfg.out_dir`; returns the report (also written as report.json / report.md)."""
     import torch
-
-    from recipes.demo_eval import evaluate_outputs, translate_examples
-    from recipes.demo_report import write_report
 
     size = SIZES[cfg.size]
     out = Path(cfg.out_dir)

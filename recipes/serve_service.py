@@ -28,8 +28,11 @@ import numpy as np
 import tyro
 from annotated_types import Ge, Gt, Interval
 
+from infer.load import load_translator
+from infer.translate import Request
 from sts.audio import SAMPLE_RATE, AudioError, is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
 from sts.devices import ModelArgs
+from sts.io import write_json_atomic
 
 DIRECTIONS = {"auto": None, "ja → en": ("ja", "en"), "en → ja": ("en", "ja")}
 """The direction choices the page offers: auto (language id) or a fixed source -> target."""
@@ -169,7 +172,7 @@ class ClientGate:
 
 
 def translation_events(translator, request) -> Iterator:
-    """The translation of one `infer.Request` as `infer.stream.StreamEvent`s, in the order they become
+    """The translation of one `infer.Request` as `infer.translate_stream.StreamEvent`s, in the order they become
     known: texts (a text-first answer's transcript and translation), speech chunks as they are
     generated and decoded, warnings, then "done" with the full result (`Translator.stream`)."""
     yield from translator.stream(request)
@@ -247,7 +250,6 @@ class TranslationService:
         `done`, the wav and the files). `transcribe_output`: also run Whisper on the translated
         speech (`Update.heard`), to tell a wrong translation from speech that does not say it.
         Raises ServeError for a refused input or a busy client."""
-        from infer.translate import Request
 
         with self.gate.hold(client):
             wav = read_input(audio_path, self.limits)
@@ -305,7 +307,6 @@ class TranslationService:
 
     def _finish(self, state: Update, result, speech: np.ndarray, out_dir: Path, source) -> Update:
         """Write translation.wav and result.json, add the closing warnings, and mark the update done."""
-        from sts.io import write_json_atomic
 
         for warning in getattr(result, "warnings", []):
             if warning not in state.warnings:
@@ -353,7 +354,6 @@ def _inside(path: Path, root: Path) -> bool:
 
 def load_service(cfg: ServeConfig) -> TranslationService:
     """Find the checkpoint (`default_checkpoint` when `cfg.model` is empty) and load it for serving."""
-    from infer.load import load_translator
 
     model, codec = (Path(cfg.model), None) if cfg.model else default_checkpoint(cfg.demo_dir)
     if not (model / "sts_vocab.json").is_file():

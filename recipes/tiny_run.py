@@ -22,6 +22,7 @@ import tyro
 from annotated_types import Ge
 
 from sts.audio import write_audio
+from sts.tasks import Example, TaskFormatter
 from sts.testing.audio import synthetic_utterance
 
 
@@ -31,7 +32,6 @@ def run_tiny_pipeline(out_dir: str | Path, *, steps: int = 60, seed: int = 0, lo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sts.codec import XCodec2Codec
-    from sts.tasks import Example, TaskFormatter
     from sts.testing import save_tiny_lfm2, save_tiny_xcodec2
     from tokenizer_ext import ExtendConfig, extend_tokenizer
 

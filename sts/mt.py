@@ -131,7 +131,7 @@ class ReferenceMT(MTBackend):
 
 
 class _ChatLM(MTBackend):
-    """What `HFChatMT` and `VLLMMT` share: chat prompts as token ids, one unconstrained generation
+    """What `HFChatMT` and `VllmMT` share: chat prompts as token ids, one unconstrained generation
     request (`sts.generation`, `allowed=None`), and each row read back as text + `truncated`."""
 
     batch_size: int | None = None
@@ -239,7 +239,7 @@ class HFChatMT(_ChatLM):
         return self._backend
 
 
-class VLLMMT(_ChatLM):
+class VllmMT(_ChatLM):
     """vLLM offline batched generation (`sts.generation.VllmBackend`) with the same chat prompts.
 
     The engine starts on the first `translate` (vllm is imported there); `engine_kwargs` go to `vllm.LLM`.
@@ -392,7 +392,7 @@ def load_mt(kind: str, model: str = "", **kwargs) -> MTBackend:
     """An MT backend by kind: "hf", "vllm", "http" (these need `model`) or "reference"."""
     if kind == "reference":
         return ReferenceMT()
-    classes = {"hf": HFChatMT, "vllm": VLLMMT, "http": HTTPChatMT}
+    classes = {"hf": HFChatMT, "vllm": VllmMT, "http": HTTPChatMT}
     if kind not in classes:
         raise UsageError(f"unknown MT backend {kind!r}; choose from {sorted(classes) + ['reference']}")
     if not model:

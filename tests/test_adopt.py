@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corpus_builder.tts.testing import save_tiny_llasa
 from sts.generation.allowed import allowed_token_ids
-from sts.llasa import MARKERS, LlasaLayoutError, find_llasa_layout
+from sts.llasa_layout import MARKERS, LlasaLayoutError, find_llasa_layout
 from sts.tasks import IGNORE_INDEX, TASKS, Example, TaskFormatter
 from sts.testing import build_tiny_tokenizer
 from sts.vocab import SpeechVocab

@@ -21,7 +21,7 @@ from tokenizer_ext import ExtendConfig, extend_tokenizer
 from train.checkpoint import latest_checkpoint
 from train.cli import main as train_main
 from train.config import CONFIG_DIR
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.testing import write_tiny_encoded_shards
 
 N = 1024  # the tiny XCodec2's codebook

@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "sts-train merge-lora": ("train.merge:MergeConfig", ["checkpoint", "-o", "merged"]),
     "sts-train adopt-axolotl": ("train.axolotl:AdoptConfig", ["out", "--from", "export"]),
     "sts-infer": ("infer.run:InferConfig", []),
-    "sts-eval": ("infer.eval:EvalConfig", ["test.jsonl"]),
+    "sts-eval": ("infer.checkpoint_eval:EvalConfig", ["test.jsonl"]),
     "sts demo": ("recipes.demo:DemoConfig", []),
     "sts serve": ("recipes.serve_service:ServeConfig", []),
     "sts tiny-run": ("recipes.tiny_run:TinyRunConfig", []),

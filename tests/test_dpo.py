@@ -21,8 +21,8 @@ from sts.tasks import IGNORE_INDEX, Example, TaskFormatter
 from train.cli import main
 from train.config import CONFIG_DIR, TrainConfig
 from train.dpo import REFERENCE_FILE, preference_loss
+from train.logger import read_metrics
 from train.loss import CausalLMWithLoss, chunked_token_log_probs
-from train.metrics import read_metrics
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 
 # ---------------------------------------------------------------- the loss (done-when: hand-computed)

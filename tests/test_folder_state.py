@@ -19,7 +19,7 @@ from sts.io import HOST_TAG, remove_stale_temps, writer_is_gone
 from sts.testing import synthetic_utterance
 from train.checkpoint import checkpoint_problem, list_checkpoints
 from train.config import CONFIG_DIR
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.testing import write_tiny_encoded_shards
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -154,7 +154,7 @@ def test_no_import_cycles():
     ("importer", "imported", "allowed"),
     [
         ("sts.tasks", "sts.vocab", True),
-        ("infer.eval", "sts.metrics", True),
+        ("infer.checkpoint_eval", "sts.metrics", True),
         ("recipes.demo", "train.trainer", True),
         ("sts.demo", "corpus_builder.build", False),
         ("infer.mt_eval", "corpus_builder.mt", False),
@@ -215,7 +215,7 @@ def test_mains_live_only_in_command_line_modules():
 
 @pytest.mark.parametrize(
     ("importer", "imported", "allowed"),
-    [("infer.eval", "infer.cli", False), ("recipes.serve_service", "infer.cli", False),
+    [("infer.checkpoint_eval", "infer.cli", False), ("recipes.serve_service", "infer.cli", False),
      ("train.cli", "sts.cli", True), ("benchmarks.gpu_check", "sts.cli", True), ("sts.cli", "sts.cli_help", True)],
 )  # fmt: skip
 def test_the_command_line_rule_itself(importer, imported, allowed):

@@ -174,7 +174,7 @@ def test_encode_gives_the_one_side_codes_and_no_bad_clip(corpora):
 
 
 def _data_counts(run):
-    from train.metrics import read_metrics
+    from train.logger import read_metrics
 
     return read_metrics(run, kind="data")[-1]
 
@@ -182,7 +182,7 @@ def _data_counts(run):
 def test_sft_on_a_mixture_uses_monolingual_rows_for_asr_and_tts(corpora, tmp_path, capsys):
     from train.cli import main
     from train.config import CONFIG_DIR
-    from train.metrics import read_metrics
+    from train.logger import read_metrics
 
     folders, lm = corpora
     run = tmp_path / "sft"

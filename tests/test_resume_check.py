@@ -16,7 +16,7 @@ from train import resume_check
 from train.checkpoint import latest_checkpoint
 from train.cli import main
 from train.config import CONFIG_DIR, RESUME_RULES, TrainConfig
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.resume_check import Change, compare, flatten, rule_of
 from train.testing import write_tiny_encoded_shards
 

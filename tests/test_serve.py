@@ -157,7 +157,7 @@ class ScriptedTranslator:
         self.requests = []
 
     def stream(self, r):
-        from infer.stream import StreamEvent
+        from infer.translate_stream import StreamEvent
 
         self.requests.append(r)
         wave = synthetic_utterance(1.2, 220.0, seed=5)

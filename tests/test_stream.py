@@ -12,12 +12,12 @@ import torch
 from transformers import LogitsProcessor
 
 from infer.translate import Request, Translator
-from sts.codec.streaming import joined_difference
+from sts.codec.stream_decode import joined_difference
 from sts.generation import RAS_SAMPLING, GenerationRequest, Sampling, TransformersBackend, allowed_token_ids
 from sts.testing import synthetic_utterance
 
 HOP = 320
-XCODEC2_TINY_MIN_SNR_DB = 5.0  # sts.codec.streaming's documented bound for the tiny random XCodec2
+XCODEC2_TINY_MIN_SNR_DB = 5.0  # sts.codec.stream_decode's documented bound for the tiny random XCodec2
 SAMPLINGS = {
     "greedy": Sampling(do_sample=False),
     "sampled": Sampling(temperature=1.0, top_p=0.95),

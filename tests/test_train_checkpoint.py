@@ -18,7 +18,7 @@ from train.checkpoint import (
     safetensors_problem,
 )
 from train.cli import main
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.testing import tiny_cli_args
 
 

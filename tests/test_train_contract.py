@@ -18,7 +18,7 @@ from train.cli import main
 from train.config import CONFIG_DIR
 from train.contract import CorpusContractError
 from train.data import build_doc_stores, speech_doc
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.rows import InvalidCodesError
 from train.testing import tiny_config, write_tiny_encoded_shards
 

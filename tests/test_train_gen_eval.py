@@ -21,7 +21,7 @@ from train.config import CONFIG_DIR, TrainConfig
 from train.dev_subset import build_dev_subset, row_budget
 from train.gen_eval import GenEvaluator, evaluate_generation, generation_lm
 from train.gen_metrics import early_stop_reason, flatten, headline, summarize
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.rows import is_eval_row
 from train.testing import tiny_cli_args, tiny_config
 

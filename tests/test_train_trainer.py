@@ -14,7 +14,7 @@ from sts.vocab import SpeechVocab
 from train import trainer
 from train.checkpoint import latest_checkpoint, list_checkpoints
 from train.cli import main
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.testing import checkpoint_weights, tiny_cli_args, tiny_config
 
 
@@ -277,7 +277,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(extended_lm_dir, tmp_pa
 
 
 def test_metric_logger_lines_and_noop(tmp_path, capsys):
-    from train.metrics import MetricLogger
+    from train.logger import MetricLogger
 
     logger = MetricLogger(tmp_path, max_steps=10, backend="none")
     logger.log(3, {"loss": 2.5, "lr": 1e-4, "tokens": 12})

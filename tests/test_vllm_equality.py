@@ -193,9 +193,9 @@ def test_sts_infer_backend_vllm_matches_transformers(vllm_ready_model, tmp_path)
 
 RUN_MT = """
 import json, sys
-from sts.mt import VLLMMT
+from sts.mt import VllmMT
 job = json.load(open(sys.argv[1]))
-mt = VLLMMT(job["model"], preset="generic", max_new_tokens=12, dtype="float32", enforce_eager=True, max_model_len=512)
+mt = VllmMT(job["model"], preset="generic", max_new_tokens=12, dtype="float32", enforce_eager=True, max_model_len=512)
 out = mt.translate(job["texts"], "en", "ja", job["contexts"])
 print("RESULT" + json.dumps([[r.text, r.drop_reason, r.truncated] for r in out]))
 """
@@ -222,11 +222,11 @@ RUN_LLASA = """
 import json, sys
 from corpus_builder.interfaces import TTSRequest
 from corpus_builder.tts.llasa import LlasaDecoding
-from corpus_builder.tts.llasa_vllm import LlasaVLLM
+from corpus_builder.tts.llasa_vllm import LlasaVllm
 from sts.generation import Sampling
 job = json.load(open(sys.argv[1]))
 sampling = LlasaDecoding(sampling=Sampling(do_sample=False), min_speech_tokens=32, speech_tokens_per_char={"ja": 0.0, "en": 0.0})
-tts = LlasaVLLM(job["model"], codec=job["codec"], device="cpu", dtype="float32", decoding=sampling,
+tts = LlasaVllm(job["model"], codec=job["codec"], device="cpu", dtype="float32", decoding=sampling,
                 voice_preserving=False, enforce_eager=True, max_model_len=512)
 jobs, _ = tts.jobs([TTSRequest(text, lang) for text, lang in job["requests"]])
 print("RESULT" + json.dumps(tts.generate(jobs)))

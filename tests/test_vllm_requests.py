@@ -110,9 +110,9 @@ def test_sts_infer_goes_through_the_shared_vllm_backend(fake_vllm, extended_lm_d
 
 
 def test_corpus_mt_goes_through_the_shared_vllm_backend(fake_vllm, tiny_lm_dir):
-    from sts.mt import VLLMMT, MTResult
+    from sts.mt import MTResult, VllmMT
 
-    mt = VLLMMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", max_new_tokens=8, enforce_eager=True)
+    mt = VllmMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", max_new_tokens=8, enforce_eager=True)
     hello = mt.tokenizer("Hello", add_special_tokens=False)["input_ids"]
     FakeLLM.reply = lambda prompt, kwargs: (
         hello,

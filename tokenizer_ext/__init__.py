@@ -7,7 +7,7 @@ See `tokenizer_ext.extend` for the library function and what the output folder h
 `tokenizer_ext.adopt` for adopting a model that already speaks.
 """
 
-from sts.llasa import LlasaLayoutError
+from sts.llasa_layout import LlasaLayoutError
 from tokenizer_ext.extend import (
     AlreadyExtendedError,
     ExtendConfig,

@@ -33,7 +33,7 @@ from annotated_types import Ge, Gt
 from sts.config import save_config
 from sts.errors import InputError
 from sts.io import staged_dir
-from sts.llasa import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
+from sts.llasa_layout import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
 from sts.model_files import check_model_files, resolve_model
 from sts.vocab import (
     SPEECH_END_TOKEN,
@@ -80,7 +80,7 @@ class ExtendConfig:
     """Replace out_dir if it exists."""
     mode: Literal["auto", "extend", "adopt"] = "auto"
     """extend: add a new speech block; adopt: use the base's own block in Llasa's layout (markers +
-    `<|s_0|>`..`<|s_{n-1}|>`, see `sts.llasa`); auto: adopt when the tokenizer has any Llasa token,
+    `<|s_0|>`..`<|s_{n-1}|>`, see `sts.llasa_layout`); auto: adopt when the tokenizer has any Llasa token,
     else extend. extend_config.yaml records the mode that ran."""
 
     RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)

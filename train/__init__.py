@@ -12,7 +12,7 @@ Modules: `config` (TrainConfig), `contract` (the corpus's codec against sts_voca
 `data` (cpt/sft documents from corpus shards and text), `rows` (record batches -> documents), `token_cache`
 (self-describing tokenized shards), `packing` (weighted mixture + packing, resumable by index),
 `loss` (chunked/fused linear cross-entropy), `trainer` (the loop), `runtime` (one process, or many
-through accelerate), `checkpoint`, `metrics`, `gen_eval` (generation metrics at each eval, on the
+through accelerate), `checkpoint`, `logger` (metric lines, metrics.jsonl, tensorboard/wandb), `gen_eval` (generation metrics at each eval, on the
 fixed `dev_subset`, scored by `gen_metrics`), `axolotl` (export), `cli`, `testing` (tiny shards and configs). Importing `train` is cheap: torch and transformers load when a function runs.
 """
 

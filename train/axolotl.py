@@ -42,10 +42,12 @@ import yaml
 
 from sts.errors import InputError
 from sts.io import remove_stale_temps, temp_path, write_text_atomic
+from sts.llasa_layout import MARKERS
 from sts.paths import absolute_if_local
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError
 from train.config import TrainConfig
+from train.packing import PackedStream
 from train.token_cache import DocStore
 
 AXOLOTL_COLUMNS = ("input_ids", "attention_mask", "labels")
@@ -166,7 +168,6 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from train.packing import PackedStream
     from train.trainer import mixture_weights
 
     out_dir = Path(out_dir)
@@ -218,8 +219,6 @@ def adopt_axolotl(cfg: AdoptConfig) -> Path:
     vocabulary (other speech token ids, fewer embedding rows than speech ids).
     """
     from transformers import AutoTokenizer
-
-    from sts.llasa import MARKERS
 
     out, export = Path(cfg.checkpoint), Path(cfg.export_dir)
     if not export.is_dir():

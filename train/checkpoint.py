@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,7 +115,6 @@ def torch_file_problem(path: Path) -> str | None:
     """Why `path` is not a whole `torch.save` file (None when it is), from its zip directory alone:
     the directory at the end of the file must be there (a truncated or half-copied file loses it) and
     every member it lists must lie inside the file. The problem starts with the file name."""
-    import zipfile
 
     path = Path(path)
     try:

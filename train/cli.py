@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from sts.cli import Subcommand, parse_cli, run_subcommand
 from sts.errors import UsageError, cli_main
 from train.config import TrainConfig, hidden_groups
+from train.pairs import PairConfig, build_pairs
 
 COMMANDS = (
     Subcommand("cpt", "train.cli:cpt", "continual pre-training: speech-only sequences mixed with text"),
@@ -104,7 +105,6 @@ def _train(stage: str, args: list[str]) -> int:
 
 def dpo_pairs(args: list[str]) -> int:
     """Sample, score and pair."""
-    from train.pairs import PairConfig, build_pairs
 
     cfg = parse_cli(PairConfig, args, prog="sts-train dpo-pairs")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -19,12 +19,14 @@ stops at (or, with `skip_invalid_codes`, skips and counts) a code outside the sp
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from sts.corpus import is_corpus_dir, shard_paths
 from sts.io import remove_stale_temps, temp_path
 from sts.paths import absolute_if_local
 from sts.vocab import VOCAB_FILE
@@ -42,7 +44,6 @@ CORPUS_COLUMNS = ["id", "src_lang", "tgt_lang", "src_text", "tgt_text", "src_cod
 def list_shards(paths: list[str]) -> list[Path]:
     """Parquet files named directly, the shards of named corpus folders (`sts.corpus.shard_paths`),
     or found (recursively) in other named folders; in the order given, each folder sorted."""
-    from sts.corpus import is_corpus_dir, shard_paths
 
     files: list[Path] = []
     for p in map(Path, paths):
@@ -233,7 +234,6 @@ def _tokenized_rows(cfg: TrainConfig, tokenizer, vocab, shards: list[Path]) -> I
         for shard, batch in batches:
             yield tokenize(shard, batch)
         return
-    import multiprocessing
 
     # spawn: a forked copy of the rust tokenizer would turn its own threads off and warn
     ctx = multiprocessing.get_context("spawn")

@@ -49,8 +49,8 @@ from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
 from train.config import TrainConfig
+from train.logger import MetricLogger
 from train.loss import CausalLMWithLoss
-from train.metrics import MetricLogger
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything

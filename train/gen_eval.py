@@ -54,6 +54,7 @@ from sts.vocab import SpeechVocab
 from train.config import TrainConfig
 from train.dev_subset import TEXT_MARGIN, DevItem, build_dev_subset
 from train.gen_metrics import POOLS, SpeechScorer, early_stop_reason, flatten, headline, summarize
+from train.logger import plot_gen_eval
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,6 @@ def gen_eval_step(
     record (metrics.jsonl, the logger, one printed line), redraws `gen_eval.png` and appends the speech
     loop rate to `state["gen_loop_rates"]` (saved with the checkpoint, so early stopping resumes
     exactly). Every rank must call it: all get the same early-stop reason back (None: go on)."""
-    from train.metrics import plot_gen_eval
 
     reason = None
     if evaluator is not None:

@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sts.asr import SAMPLE_RATE, default_asr
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, find_loop
+from sts.metrics import asr_bleu, chrf
 from sts.optional import load_optional
 from train.dev_subset import DevItem
 
@@ -79,7 +81,6 @@ def summarize(
 
 
 def _chrf_scores(items, members, texts, transcripts, note) -> dict[str, float]:
-    from sts.metrics import asr_bleu, chrf
 
     item = items[members[0]]
     try:
@@ -145,8 +146,6 @@ class SpeechScorer:
         """Codes `[T_i]` int -> 16 kHz float32 audio `[N_i]` each (empty codes: empty audio)."""
         import soxr
 
-        from sts.asr import SAMPLE_RATE
-
         self._load_codec()
         keep = [i for i, c in enumerate(codes) if len(c)]
         decoded = self.codec.decode([codes[i] for i in keep]) if keep else []
@@ -183,7 +182,6 @@ class SpeechScorer:
                                        required=True)  # fmt: skip
 
     def _load_asr(self) -> None:
-        from sts.asr import default_asr
 
         if self.asr is None:
             name = None if self.asr_name == "auto" else self.asr_name

@@ -49,13 +49,16 @@ from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
 from sts.generation.request import Sampling
 from sts.io import atomic_open, remove_stale_temps, write_json_atomic
 from sts.lock import LOCK_NAME, folder_lock
+from sts.metrics import normalize, sentence_chrf
 from sts.optional import load_optional
 from sts.paths import absolute_if_local
+from sts.speaker import SpeakerEncoder
 from sts.tasks import TASK_NAMES, TaskFormatter, load_task_formats
 from sts.vocab import SpeechVocab
 from train.config import DataArgs, EvalArgs, SftArgs, TrainConfig
 from train.data import list_shards
 from train.dev_subset import DevItem, iter_rows, sft_items
+from train.gen_metrics import SpeechScorer
 from train.pair_data import PAIRS_SUBDIR
 from train.pair_scores import CandidateScore, Scoring, score_all, select_pairs, summarize_scores
 from train.rows import is_eval_row
@@ -181,8 +184,6 @@ def _build_pairs(cfg: PairConfig, speech_scorer, speaker) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.gen_metrics import SpeechScorer
-
     _check_settings(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     vocab = SpeechVocab.load(cfg.model)
@@ -243,8 +244,6 @@ def _part(cfg: PairConfig, kind: str, k: int) -> Path:
 
 
 def _speaker_encoder(device: str):
-    from sts.speaker import SpeakerEncoder
-
     return load_optional("speaker encoder (resemblyzer)", lambda: SpeakerEncoder(device),
                          install="resemblyzer (the offline extra)", warn=log.warning)  # fmt: skip
 
@@ -262,7 +261,6 @@ class _Scorer:
             log.warning("dpo-pairs: %s", text)
 
     def measure(self, items: list[DevItem], decoded: list[dict]) -> list[CandidateScore]:
-        from sts.metrics import normalize, sentence_chrf
 
         out = []
         for item, d in zip(items, decoded, strict=True):

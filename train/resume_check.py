@@ -41,7 +41,10 @@ import yaml
 
 from sts.config import ConfigError, config_to_dict, dict_to_config, upgrade_keys
 from sts.errors import InputError
+from sts.model_files import model_fingerprint
 from train.config import RESUME_RULES, TrainConfig
+from train.data import list_shards
+from train.pair_data import pair_files
 
 CONFIG_FILE = "train_config.yaml"
 STATE_FILE = "trainer_state.json"
@@ -105,7 +108,6 @@ def leaf(flat: dict, name: str, default=None):
 
 def model_identity(model: str) -> dict:
     """{"path": absolute path (or the hub id), "fingerprint": content hash or None (hub id)}."""
-    from sts.model_files import model_fingerprint
 
     path = Path(str(model)).expanduser()
     return {
@@ -117,8 +119,6 @@ def model_identity(model: str) -> dict:
 def data_files(key: str, paths: list) -> list[list]:
     """[[file name, size], ...] of the files `paths` resolve to for setting `key`, in order; a path
     that resolves to nothing (a corpus a dpo run names but does not read) as [its name, None]."""
-    from train.data import list_shards
-    from train.pair_data import pair_files
 
     resolve = {"shards": list_shards, "pairs": pair_files}.get(key, lambda ps: [Path(p) for p in ps])
     files: list[Path] = []

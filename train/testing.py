@@ -9,9 +9,15 @@ weights = checkpoint_weights(latest_checkpoint(tmp_path / "run"))   # {name: ten
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from sts.config import load_config
+from sts.corpus import CARD_NAME, encoded_features, shard_dir
+from sts.io import write_json_atomic
+from train.config import CONFIG_DIR, TrainConfig
 
 PAIRS = [
     ("おはようございます。", "Good morning."),
@@ -41,8 +47,6 @@ def write_tiny_encoded_shards(
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from sts.corpus import encoded_features, shard_dir
 
     rng = np.random.default_rng(seed)
     wav = _silence_wav()
@@ -102,9 +106,6 @@ def write_looping_shards(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sts.corpus import CARD_NAME, encoded_features, shard_dir
-    from sts.io import write_json_atomic
-
     rng = np.random.default_rng(seed)
     wav = _silence_wav()
     ja, en = PAIRS[0]
@@ -134,7 +135,6 @@ def write_looping_shards(
 
 
 def _silence_wav() -> bytes:
-    import io
 
     import soundfile as sf
 
@@ -146,8 +146,6 @@ def _silence_wav() -> bytes:
 def tiny_config(stage: str, model: str | Path, shards: list[str | Path], out_dir: str | Path, **overrides):
     """The shipped `tiny_{stage}.yaml` pointed at a tiny model, tiny shards and a run folder;
     `overrides` name options as `group__option` (`optim__lr=0.1` sets `optim.lr`)."""
-    from sts.config import load_config
-    from train.config import CONFIG_DIR, TrainConfig
 
     dotted = {key.replace("__", "."): value for key, value in overrides.items()}
     dotted = {"model": str(model), "data.shards": [str(s) for s in shards], "out_dir": str(out_dir), **dotted}
@@ -158,7 +156,6 @@ def tiny_cli_args(
     stage: str, model: str | Path, shards: list[str | Path], out_dir: str | Path, *extra: str
 ) -> list[str]:
     """`sts-train STAGE` arguments for the shipped `tiny_{stage}.yaml` on a tiny model, shards and run folder."""
-    from train.config import CONFIG_DIR
 
     return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
             "--data.shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip

@@ -25,6 +25,7 @@ import torch
 
 from sts.config import ConfigError, config_to_dict, save_config
 from sts.errors import UsageError
+from sts.model_files import load_speech_contract
 from sts.tasks import IGNORE_INDEX
 from train.checkpoint import (
     latest_checkpoint,
@@ -34,8 +35,9 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.config import TrainConfig
+from train.data import build_doc_stores, data_counts
+from train.logger import MetricLogger
 from train.loss import CausalLMWithLoss
-from train.metrics import MetricLogger
 from train.packing import PackedStream
 from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything
@@ -146,8 +148,6 @@ def train(cfg: TrainConfig) -> Path | None:
 
 
 def _train(cfg: TrainConfig, rt) -> Path | None:
-    from sts.model_files import load_speech_contract
-    from train.data import build_doc_stores, data_counts
     from train.gen_eval import GenEvaluator, gen_eval_step
 
     # The model folder and the whole sts_vocab.json against its tokenizer and config, before any data

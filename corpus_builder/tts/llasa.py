@@ -45,8 +45,8 @@ from corpus_builder.interfaces import TTSBackend, TTSRequest, TTSResult
 from sts.generation.allowed import speech_block_ids
 from sts.generation.loops import SPEECH_GUARD, LoopGuard, detect_loop
 from sts.generation.request import RAS_SAMPLING, GenerationRequest, Sampling, length_sorted_batches
-from sts.llasa import MARKERS as MARKERS  # re-exported: the layout lives in the base
-from sts.llasa import SPEECH_START, find_llasa_layout
+from sts.llasa_layout import MARKERS as MARKERS  # re-exported: the layout lives in the base
+from sts.llasa_layout import SPEECH_START, find_llasa_layout
 
 USER_TEMPLATE = "Convert the text to speech:<|TEXT_UNDERSTANDING_START|>{text}<|TEXT_UNDERSTANDING_END|>"
 DEFAULT_CODEC = "HKUSTAudio/xcodec2-hf"
@@ -98,7 +98,7 @@ class LlasaPrompter:
     def __init__(self, tokenizer, num_speech_tokens: int):
         self.tokenizer = tokenizer
         self.num_speech_tokens = num_speech_tokens
-        # Verified once over the whole block (sts.llasa), so codes map by arithmetic from here on.
+        # Verified once over the whole block (sts.llasa_layout), so codes map by arithmetic from here on.
         layout = find_llasa_layout(tokenizer, num_speech_tokens)  # LlasaLayoutError is a ValueError
         self.marker_ids = layout.marker_ids
         self.speech_start_id = layout.speech_start_id

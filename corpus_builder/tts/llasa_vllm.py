@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from corpus_builder.tts.llasa import DEFAULT_CODEC, LlasaBase, LlasaDecoding, LlasaJob, _load_codec
+from sts.generation.vllm_backend import VllmBackend
 
 
-class LlasaVLLM(LlasaBase):
+class LlasaVllm(LlasaBase):
     """Llasa on a vLLM engine. Extra keyword arguments go to `vllm.LLM` (e.g. `gpu_memory_utilization`)."""
 
     def __init__(
@@ -36,8 +37,6 @@ class LlasaVLLM(LlasaBase):
     ):
         import vllm  # noqa: F401  (the gpu extra: fail here, before the tokenizer and codec load)
         from transformers import AutoTokenizer
-
-        from sts.generation.vllm_backend import VllmBackend
 
         super().__init__(
             AutoTokenizer.from_pretrained(model),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sts.codec.base import Codec
-from sts.codec.streaming import StreamDecoder, StreamSettings
+from sts.codec.stream_decode import StreamDecoder, StreamSettings
 from sts.lazy import lazy_exports
 
 _lazy, __getattr__ = lazy_exports(

@@ -24,6 +24,7 @@ import tyro
 from annotated_types import Ge, Gt
 
 from sts.audio import load_audio
+from sts.codec.melkmeans import MelKMeansCodec
 from sts.corpus import shard_paths
 from sts.errors import UsageError, writing
 
@@ -77,7 +78,6 @@ def fit_codec(cfg: FitCodecConfig) -> tuple[object, int, float]:
     """Fit the codec on the first `cfg.max_seconds` of audio and save it to `cfg.out_dir`; returns
     (the `MelKMeansCodec`, clips used, seconds used). Too little audio for the codebook is a
     `UsageError` naming the inputs."""
-    from sts.codec.melkmeans import MelKMeansCodec
 
     waveforms, seconds = [], 0.0
     for waveform in iter_waveforms(cfg.inputs):

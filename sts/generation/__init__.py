@@ -18,7 +18,7 @@ speech start marker), `guidance` (classifier-free guidance over an unconditional
 transformers only), `loops` (`LoopGuard`, `detect_loop` and its four rules, `find_loop`,
 `tail_is_loop`), `ras` (repetition-aware sampling), `processors` (the request as transformers logits
 processors and stopping criteria), `transformers_backend`, `vllm_backend`, `vllm_ras` (RAS inside vLLM),
-`stream` (one row's ids while it is generated: transformers streams them, other backends give the
+`row_stream` (one row's ids while it is generated: transformers streams them, other backends give the
 row whole at its end).
 The torch-free parts are imported here; the logits processors and the transformers backend load
 when first used, so `Sampling` or `GenerationRequest` alone import neither torch nor transformers.
@@ -58,7 +58,7 @@ from sts.generation.request import (
     length_sorted_batches,
     split_end,
 )
-from sts.generation.stream import RowStream, stream_row
+from sts.generation.row_stream import RowStream, stream_row
 from sts.generation.vllm_backend import VllmBackend, completion_ids, vllm_sampling_kwargs
 from sts.lazy import lazy_exports
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from sts.generation.processors import LoopStoppingCriteria, cut_rows, logits_processors, stopping_criteria
 from sts.generation.request import GenerationRequest
-from sts.generation.stream import RowStream
+from sts.generation.row_stream import RowStream
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -73,7 +73,7 @@ class TransformersBackend:
         """One prompt `[L]`: iterate the new ids `[k]` int64 as `generate` writes them; afterwards
         `.ids` is exactly `generate([prompt], request)[0]` (same processors, stopping criteria and
         seeding: the same ids for the same seed). `generate` runs in the backend's one worker thread
-        (`sts.generation.stream`), where a compiled fast path records its CUDA graphs once."""
+        (`sts.generation.row_stream`), where a compiled fast path records its CUDA graphs once."""
         if self._worker is None:  # one thread for every stream: torch keeps CUDA graphs per thread
             from concurrent.futures import ThreadPoolExecutor
 

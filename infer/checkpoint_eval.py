@@ -46,6 +46,11 @@ import numpy as np
 import tyro
 from annotated_types import Ge
 
+from infer.batch import check_output_id, check_writable_folder
+from infer.load import load_translator
+from infer.self_asr import CheckpointASR
+from infer.translate import CUT_RULES, Request
+from sts.asr import default_asr
 from sts.audio import load_audio, write_audio
 from sts.devices import ModelArgs
 from sts.errors import ManifestError, UsageError
@@ -67,6 +72,7 @@ from sts.metrics import (
 from sts.optional import load_optional, not_measured
 from sts.paths import absolute_if_local
 from sts.speaker import ENCODER as SPEAKER_ENCODER
+from sts.speaker import SpeakerEncoder
 from sts.tasks import TaskName, task_spec
 
 ASR, SPEAKER = "ASR (Whisper)", "speaker encoder (resemblyzer)"
@@ -108,7 +114,6 @@ def read_manifest(path: str | Path) -> list[EvalItem]:
     is not a plain file name (generated audio is written as `audio/TASK/ID.wav`) or that an earlier
     line already has.
     """
-    from infer.batch import check_output_id
 
     path = Path(path)
     items, lines = [], {}
@@ -131,7 +136,6 @@ def read_manifest(path: str | Path) -> list[EvalItem]:
 
 def _task_input(item: EvalItem, task: str):
     """(Request, reference text, reference language) for an item, or None when it lacks a field."""
-    from infer.translate import Request
 
     spec = task_spec(task)
     tgt = item.tgt_lang if spec.translates else item.src_lang
@@ -156,7 +160,6 @@ def evaluate_task(
 
     The summary counts the outputs per rule that cut them (`cut_by`: none, budget, and each loop rule).
     """
-    from infer.translate import CUT_RULES
 
     spec = task_spec(task)
     inputs = [x for x in (_task_input(item, task) for item in items) if x is not None]
@@ -340,7 +343,7 @@ class EvalConfig(ModelArgs):
     """Score an sts checkpoint on a JSONL test manifest."""
 
     manifest: tyro.conf.Positional[Path] = field(kw_only=False)
-    """JSONL test manifest (see `infer.eval`)."""
+    """JSONL test manifest (see `infer.checkpoint_eval`)."""
     out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
     """Folder for report.json, rows.jsonl, report.png and the generated audio."""
     tasks: tuple[TaskName, ...] = ("s2st",)
@@ -370,8 +373,6 @@ class EvalConfig(ModelArgs):
 
 def run(cfg: EvalConfig, log=print) -> dict:
     """Evaluate, write report.json / rows.jsonl / report.png into `cfg.out_dir`; returns the report."""
-    from infer.batch import check_writable_folder
-    from infer.load import load_translator
 
     items = read_manifest(cfg.manifest)[: cfg.limit]
     check_writable_folder(cfg.out_dir)  # before the model loads
@@ -446,8 +447,6 @@ def _headline(summary: dict) -> str:
 
 
 def _load_asr(name: str, translator, log):
-    from infer.self_asr import CheckpointASR
-    from sts.asr import default_asr
 
     if name == "none":
         return None
@@ -458,7 +457,6 @@ def _load_asr(name: str, translator, log):
 
 
 def _load_speaker(log):
-    from sts.speaker import SpeakerEncoder
 
     return load_optional(SPEAKER, SpeakerEncoder, install="resemblyzer (the offline extra)", warn=log)
 
