@@ -1,4 +1,4 @@
-"""Stage 3: add the speech tokens to a causal LM (`sts-extend-tokenizer BASE_MODEL OUT_DIR`).
+"""Stage 3: add the speech tokens to a causal LM (`sts-extend-tokenizer BASE_MODEL -o OUT_DIR`).
 
     sts-extend-tokenizer LiquidAI/LFM2-350M -o runs/lfm2-350m-speech
     sts-extend-tokenizer HKUSTAudio/Llasa-1B -o runs/llasa-1b-adopted     # adopts Llasa's own speech block
