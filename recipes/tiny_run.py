@@ -1,4 +1,4 @@
-"""The smallest real end-to-end run, on tiny random models: `sts tiny-run [OUT_DIR]`.
+"""The smallest real end-to-end run, on tiny random models: `sts tiny-run [-o OUT_DIR]`.
 
     sts tiny-run -o runs/tiny
 

@@ -174,8 +174,8 @@ def test_resume_and_keep_last_pass_over_a_truncated_optimizer_state(
 
 
 def test_the_builder_and_sts_encode_remove_a_killed_runs_temps_and_encode_holds_a_lock(tmp_path, capsys):
-    from corpus_builder.cli import main as build_main
     from corpus_builder.cli import encode_main
+    from corpus_builder.cli import main as build_main
     from sts.codec.melkmeans import MelKMeansCodec
     from sts.corpus import shard_paths
 

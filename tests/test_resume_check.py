@@ -27,7 +27,9 @@ def test_every_setting_has_a_resume_rule():
     assert not unruled, f"classify these in train.config.RESUME_RULES: {unruled}"
     assert set(RESUME_RULES.values()) <= {"refuse", "warn", "ignore"}
     assert rule_of("sft.task_weights.asr") == "refuse" and rule_of("log.every") == "warn"
-    assert rule_of("optim.lr") == "refuse" and rule_of("optim.max_steps") == "warn"  # the longest prefix decides
+    assert (
+        rule_of("optim.lr") == "refuse" and rule_of("optim.max_steps") == "warn"
+    )  # the longest prefix decides
     assert rule_of("a_setting_nobody_classified") == "refuse"  # unknown: refused, never silently allowed
 
 

@@ -1,4 +1,4 @@
-"""Turn a LoRA checkpoint into a plain Hugging Face model folder: `sts-train merge-lora CHECKPOINT OUT_DIR`.
+"""Turn a LoRA checkpoint into a plain Hugging Face model folder: `sts-train merge-lora CHECKPOINT -o OUT_DIR`.
 
     sts-train merge-lora runs/sft-lora/checkpoint-0020000 -o runs/sft-merged
     sts-infer in.wav --to en -o out.wav --model runs/sft-merged          # or vLLM, like any checkpoint
