@@ -41,8 +41,8 @@ def find_clips_dir(common_voice_dir, data_dir, lang: str, benchmark: str) -> Pat
     raise FileNotFoundError(f"{where}: no clips/ folder here; --benchmark {benchmark}: {download_hint(lang)}")
 
 
-def read_tsv(path: Path) -> list[tuple[int, dict]]:
-    """(line, row) of a headed tsv read as Common Voice / CoVoST write it (no quoting, `\\` escapes)."""
+def read_tsv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(line, row)]) of a headed tsv as Common Voice / CoVoST write it (no quoting, `\\` escapes)."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
         rows = []
@@ -50,7 +50,7 @@ def read_tsv(path: Path) -> list[tuple[int, dict]]:
             if None in row:
                 raise ManifestError(path, reader.line_num, "more cells than header names")
             rows.append((reader.line_num, row))
-    return rows
+        return list(reader.fieldnames or []), rows
 
 
 def sentences(clips_dir: Path) -> dict[str, str]:
@@ -59,7 +59,7 @@ def sentences(clips_dir: Path) -> dict[str, str]:
     for name in TRANSCRIPT_FILES:
         path = clips_dir / name
         if path.is_file():
-            for _, row in read_tsv(path):
+            for _, row in read_tsv(path)[1]:
                 if row.get("path") and row.get("sentence"):
                     out.setdefault(row["path"], row["sentence"])
     return out

@@ -48,9 +48,8 @@ def load(direction: str, split: str, max_items: int | None, data_dir=None, commo
             f"{data_dir}: no {name} here or in {src}/ (from {TSV_URL.format(src=src, tgt=tgt)})"
         )
     clips = find_clips_dir(common_voice_dir, data_dir, src, "covost2")
-    rows = read_tsv(tsv)
-    header = set(rows[0][1]) if rows else set()
-    missing = {"path", "translation", "split"} - header
+    header, rows = read_tsv(tsv)
+    missing = {"path", "translation", "split"} - set(header)
     if missing:
         raise ManifestError(tsv, 1, f"the header lacks {sorted(missing)}")
     transcripts = {} if "sentence" in header else sentences(clips)
