@@ -92,8 +92,10 @@ def process_rows(
     checks: Sequence[Check] = (),
     cfg: PipelineConfig | None = None,
     seen_ids: set[str] | None = None,
+    dnsmos=None,
 ) -> Iterator[Outcome]:
     """One `Outcome` per input row, in order. `seen_ids` (shared across calls) drops duplicate ids.
+    `dnsmos` (a `sts.dnsmos.Dnsmos`) rates source speech without a recorded DNSMOS for `min_dnsmos`.
 
     With `cfg.mt_context` > 0 the MT context of a recording runs across the batches of one call and
     starts empty in each call: the builder calls once per chunk, so a resumed run translates every
@@ -104,13 +106,14 @@ def process_rows(
     history: dict[str, list[tuple[str, str]]] = {}
     rows = iter(rows)
     while batch := list(itertools.islice(rows, cfg.batch_size)):
-        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids, history)
+        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids, history, dnsmos)
 
 
-def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history) -> list[Outcome]:
+def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history, dnsmos=None) -> list[Outcome]:
     work = [_prepare(row, cfg, seen_ids) for row in batch]
+    _check_dnsmos([w for w in work if not w.drop], dnsmos, cfg.filters.min_dnsmos)
     _translate([w for w in work if not w.drop], mt, cfg.mt_context, history, cfg.mt_keep_truncated)
-    _synthesize([w for w in work if not w.drop], tts, cfg)
+    _synthesize([w for w in work if not w.drop], tts, cfg, dnsmos)
     _check([w for w in work if not w.drop], checks)
     return [_outcome(w, mt, tts) for w in work]
 
@@ -134,6 +137,18 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str]) -> _Work:
         if not work.drop and is_silent(work.src_audio):  # a transcript over silence teaches nothing
             work.drop = "silent_audio"
     return work
+
+
+def _check_dnsmos(work: list[_Work], dnsmos, threshold: float) -> None:
+    """Drop ("dnsmos_low") source speech whose DNSMOS OVRL is below `threshold`: rows the source gave a
+    value were filtered on it already (`filter_reason`); the others are rated here when there is a scorer."""
+    if threshold <= 0 or dnsmos is None:
+        return
+    for w in work:
+        if w.src.dnsmos is None and w.src_audio is not None:
+            score = dnsmos.score(w.src_audio)
+            if score is not None and score.ovrl < threshold:
+                w.drop = "dnsmos_low"
 
 
 def _translate(
@@ -164,7 +179,7 @@ def _translate(
                 w.drop = "mt_truncated"
 
 
-def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None:
+def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig, dnsmos=None) -> None:
     for w in work:
         if w.tgt_lang not in tts.languages or (w.src_audio is None and w.src.lang not in tts.languages):
             w.drop = "tts_language_unsupported"
@@ -180,6 +195,7 @@ def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None
                 w.drop = "src_tts_silent"
             else:
                 w.src_audio = to_16k(result.audio, result.sample_rate)
+        _check_dnsmos([w for w in text_only if not w.drop], dnsmos, cfg.filters.min_dnsmos)
     work = [w for w in work if not w.drop]
     requests = [
         TTSRequest(w.tgt_text, w.tgt_lang, w.src_audio, w.src.text.strip())
