@@ -81,3 +81,22 @@ def test_dnsmos_rates_noise_worse_than_clean_speech():
     summary = summarize([a, None, b])
     assert summary["n"] == 2 and summary["ovrl"] == pytest.approx((a.ovrl + b.ovrl) / 2, abs=1e-3)
     assert summary["model"].startswith("DNSMOS P.835")
+
+
+def test_dnsmos_cost_benchmark_tiny(tmp_path):
+    pytest.importorskip("speechmos")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dnsmos_cost.py"
+    spec = importlib.util.spec_from_file_location("dnsmos_cost", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert [bench.windows(s) for s in (2.0, 4.0, 9.5, 15.0, 30.0)] == [7, 7, 1, 6, 21]  # 2 s and 4 s tile to 16 s
+    result = bench.main(["--tiny", "--json", str(tmp_path / "cost.json")])
+    [row] = result["rows"]
+    assert (
+        row["windows"] == 1
+        and row["wall_s"] > 0
+        and row["s_per_audio_s"] == pytest.approx(row["wall_s"] / 9.5, abs=1e-3)
+    )
