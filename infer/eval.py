@@ -321,7 +321,7 @@ class EvalConfig:
     direction: Literal["ja-en", "en-ja"] = "ja-en"
     """--benchmark: translation direction (cvss: ja-en only)."""
     split: str = "test"
-    """--benchmark: split (fleurs: train/dev/test; cvss, covost2: train/dev/test)."""
+    """--benchmark: train, dev or test."""
     data_dir: Path | None = None
     """--benchmark: a local copy in the dataset's own layout (fleurs default: streamed from the hub)."""
     common_voice_dir: Path | None = None
