@@ -2,7 +2,7 @@
 
     sts-eval-mt --backends hf:LiquidAI/LFM2-350M-ENJP-MT hf:shisa-ai/shisa-v2.1c-lfm2-350m-sft3-tlonly
     sts-eval-mt --backends http:LiquidAI/LFM2-350M-ENJP-MT@http://localhost:8000/v1 --context 2
-    sts-eval-mt --backends sts:runs/sft --ja-file test.ja --en-file test.en --limit 200
+    sts-eval-mt --backends sts:runs/sft --ja-file test.ja --en-file test.en --max-items 200
 
 The test set defaults to FLORES+ devtest streamed from the hub (`openlanguagedata/flores_plus`,
 `jpn_Jpan` and `eng_Latn`, aligned by sentence id; gated: accept its terms and log in first);
@@ -61,14 +61,14 @@ class MTEvalConfig:
     split: Literal["dev", "devtest"] = "devtest"
     """FLORES+ split."""
     ja_file: str = ""
-    """Japanese side (overrides --test-set; with --en-file)."""
+    """Japanese side (instead of FLORES+; with --en-file)."""
     en_file: str = ""
     """English side, line-aligned with --ja-file."""
     doc_file: str = ""
     """Optional document id per line (one per line) for --context (FLORES+ gives its urls)."""
     directions: list[str] = field(default_factory=lambda: ["en-ja", "ja-en"])
     """Directions to score."""
-    limit: int | None = None
+    max_items: int | None = None
     """Score only the first N sentence pairs."""
     context: int = 0
     """Previous sentences of the same document given as context (0: none)."""
@@ -97,7 +97,7 @@ class TestSet:
 
 
 def load_test_set(cfg: MTEvalConfig) -> TestSet:
-    """The sentence pairs (and documents, when known) that `cfg` names, cut to `cfg.limit`."""
+    """The sentence pairs (and documents, when known) that `cfg` names, cut to `cfg.max_items`."""
     docs: list[str | None] | None = None
     if cfg.ja_file or cfg.en_file:
         if not (cfg.ja_file and cfg.en_file):
@@ -114,7 +114,7 @@ def load_test_set(cfg: MTEvalConfig) -> TestSet:
         raise UsageError(f"{name}: {len(ja)} Japanese lines but {len(en)} English lines")
     if docs is not None and len(docs) != len(ja):
         raise UsageError(f"{name}: {len(docs)} document ids for {len(ja)} sentence pairs")
-    n = len(ja) if cfg.limit is None else min(cfg.limit, len(ja))
+    n = len(ja) if cfg.max_items is None else min(cfg.max_items, len(ja))
     if n == 0:
         raise UsageError(f"{name}: no sentence pairs")
     if cfg.context > 0 and docs is None:

@@ -159,7 +159,7 @@ def test_sts_checkpoint_t2tt_backend(pair_files, extended_lm_dir, tmp_path):
 
 @pytest.mark.skipif(not FLORES.is_dir(), reason="FLORES-200 reference data not present")
 def test_flores_documents_load_by_url():
-    cfg = MTEvalConfig(backends=[], test_dir=str(FLORES), split="dev", limit=5, context=2)
+    cfg = MTEvalConfig(backends=[], test_dir=str(FLORES), split="dev", max_items=5, context=2)
     test = load_test_set(cfg)
     assert len(test.ja) == len(test.en) == len(test.docs) == 5
     assert all(d and d.startswith("http") for d in test.docs)
