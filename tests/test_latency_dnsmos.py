@@ -92,7 +92,8 @@ def test_dnsmos_cost_benchmark_tiny(tmp_path):
     spec = importlib.util.spec_from_file_location("dnsmos_cost", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert [bench.windows(s) for s in (2.0, 4.0, 9.5, 15.0, 30.0)] == [7, 7, 1, 6, 21]  # 2 s and 4 s tile to 16 s
+    lengths = (2.0, 4.0, 9.5, 15.0, 30.0)
+    assert [bench.windows(s) for s in lengths] == [7, 7, 1, 6, 21]  # 2 s and 4 s are tiled to 16 s
     result = bench.main(["--tiny", "--json", str(tmp_path / "cost.json")])
     [row] = result["rows"]
     assert (
