@@ -119,10 +119,8 @@ def summary_markdown(rows: list[dict]) -> str:
             f"| {row['metric']} | {row['score']} | {row.get('chrf++', '')} | {row['asr_model'] or ''} "
             f"| {(row.get('dnsmos') or {}).get('ovrl', '')} | {lat} | {'yes' if row['comparable'] else 'no'} |"
         )
-        if row["not_comparable"]:
-            notes.append(f"- {row['task']} into {row['target']}: " + "; ".join(row["not_comparable"]))
-        lines_protocol = f"- {row['task']} into {row['target']}: {row['protocol']}"
-        notes.append(lines_protocol)
+        why = "comparable" if row["comparable"] else "not comparable: " + "; ".join(row["not_comparable"])
+        notes.append(f"- {row['task']} into {row['target']}: {row['protocol']}; {why}")
     return (
         "\n".join(["# sts-eval summary", "", *lines, "", "Protocols and comparability:", "", *notes]) + "\n"
     )

@@ -19,8 +19,9 @@ and records the value with each clip (`EMILIA_MIN_OVRL`); the corpus builder's `
 uses that recorded value for Emilia and this scorer for every other source.
 
 Cost, measured by `benchmarks/dnsmos_cost.py` (`benchmarks/RESULTS.md`): a clip of T >= 9.01 s is
-floor(T - 9.01) + 1 windows, a shorter one is tiled to at least 9.01 s first; on the shared 2-core
-CPU one window costs about 0.28 s, i.e. about 0.3 s per second of long audio and 2 s for a 4 s clip.
+floor(T - 9.01) + 1 windows, a shorter one is tiled (doubled) to at least 9.01 s first (2 s and 4 s
+become 16 s: 7 windows); on the shared, busy 2-core CPU one window cost 0.3-1.3 s (one ONNX thread),
+i.e. about 0.25-0.5 s per second of 15-30 s audio and 2-8 s per clip of 9 s or less.
 
 Needs the `eval` extra (`speechmos`, with onnxruntime and librosa).
 """

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from infer.eval_items import EvalItem
 from infer.testsets import TestSet, parse_direction
+from sts.errors import UsageError
 
 REPO = "google/fleurs"
 HUB_DATA = f"hf://datasets/{REPO}/data"
@@ -49,8 +50,6 @@ TASKS = ("s2st", "s2tt", "asr")
 
 
 def load(direction: str, split: str, max_items: int | None, data_dir=None) -> TestSet:
-    from sts.errors import UsageError
-
     src, tgt = parse_direction(direction, DIRECTIONS, "fleurs")
     if split not in TSV_SPLITS:
         raise UsageError(f"--benchmark fleurs: split {split!r} is not one of {sorted(TSV_SPLITS)}")

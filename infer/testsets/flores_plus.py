@@ -74,6 +74,8 @@ def _rows(path: str, config: str, split: str) -> dict:
             else ""
         )
         raise type(err)(f"{path} ({config}, {split}): {err}{hint}") from err
+    except ValueError as err:  # e.g. a local snapshot whose README declares no such config or split
+        raise UsageError(f"{path} ({config}, {split}): {err}") from err
 
 
 def read_lines(path: Path) -> list[str]:
