@@ -133,3 +133,23 @@ def test_covost2_splits_and_transcripts(copies, tmp_path):
         ManifestError, match=r"covost_v2.ja_en.tsv:1: the header lacks \['split', 'translation'\]"
     ):
         load_test_set("covost2", data_dir=bad, common_voice_dir=copies / "cv" / "ja")
+
+
+def test_an_unreachable_hub_is_one_line_that_says_what_to_do(monkeypatch):
+    """The hub's file system raises the network library's own error (not an OSError); the loader
+    turns it into a ConnectionError naming the repo and --data-dir (one line through cli_main)."""
+    import datasets
+
+    ConnectError = type("ConnectError", (Exception,), {"__module__": "httpx"})
+
+    def offline(*args, **kwargs):
+        raise ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(
+        ConnectionError, match=r"hub:google/fleurs: cannot reach the hub .*give --data-dir DIR"
+    ):
+        load_test_set("fleurs", max_items=1)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a bug stays a bug
+        load_test_set("fleurs", max_items=1)

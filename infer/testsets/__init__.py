@@ -20,6 +20,8 @@ rows that cannot be (no reference for the pair, say) are counted in `dropped` by
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,24 @@ class TestSet:
             "reference": self.reference,
             "dropped": dict(self.dropped),
         }
+
+
+NETWORK_LIBRARIES = ("httpx", "httpx2", "requests", "urllib3", "aiohttp")
+"""Whose exceptions mean the hub could not be reached (they are not `OSError`s)."""
+
+
+@contextmanager
+def hub_errors(what: str, hint: str) -> Iterator[None]:
+    """Turn a network library's error while reading `what` from the hub into a `ConnectionError`
+    (one line through `sts.errors.cli_main`) that says `hint`; other errors pass unchanged."""
+    try:
+        yield
+    except ConnectionError as err:
+        raise ConnectionError(f"{what}: {err}; {hint}") from err
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is a network library's
+        if type(err).__module__.split(".")[0] not in NETWORK_LIBRARIES:
+            raise
+        raise ConnectionError(f"{what}: cannot reach the hub ({type(err).__name__}: {err}); {hint}") from err
 
 
 def parse_direction(direction: str, allowed: tuple[str, ...], benchmark: str) -> tuple[str, str]:

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from infer.eval_items import EvalItem
-from infer.testsets import TestSet, parse_direction
+from infer.testsets import TestSet, hub_errors, parse_direction
 from sts.errors import UsageError
 
 REPO = "google/fleurs"
@@ -53,6 +53,14 @@ def load(direction: str, split: str, max_items: int | None, data_dir=None) -> Te
     src, tgt = parse_direction(direction, DIRECTIONS, "fleurs")
     if split not in TSV_SPLITS:
         raise UsageError(f"--benchmark fleurs: split {split!r} is not one of {sorted(TSV_SPLITS)}")
+    if data_dir is not None:
+        return _load(src, tgt, direction, split, max_items, data_dir)
+    hint = "give --data-dir DIR with a local copy (its original or Parquet layout, see infer.testsets.fleurs)"
+    with hub_errors(f"hub:{REPO}", hint):
+        return _load(src, tgt, direction, split, max_items, None)
+
+
+def _load(src: str, tgt: str, direction: str, split: str, max_items: int | None, data_dir) -> TestSet:
     layout, root = find_layout(data_dir, CONFIGS[src], split)
     if layout == "parquet":
         rows, targets = _parquet_rows(root, CONFIGS[src], split), _parquet_texts(root, CONFIGS[tgt], split)

@@ -63,10 +63,13 @@ def load(
 def _rows(path: str, config: str, split: str) -> dict:
     import datasets
 
+    from infer.testsets import hub_errors
+
     try:
-        ds = datasets.load_dataset(path, config, split=split, streaming=True)
-        return {row["id"]: row for row in ds}
-    except (FileNotFoundError, ConnectionError) as err:
+        with hub_errors(path, "give --test-dir DIR (a local copy) or --ja-file/--en-file"):
+            ds = datasets.load_dataset(path, config, split=split, streaming=True)
+            return {row["id"]: row for row in ds}
+    except FileNotFoundError as err:
         hint = (
             f"; {REPO} is gated: accept its terms on the hub and log in (hf auth login), "
             "or give --test-dir DIR (a local copy) or --ja-file/--en-file"
