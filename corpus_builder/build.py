@@ -298,7 +298,7 @@ def build_corpus(
     out_dir = prepare_build(cfg)
     with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
         prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
-        shards.remove_stale_temps(out_dir, prefix)  # safe: this worker's lock is ours
+        shards.remove_leftovers(out_dir, prefix)  # safe: this worker's lock is ours
         backends = {"mt": mt, "tts": tts, "checks": checks, "dnsmos": None}
         yield from _build_chunks(cfg, out_dir, backends, on_outcome)
     mt, tts, checks = backends["mt"], backends["tts"], backends["checks"]

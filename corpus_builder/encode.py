@@ -41,9 +41,10 @@ import tyro
 from corpus_builder import shards
 from sts.audio import AudioError, load_audio
 from sts.config import parse_cli
-from sts.corpus import CorpusError, encoded_features, read_card, shard_paths
+from sts.corpus import CorpusError, encoded_features, read_card, shard_dir, shard_paths
 from sts.errors import cli_main
-from sts.io import write_json_atomic
+from sts.io import remove_stale_temps, write_json_atomic
+from sts.lock import folder_lock
 
 
 @dataclass
@@ -125,10 +126,28 @@ def encode_corpus(cfg: EncodeConfig, codec=None) -> Iterator[tuple[str, int, boo
     """Encode every shard not yet encoded; yields (shard name, rows, skipped) per shard.
 
     The folder and its encode record are checked when this is called (a `CorpusError` before any
-    shard is touched or progress shown), the shards as the iterator is consumed.
+    shard is touched or progress shown, a `sts.lock.FolderLockedError` when another sts-encode runs
+    on the folder), the shards as the iterator is consumed, which holds the folder's encode lock
+    (`.progress/lock-encode`) and first removes the temp shards of a killed run.
     """
     paths = _check_encode(cfg, codec)
-    return _encode_shards(cfg, codec, paths)
+    with _encode_lock(cfg.corpus_dir):  # refuse now, before any progress is shown
+        pass
+    return _encode_locked(cfg, codec, paths)
+
+
+def _encode_lock(corpus_dir: Path):
+    refusal = "{folder}: another {holder} is encoding this corpus; wait for it to end"
+    return folder_lock(
+        Path(corpus_dir) / shards.PROGRESS_DIR / "lock-encode", program="sts-encode", refusal=refusal
+    )
+
+
+def _encode_locked(cfg: EncodeConfig, codec, paths: list[Path]) -> Iterator[tuple[str, int, bool]]:
+    with _encode_lock(cfg.corpus_dir):
+        for folder in dict.fromkeys([Path(cfg.corpus_dir), shard_dir(cfg.corpus_dir)]):
+            remove_stale_temps(folder)  # a killed run's full-size temp shard (gone writers only)
+        yield from _encode_shards(cfg, codec, paths)
 
 
 def _check_encode(cfg: EncodeConfig, codec) -> list[Path]:

@@ -9,7 +9,7 @@ Layout of `OUT_DIR` (see `sts.corpus` for what readers rely on):
     .progress/layout.json                     the settings the folder was built with (`check_settings`)
     .progress/lock-00000-of-00004             held (flock) by the live builder of worker 0 of 4
 
-A chunk is written as `.NAME.tmp-PID` (hidden, not ending in .parquet) and renamed; its stats
+A chunk is written as `.NAME.tmp-PID-HOST` (hidden, not ending in .parquet) and renamed; its stats
 file is written (atomically) after the rename. A chunk counts as done only when its stats file
 exists and covers at least the source rows this run puts into the chunk (`is_done`), so a run killed
 between the two redoes the chunk and overwrites the same file name, and a chunk that a `--max-rows`
@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import platform
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sts.corpus import CARD_NAME, README_NAME, CorpusError, duration_ratios, shard_dir, shard_paths
-from sts.io import atomic_open, write_json_atomic, write_text_atomic
+from sts.io import atomic_open, remove_stale_temps, write_json_atomic, write_text_atomic
+from sts.lock import folder_lock
 
 PROGRESS_DIR = ".progress"
 LAYOUT_FILE = "layout.json"
@@ -44,10 +44,6 @@ FIXED_SETTINGS = ("num_shards", "rows_per_shard")
 
 class SettingsChangedError(CorpusError):
     """A rerun whose settings differ from those the folder was built with."""
-
-
-class FolderLockedError(CorpusError):
-    """Another live builder holds this worker's lock on the folder."""
 
 
 def chunk_name(shard_index: int, num_shards: int, chunk: int) -> str:
@@ -64,42 +60,33 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         pq.write_table(table, f)
 
 
-def remove_stale_temps(out_dir: Path, prefix: str) -> None:
-    """Temp files a killed run of this worker left behind. Call only while holding this worker's
-    `worker_lock`: then no live builder writes names with `prefix`."""
-    for folder in {out_dir, shard_dir(out_dir)}:
-        for tmp in folder.glob(f".{prefix}*.tmp-*"):
-            tmp.unlink(missing_ok=True)
+def remove_leftovers(out_dir: Path, prefix: str) -> list[Path]:
+    """What killed runs left in the folder: this worker's temp chunks and stats (`prefix`), whoever
+    wrote them, and any other temp file whose writer is gone (`sts.io.remove_stale_temps`). Call only
+    while holding this worker's `worker_lock`: then no live builder writes names with `prefix`."""
+    removed = []
+    for folder in dict.fromkeys([out_dir, shard_dir(out_dir), out_dir / PROGRESS_DIR]):
+        removed += remove_stale_temps(folder, f"{prefix}*", any_writer=True)
+        removed += remove_stale_temps(folder)
+    return removed
 
 
 @contextmanager
 def worker_lock(out_dir: Path, shard_index: int, num_shards: int, *, wait: bool = False) -> Iterator[None]:
-    """Hold `.progress/lock-{shard_index}-of-{num_shards}` (an exclusive `fcntl.flock`) while building.
+    """Hold `.progress/lock-{shard_index}-of-{num_shards}` (`sts.lock.folder_lock`) while building.
 
     One lock per worker, so the workers of a SLURM array still build one folder in parallel, but a
     second builder of the same worker cannot start (it would delete the first one's temp shard and
-    write the same chunks). The kernel releases a flock when its process dies, so a killed run leaves
-    no stale lock. Raises `FolderLockedError` naming the holder, or waits for it with `wait`.
-    On a network filesystem flock needs its support (NFSv4 has it; Lustre needs `-o flock`).
+    write the same chunks). Raises `sts.lock.FolderLockedError` naming the holder (pid, host, start time), or
+    waits for it with `wait`.
     """
     path = out_dir / PROGRESS_DIR / f"lock-{shard_index:05d}-of-{num_shards:05d}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise FolderLockedError(
-                f"{out_dir}: another sts-build-corpus ({holder}) is building worker {shard_index} of "
-                f"{num_shards} in this folder; wait for it to finish, pass --wait-for-lock, or use "
-                "another --shard-index"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    refusal = (
+        f"{out_dir}: another {{holder}} is building worker {shard_index} of {num_shards} in this folder; "
+        "wait for it to finish, pass --wait-for-lock, or use another --shard-index"
+    )
+    with folder_lock(path, program="sts-build-corpus", refusal=refusal, wait=wait):
         yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def check_settings(out_dir: Path, settings: dict, allow_changed: list[str] | tuple[str, ...] = ()) -> dict:

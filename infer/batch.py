@@ -14,7 +14,7 @@ anything runs, naming both; so is an id that is empty, starts with '.', or holds
 '..' (it would write outside `-o` or clash with the hidden temp files), with its manifest line.
 
 Commit protocol (what a SIGKILL at any moment leaves): the output is written under a hidden temp
-name (`.STEM.tmp-PID.SUFFIX`), then the results row is appended to results.jsonl and fsynced, then the
+name (`.STEM.tmp-PID-HOST.SUFFIX`), then the results row is appended to results.jsonl and fsynced, then the
 temp is renamed to its final name. An input counts as done only when its final output exists AND
 results.jsonl holds its row; anything else (a row without its file, a file without its row, a temp
 file) is redone on the next run. Before a run, results.jsonl is rewritten (atomically, only when
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sts.errors import DiskFullError, ManifestError, OutputPathError, UsageError
-from sts.io import append_text_durable, write_text_atomic
+from sts.io import append_text_durable, temp_owner, write_text_atomic
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 """What batch mode reads from a folder (and what an output folder's name must not look like)."""
@@ -222,9 +222,9 @@ class Ledger:
 
 
 def output_temp_path(target: Path) -> Path:
-    """`.STEM.tmp-PID.SUFFIX` beside `target`: hidden, one per process, and with the suffix that
+    """`.STEM.tmp-PID-HOST.SUFFIX` beside `target` (`sts.io.temp_owner`): hidden, one per process, and with the suffix that
     says the format (`sts.audio.write_audio` picks wav/flac by it)."""
-    return target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
+    return target.with_name(f".{target.stem}.tmp-{temp_owner()}{target.suffix}")
 
 
 def _line(row: dict) -> str:

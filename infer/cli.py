@@ -52,7 +52,8 @@ from sts.errors import (
     cli_main,
     error_message,
 )
-from sts.io import append_text_durable, write_text_atomic
+from sts.io import append_text_durable, remove_stale_temps, write_text_atomic
+from sts.lock import LOCK_NAME, folder_lock
 from sts.manifest import Field, read_manifest
 from sts.tasks import TaskName, task_spec
 from sts.text import text_language
@@ -198,16 +199,35 @@ def check_checkpoint(model: str, *, codec: str | None = None) -> None:
 
 
 def run(cfg: InferConfig, log=print) -> int:
-    """Run `cfg`; returns the exit status: 0, or 1 when some batch inputs failed (recorded)."""
-    from infer.translate import CUT_RULES, replace_sampling
+    """Run `cfg`; returns the exit status: 0, or 1 when some batch inputs failed (recorded).
 
+    A batch holds its output folder's lock (`sts.lock`) while it runs: a second batch run on the
+    same `-o` refuses, naming the first (pid, host, start time)."""
     spec = task_spec(cfg.task)
     items = _inputs(cfg)
     batch = cfg.input is not None and (cfg.input.is_dir() or cfg.input.suffix == ".jsonl")
-    suffix = ".wav" if spec.output == "speech" else ".txt"
     check_output_paths(cfg, batch=batch, speech=spec.output == "speech")  # before the model loads
     if cfg.stream and batch:
         raise UsageError("--stream takes one input (an audio file or --text), not a folder or manifest")
+    if not batch:
+        return _run(cfg, items, batch, log)
+    refusal = (
+        "{folder}: another {holder} is writing into this output folder; wait for it to end, or use another -o"
+    )
+    with folder_lock(cfg.output / LOCK_NAME, program="sts-infer", refusal=refusal):  # one run per folder
+        removed = remove_stale_temps(cfg.output)  # outputs and results a killed run left half-written
+        if cfg.results is not None and cfg.results.parent.resolve() != cfg.output.resolve():
+            removed += remove_stale_temps(cfg.results.parent, cfg.results.name)
+        if removed:
+            log(f"removed {len(removed)} temp file(s) a killed run left in {cfg.output}")
+        return _run(cfg, items, batch, log)
+
+
+def _run(cfg: InferConfig, items: list[dict], batch: bool, log) -> int:
+    from infer.translate import CUT_RULES, replace_sampling
+
+    spec = task_spec(cfg.task)
+    suffix = ".wav" if spec.output == "speech" else ".txt"
     out_dir = cfg.output if batch else None
     results_path = cfg.results or (out_dir / "results.jsonl" if batch else None)
     if batch:

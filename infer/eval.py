@@ -64,7 +64,7 @@ import tyro
 from infer.eval_items import EvalItem, item_audio, read_manifest
 from sts.audio import write_audio
 from sts.errors import UsageError, cli_main
-from sts.io import write_text_atomic
+from sts.io import remove_stale_temps, write_text_atomic
 from sts.metrics import (
     NORMALIZERS,
     RAW_TEXT,
@@ -400,6 +400,9 @@ def run(cfg: EvalConfig, log=print) -> dict:
     from infer.eval_summary import asr_report, headline, plot_report, summary_markdown, summary_rows
 
     check_writable_folder(cfg.output)  # before the data streams in and the model loads
+    audio = cfg.output / "audio"
+    for folder in [cfg.output, audio, *(sorted(audio.iterdir()) if audio.is_dir() else [])]:
+        remove_stale_temps(folder)  # what a killed evaluation left half-written (gone writers only)
     items, test, tasks = load_items(cfg)
     if test is not None:
         log(f"{test.benchmark} {test.split} {test.direction}: {len(test.items)} items from {test.source}")

@@ -23,6 +23,7 @@ import soundfile as sf
 import soxr
 
 from sts.errors import InputError, writing
+from sts.io import temp_path
 
 SAMPLE_RATE = 16000
 """The speech codec's sample rate: the default target of `load_audio` and rate of `write_audio`."""
@@ -182,7 +183,7 @@ def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int 
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same directory, so os.replace is a rename on one filesystem; a crash leaves only the hidden temp.
-    tmp_path = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp_path = temp_path(path)
     try:
         with writing(path, needs_bytes=2 * len(waveform) + 1024):  # PCM_16 + header (flac: at most that)
             sf.write(tmp_path, waveform, sample_rate, format=audio_format, subtype="PCM_16")

@@ -7,9 +7,11 @@
     staging = temp_dir_beside(out_dir / "model")        # fill it, then staging.rename(out_dir / "model")
 
 Each writer writes a hidden temp file in the destination's folder (same filesystem), flushes it and
-renames it over the destination (`os.replace`, atomic on POSIX). The temp name carries the process
-id, so two processes never write the same temp file, and a killed run leaves at most a
-`.NAME.tmp-PID` file behind, never a truncated `NAME`.
+renames it over the destination (`os.replace`, atomic on POSIX). The temp name carries its writer,
+`.NAME.tmp-PID-HOST` (`temp_owner`: the process id and a short hash of the host name), so two
+processes never write the same temp file, and a killed run leaves at most such a file (or staging
+folder) behind, never a truncated `NAME`; the next run removes those whose writer is gone
+(`remove_stale_temps`).
 
 Modes: what this package writes gets the mode an ordinary `open()` / `mkdir()` would give, i.e.
 `0o666 & ~umask` for files and `0o777 & ~umask` for folders (0644 / 0755 under the usual umask 022).
@@ -21,8 +23,13 @@ A full disk while writing is a `sts.errors.DiskFullError` naming the destination
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -80,10 +87,67 @@ def apply_default_mode(path: str | Path, *, recursive: bool = False) -> Path:
     return path
 
 
+HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+"""This host in temp names (`temp_owner`): 8 hex digits of the host name's SHA-1."""
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.tmp-(?P<pid>\d+)(?:-(?P<host>[0-9a-f]{8}))?(?=$|[-.])")
+"""`.NAME.tmp-PID-HOST` and what may follow it (a suffix, a staging folder's random part); names
+written before the host was recorded (`.NAME.tmp-PID`) count as this host's."""
+
+
+def temp_owner() -> str:
+    """`PID-HOST`: who writes a temp file, as its name records it (HOST: 8 hex digits of the host name's SHA-1)."""
+    return f"{os.getpid()}-{HOST_TAG}"
+
+
 def temp_path(path: str | Path) -> Path:
-    """The hidden temp name `path` is written under before the rename: `.NAME.tmp-PID` beside it."""
+    """The hidden temp name `path` is written under before the rename: `.NAME.tmp-PID-HOST` beside it."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{temp_owner()}")
+
+
+def writer_is_gone(temp: str | Path) -> bool:
+    """Whether the process that wrote the temp file or folder `temp` (named by `temp_path`,
+    `temp_dir_beside` or another `.NAME.tmp-PID-HOST...` name) has ended: its process id runs no
+    longer on this host. False for a name that is not such a temp, or one written on another host
+    (a process there cannot be seen from here)."""
+    match = _TEMP_NAME.match(Path(temp).name)
+    if match is None or match["host"] not in (None, HOST_TAG):
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temps(folder: str | Path, names: str = "*", *, any_writer: bool = False) -> list[Path]:
+    """Remove the temp files and staging folders in `folder` (not below it) for destinations named
+    like the glob `names` whose writer is gone (`writer_is_gone`): what a killed run left behind.
+
+    any_writer: remove them whoever wrote them; only for a caller whose lock keeps every other writer
+    of such names out (a corpus worker's own chunks). Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or not fnmatch.fnmatchcase(match["name"], names):
+            continue
+        if not (any_writer or writer_is_gone(entry)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextmanager
@@ -114,24 +178,26 @@ def atomic_open(
 
 
 def temp_dir_beside(path: str | Path) -> Path:
-    """A new empty hidden folder `.NAME.tmp-XXXX` beside `path` (same filesystem, so it can be renamed
-    onto `path` when complete), with `default_mode(is_dir=True)` rather than mkdtemp's 0700."""
+    """A new empty hidden folder `.NAME.tmp-PID-HOST-XXXX` beside `path` (same filesystem, so it can
+    be renamed onto `path` when complete; `remove_stale_temps` finds it once its writer is gone),
+    with `default_mode(is_dir=True)` rather than mkdtemp's 0700."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return apply_default_mode(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    staging = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{temp_owner()}-")
+    return apply_default_mode(staging)
 
 
 @contextmanager
 def staged_dir(out_dir: str | Path) -> Iterator[Path]:
     """Build a whole output folder under a temp name beside `out_dir`; on success it replaces
-    `out_dir` (any previous one) with the modes the umask gives, on failure it is removed.
+    `out_dir` (any previous one) with the modes the umask gives, on failure it is removed (after a
+    kill, by the next call's `remove_stale_temps`: staging folders of gone writers beside `out_dir`).
 
         with staged_dir(out) as staging:
             model.save_pretrained(staging)          # a reader never sees half a folder at `out`
     """
-    import shutil
-
     out_dir = Path(out_dir)
+    remove_stale_temps(out_dir.parent, out_dir.name)
     staging = temp_dir_beside(out_dir)
     try:
         with writing(out_dir):  # a full disk names the output folder

@@ -154,3 +154,56 @@ def load_speech_contract(model: str | Path, *, with_config: bool = True):
     adopted = vocab.speech_start_token in MARKERS  # a Llasa layout: its first marker ends the text ids
     vocab.check_tokenizer(tokenizer, config, layout_markers=MARKERS if adopted else ())
     return vocab, tokenizer
+
+
+FINGERPRINT_FILES = (
+    "config.json",
+    "sts_vocab.json",
+    "sts_tasks.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "adapter_config.json",
+    "model.safetensors.index.json",
+)
+"""The small files of a model folder that `model_fingerprint` hashes whole (with every `*.safetensors`)."""
+_SAMPLE_BLOCKS, _SAMPLE_BYTES = 16, 1 << 16
+
+
+def model_fingerprint(model: str | Path, *, full: bool = False) -> str | None:
+    """A short hash (16 hex digits) of what a local model folder holds, or None for a hub id (or any
+    name that is not a folder here).
+
+    Hashed: the folder's config, vocabulary, task-format and tokenizer files (`FINGERPRINT_FILES`)
+    whole, and every `*.safetensors` file by its size, its header and, for files over 64 MiB, 16
+    evenly spaced 64 KiB blocks of its tensor data (`full`: every byte; ~1.5 GB/s of SHA-256). Two
+    trainings of one architecture differ in every block, so a folder moved or copied elsewhere keeps
+    its fingerprint and another model copied into the same path does not (not a defence against a
+    file made to collide: use `full` for that). Costs milliseconds unless `full`.
+    """
+    import hashlib
+
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for name in FINGERPRINT_FILES:
+        if (folder / name).is_file():
+            digest.update(f"{name}\0".encode() + (folder / name).read_bytes())
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with open(path, "rb") as f:
+            if full or size <= _SAMPLE_BLOCKS * _SAMPLE_BYTES * 64:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+                continue
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            digest.update(f.read(min(header_len, size)))
+            start = 8 + header_len
+            step = max(1, (size - start - _SAMPLE_BYTES) // (_SAMPLE_BLOCKS - 1))
+            for k in range(_SAMPLE_BLOCKS):
+                f.seek(min(start + k * step, size - _SAMPLE_BYTES))
+                digest.update(f.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:16]

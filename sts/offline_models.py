@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from sts.io import temp_dir_beside
+from sts.io import remove_stale_temps, temp_dir_beside
 
 
 def cache_dir() -> Path:
@@ -39,6 +39,7 @@ def offline_whisper_base() -> Path | None:
     if (out / "model.bin").is_file() and (out / "model.bin").stat().st_size == size:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out.parent, out.name)  # a copy a killed process left half done
     tmp = temp_dir_beside(out)
     with open(tmp / "model.bin", "wb") as f:
         for part in parts:

@@ -43,6 +43,7 @@ def test_safetensors_and_checkpoint_problems(tmp_path):
 
     ckpt = tmp_path / "checkpoint-0000002"
     (ckpt / "train_state").mkdir(parents=True)
+    torch.save({"optimizer": {"state": torch.zeros(64)}}, ckpt / "train_state" / "train_state.pt")
     save_file({"w": torch.zeros(4, 4)}, ckpt / "model.safetensors")
     (ckpt / "trainer_state.json").write_text(json.dumps({"step": 2}))
     assert safetensors_problem(ckpt / "model.safetensors") is None and checkpoint_problem(ckpt) is None

@@ -41,7 +41,7 @@ import tyro
 import yaml
 
 from sts.errors import InputError
-from sts.io import write_text_atomic
+from sts.io import remove_stale_temps, temp_path, write_text_atomic
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError
 from train.config import TrainConfig
@@ -187,7 +187,8 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
     probs = PackedStream(train_store, weights, cfg.seq_len, cfg.seed).doc_probs
     order = np.random.default_rng(cfg.seed).choice(train_store.num_docs, size=train_store.num_docs, p=probs)
     for name, store, docs in (("train", train_store, order), ("eval", eval_store, None)):
-        tmp = data_dir / f".{name}.parquet.tmp"
+        tmp = temp_path(data_dir / f"{name}.parquet")
+        remove_stale_temps(data_dir, f"{name}.parquet")
         with pq.ParquetWriter(tmp, schema) as writer:  # streamed: a large export never sits in memory
             rows = []
             for row in store_rows(store, cfg.seq_len, docs):

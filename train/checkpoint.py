@@ -12,15 +12,21 @@ sees complete ones. Weights are checked to be finite before anything is written.
 Intact (what a resume trusts, `checkpoint_problem`): `trainer_state.json`, written last, is there and
 parses with a step; every weights file (`model.safetensors`, the shards its index names, or a LoRA
 `adapter_model.safetensors`) has a readable safetensors header whose tensors end exactly at the end of
-the file (a truncated or half-copied file fails this); `train_state/` is there. A resume whose newest
-checkpoint is damaged says so and starts from the newest intact one (`resume_checkpoint`).
+the file (a truncated or half-copied file fails this); `train_state/` is there and every file in it
+is whole (its safetensors files as above, its `torch.save` files by their zip directory: a truncated
+optimizer state fails). A resume whose newest checkpoint is damaged says so and starts from the
+newest intact one (`resume_checkpoint`). `keep_last` counts intact checkpoints only and removes
+damaged ones first (`prune_list`), so it never deletes an intact checkpoint while keeping a damaged one.
+A kill while saving leaves `.checkpoint-NNNNNNN.tmp`, which the next run removes (`run_folder`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,13 +34,17 @@ import torch
 from sts.config import save_config
 from sts.decoding_info import DECODING_FILE, write_decoding_info
 from sts.errors import InputError, writing
-from sts.io import apply_default_mode
+from sts.io import apply_default_mode, remove_stale_temps
+from sts.lock import LOCK_NAME, FolderLockedError, folder_lock
 from sts.model_files import safetensors_problem
 from sts.tasks import save_task_formats
 from sts.vocab import SpeechVocab
 from train.data import list_shards
 
 STATE_FILE = "trainer_state.json"
+TORCH_SUFFIXES = (".pt", ".bin", ".pth", ".pkl")
+"""Files of `train_state/` written by `torch.save` (the local runtime's, accelerate's optimizer,
+scheduler and RNG states), checked by `torch_file_problem`."""
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
 SHARD_INDEX = "model.safetensors.index.json"
 
@@ -82,8 +92,40 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
         problem = safetensors_problem(path)
         if problem:
             return problem
-    if not (checkpoint / "train_state").is_dir():
+    train_state = checkpoint / "train_state"
+    if not train_state.is_dir():
         return "train_state/ (optimizer and RNG state) is missing"
+    files = sorted(p for p in train_state.rglob("*") if p.is_file())
+    if not files:
+        return "train_state/ (optimizer and RNG state) is empty"
+    for path in files:
+        if path.suffix == ".safetensors":
+            problem = safetensors_problem(path)
+        elif path.suffix in TORCH_SUFFIXES:
+            problem = torch_file_problem(path)
+        else:
+            continue
+        if problem:
+            return f"train_state/{problem}"
+    return None
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """Why `path` is not a whole `torch.save` file (None when it is), from its zip directory alone:
+    the directory at the end of the file must be there (a truncated or half-copied file loses it) and
+    every member it lists must lie inside the file. The problem starts with the file name."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        return f"{path.name}: not a whole torch.save file, truncated or damaged ({err})"
+    end = max((m.header_offset + 30 + len(m.filename.encode()) + m.compress_size for m in members), default=0)
+    if end > size:
+        return f"{path.name}: {size} bytes, but its zip directory describes {end} (truncated)"
     return None
 
 
@@ -109,6 +151,41 @@ def resume_checkpoint(out_dir: Path, log: Callable[[str], None] = print) -> Path
             "remove them to start over, or pass --no-resume with a new --out-dir"
         )
     return None
+
+
+@contextmanager
+def run_folder(rt, out_dir: Path, program: str) -> Iterator[None]:
+    """Hold the run folder `out_dir` (created if missing) for this run while the block runs.
+
+    The main process takes its lock (`sts.lock`, `.sts.lock`), so a second run of the same folder
+    refuses naming the holder (program, pid, host, start time) instead of writing the same
+    checkpoints; every rank raises together. Holding it, the main process removes what a killed run
+    left: unfinished checkpoints (`.checkpoint-NNNNNNN.tmp`) and temp files of gone writers.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if rt.is_main_process:
+            refusal = (
+                "{folder}: another run holds this run folder: {holder}; wait for it to end, or use "
+                "another --out-dir"
+            )
+            try:
+                stack.enter_context(folder_lock(out_dir / LOCK_NAME, program=program, refusal=refusal))
+            except FolderLockedError as err:
+                refused = err
+        if rt.reduce(torch.tensor(float(refused is not None), device=rt.device), "sum").item() > 0:
+            raise refused or FolderLockedError(f"{out_dir}: another run holds this run folder (see rank 0)")
+        if rt.is_main_process:
+            removed = [p for p in out_dir.glob(".checkpoint-*.tmp") if p.is_dir()]  # no other writer now
+            for leftover in removed:
+                shutil.rmtree(leftover, ignore_errors=True)
+            removed += remove_stale_temps(out_dir)
+            if removed:
+                rt.print(f"removed what a killed run left in {out_dir}: {', '.join(p.name for p in removed)}")
+        rt.wait_for_everyone()
+        yield
 
 
 def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, state: dict) -> Path:
@@ -154,10 +231,22 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         if cfg.keep_last > 0:
-            for old in list_checkpoints(out_dir)[: -cfg.keep_last]:
+            for old, why in prune_list(out_dir, cfg.keep_last):
+                if why:
+                    rt.print(f"removing damaged {old.name} ({why})")
                 shutil.rmtree(old, ignore_errors=True)
     rt.wait_for_everyone()
     return final
+
+
+def prune_list(out_dir: Path, keep_last: int) -> list[tuple[Path, str | None]]:
+    """The checkpoints `keep_last` lets go, with their problem (None: intact): every damaged one, and
+    the intact ones older than the newest `keep_last` intact ones. So an intact checkpoint is never
+    removed while a damaged one stays, and the ones kept can all be resumed from."""
+    found = [(c, checkpoint_problem(c)) for c in list_checkpoints(out_dir)]
+    intact = [c for c, problem in found if problem is None]
+    keep = set(intact[-keep_last:]) if keep_last > 0 else set(intact)
+    return [(c, problem) for c, problem in found if c not in keep]
 
 
 def load_checkpoint(rt, optimizer, checkpoint: Path) -> dict:

@@ -10,7 +10,9 @@
     sts-train adopt-axolotl runs/axolotl-sft/out --from runs/axolotl-sft    # axolotl output -> sts checkpoint
 
 Rerunning the same command resumes from the newest intact checkpoint in --out-dir (dpo-pairs: from
-the first chunk not written). All options: `sts-train sft --help`, `sts-train dpo --help`,
+the first chunk not written). A resume whose request changes the data or the model (base model,
+shards, tasks, format, sequence length, LoRA shape, optimizer) is refused naming each field;
+`--override` forces it and the run records that (`train.resume_check`). All options: `sts-train sft --help`, `sts-train dpo --help`,
 `sts-train dpo-pairs --help`, `sts-train merge-lora --help`.
 A corpus whose recorded codec, frame rate or codebook differs from the model's sts_vocab.json, an
 unencoded corpus, or an out-of-range code stops the command with one line naming the files (and the

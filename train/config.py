@@ -205,7 +205,12 @@ class TrainConfig:
     keep_last: int = 3
     """Checkpoints kept (older ones are deleted; 0 keeps all)."""
     resume: bool = True
-    """Continue from the newest complete checkpoint in out_dir, if any."""
+    """Continue from the newest intact checkpoint in out_dir, if any. The request must then ask for the
+    run the checkpoint holds: a changed setting that alters the data or the model is refused, naming
+    each (`RESUME_RULES`, `train.resume_check`)."""
+    override: bool = False
+    """Resume although the request changes settings that alter the data or the model (`RESUME_RULES`);
+    the change is logged and recorded in the checkpoints (`trainer_state.json` "forced", metrics.jsonl)."""
     max_bad_steps: int = 10
     """Stop after this many consecutive steps with a NaN/inf loss or gradient (each one is skipped)."""
     logger: Literal["auto", "none", "tensorboard", "wandb"] = "auto"
@@ -248,6 +253,88 @@ class TrainConfig:
     @property
     def token_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else self.out_dir / "token_cache"
+
+
+RESUME_RULES: dict[str, str] = {
+    # what the run trains: refused on resume (`--override` forces it, and the run records that)
+    "model": "refuse",  # the base the run started from (compared by content: a moved copy is the same)
+    "stage": "refuse",
+    "shards": "refuse",  # compared by the files they name (name and size): a moved corpus is the same
+    "skip_invalid_codes": "refuse",
+    "text_files": "refuse",
+    "text_datasets": "refuse",
+    "text_column": "refuse",
+    "text_max_docs": "refuse",
+    "speech_weight": "refuse",
+    "task_weights": "refuse",
+    "loss_mask": "refuse",
+    "s2st_format": "refuse",
+    "overlong": "refuse",
+    "seq_len": "refuse",
+    "packing": "refuse",
+    "eval_fraction": "refuse",  # which rows are trained on
+    "seed": "refuse",  # the data order
+    "pairs": "refuse",
+    "dpo_beta": "refuse",
+    "dpo_loss": "refuse",
+    "dpo_reference": "refuse",
+    "batch_size": "refuse",
+    "grad_accum": "refuse",
+    "lr": "refuse",
+    "min_lr_ratio": "refuse",
+    "warmup_steps": "refuse",
+    "weight_decay": "refuse",
+    "betas": "refuse",
+    "max_grad_norm": "refuse",
+    "lora_r": "refuse",
+    "lora_alpha": "refuse",
+    "lora_targets": "refuse",
+    # how long, how often, how fast, how it is watched: allowed with a warning that lists them
+    "max_steps": "warn",  # the cosine schedule then ends at the new max_steps
+    "allow_codec_name_mismatch": "warn",
+    "allow_unrecorded_codec": "warn",
+    "tokenize_workers": "warn",
+    "cache_dir": "warn",
+    "eval_every": "warn",
+    "eval_batches": "warn",
+    "gen_eval": "warn",
+    "gen_eval_samples": "warn",
+    "gen_eval_tasks": "warn",
+    "gen_eval_max_new_tokens": "warn",
+    "gen_eval_batch_size": "warn",
+    "gen_eval_temperature": "warn",
+    "gen_eval_fast": "warn",
+    "gen_eval_asr": "warn",
+    "gen_eval_codec": "warn",
+    "gen_eval_guidance_scale": "warn",
+    "early_stop_loop_rate": "warn",
+    "early_stop_patience": "warn",
+    "precision": "warn",
+    "gradient_checkpointing": "warn",
+    "loss_impl": "warn",
+    "ce_chunk_tokens": "warn",
+    "compile": "warn",
+    "attn_implementation": "warn",
+    "log_every": "warn",
+    "save_every": "warn",
+    "keep_last": "warn",
+    "max_bad_steps": "warn",
+    "logger": "warn",
+    "distributed": "warn",
+    # not part of the run
+    "out_dir": "ignore",
+    "resume": "ignore",
+    "override": "ignore",
+    "export_axolotl": "ignore",
+}
+"""What a resume does with each changed setting, by dotted key or by its group (the longest matching
+dotted prefix decides: "task_weights" covers "task_weights.asr").
+"refuse": it changes the data, the model or the optimization the checkpoints hold (model, data and
+tasks, tokenization, sequence length, LoRA shape, the optimizer and its schedule): resuming would
+continue one run under another's record, so it is refused naming each field unless `--override`.
+"warn": safe between restarts (how long, logging, evaluation and save cadence, speed and memory
+knobs): allowed with a warning listing them. "ignore": not a property of the run. A key with no rule
+is refused (tests/test_resume_check.py checks that every field has one)."""
 
 
 def shipped_configs() -> list[Path]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sts.io import remove_stale_temps, temp_path
 from sts.vocab import VOCAB_FILE
 from train.config import TrainConfig
 from train.contract import check_corpus
@@ -133,6 +134,7 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
         parts.update(seq_len=cfg.seq_len, overlong=cfg.overlong)
     key = fingerprint(parts)
     paths = [cfg.token_cache_dir / f"{cfg.stage}-{split}-{key}.safetensors" for split in ("train", "eval")]
+    remove_stale_temps(cfg.token_cache_dir)  # a killed run's half cache and spilled ids (gone writers only)
     if all(p.is_file() for p in paths):
         log.info("token cache hit: %s", paths[0].parent)
         stores = DocStore.load(paths[0]), DocStore.load(paths[1])
@@ -151,7 +153,7 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
         "model": str(cfg.model),
         "shards": [str(s) for s in shards],
     }
-    spill = [cfg.token_cache_dir / f".{p.stem}.parts" for p in paths]  # raw ids while tokenizing
+    spill = [temp_path(p.with_suffix(".parts")) for p in paths]  # raw ids while tokenizing
     train_w, eval_w = (DocWriter(with_labels=cfg.stage == "sft", spill_dir=d) for d in spill)
     for writer in (train_w, eval_w):
         writer.counts.update(dict.fromkeys(SKIP_REASONS, 0))

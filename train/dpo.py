@@ -47,11 +47,12 @@ import torch.nn.functional as F
 from sts.config import config_to_dict, save_config
 from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
-from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint
+from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
+from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything
 from train.trainer import apply_update, build_training, save_or_stop
 
@@ -186,11 +187,16 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
 
     Raises PairError (no pair to train on, unreadable pairs), FileNotFoundError, TrainingDiverged.
     """
+    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    with run_folder(rt, Path(cfg.out_dir), "sts-train dpo"):  # one run per folder
+        return _train_dpo(cfg, rt)
+
+
+def _train_dpo(cfg: TrainConfig, rt) -> Path | None:
     from transformers import AutoTokenizer
 
     from train.gen_eval import GenEvaluator, gen_eval_step
 
-    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
@@ -200,12 +206,14 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
         "s2st"
     ]  # the SFT checkpoint's; kept beside every checkpoint
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # which checkpoint, and whether the request is its run, before the pairs are read
+    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
+    changes = check_resume(cfg, resume_from, log=rt.print) if resume_from is not None else []
     pairs = load_pairs(cfg.pairs, tokenizer, vocab, s2st_format=cfg.s2st_format, seq_len=cfg.seq_len)
     train_pairs, eval_pairs = pairs.split(cfg.eval_fraction)
     if not len(train_pairs):
         raise PairError(f"no preference pair to train on in {cfg.pairs} (counts: {pairs.counts})")
 
-    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
     model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
@@ -213,17 +221,21 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
     state = {"step": 0, "bad_steps": 0, "pairs_per_step": per_step, "pairs_consumed": 0}
     if resume_from is not None:
         state = load_checkpoint(rt, optimizer, resume_from)
+        apply_optimizer_settings(cfg, optimizer, scheduler)
         rt.print(f"resumed from {resume_from} at step {state['step']}")
         if state.get("stopped"):
             rt.print(f"the run stopped early at step {state['step']}: {state['stopped']}")
             return resume_from
     splits = {"train": train_pairs, "eval": eval_pairs}
     reference = Reference(cfg, rt, model, splits, pad_id, fresh=resume_from is None)
+    resumed_with = record_resume(state, changes, cfg)
     if rt.is_main_process:
         save_config(cfg, out_dir / "train_config.yaml")
     logger = MetricLogger(
         out_dir, cfg.max_steps, cfg.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
     )
+    if resumed_with:
+        logger.log(state["step"], resumed_with, kind="resume")
     rt.print(f"dpo: {len(train_pairs)} pairs ({len(eval_pairs)} held out), {cfg.dpo_loss} loss, "
              f"beta {cfg.dpo_beta}, reference {cfg.dpo_reference}")  # fmt: skip
     logger.log(

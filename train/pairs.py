@@ -43,7 +43,8 @@ import numpy as np
 from sts.config import config_to_dict, load_config, save_config
 from sts.errors import InputError
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
-from sts.io import atomic_open, write_json_atomic
+from sts.io import atomic_open, remove_stale_temps, write_json_atomic
+from sts.lock import LOCK_NAME, folder_lock
 from sts.tasks import TASK_NAMES, TaskFormatter, load_task_formats
 from sts.vocab import SpeechVocab
 from train.config import TrainConfig
@@ -159,8 +160,16 @@ def build_pairs(cfg: PairConfig, *, speech_scorer=None, speaker=None) -> dict:
 
     speech_scorer: a `train.gen_metrics.SpeechScorer` (codec + ASR) to use instead of loading one;
     speaker: a `sts.speaker.SpeakerEncoder` (or None to load one when `cfg.speaker`). Raises
-    PairsError, FileNotFoundError (shards).
+    PairsError, FileNotFoundError (shards), `sts.lock.FolderLockedError` (another run writes the folder).
     """
+    refusal = "{folder}: another {holder} is writing pairs into this folder; wait for it to end, or use another --out-dir"
+    with folder_lock(Path(cfg.out_dir) / LOCK_NAME, program="sts-train dpo-pairs", refusal=refusal):
+        for folder in (cfg.out_dir, cfg.out_dir / PAIRS_SUBDIR, cfg.out_dir / SCORES_SUBDIR):
+            remove_stale_temps(folder)  # part files a killed run left half-written
+        return _build_pairs(cfg, speech_scorer, speaker)
+
+
+def _build_pairs(cfg: PairConfig, speech_scorer, speaker) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -26,11 +26,18 @@ import torch
 from sts.config import ConfigError, config_to_dict, save_config
 from sts.errors import UsageError
 from sts.tasks import IGNORE_INDEX
-from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
+from train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    resume_checkpoint,
+    run_folder,
+    save_checkpoint,
+)
 from train.config import TrainConfig
 from train.loss import CausalLMWithLoss
 from train.metrics import MetricLogger
 from train.packing import PackedStream
+from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything
 
 log = logging.getLogger(__name__)
@@ -123,16 +130,24 @@ def train(cfg: TrainConfig) -> Path | None:
     Stage dpo is `train.dpo.train_dpo` (preference pairs instead of packed documents); UsageError here."""
     if cfg.stage == "dpo":
         raise UsageError("stage dpo trains on preference pairs: call train.dpo.train_dpo(cfg)")
+    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    with run_folder(rt, Path(cfg.out_dir), f"sts-train {cfg.stage}"):  # one run per folder
+        return _train(cfg, rt)
+
+
+def _train(cfg: TrainConfig, rt) -> Path | None:
     from sts.model_files import load_speech_contract
     from train.data import build_doc_stores, data_counts
     from train.gen_eval import GenEvaluator, gen_eval_step
 
-    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
     # The model folder and the whole sts_vocab.json against its tokenizer and config, before any data
     # is tokenized (a one-off offset would otherwise train every code as its neighbour).
     vocab, tokenizer = load_speech_contract(cfg.model)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # which checkpoint, and whether the request is its run, before any data is tokenized
+    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
+    changes = check_resume(cfg, resume_from, log=rt.print) if resume_from is not None else []
     seed_everything(cfg.seed)
     with rt.main_process_first():
         train_store, eval_store = build_doc_stores(cfg, tokenizer, vocab)
@@ -140,7 +155,6 @@ def train(cfg: TrainConfig) -> Path | None:
     weights = mixture_weights(cfg, train_store.group_names)
     stream = PackedStream(train_store, weights, cfg.seq_len, cfg.seed, pack=cfg.packing, pad_id=pad_id)
 
-    resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
     model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
@@ -148,6 +162,7 @@ def train(cfg: TrainConfig) -> Path | None:
     state = {"step": 0, "bad_steps": 0, "sequences_per_step": per_step, "sequences_consumed": 0}
     if resume_from is not None:
         state = load_checkpoint(rt, optimizer, resume_from)
+        apply_optimizer_settings(cfg, optimizer, scheduler)
         if state.get("sequences_per_step", per_step) != per_step:
             log.warning(
                 "resuming with %d sequences per step (was %d): the data position is approximate",
@@ -158,11 +173,14 @@ def train(cfg: TrainConfig) -> Path | None:
         if state.get("stopped"):  # an early stop is final: rerunning the command does not train on
             rt.print(f"the run stopped early at step {state['step']}: {state['stopped']}")
             return resume_from
+    resumed_with = record_resume(state, changes, cfg)
     if rt.is_main_process:
         save_config(cfg, out_dir / "train_config.yaml")
     logger = MetricLogger(
         out_dir, cfg.max_steps, cfg.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
     )
+    if resumed_with:
+        logger.log(state["step"], resumed_with, kind="resume")
     rt.print(
         f"{cfg.stage}: {train_store.num_docs} documents in {train_store.group_names}, loss {model_loss_impl(model, rt)}"
     )
