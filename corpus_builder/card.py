@@ -15,26 +15,36 @@ import yaml
 from sts.corpus import SHARD_GLOB, corpus_features, encoded_features, shard_dir
 
 
-def front_matter(out_dir: Path, encoded: bool) -> dict:
-    """The YAML header: one config whose train split is the shards, and the features."""
+def front_matter(out_dir: Path, encoded: bool, card: dict | None = None) -> dict:
+    """The YAML header: one config whose train split is the shards, the features, and the tasks and
+    languages the rows serve (a monolingual corpus: speech recognition and synthesis only)."""
     import datasets
 
     features = encoded_features() if encoded else corpus_features()
     folder = shard_dir(out_dir).relative_to(out_dir).as_posix()
     pattern = SHARD_GLOB if folder == "." else f"{folder}/{SHARD_GLOB}"
     info = datasets.DatasetInfo(features=features)._to_yaml_dict()  # datasets' own YAML form of features
+    card = card or {}
+    monolingual_only = card.get("kind") == "monolingual"
+    languages = sorted(card.get("monolingual", {})) if monolingual_only else ["ja", "en"]
     return {
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": pattern}]}],
         "dataset_info": {"features": info["features"]},
-        "task_categories": ["translation", "automatic-speech-recognition", "text-to-speech"],
-        "language": ["ja", "en"],
-        "tags": ["speech-to-speech-translation", "synthetic"],
+        "task_categories": (
+            ["automatic-speech-recognition", "text-to-speech"]
+            if monolingual_only
+            else ["translation", "automatic-speech-recognition", "text-to-speech"]
+        ),
+        "language": languages or ["ja", "en"],
+        "tags": (["monolingual"] if monolingual_only else ["speech-to-speech-translation"]) + ["synthetic"],
     }
 
 
 def dataset_readme(out_dir: Path, card: dict) -> str:
     """README.md text for `card` (a `corpus.json` dict)."""
-    header = yaml.safe_dump(front_matter(out_dir, "encode" in card), sort_keys=False, allow_unicode=True)
+    header = yaml.safe_dump(
+        front_matter(out_dir, "encode" in card, card), sort_keys=False, allow_unicode=True
+    )
     folder = shard_dir(out_dir).relative_to(out_dir).as_posix()
     here = f"path/to/{Path(out_dir).resolve().name}"
     data = here if folder == "." else f"{here}/{folder}"
@@ -54,6 +64,10 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
         lines.append(
             f"- {direction}: {d['rows']:,} rows, {d['src_hours']:.3f} h source speech, "
             f"{d['tgt_hours']:.3f} h target speech"
+        )
+    for lang, m in card.get("monolingual", {}).items():
+        lines.append(
+            f"- {lang}, monolingual (no translation side): {m['rows']:,} rows, {m['hours']:.3f} h speech"
         )
     if card.get("drops"):
         lines.append("- dropped: " + ", ".join(f"{reason} {n:,}" for reason, n in card["drops"].items()))
@@ -84,4 +98,13 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
         "decode them with `sts.audio.load_audio(row['src_audio']['bytes'])` or soundfile.",
         "",
     ]
+    if card.get("monolingual"):
+        lines += [
+            'Monolingual rows (`mt_backend` "none") have no translation side: `tgt_lang`, `tgt_text`, '
+            "`tgt_audio`, `tgt_duration`",
+            "(and `tgt_codes`) are null; select them with `df.tgt_lang.isna()`. They serve speech recognition "
+            "and synthesis",
+            "(`sts-train` uses them for the `asr` and `tts` tasks and cpt speech, never for translation).",
+            "",
+        ]
     return "\n".join(lines)

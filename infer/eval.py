@@ -77,6 +77,7 @@ from sts.metrics import (
     normalize,
     sentence_chrf,
 )
+from sts.paths import absolute_if_local
 from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
 
@@ -422,9 +423,9 @@ def run(cfg: EvalConfig, log=print) -> dict:
     asr = _load_asr(cfg, translator, langs, log)
     speaker = _load_speaker(log) if cfg.speaker_similarity else None
     dnsmos = _load_dnsmos(log) if cfg.dnsmos else None
-    report: dict = {
-        "model": cfg.model,
-        "manifest": str(cfg.manifest) if cfg.manifest else None,
+    report: dict = {  # recorded paths absolute: they resolve from anywhere (sts.paths)
+        "model": absolute_if_local(cfg.model),
+        "manifest": absolute_if_local(str(cfg.manifest)) if cfg.manifest else None,
         "test_set": test.describe() if test is not None else None,
         "max_items": cfg.max_items,
         "items": len(items),
