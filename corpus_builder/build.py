@@ -24,6 +24,9 @@ difference (a source file counts by its content, so a moved copy is the same sou
 read no further, so the full command in the same folder redoes it and goes on (`shards.is_done`).
 Each worker holds a lock on the folder while it builds (`shards.worker_lock`): a second builder of
 the same worker refuses to start (or waits, `--wait-for-lock`); other workers run in parallel.
+Holding it, a worker first removes what a killed run left (`shards.remove_leftovers`) and checks
+the files of its done chunks against their recorded rows, size and footer (`shards.check_chunks`):
+a missing shard's chunk is built again, a changed one stops the build naming it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +50,8 @@ from corpus_builder.sources import SourceConfig, SourceError, check_source, open
 from sts.config import config_to_dict
 from sts.corpus import CorpusError, corpus_features
 from sts.mt import MTBackend
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -270,8 +276,10 @@ def build_corpus(
     """
     out_dir = prepare_build(cfg)
     with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
-        prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
+        prefix = shards.worker_prefix(cfg.shard_index, cfg.num_shards)
         shards.remove_leftovers(out_dir, prefix)  # safe: this worker's lock is ours
+        for name in shards.check_chunks(out_dir, prefix):  # CorpusError for a changed one
+            log.warning("%s: missing; its chunk is built again", shards.chunk_path(out_dir, name))
         backends = {"mt": mt, "tts": tts, "checks": checks}
         yield from _build_chunks(cfg, out_dir, backends, on_outcome)
     mt, tts, checks = backends["mt"], backends["tts"], backends["checks"]

@@ -32,7 +32,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sts.corpus import CARD_NAME, README_NAME, CorpusError, duration_ratios, shard_dir, shard_paths
+from sts.corpus import (
+    CARD_NAME,
+    README_NAME,
+    CorpusError,
+    duration_ratios,
+    record_matches,
+    shard_dir,
+    shard_paths,
+    shard_record,
+)
 from sts.io import atomic_open, remove_stale_temps, write_json_atomic, write_text_atomic
 from sts.lock import folder_lock
 
@@ -47,7 +56,12 @@ class SettingsChangedError(CorpusError):
 
 
 def chunk_name(shard_index: int, num_shards: int, chunk: int) -> str:
-    return f"part-{shard_index:05d}-of-{num_shards:05d}-{chunk:06d}"
+    return f"{worker_prefix(shard_index, num_shards)}{chunk:06d}"
+
+
+def worker_prefix(shard_index: int, num_shards: int) -> str:
+    """What the names of worker `shard_index`'s chunks start with."""
+    return f"part-{shard_index:05d}-of-{num_shards:05d}-"
 
 
 def chunk_path(out_dir: Path, name: str) -> Path:
@@ -190,9 +204,40 @@ def write_chunk(out_dir: Path, name: str, rows: list[dict], features, stats: dic
     path = chunk_path(out_dir, name)
     if rows:
         write_table_atomic(pa.Table.from_pylist(rows, schema=features.arrow_schema), path)
+        stats = {**stats, "file": shard_record(path)}  # what the card lists and later runs check
     else:
         path.unlink(missing_ok=True)
     write_json_atomic(stats_path(out_dir, name), stats)
+
+
+def check_chunks(out_dir: Path, prefix: str) -> list[str]:
+    """Check the files of the done chunks named `prefix*` against what their stats recorded.
+
+    A missing one loses its stats file, so the build redoes its chunk; returns their names. Raises
+    `CorpusError` naming every chunk file that is there but changed (rows, size or footer, see
+    `sts.corpus.shard_record`): it was not written by this build, so it is not overwritten.
+    """
+    missing, changed = [], []
+    for path in sorted((out_dir / PROGRESS_DIR).glob(f"{prefix}*.json")):
+        record = json.loads(path.read_text()).get("file")
+        if not record:  # no rows, or written by an older version
+            continue
+        shard = chunk_path(out_dir, path.stem)
+        if not shard.is_file():
+            missing.append(path.stem)
+            path.unlink()
+            continue
+        now = shard_record(shard, checksum=False)
+        if not record_matches(record, now):
+            changed.append(
+                f"{shard} ({', '.join(f'{k} {record.get(k)} -> {v}' for k, v in now.items() if record.get(k) != v)})"
+            )
+    if changed:
+        raise CorpusError(
+            f"{out_dir}: shard(s) changed since this build wrote them: {'; '.join(changed)}; restore them, "
+            "or delete them to have this command build their chunks again"
+        )
+    return missing
 
 
 def empty_stats() -> dict:
@@ -242,8 +287,24 @@ def summarize(out_dir: Path) -> dict:
             d["tgt_hours"] += s["tgt"] / 3600
     total["drops"] = dict(sorted(total["drops"].items(), key=lambda kv: -kv[1]))
     total["dropped"] = sum(total["drops"].values())
-    total["shards"] = [p.relative_to(out_dir).as_posix() for p in shard_paths(out_dir)]
+    total["shards"] = shard_list(out_dir)
     return total
+
+
+def shard_list(out_dir: Path) -> list[dict]:
+    """The card's `shards`: each shard's path in the folder and, where a chunk's stats recorded it,
+    its rows, size, footer hash and SHA-256 (`sts.corpus.shard_record`): what `sts-encode`,
+    `sts-train` and a rebuild check (`sts.corpus.shard_problems`)."""
+    entries = {}
+    for path in sorted((out_dir / PROGRESS_DIR).glob("part-*.json")):
+        record = json.loads(path.read_text()).get("file")
+        if record:
+            rel = chunk_path(out_dir, path.stem).relative_to(out_dir).as_posix()
+            entries[rel] = {"path": rel, **record}
+    for shard in shard_paths(out_dir):  # shards without a record (an older version wrote them)
+        rel = shard.relative_to(out_dir).as_posix()
+        entries.setdefault(rel, {"path": rel})
+    return sorted(entries.values(), key=lambda e: e["path"])
 
 
 def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | None = None) -> dict:

@@ -4,6 +4,7 @@
     shard_paths("corpus/ja-en")            # [Path] of data/part-*.parquet, sorted
     read_card("corpus/ja-en")["encode"]    # what sts-encode recorded (codec, frame rate, codebook)
     read_rows("corpus/ja-en", columns=["id", "src_text"])   # [dict], small corpora and tests only
+    check_shards("corpus/ja-en")           # CorpusError naming each shard the card records that is missing or changed
     duration_ratios(shard_paths("corpus/ja-en"))   # {"ja-en": {"n", "p50", "p90", "p99", "max"}, "en-ja": ...}
 
 Layout of a corpus folder (the way Hugging Face `datasets` lays out a Parquet dataset repository):
@@ -39,8 +40,9 @@ from pathlib import Path
 from sts.errors import InputError
 
 CARD_NAME = "corpus.json"
-"""The card beside the shards: counts, hours, drops, models, versions, command, `duration_ratio`
-(and `encode`)."""
+"""The card beside the shards: counts, hours, drops, models, versions, command, `duration_ratio`,
+`shards` (each shard's path, rows, size, footer hash and SHA-256: `shard_record`; what
+`shard_problems` checks), and `encode`."""
 README_NAME = "README.md"
 """The dataset card `datasets` reads: YAML front matter with `configs` and `features`, then prose."""
 SHARD_DIR = "data"
@@ -98,6 +100,95 @@ def read_card(corpus_dir: str | Path) -> dict:
     if not isinstance(card, dict):
         raise CorpusError(f"{path}: the corpus card is not a JSON object")
     return card
+
+
+def shard_record(path: str | Path | bytes, *, checksum: bool = True) -> dict:
+    """What a card records of a shard file (or of the bytes of one): `{"rows", "bytes", "footer",
+    "sha256"}`.
+
+    rows: from the Parquet footer; footer: SHA-256 (16 hex digits) of the Parquet footer (the file's
+    schema, row groups, column chunk offsets, sizes and statistics: what any rewrite changes), read
+    from the end of the file; sha256: of the whole file (`sha256sum`'s value), left out when not
+    `checksum`. Raises `CorpusError` naming a file that is not Parquet.
+    """
+    import hashlib
+    import io
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = path if isinstance(path, bytes) else None
+    path = Path("<bytes>") if data is not None else Path(path)
+    size = len(data) if data is not None else path.stat().st_size
+    try:
+        with io.BytesIO(data) if data is not None else open(path, "rb") as f:
+            f.seek(max(0, size - 8))
+            tail = f.read(8)
+            if len(tail) < 8 or tail[4:] != b"PAR1":
+                raise ValueError("no Parquet footer at the end of the file")
+            (footer_len,) = struct.unpack("<I", tail[:4])
+            if footer_len + 8 > size:
+                raise ValueError("its footer length runs past the start of the file")
+            f.seek(size - 8 - footer_len)
+            footer = hashlib.sha256(f.read(footer_len)).hexdigest()[:16]
+        rows = pq.read_metadata(pa.BufferReader(data) if data is not None else path).num_rows
+    except (OSError, ValueError) as err:  # pyarrow's errors (ArrowInvalid) are ValueErrors
+        raise CorpusError(f"{path}: not a readable Parquet shard ({err})") from err
+    record = {"rows": rows, "bytes": size, "footer": footer}
+    if checksum:
+        digest = hashlib.sha256()
+        with io.BytesIO(data) if data is not None else open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        record["sha256"] = digest.hexdigest()
+    return record
+
+
+def shard_problems(corpus_dir: str | Path, *, checksums: bool = False) -> list[str]:
+    """Each shard the card's `shards` list records that is missing or is not the file it recorded,
+    as one line naming it (empty when every recorded shard is in place; a card of an older version,
+    which records none, has nothing to check).
+
+    A shard is the one recorded when its row count, size and Parquet footer are (`shard_record`: a
+    replaced, truncated, re-written or re-encoded file differs) or, with `checksums`, its SHA-256
+    (reads every byte). An entry may also carry `next`, the record of a rewrite in progress
+    (`sts-encode` writes it before renaming the new file into place): either one counts.
+    """
+    corpus_dir = Path(corpus_dir)
+    problems = []
+    for entry in read_card(corpus_dir).get("shards", []):
+        if not isinstance(entry, dict) or "rows" not in entry:
+            continue
+        path = corpus_dir / entry["path"]
+        if not path.is_file():
+            problems.append(f"{path}: missing (corpus.json records it with {entry['rows']:,} rows)")
+            continue
+        try:
+            now = shard_record(path, checksum=checksums and "sha256" in entry)
+        except CorpusError as err:
+            problems.append(str(err))
+            continue
+        if not record_matches(entry, now):
+            was = ", ".join(f"{k} {entry.get(k)}" for k in now if entry.get(k) != now[k])
+            is_now = ", ".join(f"{k} {now[k]}" for k in now if entry.get(k) != now[k])
+            problems.append(f"{path}: changed since corpus.json recorded it ({was}; now {is_now})")
+    return problems
+
+
+def record_matches(recorded: dict, now: dict) -> bool:
+    """Whether a shard's record (`shard_record`) as `now` is the `recorded` one, or the record of the
+    rewrite in progress it carries as `next`; fields one side lacks are not compared."""
+    candidates = [recorded, *([recorded["next"]] if isinstance(recorded.get("next"), dict) else [])]
+    return any(all(c.get(k) == v for k, v in now.items() if k in c) for c in candidates)
+
+
+def check_shards(corpus_dir: str | Path, *, checksums: bool = False, remedy: str = "") -> None:
+    """Raise `CorpusError` naming every missing or changed shard (`shard_problems`) and `remedy`."""
+    problems = shard_problems(corpus_dir, checksums=checksums)
+    if problems:
+        more = f" ({len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CorpusError(f"{'; '.join(problems[:3])}{more}{'; ' + remedy if remedy else ''}")
 
 
 def read_rows(corpus_dir: str | Path, columns: Sequence[str] | None = None) -> list[dict]:
