@@ -319,7 +319,7 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
         backends["tts"] = backends["tts"] or make_tts(cfg)
         if backends["checks"] is None:
             backends["checks"] = make_checks(cfg)
-        stats, kept = shards.empty_stats(), []
+        stats, kept, dropped = shards.empty_stats(), [], []
         for outcome in process_rows(
             batch,
             mt=backends["mt"],
@@ -333,7 +333,9 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
                 on_outcome(outcome)
             if outcome.row is not None:
                 kept.append(outcome.row)
-        shards.write_chunk(out_dir, name, kept, features, stats)
+            elif outcome.drop is not None:
+                dropped.append(outcome.drop)
+        shards.write_chunk(out_dir, name, kept, features, stats, dropped)
         yield ChunkResult(name, False, stats)
 
 

@@ -3,6 +3,7 @@
     from corpus_builder.pipeline import PipelineConfig, process_rows
     for outcome in process_rows(source_rows, mt=mt, tts=tts, checks=checks, cfg=PipelineConfig()):
         outcome.row or outcome.drop_reason        # a shard row dict, or why the utterance was dropped
+        outcome.drop                              # a dropped row's drop-log record: reason and evidence
 
 Rows are processed in batches of `batch_size` (MT and TTS each see the whole batch, grouped by
 language pair); every input row yields exactly one `Outcome`, in input order. Nothing about one bad
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ import soxr
 
 from corpus_builder.interfaces import Check, CheckInput, TTSBackend, TTSRequest
 from corpus_builder.sources import SourceConfig, SourceRow, audio_drop_reason, duration_reason, filter_reason
-from sts.audio import SAMPLE_RATE, AudioError, is_silent
+from sts.audio import SAMPLE_RATE, AudioError, is_silent, peak_dbfs, rms_dbfs
 from sts.mt import MTBackend, ReferenceMT, translate_in_context
 
 
@@ -54,6 +56,8 @@ class Outcome:
     drop_reason: str | None = None
     src_lang: str = ""
     tgt_lang: str = ""
+    drop: dict | None = None
+    """A dropped row's drop-log record (`sts.corpus.drop_features()` columns): why, and the evidence."""
 
 
 @dataclass
@@ -66,6 +70,8 @@ class _Work:
     tgt_rate: int = SAMPLE_RATE
     scores: dict = field(default_factory=dict)
     drop: str | None = None
+    detail: str | None = None  # what the drop rests on, in words (an error message, a level)
+    evidence: dict = field(default_factory=dict)  # what the checks saw (e.g. asr_text), for the drop log
 
 
 def other_language(lang: str) -> str:
@@ -127,12 +133,12 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str]) -> _Work:
     try:
         work.src_audio = row.load_audio()
     except AudioError as err:
-        work.drop = audio_drop_reason(err)
+        work.drop, work.detail = audio_drop_reason(err), str(err)
         return work
     if work.src_audio is not None:
         work.drop = duration_reason(len(work.src_audio) / SAMPLE_RATE, cfg.filters)
         if not work.drop and is_silent(work.src_audio):  # a transcript over silence teaches nothing
-            work.drop = "silent_audio"
+            work.drop, work.detail = "silent_audio", _level(work.src_audio)
     return work
 
 
@@ -161,7 +167,10 @@ def _translate(
             w.tgt_text = (result.text or "").strip() or None
             w.drop = None if w.tgt_text else (result.drop_reason or "mt_empty")
             if w.tgt_text and result.truncated and not keep_truncated:
-                w.drop = "mt_truncated"
+                w.drop, w.detail = (
+                    "mt_truncated",
+                    "the translation reached --mt-max-new-tokens without ending",
+                )
 
 
 def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None:
@@ -177,7 +186,7 @@ def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None
             if result.audio is None or len(result.audio) == 0:
                 w.drop = "src_" + (result.drop_reason or "tts_empty")
             elif is_silent(result.audio):
-                w.drop = "src_tts_silent"
+                w.drop, w.detail = "src_tts_silent", _level(result.audio, result.sample_rate)
             else:
                 w.src_audio = to_16k(result.audio, result.sample_rate)
     work = [w for w in work if not w.drop]
@@ -193,7 +202,8 @@ def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None
         elif not np.isfinite(result.audio).all():
             w.drop = "tts_nonfinite"
         elif is_silent(result.audio):
-            w.drop = "tts_silent"
+            w.drop, w.detail = "tts_silent", _level(result.audio, result.sample_rate)
+            w.evidence["tgt_duration"] = len(result.audio) / result.sample_rate
         else:
             w.tgt_audio, w.tgt_rate = result.audio.astype(np.float32, copy=False), result.sample_rate
 
@@ -212,8 +222,9 @@ def _check(work: list[_Work], checks: Sequence[Check]) -> None:
             )
             for w in work
         ]
-        for w, score in zip(work, check.score(inputs), strict=True):
+        for w, (score, evidence) in zip(work, check.score_with_evidence(inputs), strict=True):
             w.scores[check.column] = float(score)
+            w.evidence.update(evidence)
             if not check.passes(float(score)):
                 w.drop = f"check_{check.name}"
 
@@ -225,9 +236,42 @@ def _groups(work: list[_Work], key) -> Iterator[tuple]:
     return iter(groups.items())
 
 
+def _level(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+    return (f"RMS {rms_dbfs(waveform):.1f} dBFS, peak {peak_dbfs(waveform):.1f} dBFS over "
+            f"{len(waveform) / sample_rate:.2f} s")  # fmt: skip
+
+
+def drop_record(w: _Work) -> dict:
+    """The drop-log row of a dropped work item (`sts.corpus.drop_features()`): who, why, and the
+    evidence the pipeline had when it dropped it (unknown or unmeasured values are null, not NaN)."""
+    scores = {k: (None if v is None or math.isnan(v) else v) for k, v in w.scores.items()}
+    evidence = {k: v for k, v in w.evidence.items() if k not in ("asr_text", "tgt_duration")}
+    tgt_duration = (
+        len(w.tgt_audio) / w.tgt_rate if w.tgt_audio is not None else w.evidence.get("tgt_duration")
+    )
+    return {
+        "id": w.src.id,
+        "source": w.src.source,
+        "src_lang": w.src.lang,
+        "tgt_lang": w.tgt_lang,
+        "reason": w.drop,
+        "detail": w.detail,
+        "src_text": w.src.text,
+        "tgt_text": w.tgt_text,
+        "src_duration": len(w.src_audio) / SAMPLE_RATE if w.src_audio is not None else w.src.duration,
+        "tgt_duration": tgt_duration,
+        "dnsmos": w.src.dnsmos,
+        "asr_text": w.evidence.get("asr_text"),
+        "tgt_asr_error": scores.pop("tgt_asr_error", None),
+        "speaker_similarity": scores.pop("speaker_similarity", None),
+        "src_audio_path": w.src.audio if isinstance(w.src.audio, str) else None,
+        "evidence": json.dumps({**scores, **evidence}, ensure_ascii=False) if scores or evidence else None,
+    }
+
+
 def _outcome(w: _Work, mt: MTBackend, tts: TTSBackend) -> Outcome:
     if w.drop:
-        return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang)
+        return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang, drop=drop_record(w))
     row = {
         "id": w.src.id,
         "src_lang": w.src.lang,

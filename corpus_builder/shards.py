@@ -5,6 +5,7 @@ Layout of `OUT_DIR` (see `sts.corpus` for what readers rely on):
     README.md                                 dataset card (`datasets` reads its YAML front matter)
     corpus.json                               the card, summed over every stats file present
     data/part-00000-of-00004-000012.parquet   rows of chunk 12 of worker 0 of 4
+    drops/part-00000-of-00004-000012.parquet  the rows chunk 12 dropped, with reason and evidence
     .progress/part-00000-of-00004-000012.json that chunk's stats; its presence marks the chunk done
     .progress/layout.json                     the settings the folder was built with (`check_settings`)
     .progress/lock-00000-of-00004             held (flock) by the live builder of worker 0 of 4
@@ -34,8 +35,11 @@ import pyarrow.parquet as pq
 
 from sts.corpus import (
     CARD_NAME,
+    DROPS_DIR,
     README_NAME,
+    SHARD_GLOB,
     CorpusError,
+    drop_features,
     duration_ratios,
     record_matches,
     shard_dir,
@@ -79,7 +83,7 @@ def remove_leftovers(out_dir: Path, prefix: str) -> list[Path]:
     wrote them, and any other temp file whose writer is gone (`sts.io.remove_stale_temps`). Call only
     while holding this worker's `worker_lock`: then no live builder writes names with `prefix`."""
     removed = []
-    for folder in dict.fromkeys([out_dir, shard_dir(out_dir), out_dir / PROGRESS_DIR]):
+    for folder in dict.fromkeys([out_dir, shard_dir(out_dir), out_dir / DROPS_DIR, out_dir / PROGRESS_DIR]):
         removed += remove_stale_temps(folder, f"{prefix}*", any_writer=True)
         removed += remove_stale_temps(folder)
     return removed
@@ -196,10 +200,14 @@ def is_done(out_dir: Path, name: str, source_rows: int | None = None) -> bool:
     return stats is not None and (source_rows is None or stats["input_rows"] >= source_rows)
 
 
-def write_chunk(out_dir: Path, name: str, rows: list[dict], features, stats: dict) -> None:
-    """Write the chunk's rows (if any) as `NAME.parquet`, then its stats file (the done-marker).
+def write_chunk(
+    out_dir: Path, name: str, rows: list[dict], features, stats: dict, drops: list[dict] | None = None
+) -> None:
+    """Write the chunk's rows (if any) as `data/NAME.parquet`, its dropped rows (if any) as
+    `drops/NAME.parquet`, then its stats file (the done-marker).
 
-    A redone chunk whose rows are now all dropped loses its earlier Parquet file.
+    A redone chunk loses the earlier file of a kind it now has no rows for, so a rerun never leaves
+    a row in both, nor one twice. The stats count the logged drops (`logged_drops`).
     """
     path = chunk_path(out_dir, name)
     if rows:
@@ -207,7 +215,16 @@ def write_chunk(out_dir: Path, name: str, rows: list[dict], features, stats: dic
         stats = {**stats, "file": shard_record(path)}  # what the card lists and later runs check
     else:
         path.unlink(missing_ok=True)
-    write_json_atomic(stats_path(out_dir, name), stats)
+    log_path = drops_path(out_dir, name)
+    if drops:
+        write_table_atomic(pa.Table.from_pylist(drops, schema=drop_features().arrow_schema), log_path)
+    else:
+        log_path.unlink(missing_ok=True)
+    write_json_atomic(stats_path(out_dir, name), {**stats, "logged_drops": len(drops or [])})
+
+
+def drops_path(out_dir: Path, name: str) -> Path:
+    return out_dir / DROPS_DIR / f"{name}.parquet"
 
 
 def check_chunks(out_dir: Path, prefix: str) -> list[str]:
@@ -273,11 +290,13 @@ def package_versions() -> dict[str, str]:
 def summarize(out_dir: Path) -> dict:
     """Counts, hours per direction and drops by reason, summed over every done chunk in `out_dir`."""
     total = {"input_rows": 0, "rows": 0, "chunks": 0, "drops": {}, "directions": {}}
+    logged = 0
     for path in sorted((out_dir / PROGRESS_DIR).glob("part-*.json")):
         stats = json.loads(path.read_text())
         total["chunks"] += 1
         total["input_rows"] += stats["input_rows"]
         total["rows"] += stats["rows"]
+        logged += stats.get("logged_drops", 0)
         for reason, n in stats["drops"].items():
             total["drops"][reason] = total["drops"].get(reason, 0) + n
         for direction, s in stats["seconds"].items():
@@ -288,6 +307,12 @@ def summarize(out_dir: Path) -> dict:
     total["drops"] = dict(sorted(total["drops"].items(), key=lambda kv: -kv[1]))
     total["dropped"] = sum(total["drops"].values())
     total["shards"] = shard_list(out_dir)
+    total["drop_log"] = {
+        "path": f"{DROPS_DIR}/{SHARD_GLOB}",
+        "rows": logged,
+        "complete": logged == total["dropped"],  # False: chunks built before the log existed
+        "columns": list(drop_features()),
+    }
     return total
 
 

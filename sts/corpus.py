@@ -13,6 +13,7 @@ Layout of a corpus folder (the way Hugging Face `datasets` lays out a Parquet da
         README.md       dataset card: YAML front matter (configs -> data/*.parquet, features), then prose
         corpus.json     the card as data: counts, hours, drops, models, versions, command, config, encode
         data/part-00000-of-00004-000012.parquet    the rows (chunk 12 of worker 0 of 4)
+        drops/part-00000-of-00004-000012.parquet   the rows that chunk dropped: reason, evidence
         .progress/      the builder's resume state and locks (hidden: readers skip it)
 
 so `datasets.load_dataset("corpus/ja-en")`, `pandas.read_parquet("corpus/ja-en/data")` and
@@ -50,6 +51,8 @@ SHARD_DIR = "data"
 DURATION_RATIO_PERCENTILES = (50, 90, 99)
 """Percentiles of the target/source duration ratio a card records (with n and max)."""
 SHARD_GLOB = "part-*.parquet"
+DROPS_DIR = "drops"
+"""Subfolder of the drop log: one Parquet file per chunk, named like its shard (`drop_features()`)."""
 
 
 class CorpusError(InputError, ValueError):
@@ -71,6 +74,13 @@ def shard_paths(corpus_dir: str | Path) -> list[Path]:
     corpus_dir = Path(corpus_dir)
     found = [*corpus_dir.glob(f"{SHARD_DIR}/{SHARD_GLOB}"), *corpus_dir.glob(SHARD_GLOB)]
     return sorted(found, key=lambda p: (p.name, str(p)))
+
+
+def drop_paths(corpus_dir: str | Path) -> list[Path]:
+    """The drop log's files (`drops/part-*.parquet`), sorted: every row `sts-build-corpus` dropped,
+    with its reason and evidence (`drop_features()`); empty when nothing was dropped (or the folder was
+    built before the log existed: its card's `drop_log.complete` says so)."""
+    return sorted(Path(corpus_dir).glob(f"{DROPS_DIR}/{SHARD_GLOB}"))
 
 
 def corpus_dir_of(shard: str | Path) -> Path:
@@ -275,6 +285,36 @@ def _features(with_codes: bool):
         columns["src_codes"] = datasets.List(datasets.Value("int32"))  # [T_src], 50 per second
         columns["tgt_codes"] = datasets.List(datasets.Value("int32"))  # [T_tgt]
     return datasets.Features(columns)
+
+
+def drop_features():
+    """Features of the drop log (`drops/part-*.parquet`): one row per source row the builder dropped.
+
+    Unknown or unmeasured values are null (never NaN): a duration before the audio was decoded, a
+    score of a check that did not run or could not score (no voice to compare)."""
+    import datasets
+
+    text, number = datasets.Value("string"), datasets.Value("float32")
+    return datasets.Features(
+        {
+            "id": text,  # the source row's id
+            "source": text,  # e.g. "emilia", "local", "text-pairs"
+            "src_lang": text,
+            "tgt_lang": text,
+            "reason": text,  # the drop reason counted in corpus.json `drops`, e.g. "check_asr_round_trip"
+            "detail": text,  # what it rests on, in words: the decoder's error, a level, a budget hit
+            "src_text": text,  # the transcript
+            "tgt_text": text,  # the translation, when MT ran (kept when it is why: mt_truncated)
+            "src_duration": number,  # seconds (the source's metadata before decoding)
+            "tgt_duration": number,  # seconds of synthesized target speech
+            "dnsmos": number,  # the source's DNSMOS, where it gives one
+            "asr_text": text,  # what the ASR check heard in the target speech
+            "tgt_asr_error": number,  # CER (ja) / WER (en) of asr_text vs tgt_text
+            "speaker_similarity": number,  # source vs target speaker embedding cosine
+            "src_audio_path": text,  # a local source's audio file
+            "evidence": text,  # JSON object: other checks' scores and evidence
+        }
+    )
 
 
 def corpus_features():
