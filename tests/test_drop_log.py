@@ -99,7 +99,11 @@ def test_every_dropped_row_is_logged_with_its_evidence(tmp_path):
     table = datasets.load_dataset("parquet", data_files=str(out / "drops" / "*.parquet"), split="train")
     assert table.features == drop_features()
     row = next(r for r in table if r["id"] == "long")
-    assert row["speaker_similarity"] is None and row["dnsmos"] is None and json.loads(row["evidence"]) == {"voiced_seconds": 0.0}
+    assert (
+        row["speaker_similarity"] is None
+        and row["dnsmos"] is None
+        and json.loads(row["evidence"]) == {"voiced_seconds": 0.0}
+    )
 
     front = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
     assert [c["config_name"] for c in front["configs"]] == ["default", "drops"]
