@@ -4,6 +4,8 @@
         --mt hf --mt-model LiquidAI/LFM2-350M-ENJP-MT --tts llasa:HKUSTAudio/Llasa-1B \
         --num-shards 8 --shard-index 3 --rows-per-shard 2000
 
+    sts-build-corpus --out-dir corpus/en-mono --source local --path clips.jsonl --mt none   # monolingual
+
     from corpus_builder.build import BuildConfig, build_corpus
     for chunk in build_corpus(cfg):     # one ChunkResult per chunk written or skipped
         ...
@@ -15,6 +17,10 @@ cut into chunks of `rows_per_shard` *source* rows; chunk k becomes
 `data/part-{shard_index}-of-{num_shards}-{k}.parquet` with the rows that survived. Because chunks
 are cut before filtering, a rerun finds the same rows in the same chunk and skips chunks that are
 done (`corpus_builder.shards`). `--ray` runs every shard index as a Ray task instead.
+
+Monolingual corpora (`--mt none`): every row keeps its source side only (`sts.corpus`: tgt_* null),
+for the asr and tts tasks; recorded clips (local, Emilia) need no TTS and none is loaded, text lines
+(`--source text`) are spoken by the TTS and checked against their text (`src_asr_error`).
 
 Reruns: the folder records the settings that decide its rows (`build_settings`: source, filters,
 MT, TTS, checks, chunking); a rerun with other settings is refused with a message naming each
@@ -49,6 +55,7 @@ from corpus_builder.pipeline import Outcome, PipelineConfig, process_rows
 from corpus_builder.sources import SourceConfig, SourceError, check_source, open_source
 from sts.config import config_to_dict
 from sts.corpus import CorpusError, corpus_features
+from sts.errors import UsageError
 from sts.mt import MTBackend
 
 log = logging.getLogger(__name__)
@@ -60,8 +67,10 @@ class BuildConfig(SourceConfig):
 
     out_dir: Path
     """Folder of the Parquet shards and `corpus.json`."""
-    mt: Literal["hf", "vllm", "http", "reference"] = "hf"
-    """MT backend; "reference" takes the source's own translation (text pairs, a manifest's tgt_text)."""
+    mt: Literal["hf", "vllm", "http", "reference", "none"] = "hf"
+    """MT backend; "reference" takes the source's own translation (text pairs, a manifest's tgt_text);
+    "none" builds a monolingual corpus: rows with no translation side (`sts.corpus`), for the asr and
+    tts tasks (a clip keeps its transcript; `--source text` lines are spoken by the TTS)."""
     mt_model: str = "LiquidAI/LFM2-350M-ENJP-MT"
     """HF id or local dir of the MT model (for http: the served model name)."""
     mt_preset: str = ""
@@ -153,18 +162,23 @@ def build_settings(cfg: BuildConfig) -> dict:
         elif value and (cfg.source != "emilia" or Path(value).exists()):  # an Emilia path may be a hub id
             settings[key] = str(Path(value).resolve())
     settings["mt"] = cfg.mt
-    if cfg.mt != "reference":
+    if cfg.mt not in ("reference", "none"):
         settings.update({name: getattr(cfg, name) for name in MT_SETTINGS})
         if Path(cfg.mt_model).exists():
             settings["mt_model"] = str(Path(cfg.mt_model).resolve())
-    settings["tts"] = cfg.tts
-    settings["tts_kwargs"] = tts_kwargs(cfg)
+    settings["tts"] = cfg.tts if needs_tts(cfg) else None  # a monolingual build of clips speaks nothing
+    settings["tts_kwargs"] = tts_kwargs(cfg) if needs_tts(cfg) else {}
     settings["checks"] = list(cfg.checks)
     if cfg.checks != ["none"]:
         settings.update({name: getattr(cfg, name) for name in CHECK_SETTINGS})
     settings.update(voice_preserving=cfg.voice_preserving, num_shards=cfg.num_shards)
     settings["rows_per_shard"] = cfg.rows_per_shard
     return json.loads(json.dumps(settings))  # plain JSON values, as read back from the record
+
+
+def needs_tts(cfg: BuildConfig) -> bool:
+    """Whether the build speaks anything: a translation (every MT but "none"), or text-only rows."""
+    return cfg.mt != "none" or cfg.source in ("text", "text-pairs")
 
 
 def file_sha256(path: Path) -> str:
@@ -190,9 +204,12 @@ def _import(spec: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def make_mt(cfg: BuildConfig) -> MTBackend:
+def make_mt(cfg: BuildConfig) -> MTBackend | None:
+    """The MT backend of `cfg`; None for `--mt none` (monolingual rows)."""
     from sts.mt import load_mt
 
+    if cfg.mt == "none":
+        return None
     kwargs: dict = {}
     if cfg.mt != "reference":
         kwargs = dict(preset=cfg.mt_preset or None, max_new_tokens=cfg.mt_max_new_tokens)
@@ -203,7 +220,10 @@ def make_mt(cfg: BuildConfig) -> MTBackend:
     return load_mt(cfg.mt, cfg.mt_model, **kwargs)
 
 
-def make_tts(cfg: BuildConfig) -> TTSBackend:
+def make_tts(cfg: BuildConfig) -> TTSBackend | None:
+    """The TTS backend of `cfg`; None when the build speaks nothing (`needs_tts`)."""
+    if not needs_tts(cfg):
+        return None
     kwargs = tts_kwargs(cfg)
     if cfg.tts.startswith("python:"):
         return _import(cfg.tts)(**kwargs)
@@ -240,11 +260,31 @@ def prepare_build(cfg: BuildConfig) -> Path:
         raise CorpusError(f"--rows-per-shard must be at least 1, got {cfg.rows_per_shard}")
     if cfg.max_rows is not None and cfg.max_rows < 1:
         raise CorpusError(f"--max-rows must be at least 1, got {cfg.max_rows}")
+    check_monolingual(cfg)
     if out_dir.exists() and not out_dir.is_dir():
         raise CorpusError(f"{out_dir}: exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     shards.check_settings(out_dir, build_settings(cfg), cfg.allow_changed)
     return out_dir
+
+
+def check_monolingual(cfg: BuildConfig) -> None:
+    """Refuse flags that contradict each other around `--mt none` (a `UsageError` naming them)."""
+    if cfg.mt == "none":
+        if cfg.source == "text-pairs":
+            raise UsageError(
+                "--mt none builds one-language rows and would ignore --tgt-path: use --source text "
+                "--path FILE (once per language), or --mt reference for the pairs"
+            )
+        if cfg.voice_preserving:
+            raise UsageError("--voice-preserving needs a translation to speak; --mt none has none")
+        if cfg.mt_context:
+            raise UsageError("--mt-context needs an MT backend; --mt none translates nothing")
+    elif cfg.mt == "reference" and cfg.source == "text":
+        raise UsageError(
+            "--source text has no reference translations: pass --mt none for a monolingual corpus, or an "
+            "MT backend (hf, vllm, http) to translate it"
+        )
 
 
 def check_models(cfg: BuildConfig) -> None:
@@ -256,7 +296,7 @@ def check_models(cfg: BuildConfig) -> None:
     if cfg.mt in ("hf", "vllm"):
         resolve_model(cfg.mt_model, what="MT model")
     kind, _, model = cfg.tts.partition(":")
-    if kind in ("llasa", "llasa-vllm") and model:
+    if needs_tts(cfg) and kind in ("llasa", "llasa-vllm") and model:
         resolve_model(model, what="TTS model")
 
 
@@ -286,7 +326,7 @@ def build_corpus(
     models = {
         "mt": mt.name if mt else _describe_mt(cfg),
         "mt_context": cfg.mt_context,
-        "tts": tts.name if tts else cfg.tts,
+        "tts": tts.name if tts else _describe_tts(cfg),
         "checks": [c.name for c in checks] if checks is not None else cfg.checks,
     }
     shards.write_card(out_dir, config=config_to_dict(cfg), models=models, argv=argv)
@@ -315,8 +355,8 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
             seen_ids.update(r.id for r in batch)
             yield ChunkResult(name, True, shards.read_stats(out_dir, name))
             continue
-        backends["mt"] = backends["mt"] or make_mt(cfg)
-        backends["tts"] = backends["tts"] or make_tts(cfg)
+        backends["mt"] = backends["mt"] or make_mt(cfg)  # None: monolingual rows
+        backends["tts"] = backends["tts"] or make_tts(cfg)  # None: nothing to speak
         if backends["checks"] is None:
             backends["checks"] = make_checks(cfg)
         stats, kept, dropped = shards.empty_stats(), [], []
@@ -340,7 +380,11 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
 
 
 def _describe_mt(cfg: BuildConfig) -> str:
-    return "reference" if cfg.mt == "reference" else f"{cfg.mt}:{cfg.mt_model}"
+    return cfg.mt if cfg.mt in ("reference", "none") else f"{cfg.mt}:{cfg.mt_model}"
+
+
+def _describe_tts(cfg: BuildConfig) -> str:
+    return cfg.tts if needs_tts(cfg) else "none"
 
 
 def _build_one(cfg: BuildConfig, argv: list[str] | None) -> dict:
@@ -367,7 +411,12 @@ def build_with_ray(cfg: BuildConfig, argv: list[str] | None = None) -> list[dict
     shards.write_card(
         Path(cfg.out_dir),
         config=config_to_dict(cfg),
-        models={"mt": _describe_mt(cfg), "mt_context": cfg.mt_context, "tts": cfg.tts, "checks": cfg.checks},
+        models={
+            "mt": _describe_mt(cfg),
+            "mt_context": cfg.mt_context,
+            "tts": _describe_tts(cfg),
+            "checks": cfg.checks,
+        },
         argv=argv,
     )
     return summaries

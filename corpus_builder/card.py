@@ -24,9 +24,10 @@ from sts.corpus import (
 )
 
 
-def front_matter(out_dir: Path, encoded: bool) -> dict:
+def front_matter(out_dir: Path, encoded: bool, card: dict | None = None) -> dict:
     """The YAML header: the default config, whose train split is the shards, and (when there is a drop
-    log) a `drops` config, whose train split is the dropped rows; with their features."""
+    log) a `drops` config, whose train split is the dropped rows; their features; and the tasks and
+    languages the rows serve (a monolingual corpus: speech recognition and synthesis only)."""
     import datasets
 
     def yaml_features(features) -> list:  # datasets' own YAML form of features
@@ -44,18 +45,27 @@ def front_matter(out_dir: Path, encoded: bool) -> dict:
             {"config_name": "default", **info},
             {"config_name": "drops", "features": yaml_features(drop_features())},
         ]
+    card = card or {}
+    monolingual_only = card.get("kind") == "monolingual"
+    languages = sorted(card.get("monolingual", {})) if monolingual_only else ["ja", "en"]
     return {
         "configs": configs,
         "dataset_info": info,
-        "task_categories": ["translation", "automatic-speech-recognition", "text-to-speech"],
-        "language": ["ja", "en"],
-        "tags": ["speech-to-speech-translation", "synthetic"],
+        "task_categories": (
+            ["automatic-speech-recognition", "text-to-speech"]
+            if monolingual_only
+            else ["translation", "automatic-speech-recognition", "text-to-speech"]
+        ),
+        "language": languages or ["ja", "en"],
+        "tags": (["monolingual"] if monolingual_only else ["speech-to-speech-translation"]) + ["synthetic"],
     }
 
 
 def dataset_readme(out_dir: Path, card: dict) -> str:
     """README.md text for `card` (a `corpus.json` dict)."""
-    header = yaml.safe_dump(front_matter(out_dir, "encode" in card), sort_keys=False, allow_unicode=True)
+    header = yaml.safe_dump(
+        front_matter(out_dir, "encode" in card, card), sort_keys=False, allow_unicode=True
+    )
     folder = shard_dir(out_dir).relative_to(out_dir).as_posix()
     here = f"path/to/{Path(out_dir).resolve().name}"
     data = here if folder == "." else f"{here}/{folder}"
@@ -75,6 +85,10 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
         lines.append(
             f"- {direction}: {d['rows']:,} rows, {d['src_hours']:.3f} h source speech, "
             f"{d['tgt_hours']:.3f} h target speech"
+        )
+    for lang, m in card.get("monolingual", {}).items():
+        lines.append(
+            f"- {lang}, monolingual (no translation side): {m['rows']:,} rows, {m['hours']:.3f} h speech"
         )
     if card.get("drops"):
         lines.append("- dropped: " + ", ".join(f"{reason} {n:,}" for reason, n in card["drops"].items()))
@@ -123,4 +137,13 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
         "decode them with `sts.audio.load_audio(row['src_audio']['bytes'])` or soundfile.",
         "",
     ]
+    if card.get("monolingual"):
+        lines += [
+            'Monolingual rows (`mt_backend` "none") have no translation side: `tgt_lang`, `tgt_text`, '
+            "`tgt_audio`, `tgt_duration`",
+            "(and `tgt_codes`) are null; select them with `df.tgt_lang.isna()`. They serve speech recognition "
+            "and synthesis",
+            "(`sts-train` uses them for the `asr` and `tts` tasks and cpt speech, never for translation).",
+            "",
+        ]
     return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""`sts-build-corpus --out-dir DIR --source emilia|local|text-pairs --mt hf|vllm|http|reference --tts SPEC`.
+"""`sts-build-corpus --out-dir DIR --source emilia|local|text-pairs|text --mt hf|vllm|http|reference|none --tts SPEC`.
 
     sts-build-corpus --out-dir corpus/ja-en --source emilia --languages ja \
         --mt hf --mt-model LiquidAI/LFM2-350M-ENJP-MT --tts llasa:HKUSTAudio/Llasa-1B --device cuda
     sts-build-corpus --out-dir corpus/demo --source text-pairs --path ja.txt --tgt-path en.txt \
         --mt reference --tts offline --checks none
+    sts-build-corpus --out-dir corpus/ja-mono --source text --path ja.txt --folder-lang ja \
+        --mt none --tts offline          # monolingual: asr/tts rows, no translation side
 
 Flags -> `corpus_builder.build.build_corpus` (or `build_with_ray` with `--ray`); shows a progress
 bar (rows/s, hours produced) and a summary. Rerun the same command to resume. Expected failures (a
@@ -51,15 +53,15 @@ def run(cfg: BuildConfig, argv: list[str]) -> int:
                 f"shard {s['shard_index']}: {s['chunks']} chunks ({s['skipped']} already done), {s['rows']} rows"
             )
     else:
-        totals = {"kept": 0, "tgt_hours": 0.0, "skipped_chunks": 0}
+        totals = {"kept": 0, "hours": 0.0, "skipped_chunks": 0}
         with tqdm(unit="row", desc=f"shard {cfg.shard_index}/{cfg.num_shards}", dynamic_ncols=True) as bar:
 
             def advance(outcome) -> None:
-                if outcome.row is not None:
+                if outcome.row is not None:  # the speech made: the target, or a monolingual row's one side
                     totals["kept"] += 1
-                    totals["tgt_hours"] += outcome.row["tgt_duration"] / 3600
+                    totals["hours"] += (outcome.row["tgt_duration"] or outcome.row["src_duration"]) / 3600
                 bar.update(1)
-                bar.set_postfix(kept=totals["kept"], tgt_hours=f"{totals['tgt_hours']:.3f}", refresh=False)
+                bar.set_postfix(kept=totals["kept"], hours=f"{totals['hours']:.3f}", refresh=False)
 
             for chunk in build_corpus(cfg, argv=argv, on_outcome=advance):
                 if chunk.skipped:  # done by an earlier run: counted, not processed
@@ -82,6 +84,8 @@ def _print_summary(console, cfg: BuildConfig) -> None:
         console.print(
             f"  {direction}: {d['rows']:,} rows, {d['src_hours']:.3f} h source, {d['tgt_hours']:.3f} h target"
         )
+    for lang, m in card.get("monolingual", {}).items():
+        console.print(f"  {lang} (monolingual): {m['rows']:,} rows, {m['hours']:.3f} h speech")
     for reason, n in card["drops"].items():
         console.print(f"  dropped {n:,}: {reason}")
 

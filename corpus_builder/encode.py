@@ -13,9 +13,10 @@ is either the old one or the finished new one, never half. A rerun skips shards 
 (`sts-train` checks them against the model's `sts_vocab.json`), and the `README.md` dataset card is
 rewritten with the code columns in its features.
 
-A bad clip (undecodable, empty, NaN/inf samples: `sts.audio.AudioError`) does not stop the run: its
-row stays, with null codes on that side (`sts-train` skips a task that needs the missing side and
-counts it as `skipped_missing_side`), and `corpus.json`'s "encode" section lists it under
+A monolingual row (`sts.corpus`: no `tgt_lang`) gets `src_codes` and a null `tgt_codes`: it has no
+target, which is not a bad clip. A bad clip (undecodable, empty, NaN/inf samples:
+`sts.audio.AudioError`) does not stop the run: its row stays, with null codes on that side
+(`sts-train` skips a task that needs the missing side and counts it as `skipped_missing_side`), and `corpus.json`'s "encode" section lists it under
 `bad_clips` ({shard, id, side, reason}; `skipped_clips` counts them), recorded as each shard is
 written. The shard counts as encoded, so a rerun goes past it. `--fail-fast` stops at the first bad
 clip instead (one line naming the shard, row id and side; exit 2).
@@ -54,6 +55,7 @@ from sts.corpus import (
 from sts.errors import cli_main
 from sts.io import remove_stale_temps, write_bytes_atomic, write_json_atomic
 from sts.lock import folder_lock
+from sts.paths import record_path, resolve_recorded, same_location
 
 
 @dataclass
@@ -110,12 +112,21 @@ def encode_table(
     raises `CorpusError` naming the shard, row id and side instead.
     """
     ids = [str(i) for i in table.column("id").to_pylist()] if "id" in table.column_names else []
+    # a monolingual row (no tgt_lang) has no target to encode: its null tgt_codes are not a bad clip
+    mono = (
+        [lang is None for lang in table.column("tgt_lang").to_pylist()]
+        if "tgt_lang" in table.column_names
+        else []
+    )
     columns, bad = {}, []
     for side in ("src", "tgt"):
         audio = table.column(f"{side}_audio").to_pylist()
         waveforms: list = []
         for row, a in enumerate(audio):
             row_id = ids[row] if ids else str(row)
+            if side == "tgt" and mono and mono[row] and not a:
+                waveforms.append(None)
+                continue
             try:
                 if not a or not a.get("bytes"):
                     raise AudioError(f"{row_id}: {side}_audio holds no bytes")
@@ -176,7 +187,12 @@ def _check_encode(cfg: EncodeConfig, codec) -> list[Path]:
     check_shards(corpus_dir, remedy=REMEDY)  # a missing or changed shard, before any is touched
     recorded = recorded_codec(corpus_dir)
     wanted = codec.name if codec is not None else str(cfg.codec)
-    if not cfg.reencode and recorded is not None and recorded != wanted and any(map(is_encoded, paths)):
+    if (
+        not cfg.reencode
+        and recorded is not None
+        and not same_location(recorded, wanted)
+        and any(map(is_encoded, paths))
+    ):
         raise CorpusError(
             f"{corpus_dir}: already encoded with {recorded!r}, not {wanted!r}; "
             "pass --reencode to replace the codes"
@@ -279,8 +295,9 @@ def _record_shard(corpus_dir: Path, path: Path, record: dict, *, bad: list[dict]
 
 
 def recorded_codec(corpus_dir: Path) -> str | None:
-    """The codec `corpus.json` says the shards were encoded with, or None."""
-    return _encode_record(corpus_dir).get("codec")
+    """The codec `corpus.json` says the shards were encoded with, or None: a hub id, or a local path
+    made absolute (it is recorded relative to the corpus folder, `sts.paths`)."""
+    return resolve_recorded(_encode_record(corpus_dir).get("codec"), corpus_dir)
 
 
 def _encode_record(corpus_dir: Path) -> dict:
@@ -298,7 +315,9 @@ def _record(corpus_dir: Path, codec) -> None:
     card = read_card(corpus_dir) if card_path.exists() else {}
     bad = card.get("encode", {}).get("bad_clips", [])
     card["encode"] = {
-        "codec": codec.name,
+        "codec": record_path(
+            codec.name, corpus_dir
+        ),  # a local folder relative to this card: found from anywhere
         "frame_rate": codec.frame_rate,
         "codebook_size": codec.codebook_size,
         "sample_rate": codec.sample_rate,

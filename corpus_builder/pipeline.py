@@ -6,7 +6,10 @@
         outcome.drop                              # a dropped row's drop-log record: reason and evidence
 
 Rows are processed in batches of `batch_size` (MT and TTS each see the whole batch, grouped by
-language pair); every input row yields exactly one `Outcome`, in input order. Nothing about one bad
+language pair); every input row yields exactly one `Outcome`, in input order. With `mt=None` the rows
+are monolingual (`sts.corpus`: no translation side): a clip keeps its transcript, a text-only row is
+spoken by the TTS (which is then all it needs), and the checks score that synthesized speech against
+its text (`src_asr_error`; a recorded clip is not checked). Nothing about one bad
 row is fatal: undecodable audio, silent source audio (`silent_audio`, `sts.audio.is_silent`), empty
 text, an empty translation, a TTS that never stops or says nothing audible (`tts_silent`) or a
 failed check each become a drop reason. Audio is stored as FLAC bytes: the source at 16 kHz (what
@@ -29,6 +32,7 @@ import soxr
 from corpus_builder.interfaces import Check, CheckInput, TTSBackend, TTSRequest
 from corpus_builder.sources import SourceConfig, SourceRow, audio_drop_reason, duration_reason, filter_reason
 from sts.audio import SAMPLE_RATE, AudioError, is_silent, peak_dbfs, rms_dbfs
+from sts.corpus import MT_NONE
 from sts.mt import MTBackend, ReferenceMT, translate_in_context
 
 
@@ -63,7 +67,8 @@ class Outcome:
 @dataclass
 class _Work:
     src: SourceRow
-    tgt_lang: str
+    tgt_lang: str | None
+    """None: a monolingual row (no translation side)."""
     src_audio: np.ndarray | None = None  # [N] float32 16 kHz
     tgt_text: str | None = None
     tgt_audio: np.ndarray | None = None  # [N] float32 at tgt_rate
@@ -93,13 +98,16 @@ def to_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
 def process_rows(
     rows: Iterable[SourceRow],
     *,
-    mt: MTBackend,
-    tts: TTSBackend,
+    mt: MTBackend | None,
+    tts: TTSBackend | None,
     checks: Sequence[Check] = (),
     cfg: PipelineConfig | None = None,
     seen_ids: set[str] | None = None,
 ) -> Iterator[Outcome]:
     """One `Outcome` per input row, in order. `seen_ids` (shared across calls) drops duplicate ids.
+
+    `mt` None builds monolingual rows; `tts` may then be None when every row has its audio (a text-only
+    row is dropped as `tts_missing`).
 
     With `cfg.mt_context` > 0 the MT context of a recording runs across the batches of one call and
     starts empty in each call: the builder calls once per chunk, so a resumed run translates every
@@ -114,15 +122,16 @@ def process_rows(
 
 
 def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history) -> list[Outcome]:
-    work = [_prepare(row, cfg, seen_ids) for row in batch]
-    _translate([w for w in work if not w.drop], mt, cfg.mt_context, history, cfg.mt_keep_truncated)
+    work = [_prepare(row, cfg, seen_ids, monolingual=mt is None) for row in batch]
+    if mt is not None:
+        _translate([w for w in work if not w.drop], mt, cfg.mt_context, history, cfg.mt_keep_truncated)
     _synthesize([w for w in work if not w.drop], tts, cfg)
     _check([w for w in work if not w.drop], checks)
     return [_outcome(w, mt, tts) for w in work]
 
 
-def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str]) -> _Work:
-    work = _Work(row, other_language(row.lang))
+def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str], monolingual: bool = False) -> _Work:
+    work = _Work(row, None if monolingual else other_language(row.lang))
     if row.id in seen_ids:
         work.drop = "duplicate_id"
         return work
@@ -173,9 +182,12 @@ def _translate(
                 )
 
 
-def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None:
+def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig) -> None:
     for w in work:
-        if w.tgt_lang not in tts.languages or (w.src_audio is None and w.src.lang not in tts.languages):
+        needs = ([w.tgt_lang] if w.tgt_lang else []) + ([w.src.lang] if w.src_audio is None else [])
+        if needs and tts is None:
+            w.drop = "tts_missing"
+        elif any(lang not in tts.languages for lang in needs):
             w.drop = "tts_language_unsupported"
     work = [w for w in work if not w.drop]
     # Text-only rows: the source side is synthesized first, then used like a recorded clip.
@@ -189,7 +201,7 @@ def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None
                 w.drop, w.detail = "src_tts_silent", _level(result.audio, result.sample_rate)
             else:
                 w.src_audio = to_16k(result.audio, result.sample_rate)
-    work = [w for w in work if not w.drop]
+    work = [w for w in work if not w.drop and w.tgt_lang]  # monolingual rows have nothing more to say
     requests = [
         TTSRequest(w.tgt_text, w.tgt_lang, w.src_audio, w.src.text.strip())
         if cfg.voice_preserving
@@ -209,10 +221,14 @@ def _synthesize(work: list[_Work], tts: TTSBackend, cfg: PipelineConfig) -> None
 
 
 def _check(work: list[_Work], checks: Sequence[Check]) -> None:
+    """Score the synthesized speech of each row: a parallel row's target (against the source clip), or
+    a monolingual row's source when the TTS made it, by the checks of one clip against its text (those
+    whose column is `tgt_*`, stored as `src_*`; a check that compares two voices has nothing to do)."""
     for check in checks:
-        work = [w for w in work if not w.drop]
+        mono_too = check.column.startswith("tgt_")
+        work = [w for w in work if not w.drop and (w.tgt_lang or (mono_too and w.src.audio is None))]
         if not work:
-            return
+            continue
         inputs = [
             CheckInput(
                 w.src_audio if w.src.audio is not None else None,
@@ -220,10 +236,13 @@ def _check(work: list[_Work], checks: Sequence[Check]) -> None:
                 w.tgt_text,
                 w.tgt_lang,
             )
+            if w.tgt_lang
+            else CheckInput(None, w.src_audio, w.src.text.strip(), w.src.lang)
             for w in work
         ]
         for w, (score, evidence) in zip(work, check.score_with_evidence(inputs), strict=True):
-            w.scores[check.column] = float(score)
+            column = check.column if w.tgt_lang else "src_" + check.column.removeprefix("tgt_")
+            w.scores[column] = float(score)
             w.evidence.update(evidence)
             if not check.passes(float(score)):
                 w.drop = f"check_{check.name}"
@@ -253,7 +272,7 @@ def drop_record(w: _Work) -> dict:
         "id": w.src.id,
         "source": w.src.source,
         "src_lang": w.src.lang,
-        "tgt_lang": w.tgt_lang,
+        "tgt_lang": w.tgt_lang or None,  # None: a monolingual row
         "reason": w.drop,
         "detail": w.detail,
         "src_text": w.src.text,
@@ -263,15 +282,18 @@ def drop_record(w: _Work) -> dict:
         "dnsmos": w.src.dnsmos,
         "asr_text": w.evidence.get("asr_text"),
         "tgt_asr_error": scores.pop("tgt_asr_error", None),
+        "src_asr_error": scores.pop("src_asr_error", None),
         "speaker_similarity": scores.pop("speaker_similarity", None),
         "src_audio_path": w.src.audio if isinstance(w.src.audio, str) else None,
         "evidence": json.dumps({**scores, **evidence}, ensure_ascii=False) if scores or evidence else None,
     }
 
 
-def _outcome(w: _Work, mt: MTBackend, tts: TTSBackend) -> Outcome:
+def _outcome(w: _Work, mt: MTBackend | None, tts: TTSBackend | None) -> Outcome:
     if w.drop:
-        return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang, drop=drop_record(w))
+        return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang or "", drop=drop_record(w))
+    if not w.tgt_lang:
+        return Outcome(w.src.id, _monolingual_row(w, tts), None, w.src.lang, "")
     row = {
         "id": w.src.id,
         "src_lang": w.src.lang,
@@ -288,5 +310,28 @@ def _outcome(w: _Work, mt: MTBackend, tts: TTSBackend) -> Outcome:
         "tts_backend": tts.name,
         "tgt_asr_error": w.scores.get("tgt_asr_error", math.nan),
         "speaker_similarity": w.scores.get("speaker_similarity", math.nan),
+        "src_asr_error": None,  # a parallel row's source is recorded or, from text, not checked
     }
     return Outcome(w.src.id, row, None, w.src.lang, w.tgt_lang)
+
+
+def _monolingual_row(w: _Work, tts: TTSBackend | None) -> dict:
+    """A shard row with the source side only (`sts.corpus`: the tgt_* columns null)."""
+    return {
+        "id": w.src.id,
+        "src_lang": w.src.lang,
+        "tgt_lang": None,
+        "src_text": w.src.text.strip(),
+        "tgt_text": None,
+        "src_audio": {"bytes": flac_bytes(w.src_audio, SAMPLE_RATE), "path": f"{w.src.id}.src.flac"},
+        "tgt_audio": None,
+        "src_duration": len(w.src_audio) / SAMPLE_RATE,
+        "tgt_duration": None,
+        "speaker": w.src.speaker,
+        "source": w.src.source,
+        "mt_backend": MT_NONE,
+        "tts_backend": tts.name if w.src.audio is None and tts is not None else MT_NONE,
+        "tgt_asr_error": None,
+        "speaker_similarity": None,
+        "src_asr_error": w.scores.get("src_asr_error"),
+    }

@@ -55,6 +55,17 @@ FIXED_SETTINGS = ("num_shards", "rows_per_shard")
 """Settings that name the chunks: changing them would put the same rows under new names."""
 
 
+DESCRIPTIONS = {
+    "parallel": "Synthetic parallel ja<->en speech corpus made by sts-build-corpus",
+    "monolingual": "Monolingual speech corpus (speech with its transcript, no translation side: "
+    "asr/tts rows) made by sts-build-corpus --mt none",
+    "mixed": "Speech corpus of parallel ja<->en rows and monolingual rows (no translation side) "
+    "made by sts-build-corpus",
+    "empty": "Speech corpus made by sts-build-corpus (no rows yet)",
+}
+"""The card's one-line description, by `summarize`'s `kind`."""
+
+
 class SettingsChangedError(CorpusError):
     """A rerun whose settings differ from those the folder was built with."""
 
@@ -268,11 +279,12 @@ def add_outcome(stats: dict, outcome) -> None:
         stats["drops"][outcome.drop_reason] = stats["drops"].get(outcome.drop_reason, 0) + 1
         return
     stats["rows"] += 1
-    direction = f"{outcome.src_lang}-{outcome.tgt_lang}"
+    # a monolingual row counts under its language alone ("ja"), a parallel one under its direction
+    direction = f"{outcome.src_lang}-{outcome.tgt_lang}" if outcome.tgt_lang else outcome.src_lang
     seconds = stats["seconds"].setdefault(direction, {"rows": 0, "src": 0.0, "tgt": 0.0})
     seconds["rows"] += 1
     seconds["src"] += float(outcome.row["src_duration"])
-    seconds["tgt"] += float(outcome.row["tgt_duration"])
+    seconds["tgt"] += float(outcome.row["tgt_duration"] or 0.0)
 
 
 def package_versions() -> dict[str, str]:
@@ -288,8 +300,11 @@ def package_versions() -> dict[str, str]:
 
 
 def summarize(out_dir: Path) -> dict:
-    """Counts, hours per direction and drops by reason, summed over every done chunk in `out_dir`."""
-    total = {"input_rows": 0, "rows": 0, "chunks": 0, "drops": {}, "directions": {}}
+    """Counts, hours per direction (parallel rows) and per language (`monolingual` rows, no translation
+    side) and drops by reason, summed over every done chunk in `out_dir`; `kind` says which rows there
+    are: "parallel", "monolingual", "mixed" (both) or "empty". Also each shard's record (`shards`) and
+    where the dropped rows are (`drop_log`)."""
+    total = {"input_rows": 0, "rows": 0, "chunks": 0, "drops": {}, "directions": {}, "monolingual": {}}
     logged = 0
     for path in sorted((out_dir / PROGRESS_DIR).glob("part-*.json")):
         stats = json.loads(path.read_text())
@@ -300,10 +315,17 @@ def summarize(out_dir: Path) -> dict:
         for reason, n in stats["drops"].items():
             total["drops"][reason] = total["drops"].get(reason, 0) + n
         for direction, s in stats["seconds"].items():
+            if "-" not in direction:  # a language: monolingual rows
+                m = total["monolingual"].setdefault(direction, {"rows": 0, "hours": 0.0})
+                m["rows"] += s["rows"]
+                m["hours"] += s["src"] / 3600
+                continue
             d = total["directions"].setdefault(direction, {"rows": 0, "src_hours": 0.0, "tgt_hours": 0.0})
             d["rows"] += s["rows"]
             d["src_hours"] += s["src"] / 3600
             d["tgt_hours"] += s["tgt"] / 3600
+    kinds = [name for name, key in (("parallel", "directions"), ("monolingual", "monolingual")) if total[key]]
+    total["kind"] = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "empty")
     total["drops"] = dict(sorted(total["drops"].items(), key=lambda kv: -kv[1]))
     total["dropped"] = sum(total["drops"].values())
     total["shards"] = shard_list(out_dir)
@@ -334,14 +356,16 @@ def shard_list(out_dir: Path) -> list[dict]:
 
 def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | None = None) -> dict:
     """Write `corpus.json` and `README.md` (atomically) from the stats present now; returns the card."""
+    summary = summarize(out_dir)
     card = {
-        "description": "Synthetic parallel ja<->en speech corpus made by sts-build-corpus",
+        "description": DESCRIPTIONS[summary["kind"]],
         "features": "sts.corpus.corpus_features()",
-        **summarize(out_dir),
+        **summary,
         "duration_ratio": duration_ratios(shard_paths(out_dir)),
         "models": models,
         "versions": package_versions(),
         "command": argv if argv is not None else sys.argv,
+        "cwd": os.getcwd(),  # where the command ran; the config's paths are absolute (sts.paths)
         "config": config,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -1,4 +1,4 @@
-"""Where source utterances come from: Emilia (streamed WebDataset), a local manifest, or text pairs.
+"""Where source utterances come from: Emilia (streamed WebDataset), a local manifest, text pairs, or text.
 
     from corpus_builder.sources import SourceConfig, open_source
     for row in open_source(SourceConfig(source="local", path="clips.jsonl"), num_shards=4, shard_index=1):
@@ -38,12 +38,14 @@ class SourceError(CorpusError):
 class SourceConfig:
     """What to read and which rows to keep."""
 
-    source: Literal["emilia", "local", "text-pairs"] = "emilia"
-    """emilia: streamed WebDataset tars; local: a JSONL/CSV manifest or a folder; text-pairs: two line-aligned text files."""
+    source: Literal["emilia", "local", "text-pairs", "text"] = "emilia"
+    """emilia: streamed WebDataset tars; local: a JSONL/CSV manifest or a folder; text-pairs: two line-aligned
+    text files; text: one text file of sentences in one language (spoken by the TTS; with --mt none a
+    monolingual corpus)."""
     path: str = ""
     """emilia: a HF dataset id or a local folder of tars (default amphion/Emilia-Dataset); local: manifest
     (.jsonl/.csv with audio, text, language[, speaker, id, tgt_text, recording]) or a folder of audio files with
-    .txt transcripts beside them; text-pairs: the source-language text file."""
+    .txt transcripts beside them; text-pairs and text: the source-language text file (one sentence a line)."""
     emilia_subsets: list[str] = field(default_factory=lambda: ["Emilia", "Emilia-YODAS"])
     """Emilia top folders to stream ("Emilia" is CC BY-NC, "Emilia-YODAS" CC BY)."""
     data_files: list[str] = field(default_factory=list)
@@ -51,7 +53,7 @@ class SourceConfig:
     tgt_path: str = ""
     """text-pairs: the target-language text file, line-aligned with `path`."""
     folder_lang: str = "ja"
-    """local folder (no manifest) and text-pairs: language of the source side."""
+    """local folder (no manifest), text-pairs and text: language of the source side."""
     languages: list[str] = field(default_factory=lambda: list(LANGUAGES))
     """Keep only these source languages."""
     min_duration: float = 3.0
@@ -130,8 +132,8 @@ def check_source(cfg: SourceConfig) -> None:
     """Raise `SourceError` unless the source's paths are given and exist, and (local) every manifest
     line is well-formed (before any work starts).
 
-    `--source local` and `text-pairs` need `--path` (a local build never falls back to the current
-    folder); text-pairs also `--tgt-path`. Emilia's `--path` may be empty (the hub dataset) or a hub id.
+    `--source local`, `text-pairs` and `text` need `--path` (a local build never falls back to the
+    current folder); text-pairs also `--tgt-path`. Emilia's `--path` may be empty (the hub dataset) or a hub id.
     """
     if cfg.source == "emilia":
         return
@@ -144,6 +146,8 @@ def check_source(cfg: SourceConfig) -> None:
             raise SourceError(f"{value}: no such file or folder ({flag})")
     if cfg.source == "text-pairs" and not all(Path(v).is_file() for v in (cfg.path, cfg.tgt_path)):
         raise SourceError(f"--source text-pairs reads two text files, got {cfg.path} and {cfg.tgt_path}")
+    if cfg.source == "text" and not Path(cfg.path).is_file():
+        raise SourceError(f"--source text reads one text file, got {cfg.path}")
     if cfg.source == "local" and Path(cfg.path).is_file():
         _read_local_manifest(Path(cfg.path))  # every line checked now, before any progress or work
 
@@ -155,7 +159,8 @@ def open_source(cfg: SourceConfig, *, num_shards: int = 1, shard_index: int = 0)
     check_source(cfg)
     if cfg.source == "emilia":
         return iter_emilia(cfg, num_shards=num_shards, shard_index=shard_index)
-    rows = iter_text_pairs(cfg) if cfg.source == "text-pairs" else iter_local(cfg)
+    readers = {"text-pairs": iter_text_pairs, "text": iter_text, "local": iter_local}
+    rows = readers[cfg.source](cfg)
     return (row for i, row in enumerate(rows) if i % num_shards == shard_index)
 
 
@@ -310,3 +315,11 @@ def iter_text_pairs(cfg: SourceConfig) -> Iterator[SourceRow]:
             source="text-pairs",
             tgt_text=tgt.strip(),
         )
+
+
+def iter_text(cfg: SourceConfig) -> Iterator[SourceRow]:
+    """One sentence per line of `path`, in language `folder_lang`: text-only rows whose speech the TTS
+    makes (ids `{stem}-{line:08d}`, as for text pairs; a blank line is a row dropped as `text_empty`)."""
+    stem = Path(cfg.path).stem
+    for line, text in enumerate(Path(cfg.path).read_text(encoding="utf-8").splitlines()):
+        yield SourceRow(id=f"{stem}-{line:08d}", lang=cfg.folder_lang, text=text.strip(), source="text")

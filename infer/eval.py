@@ -62,6 +62,7 @@ from sts.metrics import (
     normalize,
     sentence_chrf,
 )
+from sts.paths import absolute_if_local
 from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
 
@@ -392,7 +393,12 @@ def run(cfg: EvalConfig, log=print) -> dict:
     )
     asr = _load_asr(cfg.asr, translator, log)
     speaker = _load_speaker(log) if cfg.speaker_similarity else None
-    report: dict = {"model": cfg.model, "manifest": str(cfg.manifest), "items": len(items), "tasks": {}}
+    report: dict = {  # recorded paths absolute: they resolve from anywhere (sts.paths)
+        "model": absolute_if_local(cfg.model),
+        "manifest": absolute_if_local(str(cfg.manifest)),
+        "items": len(items),
+        "tasks": {},
+    }
     rows: list[dict] = []
     for task in cfg.tasks:
         log(f"{task}: generating")

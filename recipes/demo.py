@@ -34,14 +34,16 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 import tyro
 
+from sts.config import config_to_dict
 from sts.errors import UsageError
+from sts.paths import record_path
 
 ALL_TASKS = {"s2st": 1.0, "asr": 0.5, "tts": 0.5, "s2tt": 0.25, "t2tt": 0.25}
 S2ST_ONLY = {"s2st": 1.0}
@@ -185,6 +187,7 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
     from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
     from sts.codec import load_codec
     from sts.codec.melkmeans import is_mel_kmeans_dir
+    from sts.paths import same_location
 
     train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
     log(
@@ -206,7 +209,8 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
     for corpus in corpora.values():
         # A codec fitted now, or another one, replaces the codes: a refit k-means need not give the
         # same codes, and stale codes would teach the model ids that inference never produces.
-        reencode = fitted or recorded_codec(corpus) not in (None, codec.name)
+        recorded = recorded_codec(corpus)
+        reencode = fitted or (recorded is not None and not same_location(recorded, codec.name))
         list(encode_corpus(EncodeConfig(corpus, codec=str(codec_dir), reencode=reencode), codec=codec))
     return train_pairs, corpora, codec_dir, codec
 
@@ -288,14 +292,19 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
 
     log("7/7 writing the report")
     report = {
-        "config": {**asdict(cfg), "out_dir": str(cfg.out_dir)},
+        "config": config_to_dict(cfg),  # path options absolute (sts.paths)
         "size": size,
         "steps": steps,
         "s2st_format": s2st_format,
         "corpus": {name: json.loads((c / "corpus.json").read_text()) for name, c in corpora.items()},
-        "codec": {"dir": str(codec_dir), "type": type(codec).__name__, "codebook_size": codec.codebook_size},
-        "model": str(lm_dir),
-        "checkpoint": str(checkpoint),
+        # paths relative to this report's folder (absolute when outside it): found from anywhere
+        "codec": {
+            "dir": record_path(codec_dir, out),
+            "type": type(codec).__name__,
+            "codebook_size": codec.codebook_size,
+        },
+        "model": record_path(lm_dir, out),
+        "checkpoint": record_path(checkpoint, out),
         "losses": read_losses(out / "train"),
         "outputs": outputs,
         "evaluation": evaluation,

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from sts.errors import InputError
+from sts.paths import PATH_OPTIONS, absolute_if_local
 
 T = TypeVar("T")
 
@@ -30,18 +31,22 @@ class ConfigError(InputError, ValueError):
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A dataclass as plain YAML-able values (paths become strings)."""
+    """A dataclass as plain YAML-able values, as a run records it: paths become strings, and the path
+    options (`sts.paths.PATH_OPTIONS`: model, codec, shards, out_dir, ...) that name an existing local
+    path become absolute, so the record means the same from any folder (hub ids stay as given)."""
 
-    def plain(value: Any) -> Any:
+    def plain(value: Any, key: str = "") -> Any:
+        if key in PATH_OPTIONS:
+            value = absolute_if_local(value)
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
+            return {k: plain(v, k) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [plain(v) for v in value]
         return value
 
-    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+    return {k: plain(v, k) for k, v in dataclasses.asdict(cfg).items()}
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

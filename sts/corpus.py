@@ -31,6 +31,12 @@ features of `corpus_features()` (the `huggingface` schema metadata carries them)
 rate; open them with `Audio(decode=False)` and `sts.audio.load_audio(row["src_audio"]["bytes"])`
 (datasets 5.x decodes audio only through torchcodec/FFmpeg). `sts-encode` adds the code columns
 (`encoded_features()`).
+
+Monolingual rows (`sts-build-corpus --mt none`: transcribed speech, or text spoken by a TTS, in one
+language) have no translation side: `tgt_lang`, `tgt_text`, `tgt_audio`, `tgt_duration` (and after
+encoding `tgt_codes`) are null, and `mt_backend` is "none". `tgt_lang` null is what marks such a row
+(`is_monolingual`); the card says how many there are (`corpus.json` `kind` and `monolingual`). They
+serve the one-language tasks (`asr`, `tts`, cpt speech); a task that needs both sides does not use them.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ README_NAME = "README.md"
 """The dataset card `datasets` reads: YAML front matter with `configs` and `features`, then prose."""
 SHARD_DIR = "data"
 """Subfolder of the shards (`datasets`' convention for a repository's data files)."""
+MT_NONE = "none"
+"""`mt_backend` of a monolingual row (`sts-build-corpus --mt none`)."""
 DURATION_RATIO_PERCENTILES = (50, 90, 99)
 """Percentiles of the target/source duration ratio a card records (with n and max)."""
 SHARD_GLOB = "part-*.parquet"
@@ -201,6 +209,11 @@ def check_shards(corpus_dir: str | Path, *, checksums: bool = False, remedy: str
         raise CorpusError(f"{'; '.join(problems[:3])}{more}{'; ' + remedy if remedy else ''}")
 
 
+def is_monolingual(row: dict) -> bool:
+    """Whether a corpus row (a dict with `tgt_lang`) is monolingual: it has no translation side."""
+    return row.get("tgt_lang") is None
+
+
 def read_rows(corpus_dir: str | Path, columns: Sequence[str] | None = None) -> list[dict]:
     """Every row of every shard as a dict (optionally only `columns`); for small corpora and tests."""
     import pyarrow.parquet as pq
@@ -215,6 +228,7 @@ def duration_ratios(shards: Sequence[str | Path]) -> dict[str, dict]:
     """How long speech gets when it is translated: the target/source duration ratio per direction.
 
     Reads only `src_lang`, `tgt_lang`, `src_duration`, `tgt_duration` of the Parquet `shards`.
+    Monolingual rows (no `tgt_lang`) have no ratio and are left out (not counted as skipped).
     Every row serves both directions (as sft trains s2st both ways): for "ja-en" a ja->en row gives
     tgt/src and an en->ja row src/tgt, the other direction is the inverse of the same rows. Returns
     `{"ja-en": {"n", "p50", "p90", "p99", "max", "skipped"}, "en-ja": {...}}` (ratios rounded to
@@ -233,6 +247,9 @@ def duration_ratios(shards: Sequence[str | Path]) -> dict[str, dict]:
         except (KeyError, ValueError) as err:  # pyarrow names the missing column
             raise ValueError(f"{shard}: cannot read the duration columns {columns} ({err})") from err
         data = table.to_pydict()
+        parallel = [i for i, lang in enumerate(data["tgt_lang"]) if lang is not None]
+        if len(parallel) < len(data["tgt_lang"]):  # monolingual rows carry no translation ratio
+            data = {k: [v[i] for i in parallel] for k, v in data.items()}
         src = np.asarray(data["src_duration"], dtype=np.float64)
         tgt = np.asarray(data["tgt_duration"], dtype=np.float64)
         langs = np.asarray([f"{a}-{b}" for a, b in zip(data["src_lang"], data["tgt_lang"], strict=True)])
@@ -263,7 +280,7 @@ def _features(with_codes: bool):
     columns = {
         "id": datasets.Value("string"),  # unique over the corpus; the resume key
         "src_lang": datasets.Value("string"),  # "ja" | "en"
-        "tgt_lang": datasets.Value("string"),
+        "tgt_lang": datasets.Value("string"),  # null: a monolingual row (no tgt_* side)
         "src_text": datasets.Value("string"),  # transcript of src_audio
         "tgt_text": datasets.Value("string"),  # translation, spoken in tgt_audio
         "src_audio": datasets.Audio(decode=False),
@@ -272,7 +289,7 @@ def _features(with_codes: bool):
         "tgt_duration": datasets.Value("float32"),
         "speaker": datasets.Value("string"),  # source speaker id, "" when unknown
         "source": datasets.Value("string"),  # e.g. "emilia", "local", "text-pairs"
-        "mt_backend": datasets.Value("string"),  # e.g. "hf:LiquidAI/LFM2-350M-ENJP-MT", "reference"
+        "mt_backend": datasets.Value("string"),  # e.g. "hf:LiquidAI/LFM2-350M-ENJP-MT", "reference", "none"
         "tts_backend": datasets.Value("string"),
         "tgt_asr_error": datasets.Value(
             "float32"
@@ -280,6 +297,9 @@ def _features(with_codes: bool):
         "speaker_similarity": datasets.Value(
             "float32"
         ),  # cosine(src, tgt) speaker embeddings; NaN = unchecked
+        # CER / WER of ASR(src_audio) vs src_text where the source speech was synthesized and checked
+        # (monolingual rows made from text); null = unchecked
+        "src_asr_error": datasets.Value("float32"),
     }
     if with_codes:
         columns["src_codes"] = datasets.List(datasets.Value("int32"))  # [T_src], 50 per second
@@ -300,7 +320,7 @@ def drop_features():
             "id": text,  # the source row's id
             "source": text,  # e.g. "emilia", "local", "text-pairs"
             "src_lang": text,
-            "tgt_lang": text,
+            "tgt_lang": text,  # null: a monolingual row (no translation side)
             "reason": text,  # the drop reason counted in corpus.json `drops`, e.g. "check_asr_round_trip"
             "detail": text,  # what it rests on, in words: the decoder's error, a level, a budget hit
             "src_text": text,  # the transcript
@@ -308,8 +328,9 @@ def drop_features():
             "src_duration": number,  # seconds (the source's metadata before decoding)
             "tgt_duration": number,  # seconds of synthesized target speech
             "dnsmos": number,  # the source's DNSMOS, where it gives one
-            "asr_text": text,  # what the ASR check heard in the target speech
+            "asr_text": text,  # what the ASR check heard in the target (monolingual: the synthesized) speech
             "tgt_asr_error": number,  # CER (ja) / WER (en) of asr_text vs tgt_text
+            "src_asr_error": number,  # the same for a monolingual row's synthesized speech vs src_text
             "speaker_similarity": number,  # source vs target speaker embedding cosine
             "src_audio_path": text,  # a local source's audio file
             "evidence": text,  # JSON object: other checks' scores and evidence

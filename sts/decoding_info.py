@@ -9,7 +9,7 @@
 
 `duration_ratio` is `sts.corpus.duration_ratios` over every training shard together: the exact
 merge of the corpora (each row counts once, so each corpus weighs by its rows; averaging the cards'
-percentiles would only approximate it). `source` names each corpus folder, how many of its shard
+percentiles would only approximate it). `source` names each corpus folder (absolute), how many of its shard
 files were read and the ratio its own card recorded. `sts-infer` bounds a speech output by the
 direction's p99 (`infer.decoding.LengthBudget`) instead of a fixed 2.5x.
 """
@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from sts.corpus import duration_ratios, read_card
+from sts.corpus import corpus_dir_of, duration_ratios, read_card
 from sts.io import write_json_atomic
 
 DECODING_FILE = "sts_decoding.json"
@@ -31,7 +31,8 @@ def decoding_info(shards: Sequence[str | Path]) -> dict:
     shards = [Path(s) for s in shards]
     folders: dict[Path, int] = {}
     for shard in shards:
-        folders[shard.parent] = folders.get(shard.parent, 0) + 1
+        folder = corpus_dir_of(shard).resolve()  # the folder with the card, above data/
+        folders[folder] = folders.get(folder, 0) + 1
     return {
         "duration_ratio": duration_ratios(shards),
         "source": [

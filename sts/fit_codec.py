@@ -59,6 +59,8 @@ def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
                 table = pq.read_table(shard, columns=["id", "src_audio", "tgt_audio"])
                 for row in table.to_pylist():
                     for side in ("src_audio", "tgt_audio"):
+                        if row[side] is None:  # a monolingual row has no target side
+                            continue
                         yield load_audio(row[side]["bytes"], name=f"{shard.name}:{row['id']}:{side}")
         elif path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):

@@ -35,11 +35,14 @@ from typing import TypeVar
 import numpy as np
 
 from sts.errors import CorruptFileError, InputError
+from sts.paths import record_path, resolve_recorded, same_location
 
 VOCAB_FILE = "sts_vocab.json"
 SPEECH_TOKEN_FORMAT = "<|s_{}|>"
 SPEECH_START_TOKEN = "<|speech_start|>"
 SPEECH_END_TOKEN = "<|speech_end|>"
+PATH_FIELDS = ("codec", "base_model")
+"""Fields that may name a local path: saved relative to the file, loaded absolute (`sts.paths`)."""
 
 Ids = TypeVar("Ids")  # np.ndarray or torch.Tensor: functions return the type they were given
 
@@ -70,11 +73,12 @@ class SpeechVocab:
     vocab_size: int
     """Embedding rows: after extension a multiple of `pad_to_multiple_of`; when adopted, the base's own."""
     codec: str = "HKUSTAudio/xcodec2-hf"
-    """The codec whose codes the block holds (Hugging Face id or path)."""
+    """The codec whose codes the block holds (Hugging Face id or path). A local path is saved relative to
+    the file's folder (or absolute) and loaded back absolute (`sts.paths`), so it resolves from anywhere."""
     frame_rate: float = 50.0
     """Codes per second of audio."""
     base_model: str = ""
-    """The model that was extended or adopted."""
+    """The model that was extended or adopted (a local path is saved and loaded as `codec` is)."""
     speech_token_format: str = SPEECH_TOKEN_FORMAT
     """String form of speech token k, for humans and for tokenizers; never used to map codes."""
     speech_start_token: str = SPEECH_START_TOKEN
@@ -123,13 +127,14 @@ class SpeechVocab:
     ) -> list[str]:
         """The codec contract fields where a codec (as a corpus card records it, or as loaded) differs
         from this vocabulary: any of "codebook_size" (vs `num_speech_tokens`), "frame_rate", "codec"
-        (the name). A None value is not compared."""
+        (the name: a local path counts as the same however it is spelled, `sts.paths.same_location`;
+        pass a recorded one resolved, `sts.paths.resolve_recorded`). A None value is not compared."""
         differences = []
         if codebook_size is not None and int(codebook_size) != self.num_speech_tokens:
             differences.append("codebook_size")
         if frame_rate is not None and abs(float(frame_rate) - self.frame_rate) > 1e-6:
             differences.append("frame_rate")
-        if codec is not None and str(codec) != self.codec:
+        if codec is not None and not same_location(codec, self.codec):
             differences.append("codec")
         return differences
 
@@ -138,10 +143,14 @@ class SpeechVocab:
         return self.speech_token_format.format(code)
 
     def save(self, model_dir: str | Path) -> Path:
-        """Write `model_dir/sts_vocab.json` atomically; returns its path."""
+        """Write `model_dir/sts_vocab.json` atomically; returns its path. Local `codec` and `base_model`
+        paths are recorded relative to `model_dir` (`sts.paths.record_path`)."""
         from sts.io import write_text_atomic
 
-        return write_text_atomic(Path(model_dir) / VOCAB_FILE, json.dumps(asdict(self), indent=2) + "\n")
+        data = asdict(self)
+        for name in PATH_FIELDS:
+            data[name] = record_path(data[name], model_dir) if data[name] else data[name]
+        return write_text_atomic(Path(model_dir) / VOCAB_FILE, json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, model_dir: str | Path) -> SpeechVocab:
@@ -168,6 +177,11 @@ class SpeechVocab:
         wrong = [n for n in ints if type(data[n]) is not int]
         if wrong:
             raise VocabError(f"{path}: {wrong[0]} must be an integer, got {data[wrong[0]]!r}")
+        for (
+            name
+        ) in PATH_FIELDS:  # paths recorded relative to the file (or, in older files, to where it was made)
+            if isinstance(data.get(name), str) and data[name]:
+                data[name] = resolve_recorded(data[name], path.parent)
         try:
             vocab = cls(**data)
         except TypeError as err:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpus_builder.cli import main as build_main
-from corpus_builder.encode import EncodeConfig, encode_corpus, main
+from corpus_builder.encode import EncodeConfig, encode_corpus, main, recorded_codec
 from corpus_builder.testing import tone_seconds
 from sts.audio import load_audio
 from sts.codec.melkmeans import MelKMeansCodec
@@ -61,7 +61,9 @@ def test_encode_adds_codes_and_resumes(tmp_path, tiny_codec_dir, capsys):
     folder = datasets.load_dataset(str(out), split="train")  # the README card now lists the code columns
     assert folder.features == encoded_features() and folder["id"] == ds["id"]
     card = json.loads((out / "corpus.json").read_text())
-    assert card["encode"]["codec"] == str(tiny_codec_dir) and card["encode"]["frame_rate"] == 50.0
+    # a local codec is recorded relative to the card, and read back absolute (sts.paths)
+    assert not card["encode"]["codec"].startswith("/") and card["encode"]["frame_rate"] == 50.0
+    assert recorded_codec(out) == str(tiny_codec_dir.resolve())
     assert card["encode"]["max_pad_ratio"] == 0.0  # exact batching by default, recorded
     assert card["rows"] == 3  # the build's numbers are kept
 
@@ -118,7 +120,7 @@ def test_a_bad_clip_is_skipped_recorded_and_passed_on_rerun(tmp_path, tiny_codec
     assert [r["tgt_codes"] is None for r in encoded] == [False, True, False]
     assert all(r["src_codes"] for r in encoded) and encoded[2]["tgt_codes"]
     record = json.loads((out / "corpus.json").read_text())["encode"]
-    assert record["skipped_clips"] == 1 and record["codec"] == str(tiny_codec_dir)
+    assert record["skipped_clips"] == 1 and recorded_codec(out) == str(tiny_codec_dir.resolve())
     [bad] = record["bad_clips"]
     assert (bad["shard"], bad["id"], bad["side"]) == (first.name, "ja-00000001", "tgt")
     assert "cannot decode audio" in bad["reason"]

@@ -42,6 +42,7 @@ import yaml
 
 from sts.errors import InputError
 from sts.io import remove_stale_temps, temp_path, write_text_atomic
+from sts.paths import absolute_if_local
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError
 from train.config import TrainConfig
@@ -90,11 +91,6 @@ def export_dtype(cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def _absolute(model: str) -> str:
-    """A local model folder as an absolute path; a hub id as it is."""
-    return str(Path(model).resolve()) if Path(model).exists() else model
-
-
 def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> tuple[dict, list[str]]:
     """An axolotl config equivalent to `cfg` (what axolotl has an option for), and comment lines for it."""
     export_dir = Path(export_dir).resolve()
@@ -120,7 +116,7 @@ def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> 
             "each other (axolotl keeps them apart only with flash/flex/xformers/sage/sdpa/eager).",
         ]
     out = {
-        "base_model": _absolute(cfg.model),
+        "base_model": absolute_if_local(cfg.model),
         "datasets": [{"path": str(data_dir / "train.parquet"), "ds_type": "parquet", "split": "train"}],
         "dataset_prepared_path": str(export_dir / "prepared"),
         "sequence_len": cfg.seq_len,

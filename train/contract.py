@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sts.corpus import CARD_NAME, check_shards, corpus_dir_of, read_card
 from sts.errors import InputError
+from sts.paths import resolve_recorded
 from sts.vocab import CodecMismatchError, SpeechVocab
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def check_corpus(
                 card_file,
             )
             continue
-        codec, rate, size = record.get("codec"), record.get("frame_rate"), record.get("codebook_size")
+        codec = resolve_recorded(record.get("codec"), folder)  # recorded relative to the card (sts.paths)
+        rate, size = record.get("frame_rate"), record.get("codebook_size")
         differences = vocab.codec_differences(codec, rate, size)
         if not differences:
             continue

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sts.io import remove_stale_temps, temp_path
+from sts.paths import absolute_if_local
 from sts.vocab import VOCAB_FILE
 from train.config import TrainConfig
 from train.contract import check_corpus
@@ -150,8 +151,8 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
         "codec": vocab.codec,
         "frame_rate": vocab.frame_rate,
         "base_model": vocab.base_model,
-        "model": str(cfg.model),
-        "shards": [str(s) for s in shards],
+        "model": absolute_if_local(str(cfg.model)),  # recorded paths resolve from anywhere (sts.paths)
+        "shards": [str(s.resolve()) for s in shards],
     }
     spill = [temp_path(p.with_suffix(".parts")) for p in paths]  # raw ids while tokenizing
     train_w, eval_w = (DocWriter(with_labels=cfg.stage == "sft", spill_dir=d) for d in spill)

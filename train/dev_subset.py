@@ -30,7 +30,7 @@ from sts.tasks import TaskFormatter, task_spec
 from sts.vocab import SpeechVocab
 from train.config import TrainConfig
 from train.data import iter_row_batches, list_shards
-from train.rows import is_eval_row, sft_examples
+from train.rows import is_eval_row, row_sides, sft_examples
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,10 @@ def sft_items(row: dict, fmt: TaskFormatter, tokenizer, weights: dict, cfg: Trai
     (> 0), both directions, with budgets from `cfg` (`gen_eval_max_new_tokens`, `seq_len`); rows a
     task cannot use are left out, as training leaves them out."""
     row = {**row, "src_codes": _codes(row["src_codes"]), "tgt_codes": _codes(row["tgt_codes"])}
-    sides = [(row[f"{side}_lang"], row[f"{side}_text"], row[f"{side}_codes"]) for side in ("src", "tgt")]
-    for group, example in sft_examples(sides, weights):
+    sides = row_sides(
+        *[(row[f"{side}_lang"], row[f"{side}_text"], row[f"{side}_codes"]) for side in ("src", "tgt")]
+    )
+    for group, example in sft_examples(sides or [], weights):  # a monolingual row: its asr and tts only
         try:
             example.check()
             prompt = fmt.prompt(example)

@@ -27,6 +27,7 @@ import yaml
 
 from sts.errors import InputError
 from sts.io import staged_dir, write_json_atomic
+from sts.paths import absolute_if_local, resolve_recorded
 from sts.vocab import SpeechVocab
 from train.checkpoint import STATE_FILE, safetensors_problem
 
@@ -56,16 +57,18 @@ class MergeConfig:
 
 
 def base_model_of(checkpoint: Path) -> str:
-    """The base the adapter in `checkpoint` was trained on (train_config.yaml, then adapter_config.json)."""
+    """The base the adapter in `checkpoint` was trained on (train_config.yaml, then adapter_config.json),
+    a local path resolved as recorded (`sts.paths.resolve_recorded`: absolute; older files relative to
+    the folder they were made in), so the merge runs from any folder."""
     train_config = checkpoint / "train_config.yaml"
     if train_config.is_file():
         model = (yaml.safe_load(train_config.read_text()) or {}).get("model")
         if model:
-            return str(model)
+            return resolve_recorded(str(model), checkpoint)
     base = json.loads((checkpoint / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not base:
         raise MergeError(f"{checkpoint}: cannot tell the base model; pass --base-model")
-    return str(base)
+    return resolve_recorded(str(base), checkpoint)
 
 
 def merge_lora(cfg: MergeConfig) -> Path:
@@ -113,7 +116,7 @@ def merge_lora(cfg: MergeConfig) -> Path:
         step = json.loads(state.read_text()).get("step") if state.is_file() else None
         note = {
             "adapter": str(checkpoint.resolve()),
-            "base_model": base,
+            "base_model": absolute_if_local(base),
             "step": step,
             "dtype": cfg.dtype,
             "peft": peft_version,

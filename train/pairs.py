@@ -45,6 +45,7 @@ from sts.errors import InputError
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
 from sts.io import atomic_open, remove_stale_temps, write_json_atomic
 from sts.lock import LOCK_NAME, folder_lock
+from sts.paths import absolute_if_local
 from sts.tasks import TASK_NAMES, TaskFormatter, load_task_formats
 from sts.vocab import SpeechVocab
 from train.config import TrainConfig
@@ -387,8 +388,8 @@ def pairs_card(cfg: PairConfig, prompts: int, notes: list[str]) -> dict:
         from sts.speaker import ENCODER as speaker
     return {
         "written_by": "sts-train dpo-pairs",
-        "model": cfg.model,
-        "shards": [str(s) for s in cfg.shards],
+        "model": absolute_if_local(cfg.model),  # recorded paths resolve from anywhere (sts.paths)
+        "shards": absolute_if_local([str(s) for s in cfg.shards]),
         "prompts": prompts,
         **summarize_scores(scores, pairs),
         "scoring": config_to_dict(cfg.scoring),

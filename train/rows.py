@@ -11,10 +11,15 @@ offsets; the range check, the shift by `speech_token_offset` and (cpt) the whole
 A code outside `[0, num_speech_tokens)` stops tokenization with `InvalidCodesError` naming the shard,
 the row id and the value; with `skip_invalid_codes` the row is skipped and counted instead. Counted, by
 reason, per split (rows or samples as named): `skipped_invalid_codes` (rows), `skipped_bad_languages`
-(sft rows whose languages are not two different ones of `sts.LANGUAGES`), `skipped_missing_side` (a
-sample or cpt side without the codes or text it needs), `skipped_special_text` (sft samples whose text
+(sft rows whose languages are not two different ones of `sts.LANGUAGES`, or a monolingual row's one
+language not among them), `skipped_missing_side` (a sample or cpt side without the codes or text it
+needs), `skipped_special_text` (sft samples whose text
 holds special-token strings), `skipped_prompt_not_prefix` (sft samples whose answer merges into the
 prompt's last tokens), `dropped_overlong` / `trimmed_overlong` (sft samples longer than `seq_len`).
+
+A monolingual row (`sts.corpus`: no `tgt_lang`) is one side, not a row missing its other side: sft
+makes its `asr` and `tts` samples (the tasks that need both sides are simply not drawn from it), cpt
+its one speech document, and nothing about the absent target is counted.
 """
 
 from __future__ import annotations
@@ -210,6 +215,7 @@ class RowTokenizer:
             is_eval=np.repeat(is_eval, keep.sum(axis=1)),
         )
         missing = ~np.stack([c.present for c in columns], axis=1) & ~skipped[:, None]
+        missing[:, 1] &= ~_monolingual(batch)  # a monolingual row has no target: nothing is missing
         for r in np.nonzero(missing)[0]:  # one count per missing side
             out.count(bool(is_eval[r]), "skipped_missing_side")
         return out
@@ -226,14 +232,13 @@ class RowTokenizer:
         for r, row_id in enumerate(row_ids):
             if skipped[r]:
                 continue
-            langs = (table["src_lang"][r], table["tgt_lang"][r])
-            if langs[0] == langs[1] or not set(langs) <= set(LANGUAGES):
+            sides = row_sides(
+                (table["src_lang"][r], table["src_text"][r], columns[0].row(r)),
+                (table["tgt_lang"][r], table["tgt_text"][r], columns[1].row(r)),
+            )
+            if sides is None:
                 out.count(bool(is_eval[r]), "skipped_bad_languages")
                 continue
-            sides = [
-                (langs[0], table["src_text"][r], columns[0].row(r)),
-                (langs[1], table["tgt_text"][r], columns[1].row(r)),
-            ]
             for group, example in sft_examples(sides, cfg.task_weights):
                 try:
                     sample = self.fmt.build(example, loss=cfg.loss_mask)
@@ -273,20 +278,40 @@ _SKIP_REASON = {
 }
 
 
-def sft_examples(sides, weights: dict[str, float]):
-    """(group, Example) for every enabled task of one parallel row, both directions.
+def _monolingual(batch) -> np.ndarray:
+    """`[R]` bool: the rows of a record batch with no `tgt_lang` (monolingual, `sts.corpus`)."""
+    return batch.column("tgt_lang").is_null().to_numpy(zero_copy_only=False)
 
-    `sides`: [(lang, text, codes), (lang, text, codes)] for the source and the target side.
+
+def row_sides(src: tuple, tgt: tuple) -> list[tuple] | None:
+    """The sides of one corpus row for `sft_examples`, each `(lang, text, codes)`: both for a parallel
+    row, the source alone for a monolingual one (`tgt` lang None); None when the row's languages are
+    unusable (not in `sts.LANGUAGES`, or a parallel row's two the same)."""
+    if tgt[0] is None:
+        return [src] if src[0] in LANGUAGES else None
+    if src[0] == tgt[0] or not {src[0], tgt[0]} <= set(LANGUAGES):
+        return None
+    return [src, tgt]
+
+
+def sft_examples(sides, weights: dict[str, float]):
+    """(group, Example) for every enabled task of one row, both directions.
+
+    `sides`: `row_sides`' [(lang, text, codes), (lang, text, codes)] for the source and the target
+    side of a parallel row, or [(lang, text, codes)] for a monolingual row, which gives the tasks of
+    one language (asr, tts) only.
     """
     for task in TASK_NAMES:
         if weights.get(task, 0.0) <= 0:
             continue
+        if TASKS[task].translates and len(sides) < 2:
+            continue  # a monolingual row: no translation to learn, and nothing to count as skipped
         for i, (lang, text, codes) in enumerate(sides):
-            other_lang, other_text, other_codes = sides[1 - i]
             if not TASKS[task].translates:  # asr, tts: one language, both fields from this side
                 ex = Example(task, lang, lang, src_text=text, tgt_text=text, src_codes=codes, tgt_codes=codes)
                 yield f"{task}:{lang}", ex
             else:
+                other_lang, other_text, other_codes = sides[1 - i]
                 ex = Example(task, lang, other_lang, src_text=text, tgt_text=other_text)
                 ex.src_codes, ex.tgt_codes = codes, other_codes
                 yield f"{task}:{lang}-{other_lang}", ex
