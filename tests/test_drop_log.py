@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from corpus_builder.checks import AsrRoundTrip
@@ -125,3 +127,19 @@ def test_the_drop_log_resumes_and_never_holds_a_row_twice(tmp_path):
     log = pd.read_parquet(out / "drops")
     assert len(log) == 6 and not log.duplicated(["id", "reason"]).any()
     assert {p.name: p.read_bytes() for p in drop_paths(out)} == first  # the same rows, rewritten in place
+
+
+def test_a_monolingual_rows_drop_has_no_translation_side(tmp_path):
+    from corpus_builder.build import BuildConfig, build_corpus
+    from corpus_builder.testing import LengthCheck, ToneTTS, tone_seconds
+
+    text = tmp_path / "ja.txt"
+    text.write_text("あ\nこんにちは、元気ですか\n", encoding="utf-8")
+    cfg = BuildConfig(out_dir=tmp_path / "mono", source="text", path=str(text), folder_lang="ja", mt="none",
+                      tts=TONE, checks=["none"], min_duration=0.0)  # fmt: skip
+    list(build_corpus(cfg, tts=ToneTTS(), checks=[LengthCheck(0.3)], argv=["test"]))  # "あ": 0.6 s a char
+    (drop,) = pq.read_table(cfg.out_dir / "drops").to_pylist()
+    assert drop["reason"] == "check_length" and drop["src_text"] == "あ" and drop["tgt_lang"] is None
+    assert (
+        drop["src_asr_error"] == pytest.approx(tone_seconds("あ"), rel=1e-3) and drop["tgt_asr_error"] is None
+    )
