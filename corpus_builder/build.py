@@ -30,6 +30,9 @@ difference (a source file counts by its content, so a moved copy is the same sou
 read no further, so the full command in the same folder redoes it and goes on (`shards.is_done`).
 Each worker holds a lock on the folder while it builds (`shards.worker_lock`): a second builder of
 the same worker refuses to start (or waits, `--wait-for-lock`); other workers run in parallel.
+Holding it, a worker first removes what a killed run left (`shards.remove_leftovers`) and checks
+the files of its done chunks against their recorded rows, size and footer (`shards.check_chunks`):
+a missing shard's chunk is built again, a changed one stops the build naming it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +58,8 @@ from sts.config import config_to_dict
 from sts.corpus import CorpusError, corpus_features
 from sts.errors import UsageError
 from sts.mt import MTBackend
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -337,8 +343,10 @@ def build_corpus(
     """
     out_dir = prepare_build(cfg)
     with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
-        prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
+        prefix = shards.worker_prefix(cfg.shard_index, cfg.num_shards)
         shards.remove_leftovers(out_dir, prefix)  # safe: this worker's lock is ours
+        for name in shards.check_chunks(out_dir, prefix):  # CorpusError for a changed one
+            log.warning("%s: missing; its chunk is built again", shards.chunk_path(out_dir, name))
         backends = {"mt": mt, "tts": tts, "checks": checks, "dnsmos": None}
         yield from _build_chunks(cfg, out_dir, backends, on_outcome)
     mt, tts, checks = backends["mt"], backends["tts"], backends["checks"]
@@ -381,7 +389,7 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
         if backends["checks"] is None:
             backends["checks"] = make_checks(cfg)
         backends["dnsmos"] = backends["dnsmos"] or make_dnsmos(cfg)
-        stats, kept = shards.empty_stats(), []
+        stats, kept, dropped = shards.empty_stats(), [], []
         for outcome in process_rows(
             batch,
             mt=backends["mt"],
@@ -396,7 +404,9 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
                 on_outcome(outcome)
             if outcome.row is not None:
                 kept.append(outcome.row)
-        shards.write_chunk(out_dir, name, kept, features, stats)
+            elif outcome.drop is not None:
+                dropped.append(outcome.drop)
+        shards.write_chunk(out_dir, name, kept, features, stats, dropped)
         yield ChunkResult(name, False, stats)
 
 

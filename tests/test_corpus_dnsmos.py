@@ -55,6 +55,11 @@ def test_min_dnsmos_uses_recorded_values_and_rates_the_rest():
     [tone] = tts.synthesize([TTSRequest("テキストだけ", "ja")])
     assert scorer.score(to_16k(tone.audio, tone.sample_rate)).ovrl < threshold  # a sine is no speech (~1.0)
     assert drops == {"r0": None, "r1": "dnsmos_low", "r2": None, "r3": "dnsmos_low", "r4": "dnsmos_low"}
+    # the drop log's record: the computed (or recorded) OVRL and the why
+    records = {o.id: o.drop for o in outcomes if o.drop is not None}
+    assert records["r1"]["dnsmos"] == pytest.approx(noisy_ovrl, abs=1e-3)
+    assert records["r1"]["detail"].startswith("DNSMOS OVRL") and "(computed)" in records["r1"]["detail"]
+    assert records["r3"]["dnsmos"] == pytest.approx(threshold - 1)
     # without a scorer only recorded values count (an Emilia build without speechmos)
     plain = {o.id: o.drop_reason for o in process_rows(rows[:4], mt=ReferenceMT(), tts=ToneTTS(), cfg=cfg)}
     assert plain == {"r0": None, "r1": None, "r2": None, "r3": "dnsmos_low"}
