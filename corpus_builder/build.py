@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import itertools
 import json
 import logging
@@ -264,8 +265,34 @@ def prepare_build(cfg: BuildConfig) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise CorpusError(f"{out_dir}: exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.min_dnsmos > 0 and cfg.source != "emilia" and importlib.util.find_spec("speechmos") is None:
+        raise CorpusError(
+            f"--min-dnsmos {cfg.min_dnsmos} with --source {cfg.source} needs speechmos (the eval extra)"
+        )
     shards.check_settings(out_dir, build_settings(cfg), cfg.allow_changed)
     return out_dir
+
+
+def make_dnsmos(cfg: BuildConfig):
+    """The DNSMOS scorer `--min-dnsmos` needs (None when it is off); Emilia's rows carry their own value,
+    so without speechmos an Emilia build goes on with those alone. Raises `CorpusError` otherwise."""
+    if cfg.min_dnsmos <= 0:
+        return None
+    from sts.dnsmos import Dnsmos
+
+    try:
+        return Dnsmos()
+    except ImportError as err:
+        if cfg.source == "emilia":
+            return None
+        raise CorpusError(f"--min-dnsmos {cfg.min_dnsmos} with --source {cfg.source}: {err}") from err
+
+
+def describe_dnsmos(cfg: BuildConfig) -> str:
+    from sts.dnsmos import MODEL
+
+    recorded = "the source's recorded value, else " if cfg.source == "emilia" else ""
+    return f"source speech DNSMOS OVRL >= {cfg.min_dnsmos}: {recorded}{MODEL}"
 
 
 def check_monolingual(cfg: BuildConfig) -> None:
@@ -320,7 +347,7 @@ def build_corpus(
         shards.remove_leftovers(out_dir, prefix)  # safe: this worker's lock is ours
         for name in shards.check_chunks(out_dir, prefix):  # CorpusError for a changed one
             log.warning("%s: missing; its chunk is built again", shards.chunk_path(out_dir, name))
-        backends = {"mt": mt, "tts": tts, "checks": checks}
+        backends = {"mt": mt, "tts": tts, "checks": checks, "dnsmos": None}
         yield from _build_chunks(cfg, out_dir, backends, on_outcome)
     mt, tts, checks = backends["mt"], backends["tts"], backends["checks"]
     models = {
@@ -329,6 +356,8 @@ def build_corpus(
         "tts": tts.name if tts else _describe_tts(cfg),
         "checks": [c.name for c in checks] if checks is not None else cfg.checks,
     }
+    if cfg.min_dnsmos > 0:
+        models["dnsmos"] = describe_dnsmos(cfg)
     shards.write_card(out_dir, config=config_to_dict(cfg), models=models, argv=argv)
 
 
@@ -359,6 +388,7 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
         backends["tts"] = backends["tts"] or make_tts(cfg)  # None: nothing to speak
         if backends["checks"] is None:
             backends["checks"] = make_checks(cfg)
+        backends["dnsmos"] = backends["dnsmos"] or make_dnsmos(cfg)
         stats, kept, dropped = shards.empty_stats(), [], []
         for outcome in process_rows(
             batch,
@@ -367,6 +397,7 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
             checks=backends["checks"],
             cfg=pipeline_cfg,
             seen_ids=seen_ids,
+            dnsmos=backends["dnsmos"],
         ):
             shards.add_outcome(stats, outcome)
             if on_outcome is not None:

@@ -103,8 +103,10 @@ def process_rows(
     checks: Sequence[Check] = (),
     cfg: PipelineConfig | None = None,
     seen_ids: set[str] | None = None,
+    dnsmos=None,
 ) -> Iterator[Outcome]:
     """One `Outcome` per input row, in order. `seen_ids` (shared across calls) drops duplicate ids.
+    `dnsmos` (a `sts.dnsmos.Dnsmos`) rates source speech without a recorded DNSMOS for `min_dnsmos`.
 
     `mt` None builds monolingual rows; `tts` may then be None when every row has its audio (a text-only
     row is dropped as `tts_missing`).
@@ -118,14 +120,15 @@ def process_rows(
     history: dict[str, list[tuple[str, str]]] = {}
     rows = iter(rows)
     while batch := list(itertools.islice(rows, cfg.batch_size)):
-        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids, history)
+        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids, history, dnsmos)
 
 
-def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history) -> list[Outcome]:
+def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history, dnsmos=None) -> list[Outcome]:
     work = [_prepare(row, cfg, seen_ids, monolingual=mt is None) for row in batch]
+    _check_dnsmos([w for w in work if not w.drop], dnsmos, cfg.filters.min_dnsmos)
     if mt is not None:
         _translate([w for w in work if not w.drop], mt, cfg.mt_context, history, cfg.mt_keep_truncated)
-    _synthesize([w for w in work if not w.drop], tts, cfg)
+    _synthesize([w for w in work if not w.drop], tts, cfg, dnsmos)
     _check([w for w in work if not w.drop], checks)
     return [_outcome(w, mt, tts) for w in work]
 
@@ -149,6 +152,21 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str], monolingua
         if not work.drop and is_silent(work.src_audio):  # a transcript over silence teaches nothing
             work.drop, work.detail = "silent_audio", _level(work.src_audio)
     return work
+
+
+def _check_dnsmos(work: list[_Work], dnsmos, threshold: float) -> None:
+    """Drop ("dnsmos_low") source speech whose DNSMOS OVRL is below `threshold`: rows the source gave a
+    value were filtered on it already (`filter_reason`); the others are rated here when there is a scorer."""
+    if threshold <= 0 or dnsmos is None:
+        return
+    for w in work:
+        if w.src.dnsmos is None and w.src_audio is not None:
+            score = dnsmos.score(w.src_audio)
+            if score is not None:
+                w.evidence.update({f"dnsmos_{k}": v for k, v in score.rounded().items()})
+            if score is not None and score.ovrl < threshold:
+                w.drop = "dnsmos_low"
+                w.detail = f"DNSMOS OVRL {score.ovrl:.2f} < {threshold:g} (computed)"
 
 
 def _translate(
@@ -182,7 +200,7 @@ def _translate(
                 )
 
 
-def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig) -> None:
+def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig, dnsmos=None) -> None:
     for w in work:
         needs = ([w.tgt_lang] if w.tgt_lang else []) + ([w.src.lang] if w.src_audio is None else [])
         if needs and tts is None:
@@ -201,6 +219,7 @@ def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig) 
                 w.drop, w.detail = "src_tts_silent", _level(result.audio, result.sample_rate)
             else:
                 w.src_audio = to_16k(result.audio, result.sample_rate)
+        _check_dnsmos([w for w in text_only if not w.drop], dnsmos, cfg.filters.min_dnsmos)
     work = [w for w in work if not w.drop and w.tgt_lang]  # monolingual rows have nothing more to say
     requests = [
         TTSRequest(w.tgt_text, w.tgt_lang, w.src_audio, w.src.text.strip())
@@ -279,7 +298,7 @@ def drop_record(w: _Work) -> dict:
         "tgt_text": w.tgt_text,
         "src_duration": len(w.src_audio) / SAMPLE_RATE if w.src_audio is not None else w.src.duration,
         "tgt_duration": tgt_duration,
-        "dnsmos": w.src.dnsmos,
+        "dnsmos": w.src.dnsmos if w.src.dnsmos is not None else w.evidence.get("dnsmos_ovrl"),
         "asr_text": w.evidence.get("asr_text"),
         "tgt_asr_error": scores.pop("tgt_asr_error", None),
         "src_asr_error": scores.pop("src_asr_error", None),

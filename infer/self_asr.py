@@ -19,6 +19,12 @@ class CheckpointASR:
         self.translator = translator
         self.name = "sts-checkpoint:asr"
 
+    def model_for(self, lang: str) -> str:
+        return self.name
+
+    def load(self, lang: str) -> None:
+        pass
+
     def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
         from infer.translate import Request
 

@@ -121,7 +121,8 @@ def _infer(f, model, *extra, inp=None, out="o.wav"):
 
 def _eval(f, model, manifest="ok.jsonl"):
     return [str(f["root"] / manifest), "--model", str(model), "-o", str(f["root"] / "eval"), "--asr", "none",
-            "--codec", str(f["codec"]), "--no-codec-roundtrip", "--no-speaker-similarity", "--max-new-tokens", "4"]  # fmt: skip
+            "--codec", str(f["codec"]), "--no-codec-roundtrip", "--no-speaker-similarity", "--no-dnsmos",
+            "--max-new-tokens", "4"]  # fmt: skip
 
 
 def _eval_mt(f, model):
