@@ -1,4 +1,4 @@
-"""Time to first audio and real-time factor of `Translator.stream` vs `Translator.run`, one input at a time.
+"""Time to first audio, real-time factor and SimulEval latency of `Translator.stream` vs `Translator.run`.
 
     python benchmarks/stream_latency.py                       # CPU: the demo's LM size + the demo codec
     python benchmarks/stream_latency.py --mode gpu            # GPU: LFM2-350M shape + full-size XCodec2
@@ -24,8 +24,11 @@ sampling (the speech default). Per path, the median of `--repeats` timed runs af
     "done" (which decodes the whole output once more for the result's waveform, as `run` does).
     Playback started at the first audio never waits while last audio <= first audio + output
     seconds (chunks arrive at least as fast as they play).
-Real-time factor = total seconds / output audio seconds (below 1: faster than real time). Rows for
-`benchmarks/RESULTS.md` are printed; `--json` writes them.
+Real-time factor = total seconds / output audio seconds (below 1: faster than real time).
+SimulEval's StartOffset, EndOffset and ATD (`sts.latency`, ms), ideal and computation-aware: the
+model reads the whole source first, so every chunk's delay is the source length; the
+computation-aware timestamps add each audio event's wall-clock time (`run`: one chunk, the whole
+output, at the end). Rows for `benchmarks/RESULTS.md` are printed; `--json` writes them.
 """
 
 from __future__ import annotations
@@ -116,20 +119,42 @@ def time_run(translator, request, device: str) -> dict:
     sync(device)
     total = time.perf_counter() - t0
     seconds = len(result.waveform) / 16000
-    return {"first_audio": total, "last_audio": total, "total": total, "output_seconds": seconds}
+    return {
+        "first_audio": total,
+        "last_audio": total,
+        "total": total,
+        "output_seconds": seconds,
+        **simuleval(request, [(total, seconds)]),
+    }
 
 
 def time_stream(translator, request, device: str) -> dict:
     sync(device)
     first = last = None
+    chunks = []
     for event in translator.stream(request):
         if event.kind == "audio":
             first = event.seconds if first is None else first
             last = event.seconds
+            chunks.append((event.seconds, len(event.audio) / 16000))
         elif event.kind == "done":
             total, result = event.seconds, event.result
     seconds = len(result.waveform) / 16000
-    return {"first_audio": first, "last_audio": last, "total": total, "output_seconds": seconds}
+    return {
+        "first_audio": first,
+        "last_audio": last,
+        "total": total,
+        "output_seconds": seconds,
+        **simuleval(request, chunks),
+    }
+
+
+def simuleval(request, chunks: list[tuple[float, float]]) -> dict:
+    """SimulEval's StartOffset, EndOffset, ATD (ms) of one output: `chunks` are (wall s, audio s)."""
+    from sts.latency import SpeechOutputTrace, latency_scores
+
+    scores = latency_scores(SpeechOutputTrace.from_events(len(request.wav) / 16000, chunks))
+    return {f"{metric}_{form}": value for form, values in scores.items() for metric, value in values.items()}
 
 
 def sync(device: str) -> None:
@@ -191,6 +216,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{path:<7} first audio {row['first_audio']:.3f} s, last audio {row['last_audio']:.3f} s, done "
             f"{row['total']:.3f} s for {row['output_seconds']:.2f} s of audio: real-time factor {row['rtf']:.3f}"
+        )
+        print(
+            f"{'':<7} SimulEval ms, ideal / computation-aware: StartOffset {row['StartOffset_ideal']:.0f} / "
+            f"{row['StartOffset_computation_aware']:.0f}, EndOffset {row['EndOffset_ideal']:.0f} / "
+            f"{row['EndOffset_computation_aware']:.0f}, ATD {row['ATD_ideal']:.0f} / {row['ATD_computation_aware']:.0f}"
         )
     result = {"info": info, "rows": rows}
     if args.json:

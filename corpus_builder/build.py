@@ -30,6 +30,9 @@ difference (a source file counts by its content, so a moved copy is the same sou
 read no further, so the full command in the same folder redoes it and goes on (`shards.is_done`).
 Each worker holds a lock on the folder while it builds (`shards.worker_lock`): a second builder of
 the same worker refuses to start (or waits, `--wait-for-lock`); other workers run in parallel.
+Holding it, a worker first removes what a killed run left (`shards.remove_leftovers`) and checks
+the files of its done chunks against their recorded rows, size and footer (`shards.check_chunks`):
+a missing shard's chunk is built again, a changed one stops the build naming it.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +63,8 @@ from sts.devices import BatchSize, DeviceArgs, DType
 from sts.errors import UsageError
 from sts.model_files import resolve_model
 from sts.mt import MTBackend, load_mt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -260,8 +267,34 @@ def prepare_build(cfg: BuildConfig) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise CorpusError(f"{out_dir}: exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.min_dnsmos > 0 and cfg.source != "emilia" and importlib.util.find_spec("speechmos") is None:
+        raise CorpusError(
+            f"--min-dnsmos {cfg.min_dnsmos} with --source {cfg.source} needs speechmos (the eval extra)"
+        )
     shards.check_settings(out_dir, build_settings(cfg), cfg.allow_changed)
     return out_dir
+
+
+def make_dnsmos(cfg: BuildConfig):
+    """The DNSMOS scorer `--min-dnsmos` needs (None when it is off); Emilia's rows carry their own value,
+    so without speechmos an Emilia build goes on with those alone. Raises `CorpusError` otherwise."""
+    if cfg.min_dnsmos <= 0:
+        return None
+    from sts.dnsmos import Dnsmos
+
+    try:
+        return Dnsmos()
+    except ImportError as err:
+        if cfg.source == "emilia":
+            return None
+        raise CorpusError(f"--min-dnsmos {cfg.min_dnsmos} with --source {cfg.source}: {err}") from err
+
+
+def describe_dnsmos(cfg: BuildConfig) -> str:
+    from sts.dnsmos import MODEL
+
+    recorded = "the source's recorded value, else " if cfg.source == "emilia" else ""
+    return f"source speech DNSMOS OVRL >= {cfg.min_dnsmos}: {recorded}{MODEL}"
 
 
 def check_monolingual(cfg: BuildConfig) -> None:
@@ -311,9 +344,11 @@ def build_corpus(
     """
     out_dir = prepare_build(cfg)
     with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
-        prefix = f"part-{cfg.shard_index:05d}-of-{cfg.num_shards:05d}-"
+        prefix = shards.worker_prefix(cfg.shard_index, cfg.num_shards)
         shards.remove_leftovers(out_dir, prefix)  # safe: this worker's lock is ours
-        backends = {"mt": mt, "tts": tts, "checks": checks}
+        for name in shards.check_chunks(out_dir, prefix):  # CorpusError for a changed one
+            log.warning("%s: missing; its chunk is built again", shards.chunk_path(out_dir, name))
+        backends = {"mt": mt, "tts": tts, "checks": checks, "dnsmos": None}
         yield from _build_chunks(cfg, out_dir, backends, on_outcome)
     mt, tts, checks = backends["mt"], backends["tts"], backends["checks"]
     models = {
@@ -322,6 +357,8 @@ def build_corpus(
         "tts": tts.name if tts else _describe_tts(cfg),
         "checks": [c.name for c in checks] if checks is not None else cfg.checks,
     }
+    if cfg.min_dnsmos > 0:
+        models["dnsmos"] = describe_dnsmos(cfg)
     shards.write_card(out_dir, config=config_to_dict(cfg), models=models, argv=argv)
 
 
@@ -352,7 +389,8 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
         backends["tts"] = backends["tts"] or make_tts(cfg)  # None: nothing to speak
         if backends["checks"] is None:
             backends["checks"] = make_checks(cfg)
-        stats, kept = shards.empty_stats(), []
+        backends["dnsmos"] = backends["dnsmos"] or make_dnsmos(cfg)
+        stats, kept, dropped = shards.empty_stats(), [], []
         for outcome in process_rows(
             batch,
             mt=backends["mt"],
@@ -360,13 +398,16 @@ def _build_chunks(cfg: BuildConfig, out_dir: Path, backends: dict, on_outcome) -
             checks=backends["checks"],
             cfg=pipeline_cfg,
             seen_ids=seen_ids,
+            dnsmos=backends["dnsmos"],
         ):
             shards.add_outcome(stats, outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
             if outcome.row is not None:
                 kept.append(outcome.row)
-        shards.write_chunk(out_dir, name, kept, features, stats)
+            elif outcome.drop is not None:
+                dropped.append(outcome.drop)
+        shards.write_chunk(out_dir, name, kept, features, stats, dropped)
         yield ChunkResult(name, False, stats)
 
 

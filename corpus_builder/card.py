@@ -1,7 +1,8 @@
 """The `README.md` dataset card of a corpus folder, made from its `corpus.json`.
 
 `datasets.load_dataset(FOLDER)` reads the YAML front matter: `configs` points the default config's
-train split at the shards (`data/*.parquet`), `dataset_info.features` gives the columns (audio as
+train split at the shards (`data/*.parquet`), and a `drops` config's at the drop log
+(`drops/*.parquet`, `load_dataset(FOLDER, "drops")`); `dataset_info` gives the columns (audio as
 `Audio(decode=False)`: datasets 5.x decodes only through torchcodec/FFmpeg). The prose repeats the
 card's numbers for a person browsing the folder (or a Hugging Face dataset page).
 """
@@ -12,24 +13,44 @@ from pathlib import Path
 
 import yaml
 
-from sts.corpus import SHARD_GLOB, corpus_features, encoded_features, shard_dir
+from sts.corpus import (
+    DROPS_DIR,
+    SHARD_GLOB,
+    corpus_features,
+    drop_features,
+    drop_paths,
+    encoded_features,
+    shard_dir,
+)
 
 
 def front_matter(out_dir: Path, encoded: bool, card: dict | None = None) -> dict:
-    """The YAML header: one config whose train split is the shards, the features, and the tasks and
+    """The YAML header: the default config, whose train split is the shards, and (when there is a drop
+    log) a `drops` config, whose train split is the dropped rows; their features; and the tasks and
     languages the rows serve (a monolingual corpus: speech recognition and synthesis only)."""
     import datasets
 
-    features = encoded_features() if encoded else corpus_features()
+    def yaml_features(features) -> list:  # datasets' own YAML form of features
+        return datasets.DatasetInfo(features=features)._to_yaml_dict()["features"]
+
     folder = shard_dir(out_dir).relative_to(out_dir).as_posix()
     pattern = SHARD_GLOB if folder == "." else f"{folder}/{SHARD_GLOB}"
-    info = datasets.DatasetInfo(features=features)._to_yaml_dict()  # datasets' own YAML form of features
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": pattern}]}]
+    info: dict | list = {"features": yaml_features(encoded_features() if encoded else corpus_features())}
+    if drop_paths(out_dir):
+        configs.append(
+            {"config_name": "drops", "data_files": [{"split": "train", "path": f"{DROPS_DIR}/{SHARD_GLOB}"}]}
+        )
+        info = [
+            {"config_name": "default", **info},
+            {"config_name": "drops", "features": yaml_features(drop_features())},
+        ]
     card = card or {}
     monolingual_only = card.get("kind") == "monolingual"
     languages = sorted(card.get("monolingual", {})) if monolingual_only else ["ja", "en"]
     return {
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": pattern}]}],
-        "dataset_info": {"features": info["features"]},
+        "configs": configs,
+        "dataset_info": info,
         "task_categories": (
             ["automatic-speech-recognition", "text-to-speech"]
             if monolingual_only
@@ -71,6 +92,13 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
         )
     if card.get("drops"):
         lines.append("- dropped: " + ", ".join(f"{reason} {n:,}" for reason, n in card["drops"].items()))
+        log = card.get("drop_log", {})
+        lines.append(
+            f"- drop log: `{DROPS_DIR}/` lists {log.get('rows', 0):,} dropped rows with their id, source, reason "
+            "and evidence (the decoder's error, the durations, what the ASR check heard and its error, the "
+            "speaker similarity, DNSMOS; null where not measured)"
+            + ("" if log.get("complete", True) else "; rows dropped before the log existed are only counted")
+        )
     models = card.get("models", {})
     if models:
         lines.append(f"- MT: {models.get('mt')}; TTS: {models.get('tts')}; checks: {models.get('checks')}")
@@ -83,7 +111,11 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
     lines += [
         f"- written {card.get('written_at', '')} by `{' '.join(map(str, card.get('command', [])))}`",
         "",
-        "All numbers, the models, package versions and the full build configuration are in `corpus.json`.",
+        "All numbers, the models, package versions and the full build configuration are in `corpus.json`,",
+        "with each shard's rows, size and SHA-256 (`shards`). Rerunning the command that wrote this folder",
+        "resumes it: finished chunks are skipped and a missing shard is built again, while other settings or",
+        "a shard changed since it was recorded are refused with a message naming them; `sts-encode` and",
+        "`sts-train` refuse a missing or changed shard too.",
         "",
         "## Reading it",
         "",
@@ -92,6 +124,13 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
         f'ds = datasets.load_dataset("{here}", split="train")      # this card\'s configs and features',
         f'df = pandas.read_parquet("{data}")                       # the shard folder, not the top folder',
         f'table = pyarrow.dataset.dataset("{data}").to_table()',
+        *(
+            [
+                f'drops = datasets.load_dataset("{here}", "drops", split="train")  # or pandas.read_parquet("{here}/{DROPS_DIR}")'
+            ]
+            if drop_paths(out_dir)
+            else []
+        ),
         "```",
         "",
         "Audio columns are `{bytes, path}` structs of FLAC files (source at 16 kHz, target at the TTS's rate):",

@@ -60,13 +60,18 @@ class AsrRoundTrip(Check):
         return self.asr.transcribe([audio], lang)[0]
 
     def score(self, rows: Sequence[CheckInput]) -> list[float]:
-        scores = []
+        return [score for score, _ in self.score_with_evidence(rows)]
+
+    def score_with_evidence(self, rows: Sequence[CheckInput]) -> list[tuple[float, dict]]:
+        """(error, {"asr_text": the transcript it was measured on}) per row; NaN and {} unchecked."""
+        results = []
         for row in rows:
             if row.tgt_audio is None or len(row.tgt_audio) == 0 or not row.tgt_text.strip():
-                scores.append(math.nan)
+                results.append((math.nan, {}))
                 continue
-            scores.append(asr_error(row.tgt_text, self.transcribe(row.tgt_audio, row.tgt_lang), row.tgt_lang))
-        return scores
+            heard = self.transcribe(row.tgt_audio, row.tgt_lang)
+            results.append((asr_error(row.tgt_text, heard, row.tgt_lang), {"asr_text": heard}))
+        return results
 
     def passes(self, score: float) -> bool:
         return math.isnan(score) or score <= self.max_asr_error

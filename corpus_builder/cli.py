@@ -45,9 +45,12 @@ def run(cfg: BuildConfig, argv: list[str]) -> int:
     console = Console(stderr=True)
     out_dir = prepare_build(cfg)  # fail on flags, source and settings before any progress bar
     check_models(cfg)  # ... and on a model folder that does not exist
-    if not cfg.ray:  # ... and on a folder another builder holds (the build takes the lock again)
+    if not cfg.ray:  # ... on a folder another builder holds (the build takes the lock again), a changed shard
         with shards.worker_lock(out_dir, cfg.shard_index, cfg.num_shards, wait=cfg.wait_for_lock):
-            pass
+            for name in shards.check_chunks(out_dir, shards.worker_prefix(cfg.shard_index, cfg.num_shards)):
+                console.print(
+                    f"{shards.chunk_path(out_dir, name)}: missing; its chunk is built again", markup=False
+                )
     if cfg.ray:
         summaries = build_with_ray(cfg, argv=argv)
         for s in summaries:

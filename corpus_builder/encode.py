@@ -30,6 +30,7 @@ unless `--reencode`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,17 @@ from annotated_types import Interval
 
 from corpus_builder import shards
 from sts.audio import AudioError, load_audio
-from sts.corpus import CorpusError, encoded_features, read_card, shard_dir, shard_paths
+from sts.corpus import (
+    CorpusError,
+    check_shards,
+    encoded_features,
+    read_card,
+    shard_dir,
+    shard_paths,
+    shard_record,
+)
 from sts.devices import BatchSize, DeviceArgs, DType
-from sts.io import remove_stale_temps, write_json_atomic
+from sts.io import remove_stale_temps, write_bytes_atomic, write_json_atomic
 from sts.lock import folder_lock
 from sts.paths import record_path, resolve_recorded, same_location
 
@@ -72,6 +81,12 @@ class EncodeConfig(DeviceArgs):
     fail_fast: bool = False
     """Stop at the first bad clip (undecodable, empty, NaN) instead of leaving its codes null and
     listing it in corpus.json (`encode.bad_clips`)."""
+
+
+REMEDY = (
+    "restore the shard, or rerun the sts-build-corpus command that made the folder (it builds missing "
+    "chunks again; delete a changed shard first)"
+)
 
 
 def is_encoded(path: Path) -> bool:
@@ -168,6 +183,7 @@ def _check_encode(cfg: EncodeConfig, codec) -> list[Path]:
     paths = shard_paths(corpus_dir)
     if not paths and not (corpus_dir / shards.CARD_NAME).exists():
         raise CorpusError(f"{corpus_dir}: no data/part-*.parquet shards and no corpus.json")
+    check_shards(corpus_dir, remedy=REMEDY)  # a missing or changed shard, before any is touched
     recorded = recorded_codec(corpus_dir)
     wanted = codec.name if codec is not None else str(cfg.codec)
     if (
@@ -203,6 +219,9 @@ def _encode_shards(cfg: EncodeConfig, codec, paths: list[Path]) -> Iterator[tupl
     corpus_dir = Path(cfg.corpus_dir)
     for path in paths:
         if is_encoded(path) and not cfg.reencode:
+            entry = _card_entry(corpus_dir, path)
+            if isinstance(entry.get("next"), dict):  # killed after its rename: make the new record final
+                _record_shard(corpus_dir, path, shard_record(path))
             yield path.name, pq.read_metadata(path).num_rows, True
             continue
         if codec is None:
@@ -215,16 +234,63 @@ def _encode_shards(cfg: EncodeConfig, codec, paths: list[Path]) -> Iterator[tupl
                 batch_size=cfg.batch_size,
                 max_pad_ratio=cfg.max_pad_ratio,
             )
+        entry = _card_entry(corpus_dir, path)
+        if entry.get("sha256") and shard_record(path)["sha256"] != entry["sha256"]:  # it reads it all anyway
+            raise CorpusError(
+                f"{path}: its content is not what corpus.json records (sha256 differs); {REMEDY}"
+            )
         try:
             source = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as err:
             raise CorpusError(f"{path}: not a readable Parquet shard ({err})") from err
         table, bad = encode_table(source, codec, shard=path.name, fail_fast=cfg.fail_fast)
-        shards.write_table_atomic(table, path)
-        _record_bad_clips(corpus_dir, path.name, bad)
+        data = _parquet_bytes(table)
+        record = shard_record(data)
+        _record_shard(corpus_dir, path, {"next": record})  # a kill before the rename below is still whole
+        write_bytes_atomic(path, data)
+        _record_shard(corpus_dir, path, record, bad=bad)
         yield path.name, table.num_rows, False
     if codec is not None:
         _record(corpus_dir, codec)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _card_entry(corpus_dir: Path, path: Path) -> dict:
+    rel = path.relative_to(corpus_dir).as_posix()
+    entries = read_card(corpus_dir).get("shards", [])
+    return next((e for e in entries if isinstance(e, dict) and e.get("path") == rel), {})
+
+
+def _record_shard(corpus_dir: Path, path: Path, record: dict, *, bad: list[dict] | None = None) -> None:
+    """Record the shard `path` as `record` (rows, bytes, footer, sha256; or {"next": ...} before the
+    new file is renamed into place) in corpus.json's `shards` and in the builder's stats file of its
+    chunk, and (`bad`) replace its entries in `encode.bad_clips`."""
+    rel = path.relative_to(corpus_dir).as_posix()
+    stats = corpus_dir / shards.PROGRESS_DIR / f"{path.stem}.json"
+    if stats.is_file():
+        chunk = json.loads(stats.read_text())
+        if "next" in record:
+            chunk["file"] = {**chunk.get("file", {}), **record}
+        else:
+            chunk["file"] = record
+        write_json_atomic(stats, chunk)
+    card_path = corpus_dir / shards.CARD_NAME
+    card = read_card(corpus_dir) if card_path.exists() else {}
+    entries = [e if isinstance(e, dict) else {"path": str(e)} for e in card.get("shards", [])]
+    old = next((e for e in entries if e.get("path") == rel), None)
+    new = {"path": rel, **(old or {}), **record} if "next" in record else {"path": rel, **record}
+    card["shards"] = sorted([e for e in entries if e.get("path") != rel] + [new], key=lambda e: e["path"])
+    if bad is not None:
+        encode = card.setdefault("encode", {})
+        kept = [b for b in encode.get("bad_clips", []) if b.get("shard") != path.name]
+        encode["bad_clips"] = kept + bad
+        encode["skipped_clips"] = len(encode["bad_clips"])
+    write_json_atomic(card_path, card)
 
 
 def recorded_codec(corpus_dir: Path) -> str | None:
@@ -241,20 +307,6 @@ def _encode_record(corpus_dir: Path) -> dict:
 def bad_clips(corpus_dir: Path) -> list[dict]:
     """The clips `sts-encode` could not decode: [{"shard", "id", "side", "reason"}] (corpus.json)."""
     return list(_encode_record(corpus_dir).get("bad_clips", []))
-
-
-def _record_bad_clips(corpus_dir: Path, shard_name: str, bad: list[dict]) -> None:
-    """Replace `shard_name`'s entries in corpus.json's `encode.bad_clips` with `bad` (the shard was just
-    written, so a killed run never loses the record of a shard it finished)."""
-    card_path = corpus_dir / shards.CARD_NAME
-    card = read_card(corpus_dir) if card_path.exists() else {}
-    record = card.setdefault("encode", {})
-    kept = [b for b in record.get("bad_clips", []) if b.get("shard") != shard_name]
-    if not bad and len(kept) == len(record.get("bad_clips", [])):
-        return
-    record["bad_clips"] = kept + bad
-    record["skipped_clips"] = len(record["bad_clips"])
-    write_json_atomic(card_path, card)
 
 
 def _record(corpus_dir: Path, codec) -> None:

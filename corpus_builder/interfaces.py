@@ -72,3 +72,8 @@ class Check(ABC):
     @abstractmethod
     def passes(self, score: float) -> bool:
         """Whether a row with this score is kept (NaN always passes: unchecked is not bad)."""
+
+    def score_with_evidence(self, rows: Sequence[CheckInput]) -> list[tuple[float, dict]]:
+        """`score` with what each score rests on, e.g. `{"asr_text": "what Whisper heard"}`; a dropped
+        row's evidence goes into the corpus's drop log. Default: no evidence beyond the score."""
+        return [(score, {}) for score in self.score(rows)]

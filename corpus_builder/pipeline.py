@@ -3,6 +3,7 @@
     from corpus_builder.pipeline import PipelineConfig, process_rows
     for outcome in process_rows(source_rows, mt=mt, tts=tts, checks=checks, cfg=PipelineConfig()):
         outcome.row or outcome.drop_reason        # a shard row dict, or why the utterance was dropped
+        outcome.drop                              # a dropped row's drop-log record: reason and evidence
 
 Rows are processed in batches of `batch_size` (MT and TTS each see the whole batch, grouped by
 language pair); every input row yields exactly one `Outcome`, in input order. With `mt=None` the rows
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ import soxr
 
 from corpus_builder.interfaces import Check, CheckInput, TTSBackend, TTSRequest
 from corpus_builder.sources import SourceConfig, SourceRow, audio_drop_reason, duration_reason, filter_reason
-from sts.audio import SAMPLE_RATE, AudioError, is_silent
+from sts.audio import SAMPLE_RATE, AudioError, is_silent, peak_dbfs, rms_dbfs
 from sts.corpus import MT_NONE
 from sts.mt import MTBackend, ReferenceMT, translate_in_context
 
@@ -58,6 +60,8 @@ class Outcome:
     drop_reason: str | None = None
     src_lang: str = ""
     tgt_lang: str = ""
+    drop: dict | None = None
+    """A dropped row's drop-log record (`sts.corpus.drop_features()` columns): why, and the evidence."""
 
 
 @dataclass
@@ -71,6 +75,8 @@ class _Work:
     tgt_rate: int = SAMPLE_RATE
     scores: dict = field(default_factory=dict)
     drop: str | None = None
+    detail: str | None = None  # what the drop rests on, in words (an error message, a level)
+    evidence: dict = field(default_factory=dict)  # what the checks saw (e.g. asr_text), for the drop log
 
 
 def other_language(lang: str) -> str:
@@ -97,8 +103,10 @@ def process_rows(
     checks: Sequence[Check] = (),
     cfg: PipelineConfig | None = None,
     seen_ids: set[str] | None = None,
+    dnsmos=None,
 ) -> Iterator[Outcome]:
     """One `Outcome` per input row, in order. `seen_ids` (shared across calls) drops duplicate ids.
+    `dnsmos` (a `sts.dnsmos.Dnsmos`) rates source speech without a recorded DNSMOS for `min_dnsmos`.
 
     `mt` None builds monolingual rows; `tts` may then be None when every row has its audio (a text-only
     row is dropped as `tts_missing`).
@@ -112,14 +120,15 @@ def process_rows(
     history: dict[str, list[tuple[str, str]]] = {}
     rows = iter(rows)
     while batch := list(itertools.islice(rows, cfg.batch_size)):
-        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids, history)
+        yield from _process_batch(batch, mt, tts, checks, cfg, seen_ids, history, dnsmos)
 
 
-def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history) -> list[Outcome]:
+def _process_batch(batch, mt, tts, checks, cfg, seen_ids, history, dnsmos=None) -> list[Outcome]:
     work = [_prepare(row, cfg, seen_ids, monolingual=mt is None) for row in batch]
+    _check_dnsmos([w for w in work if not w.drop], dnsmos, cfg.filters.min_dnsmos)
     if mt is not None:
         _translate([w for w in work if not w.drop], mt, cfg.mt_context, history, cfg.mt_keep_truncated)
-    _synthesize([w for w in work if not w.drop], tts, cfg)
+    _synthesize([w for w in work if not w.drop], tts, cfg, dnsmos)
     _check([w for w in work if not w.drop], checks)
     return [_outcome(w, mt, tts) for w in work]
 
@@ -136,13 +145,28 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str], monolingua
     try:
         work.src_audio = row.load_audio()
     except AudioError as err:
-        work.drop = audio_drop_reason(err)
+        work.drop, work.detail = audio_drop_reason(err), str(err)
         return work
     if work.src_audio is not None:
         work.drop = duration_reason(len(work.src_audio) / SAMPLE_RATE, cfg.filters)
         if not work.drop and is_silent(work.src_audio):  # a transcript over silence teaches nothing
-            work.drop = "silent_audio"
+            work.drop, work.detail = "silent_audio", _level(work.src_audio)
     return work
+
+
+def _check_dnsmos(work: list[_Work], dnsmos, threshold: float) -> None:
+    """Drop ("dnsmos_low") source speech whose DNSMOS OVRL is below `threshold`: rows the source gave a
+    value were filtered on it already (`filter_reason`); the others are rated here when there is a scorer."""
+    if threshold <= 0 or dnsmos is None:
+        return
+    for w in work:
+        if w.src.dnsmos is None and w.src_audio is not None:
+            score = dnsmos.score(w.src_audio)
+            if score is not None:
+                w.evidence.update({f"dnsmos_{k}": v for k, v in score.rounded().items()})
+            if score is not None and score.ovrl < threshold:
+                w.drop = "dnsmos_low"
+                w.detail = f"DNSMOS OVRL {score.ovrl:.2f} < {threshold:g} (computed)"
 
 
 def _translate(
@@ -170,10 +194,13 @@ def _translate(
             w.tgt_text = (result.text or "").strip() or None
             w.drop = None if w.tgt_text else (result.drop_reason or "mt_empty")
             if w.tgt_text and result.truncated and not keep_truncated:
-                w.drop = "mt_truncated"
+                w.drop, w.detail = (
+                    "mt_truncated",
+                    "the translation reached --mt-max-new-tokens without ending",
+                )
 
 
-def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig) -> None:
+def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig, dnsmos=None) -> None:
     for w in work:
         needs = ([w.tgt_lang] if w.tgt_lang else []) + ([w.src.lang] if w.src_audio is None else [])
         if needs and tts is None:
@@ -189,9 +216,10 @@ def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig) 
             if result.audio is None or len(result.audio) == 0:
                 w.drop = "src_" + (result.drop_reason or "tts_empty")
             elif is_silent(result.audio):
-                w.drop = "src_tts_silent"
+                w.drop, w.detail = "src_tts_silent", _level(result.audio, result.sample_rate)
             else:
                 w.src_audio = to_16k(result.audio, result.sample_rate)
+        _check_dnsmos([w for w in text_only if not w.drop], dnsmos, cfg.filters.min_dnsmos)
     work = [w for w in work if not w.drop and w.tgt_lang]  # monolingual rows have nothing more to say
     requests = [
         TTSRequest(w.tgt_text, w.tgt_lang, w.src_audio, w.src.text.strip())
@@ -205,7 +233,8 @@ def _synthesize(work: list[_Work], tts: TTSBackend | None, cfg: PipelineConfig) 
         elif not np.isfinite(result.audio).all():
             w.drop = "tts_nonfinite"
         elif is_silent(result.audio):
-            w.drop = "tts_silent"
+            w.drop, w.detail = "tts_silent", _level(result.audio, result.sample_rate)
+            w.evidence["tgt_duration"] = len(result.audio) / result.sample_rate
         else:
             w.tgt_audio, w.tgt_rate = result.audio.astype(np.float32, copy=False), result.sample_rate
 
@@ -230,9 +259,10 @@ def _check(work: list[_Work], checks: Sequence[Check]) -> None:
             else CheckInput(None, w.src_audio, w.src.text.strip(), w.src.lang)
             for w in work
         ]
-        for w, score in zip(work, check.score(inputs), strict=True):
+        for w, (score, evidence) in zip(work, check.score_with_evidence(inputs), strict=True):
             column = check.column if w.tgt_lang else "src_" + check.column.removeprefix("tgt_")
             w.scores[column] = float(score)
+            w.evidence.update(evidence)
             if not check.passes(float(score)):
                 w.drop = f"check_{check.name}"
 
@@ -244,9 +274,43 @@ def _groups(work: list[_Work], key) -> Iterator[tuple]:
     return iter(groups.items())
 
 
+def _level(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+    return (f"RMS {rms_dbfs(waveform):.1f} dBFS, peak {peak_dbfs(waveform):.1f} dBFS over "
+            f"{len(waveform) / sample_rate:.2f} s")  # fmt: skip
+
+
+def drop_record(w: _Work) -> dict:
+    """The drop-log row of a dropped work item (`sts.corpus.drop_features()`): who, why, and the
+    evidence the pipeline had when it dropped it (unknown or unmeasured values are null, not NaN)."""
+    scores = {k: (None if v is None or math.isnan(v) else v) for k, v in w.scores.items()}
+    evidence = {k: v for k, v in w.evidence.items() if k not in ("asr_text", "tgt_duration")}
+    tgt_duration = (
+        len(w.tgt_audio) / w.tgt_rate if w.tgt_audio is not None else w.evidence.get("tgt_duration")
+    )
+    return {
+        "id": w.src.id,
+        "source": w.src.source,
+        "src_lang": w.src.lang,
+        "tgt_lang": w.tgt_lang or None,  # None: a monolingual row
+        "reason": w.drop,
+        "detail": w.detail,
+        "src_text": w.src.text,
+        "tgt_text": w.tgt_text,
+        "src_duration": len(w.src_audio) / SAMPLE_RATE if w.src_audio is not None else w.src.duration,
+        "tgt_duration": tgt_duration,
+        "dnsmos": w.src.dnsmos if w.src.dnsmos is not None else w.evidence.get("dnsmos_ovrl"),
+        "asr_text": w.evidence.get("asr_text"),
+        "tgt_asr_error": scores.pop("tgt_asr_error", None),
+        "src_asr_error": scores.pop("src_asr_error", None),
+        "speaker_similarity": scores.pop("speaker_similarity", None),
+        "src_audio_path": w.src.audio if isinstance(w.src.audio, str) else None,
+        "evidence": json.dumps({**scores, **evidence}, ensure_ascii=False) if scores or evidence else None,
+    }
+
+
 def _outcome(w: _Work, mt: MTBackend | None, tts: TTSBackend | None) -> Outcome:
     if w.drop:
-        return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang or "")
+        return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang or "", drop=drop_record(w))
     if not w.tgt_lang:
         return Outcome(w.src.id, _monolingual_row(w, tts), None, w.src.lang, "")
     row = {

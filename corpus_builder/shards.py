@@ -5,6 +5,7 @@ Layout of `OUT_DIR` (see `sts.corpus` for what readers rely on):
     README.md                                 dataset card (`datasets` reads its YAML front matter)
     corpus.json                               the card, summed over every stats file present
     data/part-00000-of-00004-000012.parquet   rows of chunk 12 of worker 0 of 4
+    drops/part-00000-of-00004-000012.parquet  the rows chunk 12 dropped, with reason and evidence
     .progress/part-00000-of-00004-000012.json that chunk's stats; its presence marks the chunk done
     .progress/layout.json                     the settings the folder was built with (`check_settings`)
     .progress/lock-00000-of-00004             held (flock) by the live builder of worker 0 of 4
@@ -33,7 +34,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpus_builder.card import dataset_readme
-from sts.corpus import CARD_NAME, README_NAME, CorpusError, duration_ratios, shard_dir, shard_paths
+from sts.corpus import (
+    CARD_NAME,
+    DROPS_DIR,
+    README_NAME,
+    SHARD_GLOB,
+    CorpusError,
+    drop_features,
+    duration_ratios,
+    record_matches,
+    shard_dir,
+    shard_paths,
+    shard_record,
+)
 from sts.io import atomic_open, remove_stale_temps, write_json_atomic, write_text_atomic
 from sts.lock import folder_lock
 
@@ -59,7 +72,12 @@ class SettingsChangedError(CorpusError):
 
 
 def chunk_name(shard_index: int, num_shards: int, chunk: int) -> str:
-    return f"part-{shard_index:05d}-of-{num_shards:05d}-{chunk:06d}"
+    return f"{worker_prefix(shard_index, num_shards)}{chunk:06d}"
+
+
+def worker_prefix(shard_index: int, num_shards: int) -> str:
+    """What the names of worker `shard_index`'s chunks start with."""
+    return f"part-{shard_index:05d}-of-{num_shards:05d}-"
 
 
 def chunk_path(out_dir: Path, name: str) -> Path:
@@ -77,7 +95,7 @@ def remove_leftovers(out_dir: Path, prefix: str) -> list[Path]:
     wrote them, and any other temp file whose writer is gone (`sts.io.remove_stale_temps`). Call only
     while holding this worker's `worker_lock`: then no live builder writes names with `prefix`."""
     removed = []
-    for folder in dict.fromkeys([out_dir, shard_dir(out_dir), out_dir / PROGRESS_DIR]):
+    for folder in dict.fromkeys([out_dir, shard_dir(out_dir), out_dir / DROPS_DIR, out_dir / PROGRESS_DIR]):
         removed += remove_stale_temps(folder, f"{prefix}*", any_writer=True)
         removed += remove_stale_temps(folder)
     return removed
@@ -194,17 +212,61 @@ def is_done(out_dir: Path, name: str, source_rows: int | None = None) -> bool:
     return stats is not None and (source_rows is None or stats["input_rows"] >= source_rows)
 
 
-def write_chunk(out_dir: Path, name: str, rows: list[dict], features, stats: dict) -> None:
-    """Write the chunk's rows (if any) as `NAME.parquet`, then its stats file (the done-marker).
+def write_chunk(
+    out_dir: Path, name: str, rows: list[dict], features, stats: dict, drops: list[dict] | None = None
+) -> None:
+    """Write the chunk's rows (if any) as `data/NAME.parquet`, its dropped rows (if any) as
+    `drops/NAME.parquet`, then its stats file (the done-marker).
 
-    A redone chunk whose rows are now all dropped loses its earlier Parquet file.
+    A redone chunk loses the earlier file of a kind it now has no rows for, so a rerun never leaves
+    a row in both, nor one twice. The stats count the logged drops (`logged_drops`).
     """
     path = chunk_path(out_dir, name)
     if rows:
         write_table_atomic(pa.Table.from_pylist(rows, schema=features.arrow_schema), path)
+        stats = {**stats, "file": shard_record(path)}  # what the card lists and later runs check
     else:
         path.unlink(missing_ok=True)
-    write_json_atomic(stats_path(out_dir, name), stats)
+    log_path = drops_path(out_dir, name)
+    if drops:
+        write_table_atomic(pa.Table.from_pylist(drops, schema=drop_features().arrow_schema), log_path)
+    else:
+        log_path.unlink(missing_ok=True)
+    write_json_atomic(stats_path(out_dir, name), {**stats, "logged_drops": len(drops or [])})
+
+
+def drops_path(out_dir: Path, name: str) -> Path:
+    return out_dir / DROPS_DIR / f"{name}.parquet"
+
+
+def check_chunks(out_dir: Path, prefix: str) -> list[str]:
+    """Check the files of the done chunks named `prefix*` against what their stats recorded.
+
+    A missing one loses its stats file, so the build redoes its chunk; returns their names. Raises
+    `CorpusError` naming every chunk file that is there but changed (rows, size or footer, see
+    `sts.corpus.shard_record`): it was not written by this build, so it is not overwritten.
+    """
+    missing, changed = [], []
+    for path in sorted((out_dir / PROGRESS_DIR).glob(f"{prefix}*.json")):
+        record = json.loads(path.read_text()).get("file")
+        if not record:  # no rows, or written by an older version
+            continue
+        shard = chunk_path(out_dir, path.stem)
+        if not shard.is_file():
+            missing.append(path.stem)
+            path.unlink()
+            continue
+        now = shard_record(shard, checksum=False)
+        if not record_matches(record, now):
+            changed.append(
+                f"{shard} ({', '.join(f'{k} {record.get(k)} -> {v}' for k, v in now.items() if record.get(k) != v)})"
+            )
+    if changed:
+        raise CorpusError(
+            f"{out_dir}: shard(s) changed since this build wrote them: {'; '.join(changed)}; restore them, "
+            "or delete them to have this command build their chunks again"
+        )
+    return missing
 
 
 def empty_stats() -> dict:
@@ -241,13 +303,16 @@ def package_versions() -> dict[str, str]:
 def summarize(out_dir: Path) -> dict:
     """Counts, hours per direction (parallel rows) and per language (`monolingual` rows, no translation
     side) and drops by reason, summed over every done chunk in `out_dir`; `kind` says which rows there
-    are: "parallel", "monolingual", "mixed" (both) or "empty"."""
+    are: "parallel", "monolingual", "mixed" (both) or "empty". Also each shard's record (`shards`) and
+    where the dropped rows are (`drop_log`)."""
     total = {"input_rows": 0, "rows": 0, "chunks": 0, "drops": {}, "directions": {}, "monolingual": {}}
+    logged = 0
     for path in sorted((out_dir / PROGRESS_DIR).glob("part-*.json")):
         stats = json.loads(path.read_text())
         total["chunks"] += 1
         total["input_rows"] += stats["input_rows"]
         total["rows"] += stats["rows"]
+        logged += stats.get("logged_drops", 0)
         for reason, n in stats["drops"].items():
             total["drops"][reason] = total["drops"].get(reason, 0) + n
         for direction, s in stats["seconds"].items():
@@ -264,8 +329,30 @@ def summarize(out_dir: Path) -> dict:
     total["kind"] = kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "empty")
     total["drops"] = dict(sorted(total["drops"].items(), key=lambda kv: -kv[1]))
     total["dropped"] = sum(total["drops"].values())
-    total["shards"] = [p.relative_to(out_dir).as_posix() for p in shard_paths(out_dir)]
+    total["shards"] = shard_list(out_dir)
+    total["drop_log"] = {
+        "path": f"{DROPS_DIR}/{SHARD_GLOB}",
+        "rows": logged,
+        "complete": logged == total["dropped"],  # False: chunks built before the log existed
+        "columns": list(drop_features()),
+    }
     return total
+
+
+def shard_list(out_dir: Path) -> list[dict]:
+    """The card's `shards`: each shard's path in the folder and, where a chunk's stats recorded it,
+    its rows, size, footer hash and SHA-256 (`sts.corpus.shard_record`): what `sts-encode`,
+    `sts-train` and a rebuild check (`sts.corpus.shard_problems`)."""
+    entries = {}
+    for path in sorted((out_dir / PROGRESS_DIR).glob("part-*.json")):
+        record = json.loads(path.read_text()).get("file")
+        if record:
+            rel = chunk_path(out_dir, path.stem).relative_to(out_dir).as_posix()
+            entries[rel] = {"path": rel, **record}
+    for shard in shard_paths(out_dir):  # shards without a record (an older version wrote them)
+        rel = shard.relative_to(out_dir).as_posix()
+        entries.setdefault(rel, {"path": rel})
+    return sorted(entries.values(), key=lambda e: e["path"])
 
 
 def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | None = None) -> dict:

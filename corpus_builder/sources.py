@@ -62,7 +62,8 @@ class SourceConfig:
     max_duration: Annotated[float, Gt(0)] = 30.0
     """Seconds; longer clips are dropped ("duration_long")."""
     min_dnsmos: Annotated[float, Ge(0)] = 0.0
-    """Drop rows whose DNSMOS (where the source gives one) is lower ("dnsmos_low")."""
+    """Drop rows whose source speech has a lower DNSMOS P.835 OVRL ("dnsmos_low"): Emilia's recorded value,
+    else computed (`sts.dnsmos`; Emilia keeps >= 3.0); 0 = off."""
     min_chars: Annotated[int, Ge(0)] = 1
     """Drop transcripts shorter than this ("text_short"; empty text is "text_empty")."""
     max_chars: Annotated[int, Ge(1)] = 400

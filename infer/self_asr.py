@@ -21,6 +21,12 @@ class CheckpointASR:
         self.translator = translator
         self.name = "sts-checkpoint:asr"
 
+    def model_for(self, lang: str) -> str:
+        return self.name
+
+    def load(self, lang: str) -> None:
+        pass
+
     def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
 
         requests = [Request("asr", lang, lang, wav=w, id=str(i)) for i, w in enumerate(waveforms)]

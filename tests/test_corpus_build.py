@@ -76,6 +76,12 @@ def test_cli_emilia_with_tiny_lfm2_mt(tmp_path, tiny_lm_dir, capsys):
     )
     assert set(drops) <= {"mt_empty"}  # random weights may say nothing; such rows are dropped, never fatal
     assert card["rows"] + sum(drops.values()) == 2
+    log = pq.read_table(out / "drops").to_pandas().set_index("id")  # the drop log, with the evidence
+    assert log.loc["JA_W2", "reason"] == "dnsmos_low" and log.loc["JA_W2", "dnsmos"] == 1.0
+    assert log.loc["JA_W1", "reason"] == "audio_undecodable" and "JA_W1" in log.loc["JA_W1", "detail"]
+    strict_log = pq.read_table(tmp_path / "strict" / "drops").to_pandas()
+    truncated = strict_log[strict_log["reason"] == "mt_truncated"]
+    assert len(truncated) >= 1 and (truncated["tgt_text"].str.len() > 0).all()  # what the MT wrote
     assert card["models"]["mt"] == f"hf:{tiny_lm_dir}"
     rows = [r for p in shard_paths(out) for r in pq.read_table(p).to_pylist()]
     assert len(rows) == card["rows"] >= 1 and {r["id"] for r in rows} <= {"JA_W0", "JA_W3"}

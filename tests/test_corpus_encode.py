@@ -16,6 +16,7 @@ from corpus_builder.testing import tone_seconds
 from sts.audio import load_audio
 from sts.codec.melkmeans import MelKMeansCodec
 from sts.corpus import encoded_features, shard_paths
+from train.testing import shard_entries
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,9 @@ def test_a_bad_clip_is_skipped_recorded_and_passed_on_rerun(tmp_path, tiny_codec
     rows = table.to_pylist()
     rows[1]["tgt_audio"] = {"bytes": b"RIFF not audio", "path": "broken.wav"}
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), first)
+    card = json.loads((out / "corpus.json").read_text())  # as if it had been built so
+    card["shards"] = shard_entries(out, shard_paths(out))
+    (out / "corpus.json").write_text(json.dumps(card))
     failing = [str(out), "--codec", str(tiny_codec_dir), "--fail-fast"]
     assert main(failing) == 2
     assert (

@@ -47,7 +47,7 @@ def test_folder_opens_in_datasets_pandas_and_pyarrow(tmp_path):
         f"data/part-00000-of-00001-{k:06d}.parquet" for k in range(3)
     ]
     card = json.loads((out / "corpus.json").read_text())
-    assert card["shards"] == [p.relative_to(out).as_posix() for p in shard_paths(out)]
+    assert [e["path"] for e in card["shards"]] == [p.relative_to(out).as_posix() for p in shard_paths(out)]
     readme = (out / "README.md").read_text()
     front = yaml.safe_load(readme.split("---\n")[1])
     assert front["configs"][0]["data_files"] == [{"split": "train", "path": "data/part-*.parquet"}]

@@ -53,7 +53,7 @@ def manifest(tmp_path_factory):
 
 def _eval_args(manifest, checkpoint, out, *, asr: str, max_new_tokens: int) -> list[str]:
     """The `sts-eval` arguments the tests share: manifest, checkpoint, output folder, ASR, length cap."""
-    args = [str(manifest), "--model", str(checkpoint), "-o", str(out), "--asr", asr]
+    args = [str(manifest), "--model", str(checkpoint), "-o", str(out), "--asr", asr, "--no-dnsmos"]
     return [*args, "--max-new-tokens", str(max_new_tokens)]
 
 
@@ -122,7 +122,7 @@ def test_eval_every_task(model_dir, manifest, tmp_path):  # noqa: F811
 def test_eval_without_asr_skips_speech_scores(model_dir, manifest, tmp_path):  # noqa: F811
     out = tmp_path / "report"
     args = _eval_args(manifest, model_dir, out, asr="none", max_new_tokens=6)
-    assert main([*args, "--tasks", "s2st", "t2tt", "--limit", "1"]) == 0
+    assert main([*args, "--tasks", "s2st", "t2tt", "--max-items", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert "skipped" in report["tasks"]["s2st"] and "to_en" not in report["tasks"]["s2st"]
     assert "to_en" in report["tasks"]["t2tt"] and "codec_roundtrip" not in report

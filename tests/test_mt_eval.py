@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from testset_copies import make_flores_plus
 
 from infer.cli import eval_mt_main as main
 from infer.mt_eval import MTEvalConfig, evaluate, load_backend, load_test_set
-from sts.errors import UsageError
 from sts.mt import MTBackend, MTResult
 
 pytest.importorskip("sacrebleu")
@@ -112,10 +112,10 @@ def test_bad_test_sets(tmp_path, pair_files):
         load_test_set(
             MTEvalConfig(backends=[], ja_file=str(folder / "t.ja"), en_file=str(tmp_path / "short.en"))
         )
-    with pytest.raises(FileNotFoundError, match="no test set here"):
-        load_test_set(MTEvalConfig(backends=[], test_set=str(tmp_path / "nowhere")))
-    with pytest.raises(UsageError, match="no test set: give --test-set"):  # no default outside the repository
-        load_test_set(MTEvalConfig(backends=[]))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_test_set(MTEvalConfig(backends=[], test_dir=str(tmp_path / "nowhere")))
+    with pytest.raises(FileNotFoundError, match="neither a FLORES\\+ snapshot"):
+        load_test_set(MTEvalConfig(backends=[], test_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="expected KIND:MODEL"):
         load_backend("LiquidAI/LFM2-350M-ENJP-MT", MTEvalConfig(backends=[]))
     with pytest.raises(ValueError, match="http:MODEL@BASE_URL"):
@@ -160,7 +160,7 @@ def test_sts_checkpoint_t2tt_backend(pair_files, extended_lm_dir, tmp_path):
 
 @pytest.mark.skipif(not FLORES.is_dir(), reason="FLORES-200 reference data not present")
 def test_flores_documents_load_by_url():
-    cfg = MTEvalConfig(backends=[], test_set=str(FLORES), limit=5, context=2)
+    cfg = MTEvalConfig(backends=[], test_dir=str(FLORES), split="dev", max_items=5, context=2)
     test = load_test_set(cfg)
     assert len(test.ja) == len(test.en) == len(test.docs) == 5
     assert all(d and d.startswith("http") for d in test.docs)
@@ -226,3 +226,60 @@ def test_sts_backend_skips_special_token_lines(extended_lm_dir, tmp_path):
         entry = report["backends"][spec][direction]
         assert entry["sentences"] == 3
     assert [f["line"] for f in report["backends"][spec]["ja-en"]["failed_lines"]] == [2, 3]
+
+
+def test_flores_plus_local_snapshot_aligned_by_id(tmp_path):
+    """A snapshot of the hub repo (README configs, {split}/{config}.parquet) is read by the same
+    `load_dataset` call as the hub; the English side is shuffled and lacks id 2: pairs follow the ids."""
+    make_flores_plus(tmp_path / "flores_plus", missing_en_id=2)
+    cfg = MTEvalConfig(backends=[], test_dir=str(tmp_path / "flores_plus"), split="dev", context=1)
+    test = load_test_set(cfg)
+    assert test.ja == ["今日は晴れです。", "駅はどこですか。"]
+    assert test.en == ["It is sunny today.", "Where is the station?"]
+    assert test.docs == ["https://en.wikinews.org/wiki/a", "https://en.wikivoyage.org/wiki/b"]
+    assert test.name.endswith("(dev)")
+    devtest = load_test_set(MTEvalConfig(backends=[], test_dir=str(tmp_path / "flores_plus")))
+    assert devtest.en[0] == "It is sunny today. (devtest)"  # the default split
+
+
+def test_flores_plus_from_the_hub_asks_for_the_right_repo(monkeypatch):
+    """Without --test-dir the hub is read: `datasets.load_dataset` (patched at that boundary) is asked
+    for openlanguagedata/flores_plus, one config per language, the split, streamed."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, **kwargs):
+        calls.append((path, name, kwargs))
+        text = {"jpn_Jpan": "おはよう。", "eng_Latn": "Good morning."}[name]
+        return iter([{"id": 7, "text": text, "url": "https://example.org/d"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    test = load_test_set(MTEvalConfig(backends=[]))
+    assert calls == [
+        ("openlanguagedata/flores_plus", "jpn_Jpan", {"split": "devtest", "streaming": True}),
+        ("openlanguagedata/flores_plus", "eng_Latn", {"split": "devtest", "streaming": True}),
+    ]
+    assert (test.ja, test.en, test.docs) == (["おはよう。"], ["Good morning."], ["https://example.org/d"])
+    assert test.name == "hub:openlanguagedata/flores_plus (devtest)"
+
+    def gated(path, name=None, **kwargs):
+        raise FileNotFoundError(f"Dataset '{path}' is a gated dataset on the Hub.")
+
+    monkeypatch.setattr(datasets, "load_dataset", gated)
+    with pytest.raises(FileNotFoundError, match="accept its terms on the hub and log in"):
+        load_test_set(MTEvalConfig(backends=[], split="dev"))
+
+
+def test_no_path_outside_the_repository_in_the_package():
+    """`grep -rn "shared/" --include=*.py .` finds nothing outside tests/ (the package stands alone)."""
+    root = Path(__file__).resolve().parents[1]
+    folders = ("sts", "corpus_builder", "tokenizer_ext", "train", "infer", "recipes", "benchmarks")
+    hits = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in folders
+        for path in (root / folder).rglob("*.py")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "shared/" in line
+    ]
+    assert not hits, hits

@@ -109,14 +109,14 @@ def test_changed_data_or_model_settings_are_refused_naming_each(run, tmp_path, c
     shutil.copytree(root / "base", other)
     _perturb(other)
     changed = _set(_set(args, "--model", str(other)), "--optim.lr", "0.5")
-    changed = _set(changed, "--cpt.speech-weight", "0.9")
+    changed = _set(_set(changed, "--cpt.speech-weight", "0.9"), "--lora.r", "4")
     changed = _set(changed, "--optim.max-steps", "4")
     capsys.readouterr()
     assert main(changed) == 2
     err = capsys.readouterr().err
     assert err.startswith("sts-train cpt: error: ") and err.count("\n") == 1, err
     for expected in (f"model: '{run[0] / 'base'}' -> '{other}'; ", "lr: 0.003 -> 0.5",
-                     "cpt.speech_weight: 0.5 -> 0.9", "--override"):  # fmt: skip
+                     "cpt.speech_weight: 0.5 -> 0.9", "lora.r: 0 -> 4", "--override"):  # fmt: skip
         assert expected in err, err  # the base the run started from, by content: not its copy here
     assert "max_steps" not in err  # allowed: not among the refused
     assert latest_checkpoint(root / "run").name == "checkpoint-0000002"  # nothing trained

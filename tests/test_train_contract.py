@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sts.corpus import CARD_NAME, encoded_features
+from sts.corpus import CARD_NAME, encoded_features, shard_paths
 from sts.tasks import Example, TaskFormatter
 from sts.vocab import CodecMismatchError
 from train.cli import main
@@ -20,14 +20,19 @@ from train.contract import CorpusContractError
 from train.data import build_doc_stores, speech_doc
 from train.logger import read_metrics
 from train.rows import InvalidCodesError
-from train.testing import tiny_config, write_tiny_encoded_shards
+from train.testing import shard_entries, tiny_config, write_tiny_encoded_shards
 
 
 def rewrite_rows(path, change) -> None:
-    """Rewrite a shard after `change(rows)` edits its rows (a list of dicts) in place."""
+    """Rewrite a shard after `change(rows)` edits its rows (a list of dicts) in place, and its record
+    in the card (as sts-encode does when it rewrites a shard)."""
     rows = pq.read_table(path).to_pylist()
     change(rows)
     pq.write_table(pa.Table.from_pylist(rows, schema=encoded_features().arrow_schema), path)
+    folder = path.parent.parent
+    card = json.loads((folder / CARD_NAME).read_text())
+    card["shards"] = shard_entries(folder, shard_paths(folder))
+    (folder / CARD_NAME).write_text(json.dumps(card))
 
 
 def set_card(folder, **encode) -> None:

@@ -11,7 +11,10 @@ values and both files (`sts.vocab.CodecMismatchError`). When only the codec name
 and a local copy of the same checkpoint), `allow_name_mismatch` (`--data.allow-codec-name-mismatch`) lets
 training go on. A shard folder without an encode record, or a shard without `src_codes` /
 `tgt_codes`, was not encoded (`CorpusContractError`; run `sts-encode`); `allow_unrecorded`
-(`--data.allow-unrecorded-codec`) accepts encoded shards whose folder has no record.
+(`--data.allow-unrecorded-codec`) accepts encoded shards whose folder has no record. Every shard a used
+folder's card records must be there as recorded (rows, size, Parquet footer: `sts.corpus.check_shards`):
+a shard deleted or changed since is a `CorpusError` naming it, before its rows could silently
+go missing from (or change in) the training data while the card still counts them.
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sts.corpus import CARD_NAME, corpus_dir_of, read_card
+from sts.corpus import CARD_NAME, check_shards, corpus_dir_of, read_card
 from sts.errors import InputError
 from sts.paths import resolve_recorded
 from sts.vocab import CodecMismatchError, SpeechVocab
 
 log = logging.getLogger(__name__)
 
+REMEDY = (
+    "restore it, or rebuild the corpus with the command that made it (sts-build-corpus builds missing "
+    "chunks again; delete a changed shard first) and sts-encode it"
+)
 NEEDED_COLUMNS = ("id", "src_lang", "tgt_lang", "src_text", "tgt_text", "src_codes", "tgt_codes")
 """Columns training reads from a shard."""
 
@@ -67,6 +74,7 @@ def check_corpus(
             raise CorpusContractError(f"{shard}: not a corpus shard, it lacks the column(s) {missing}")
 
     for folder in sorted({corpus_dir_of(shard) for shard in shards}):
+        check_shards(folder, remedy=REMEDY)  # a shard deleted or changed since the card recorded it
         card_file = folder / CARD_NAME
         record = read_card(folder).get("encode")
         if not isinstance(record, dict) or "codebook_size" not in record:

@@ -41,7 +41,8 @@ def write_tiny_encoded_shards(
     """Parquet shards with the encoded-corpus features: random int32 codes (10-30 frames), short texts.
 
     Rows alternate ja->en and en->ja; audio columns hold 10 ms of silence (training never reads them).
-    Laid out as a corpus folder (`data/part-*.parquet`); `corpus.json` records, as `sts-encode` does, `codec` at 50 codes per second with
+    Laid out as a corpus folder (`data/part-*.parquet`); `corpus.json` records each shard (`shards`)
+    and, as `sts-encode` does, `codec` at 50 codes per second with
     `num_codes` codes (the default codec is what `sts-extend-tokenizer` records by default); None
     writes no card.
     """
@@ -92,8 +93,20 @@ def write_tiny_encoded_shards(
         from sts.io import write_json_atomic
 
         encode = {"codec": codec, "frame_rate": 50.0, "codebook_size": num_codes, "sample_rate": 16_000}
-        write_json_atomic(out_dir / CARD_NAME, {"rows": len(paths) * rows_per_shard, "encode": encode})
+        card = {
+            "rows": len(paths) * rows_per_shard,
+            "shards": shard_entries(out_dir, paths),
+            "encode": encode,
+        }
+        write_json_atomic(out_dir / CARD_NAME, card)
     return paths
+
+
+def shard_entries(out_dir: Path, paths: list[Path]) -> list[dict]:
+    """The card's `shards` records of `paths` (as `sts-build-corpus` and `sts-encode` write them)."""
+    from sts.corpus import shard_record
+
+    return [{"path": p.relative_to(out_dir).as_posix(), **shard_record(p)} for p in paths]
 
 
 def write_looping_shards(
@@ -130,7 +143,9 @@ def write_looping_shards(
         "codebook_size": num_codes,
         "sample_rate": 16_000,
     }
-    write_json_atomic(out_dir / CARD_NAME, {"rows": rows, "encode": encode})
+    write_json_atomic(
+        out_dir / CARD_NAME, {"rows": rows, "shards": shard_entries(out_dir, [path]), "encode": encode}
+    )
     return out_dir
 
 
