@@ -21,7 +21,7 @@ $(BIN)/sts: pyproject.toml
 install: $(BIN)/sts
 
 run: install
-	$(BIN)/sts demo $(RUN_DIR)
+	$(BIN)/sts demo --out-dir $(RUN_DIR)
 
 serve: install
 	$(BIN)/sts serve --demo-dir $(RUN_DIR)

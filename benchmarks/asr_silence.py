@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
-import tyro
+from annotated_types import Ge
+
+from sts.cli import parse_cli
 
 
 @dataclass
 class Args:
+    """What the offline ASR hears in silence and noise (see the module docstring)."""
+
     json: str | None = None
     """Write the measurements here too."""
-    cpu_threads: int = 1
+    cpu_threads: Annotated[int, Ge(1)] = 1
+    """Torch CPU threads."""
 
 
 def clips() -> dict[str, np.ndarray]:
@@ -92,4 +98,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_cli(Args, prog="benchmarks/asr_silence.py"))

@@ -12,13 +12,18 @@ position from the end (last frame first). `max_pad_ratio=0` (the default) must g
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge
+
+from sts.cli import parse_cli
+from sts.devices import BatchSize, resolve_device
 
 
 def speechlike(num_samples: int, seed: int) -> np.ndarray:
@@ -50,21 +55,35 @@ def agreement(codec, waves: list[np.ndarray], tail: int, positions: int = 16) ->
     }
 
 
+@dataclass
+class Args:
+    """How much batching moves XCodec2 codes (see the module docstring)."""
+
+    model: str = "HKUSTAudio/xcodec2-hf"
+    """Hub id or local checkpoint folder (ignored with --tiny)."""
+    tiny: bool = False
+    """The tiny random codec of sts.testing."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+    batch_size: BatchSize = 4
+    """Clips per batched encode."""
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.1, 1.0])
+    """max_pad_ratio values to compare."""
+    ranges: list[str] = field(default_factory=lambda: ["1-4:3", "5-10:1"])
+    """Clip length ranges as SECONDS-SECONDS:SEEDS."""
+    clips: Annotated[int, Ge(1)] = 16
+    """Clips per range and seed."""
+    tail: Annotated[int, Ge(0)] = 13
+    """Frames at the end of a clip reported apart."""
+    json: Path | None = None
+    """Also write the rows here."""
+
+    def __post_init__(self):
+        self.device = resolve_device(self.device)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", default="HKUSTAudio/xcodec2-hf", help="hub id or local checkpoint dir")
-    which.add_argument("--tiny", action="store_true", help="tiny random codec (sts.testing)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.1, 1.0])
-    parser.add_argument("--ranges", nargs="+", default=["1-4:3", "5-10:1"], help="SECONDS-SECONDS:SEEDS")
-    parser.add_argument("--clips", type=int, default=16, help="clips per range and seed")
-    parser.add_argument("--tail", type=int, default=13)
-    parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/codec_batch_agreement.py")
     torch.set_num_threads(1)
     from sts.codec import XCodec2Codec
 

@@ -11,19 +11,23 @@ Clips are noise bursts of `--seconds` each (random weights make the content irre
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt, Interval
 
+from sts.cli import parse_cli
 from sts.codec import XCodec2Codec
+from sts.devices import BatchSize, resolve_device
 
 
-def build_codec(args: argparse.Namespace, workdir: Path) -> XCodec2Codec:
+def build_codec(args: Args, workdir: Path) -> XCodec2Codec:
     if args.tiny or args.random_init:
         from transformers import Xcodec2Config, Xcodec2Model
 
@@ -57,27 +61,43 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+@dataclass
+class Args:
+    """XCodec2 encode/decode speed (see the module docstring)."""
+
+    model: str = "HKUSTAudio/xcodec2-hf"
+    """Hub id or local checkpoint folder (ignored with --tiny or --random-init)."""
+    tiny: bool = False
+    """The tiny random codec of sts.testing."""
+    random_init: bool = False
+    """The full-size config with random weights."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+    dtype: str = "float32"
+    """Codec dtype."""
+    batch_size: BatchSize = 8
+    """Clips per codec call."""
+    max_pad_ratio: Annotated[float, Interval(ge=0, le=1)] = 0.0
+    """0: exact batches (the codec's default)."""
+    clips: Annotated[int, Ge(1)] = 8
+    """Clips per timed call."""
+    seconds: Annotated[float, Gt(0)] = 10.0
+    """Length of each clip."""
+    jitter: Annotated[float, Interval(ge=0, lt=1)] = 0.0
+    """Clip lengths vary by up to this fraction."""
+    repeats: Annotated[int, Ge(1)] = 3
+    """Timed calls."""
+    threads: Annotated[int, Ge(0)] = 0
+    """Torch CPU threads (0: torch's default)."""
+    json: Path | None = None
+    """Also write the rows as JSON."""
+
+    def __post_init__(self):
+        self.device = resolve_device(self.device)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", default="HKUSTAudio/xcodec2-hf", help="hub id or local checkpoint dir")
-    which.add_argument("--tiny", action="store_true", help="tiny random codec (sts.testing)")
-    which.add_argument("--random-init", action="store_true", help="full-size config, random weights")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument(
-        "--max-pad-ratio", type=float, default=0.0, help="0: exact batches (the codec's default)"
-    )
-    parser.add_argument("--clips", type=int, default=8, help="clips per timed call")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip")
-    parser.add_argument("--jitter", type=float, default=0.0, help="clip lengths vary by up to this fraction")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/codec_throughput.py")
     if args.threads:
         torch.set_num_threads(args.threads)
 

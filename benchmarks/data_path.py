@@ -22,11 +22,16 @@ text and the speech tokens are added tokens either way, so the shape that matter
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge
+
+from sts.cli import parse_cli
 
 for _name in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM"):  # before the libraries load
     os.environ.setdefault(_name, "false" if _name == "TOKENIZERS_PARALLELISM" else "1")
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -135,12 +140,13 @@ def llasa_docs(tokenizer, vocab, shard: Path, max_rows: int) -> list[list[int]]:
 
 
 def cpt_rates(tokenizer, vocab, model: Path, size: dict, workdir: Path, repeats: int) -> dict:
+    from sts.config import make_config
     from train.config import TrainConfig
     from train.data import CORPUS_COLUMNS, iter_row_batches
     from train.rows import RowTokenizer
 
     shard = write_shard(workdir / "shard.parquet", size["rows"], vocab.num_speech_tokens)
-    cfg = TrainConfig(stage="cpt", model=str(model), eval_fraction=0.0)
+    cfg = make_config(TrainConfig, stage="cpt", model=str(model), data__eval_fraction=0.0)
     tokenize = RowTokenizer(cfg, tokenizer, vocab)
 
     columns = [c for c in CORPUS_COLUMNS if not c.endswith("_text")]  # what cpt reads
@@ -162,17 +168,22 @@ def cpt_rates(tokenizer, vocab, model: Path, size: dict, workdir: Path, repeats:
     return {**rates, "speedup": rates["ours"] / rates["naive"]}
 
 
+@dataclass
+class Args:
+    """Tokenizing corpus rows: ours against the straightforward way (see the module docstring)."""
+
+    tiny: bool = False
+    """Small sizes, 1,024 speech tokens (seconds)."""
+    model: str | None = None
+    """An extended model folder instead of building the tiny one."""
+    repeats: Annotated[int, Ge(1)] = 3
+    """Timed repeats."""
+    json: Path | None = None
+    """Also write the result here."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tiny", action="store_true", help="small sizes, 1,024 speech tokens (seconds)")
-    parser.add_argument(
-        "--model", type=Path, help="an extended model folder instead of building the tiny one"
-    )
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the result here")
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/data_path.py")
     import pyarrow
     import torch
     from transformers import AutoTokenizer
@@ -185,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     size = SIZES["tiny" if args.tiny else "full"]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model = args.model or build_model(workdir, size["speech_tokens"])
+        model = Path(args.model) if args.model else build_model(workdir, size["speech_tokens"])
         tokenizer, vocab = AutoTokenizer.from_pretrained(model), SpeechVocab.load(model)
         result = {
             "mode": "tiny" if args.tiny else "full",

@@ -13,12 +13,17 @@ Synthetic speech (`sts.testing.synthetic_utterance`): the cost does not depend o
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from annotated_types import Ge
+
+from sts.cli import parse_cli
 
 
 def windows(seconds: float, window: float = 9.01) -> int:
@@ -29,14 +34,24 @@ def windows(seconds: float, window: float = 9.01) -> int:
     return int(math.floor(tiled) - window) + 1
 
 
+@dataclass
+class Args:
+    """What DNSMOS P.835 costs per second of audio (see the module docstring)."""
+
+    seconds: list[float] = field(default_factory=lambda: [2.0, 4.0, 9.5, 15.0, 30.0])
+    """Clip lengths timed."""
+    threads: Annotated[int, Ge(1)] = 1
+    """ONNX Runtime intra-op threads."""
+    repeats: Annotated[int, Ge(1)] = 3
+    """Timed runs per clip after a warm-up."""
+    tiny: bool = False
+    """One 9.5 s clip, one repeat (logic check)."""
+    json: Path | None = None
+    """Also write the rows here."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, nargs="+", default=[2.0, 4.0, 9.5, 15.0, 30.0])
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tiny", action="store_true", help="one 9.5 s clip, one repeat")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/dnsmos_cost.py")
     if args.tiny:
         args.seconds, args.repeats = [9.5], 1
 

@@ -1,6 +1,6 @@
 """SFT vs SFT + DPO, classifier-free guidance off/on, on the demo's real-speech setting (issue 16).
 
-    python benchmarks/dpo_ablation.py runs/dpo-ablation --demo runs/demo --seeds 0 1 2 --json out.json
+    python benchmarks/dpo_ablation.py --out-dir runs/dpo-ablation --demo runs/demo --seeds 0 1 2 --json out.json
 
 1. The demo run (`sts demo DIR`, `--size` default: Kokoro/Piper speech, the mel k-means codec, a small
    LFM2 trained from scratch by multitask SFT) is reused when `--demo` holds one, else built.
@@ -29,14 +29,19 @@ and the scores already written (`eval.json` per seed). Record the printed table 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import numpy as np
+import tyro
+from annotated_types import Ge, Gt
 
-from sts.generation import SPEECH_GUARD, detect_loop
+from sts.cli import parse_cli
+from sts.config import make_config
+from sts.generation import SPEECH_GUARD, Sampling, detect_loop
 from sts.io import write_json_atomic
 from sts.tasks import TaskFormatter, load_task_formats
 from train.data import list_shards
@@ -81,7 +86,8 @@ def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -
 
     started = time.perf_counter()
     card = build_pairs(PairConfig(model=str(run["sft"]), shards=[str(run["train"])], out_dir=out / "pairs",
-                                  tasks=["s2st"], samples=args.samples, temperature=args.pair_temperature,
+                                  tasks=["s2st"], samples=args.samples,
+                                  sampling=Sampling(temperature=args.pair_temperature, top_p=0.95),
                                   codec=str(run["codec"]), skip_eval_rows=False, seq_len=1024,
                                   asr="auto" if args.pair_asr else "none", max_new_tokens=1000, fast=True,
                                   seed=seed, device="cpu"), speech_scorer=scorer, speaker=speaker)  # fmt: skip
@@ -91,10 +97,12 @@ def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -
         log(f"seed {seed}: no pair reaches the margin, so no DPO run; the SFT model is evaluated alone")
         return None
     started = time.perf_counter()
-    checkpoint = train_dpo(TrainConfig(stage="dpo", model=str(run["sft"]), pairs=[str(out / "pairs")], out_dir=out / "dpo",
-                                       seq_len=1024, batch_size=8, max_steps=args.steps, lr=args.lr, warmup_steps=max(1, args.steps // 10),
-                                       dpo_beta=args.beta, eval_fraction=0.0, eval_every=0, gen_eval=False, logger="none",
-                                       log_every=max(1, args.steps // 5), save_every=args.steps, keep_last=1, seed=seed))  # fmt: skip
+    checkpoint = train_dpo(make_config(
+        TrainConfig, stage="dpo", model=str(run["sft"]), out_dir=out / "dpo", seed=seed, dpo__pairs=[str(out / "pairs")],
+        dpo__beta=args.beta, data__seq_len=1024, data__eval_fraction=0.0, optim__batch_size=8, optim__max_steps=args.steps,
+        optim__lr=args.lr, optim__warmup_steps=max(1, args.steps // 10), eval__every=0, eval__generate=False,
+        log__logger="none", log__every=max(1, args.steps // 5), log__save_every=args.steps, log__keep_last=1,
+    ))  # fmt: skip
     log(f"seed {seed}: DPO {args.steps} steps ({time.perf_counter() - started:.0f} s)")
     return checkpoint
 
@@ -116,9 +124,10 @@ def evaluate(
     fmt = TaskFormatter(tokenizer, vocab, s2st_format=s2st_format)
     lm = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     # decoded in the checkpoint's own s2st format (a text-first answer: texts, then speech)
-    settings = TrainConfig(model=str(checkpoint), seq_len=1024, seed=seed, s2st_format=s2st_format,
-                           gen_eval_temperature=args.temperature,
-                           gen_eval_fast=True, gen_eval_guidance_scale=scale, gen_eval_batch_size=32)  # fmt: skip
+    settings = make_config(TrainConfig, model=str(checkpoint), seed=seed, data__seq_len=1024, sft__s2st_format=s2st_format,
+                           eval__sampling=Sampling(temperature=args.temperature, top_p=0.95) if args.temperature > 0
+                           else Sampling(do_sample=False), eval__fast=True, eval__guidance_scale=scale,
+                           eval__batch_size=32)  # fmt: skip
     out = {}
     for split, rows in items.items():
         with torch.no_grad():
@@ -178,40 +187,53 @@ def table(results: list[dict], scale: float) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Args:
+    """SFT vs SFT+DPO, CFG off/on, on the demo's setting (see the module docstring)."""
+
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/dpo-ablation")
+    """Work folder (pairs, DPO runs, eval.json per seed)."""
+    demo: Path = Path("runs/demo")
+    """Demo run to reuse or build."""
+    size: str = "default"
+    """Demo size when it is built."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds of the pairs and the DPO runs."""
+    samples: Annotated[int, Ge(2)] = 4
+    """Answers sampled per training prompt."""
+    pair_temperature: Annotated[float, Gt(0)] = 1.0
+    """Sampling temperature of the pairs' answers."""
+    steps: Annotated[int, Ge(1)] = 40
+    """DPO steps (8 pairs each)."""
+    lr: Annotated[float, Gt(0)] = 2e-4
+    """DPO learning rate."""
+    beta: Annotated[float, Gt(0)] = 0.1
+    """DPO beta."""
+    cfg_scale: Annotated[float, Gt(0)] = 2.0
+    """Classifier-free guidance scale of the 'CFG on' arm."""
+    temperature: Annotated[float, Ge(0)] = 0.8
+    """Decoding temperature of the evaluation (0: greedy)."""
+    train_rows: Annotated[int, Ge(0)] = 4
+    """Training rows decoded besides the held-out ones."""
+    pair_asr: bool = False
+    """Score the answers of the pairs by ASR-chrF++ too (Whisper per answer)."""
+    threads: Annotated[int, Ge(1)] = 1
+    """Torch threads."""
+    json: Path | None = None
+    """Also write the table here."""
+
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """The work folder was a positional argument."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("out", type=Path, help="work folder (pairs, DPO runs, eval.json per seed)")
-    parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="demo run to reuse or build")
-    parser.add_argument("--size", default="default", help="demo size when it is built")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--samples", type=int, default=4, help="answers sampled per training prompt")
-    parser.add_argument("--pair-temperature", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=40, help="DPO steps (8 pairs each)")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--cfg-scale", type=float, default=2.0)
-    parser.add_argument(
-        "--temperature", type=float, default=0.8, help="decoding temperature of the evaluation"
-    )
-    parser.add_argument(
-        "--train-rows", type=int, default=4, help="training rows decoded besides the held-out ones"
-    )
-    parser.add_argument(
-        "--pair-asr",
-        action="store_true",
-        help="score the answers of the pairs by ASR-chrF++ too (Whisper per answer)",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/dpo_ablation.py")
     started = time.perf_counter()
     import torch
 
     torch.set_num_threads(
         args.threads
-    )  # a shared CPU: torch's default threading can be 50x slower (DESIGN.md)
+    )  # a shared CPU: torch's default threading can be 50x slower (docs/background.md)
 
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
@@ -226,13 +248,13 @@ def main(argv: list[str] | None = None) -> dict:
     run = demo_run(args.demo, args.size, log)
     tokenizer, vocab = AutoTokenizer.from_pretrained(run["sft"]), SpeechVocab.load(run["sft"])
     fmt = TaskFormatter(tokenizer, vocab, s2st_format=load_task_formats(run["sft"])["s2st"])
-    settings = TrainConfig(seq_len=1024, gen_eval_max_new_tokens=1000)
+    settings = make_config(TrainConfig, data__seq_len=1024, eval__max_new_tokens=1000)
     items = {"held-out": s2st_items(run["test"], fmt, tokenizer, settings, None),
              "train": s2st_items(run["train"], fmt, tokenizer, settings, args.train_rows)}  # fmt: skip
     scorer, speaker = SpeechScorer(str(run["codec"]), "auto", "cpu"), SpeakerEncoder()
     results = []
     for seed in args.seeds:
-        out = args.out / f"seed-{seed}"
+        out = args.out_dir / f"seed-{seed}"
         cache = out / "eval.json"
         done = json.loads(cache.read_text()) if cache.is_file() else []
         if not done:
@@ -253,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         results += done
     text = table(results, args.cfg_scale)
     for seed in args.seeds:
-        card = json.loads((args.out / f"seed-{seed}" / "pairs" / "pairs.json").read_text())
+        card = json.loads((args.out_dir / f"seed-{seed}" / "pairs" / "pairs.json").read_text())
         score = card["distributions"]["score"]
         text += (f"\nseed {seed}: {card['pairs']} pairs from {card['answers']} sampled answers "
                  f"(loop rate {sum(card['loops'].values()) / card['answers']:.2f}, end rate "

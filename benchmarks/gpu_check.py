@@ -1,7 +1,7 @@
 """The one GPU check: every speed benchmark, naive and fast side by side, in at most 9 minutes.
 
-    python benchmarks/gpu_check.py --out gpu_check.json        # one GPU (an H200 lease: 15 min in all)
-    python benchmarks/gpu_check.py --tiny --out /tmp/gpu.json  # CPU logic check, about a minute (CI runs it)
+    python benchmarks/gpu_check.py --json gpu_check.json        # one GPU (an H200 lease: 15 min in all)
+    python benchmarks/gpu_check.py --tiny --json /tmp/gpu.json  # CPU logic check, about a minute (CI runs it)
 
 A GPU is lent rarely and briefly, so this one script fills `benchmarks/RESULTS.md`: it runs the
 training, inference, codec, TTS and data-path benchmarks one after another, each in its own process
@@ -31,7 +31,6 @@ repository root goes on PYTHONPATH; nothing is installed and nothing is download
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -40,6 +39,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
+
+from annotated_types import Gt
+
+from sts.cli import parse_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -233,13 +237,25 @@ def markdown_rows(results: list[StepResult], *, device: str, date: str) -> list[
     return rows
 
 
+@dataclass
+class Args:
+    """Every GPU benchmark in one run (see the module docstring)."""
+
+    tiny: bool = False
+    """CPU logic check with tiny models (CI)."""
+    json: Path = Path("gpu_check.json")
+    """The one JSON result."""
+    budget_s: Annotated[float | None, Gt(0)] = None
+    """Total wall time (GPU: 540, tiny: 600)."""
+    only: list[str] | None = None
+    """Run only these steps."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out": "json"}
+    """`--out` was the JSON result's flag."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="CPU logic check with tiny models (CI)")
-    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the one JSON result")
-    parser.add_argument("--budget-s", type=float, default=None, help="total wall time (GPU: 540, tiny: 600)")
-    parser.add_argument("--only", nargs="+", default=None, help="run only these steps")
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/gpu_check.py")
 
     budget = args.budget_s or (600.0 if args.tiny else 540.0)
     steps = [s for s in STEPS if args.only is None or s.name in args.only]
@@ -265,12 +281,12 @@ def main(argv: list[str] | None = None) -> dict:
         },  # fmt: skip
         "markdown": markdown_rows(results, device=device, date=date),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"\n## GPU check: {device}, {date}, `{report['command']}`, {report['total_seconds']:.0f} s\n")
     print("| measure | setting | device | date | result | | |\n|---|---|---|---|---|---|---|")
     print("\n".join(report["markdown"]))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {args.json}")
     return report
 
 

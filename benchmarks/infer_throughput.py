@@ -25,15 +25,19 @@ Targets on one H100 (issue 5): end to end <= 1.5 s for a 10 s clip, >= 500 tok/s
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt
 
+from sts.cli import parse_cli
+from sts.devices import resolve_device, resolve_dtype
 from sts.generation import GenerationRequest, Sampling, TransformersBackend, allowed_token_ids
 from sts.testing.lm import LFM2_350M_SHAPE
 from sts.vocab import SpeechVocab, round_up
@@ -107,22 +111,37 @@ def time_generate(backend, prompts, request, device: str, repeats: int) -> float
     return best
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (checks the logic)")
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
-    parser.add_argument("--new-tokens", type=int, default=None, help="speech tokens per output (500 = 10 s)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1 32 (tiny: 1 4)")
-    parser.add_argument("--clip-seconds", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
-    parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    args = parser.parse_args(argv)
+@dataclass
+class Args:
+    """Generation speed: naive against fast path (see the module docstring)."""
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    tiny: bool = False
+    """Tiny models on the CPU (checks the logic)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+    dtype: str = "auto"
+    """float32, bfloat16, or auto (bfloat16 on cuda, float32 on cpu)."""
+    new_tokens: Annotated[int | None, Ge(1)] = None
+    """Speech tokens per output (500 = 10 s)."""
+    batch_sizes: list[int] | None = None
+    """Default: 1 32 (tiny: 1 4)."""
+    clip_seconds: Annotated[float, Gt(0)] = 10.0
+    """Source clip length."""
+    repeats: Annotated[int, Ge(1)] = 2
+    """Timed repeats."""
+    compile: bool = True
+    """torch.compile on the fast path (cuda)."""
+    skip_naive: bool = False
+    """Time the fast path only."""
+    json: Path | None = None
+    """Also write the rows as JSON."""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_cli(Args, argv, prog="benchmarks/infer_throughput.py")
+
+    device = resolve_device(args.device)
+    dtype = getattr(torch, resolve_dtype(args.dtype, device))
     new_tokens = args.new_tokens or (40 if args.tiny else 500)
     batch_sizes = args.batch_sizes or ([1, 4] if args.tiny else [1, 32])
     if not device.startswith("cuda"):
@@ -147,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     src_codes = rng.integers(0, vocab.num_speech_tokens, int(args.clip_seconds * vocab.frame_rate) + 1)
     naive = TransformersBackend(model, pad_token_id=0, fast=False)
     fast = TransformersBackend(
-        model, pad_token_id=0, fast=True, compile=device.startswith("cuda") and not args.no_compile
+        model, pad_token_id=0, fast=True, compile=device.startswith("cuda") and args.compile
     )
     rows = []
     print(f"{'path':<10} {'batch':>5} {'seconds':>8} {'tok/s':>10} {'x real time':>12}")

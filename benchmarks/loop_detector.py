@@ -22,14 +22,17 @@ natural speech came to each rule's threshold (`rule_scores`). Record the printed
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge
 
+from sts.cli import parse_cli
 from sts.generation.loops import LOOP_KINDS, SPEECH_GUARD, detect_loop, rule_loops, rule_scores, tail_is_loop
 from sts.testing.loops import speech_like_codes, synthetic_loops
 
@@ -155,14 +158,24 @@ def print_table(codec: str, table: dict[str, dict[str, int]]) -> None:
         print(" | ".join([f"{rule:<{width}}", *(f"{counts.get(n, ''):>{len(n)}}" for n in names)]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="speech-like codes instead of TTS + codecs")
-    parser.add_argument("--sentences", type=int, default=12, help="sentence pairs (x2 languages)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+@dataclass
+class Args:
+    """The loop guard on natural speech and on synthetic loops (see the module docstring)."""
+
+    tiny: bool = False
+    """Speech-like codes instead of TTS + codecs."""
+    sentences: Annotated[int, Ge(1)] = 12
+    """Sentence pairs (x2 languages)."""
+    seed: Annotated[int, Ge(0)] = 0
+    """Seed of the synthetic loops."""
+    threads: Annotated[int, Ge(1)] = 1
+    """Torch threads."""
+    json: Path | None = None
+    """Also write the table here."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_cli(Args, argv, prog="benchmarks/loop_detector.py")
     results = {}
     for codec, (seqs, codebook) in encoded(args).items():
         started = time.perf_counter()

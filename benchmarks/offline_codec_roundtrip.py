@@ -19,18 +19,26 @@ import random
 import time
 from dataclasses import dataclass, field
 from importlib.resources import files
+from typing import Annotated
 
 import numpy as np
-import tyro
+from annotated_types import Ge
+
+from sts.cli import parse_cli
 
 
 @dataclass
 class Args:
-    pairs: int = 96
+    """The offline codec's round trip by codebook size (see the module docstring)."""
+
+    pairs: Annotated[int, Ge(1)] = 96
     """Sentence pairs to synthesize (each gives one ja and one en clip)."""
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])
-    seed: int = 0
+    """Codebook sizes fitted and compared."""
+    seed: Annotated[int, Ge(0)] = 0
+    """Seed of the sentence choice and the k-means."""
     json: str | None = None
+    """Also write the table here."""
 
 
 def load_pairs(n: int, seed: int) -> list[dict]:
@@ -96,4 +104,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(parse_cli(Args, prog="benchmarks/offline_codec_roundtrip.py"))

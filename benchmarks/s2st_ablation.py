@@ -1,9 +1,9 @@
 """The s2st format ablation on the demo's real-speech setting: direct vs text-first vs translation-first,
 each decoded with plain sampling and with repetition-aware sampling, over several seeds.
 
-    python benchmarks/s2st_ablation.py --out runs/ablation                     # the default demo size, 3 seeds
-    python benchmarks/s2st_ablation.py --out runs/ablation --size small --seeds 0 1
-    python benchmarks/s2st_ablation.py --out /tmp/abl --tiny                  # logic check (tests)
+    python benchmarks/s2st_ablation.py --out-dir runs/ablation                     # the default demo size, 3 seeds
+    python benchmarks/s2st_ablation.py --out-dir runs/ablation --size small --seeds 0 1
+    python benchmarks/s2st_ablation.py --out-dir /tmp/abl --tiny                  # logic check (tests)
 
 The setting is `sts demo`'s (`recipes.demo`): sentence pairs from the bundled set spoken by the
 offline TTS voices (Kokoro ja, Piper en), checked by offline Whisper, encoded with the demo codec
@@ -25,13 +25,19 @@ sentences, which needs orders of magnitude more data and a real codec.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+import tyro
+from annotated_types import Ge
+
+from sts.cli import parse_cli
+from sts.config import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -117,21 +123,37 @@ def table(results: dict) -> list[str]:
     return rows
 
 
+@dataclass
+class Args:
+    """The s2st answer formats at an equal budget (see the module docstring)."""
+
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/ablation")
+    """Work folder (data, one run per format and seed, ablation.json)."""
+    size: Literal["tiny", "small", "default", "large"] = "default"
+    """Demo size."""
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    """Formats compared (direct, text-first, translation-first)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds per format."""
+    steps: Annotated[int | None, Ge(1)] = None
+    """SFT steps (default: the size's)."""
+    examples: Annotated[int, Ge(1)] = 8
+    """Sentences per split translated both ways."""
+    tiny: bool = False
+    """Size tiny, 1 seed, 4 steps, 1 example (logic check)."""
+    threads: Annotated[int | None, Ge(1)] = None
+    """Torch threads (default: torch's; 1 on a shared machine)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out": "out_dir"}
+    """`--out` was the work folder's flag."""
+
+    def __post_init__(self):
+        if set(self.formats) - set(FORMATS):
+            raise ConfigError(f"must be among {list(FORMATS)}, got {self.formats}", key="formats")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    parser.add_argument("--size", default="default", choices=["tiny", "small", "default", "large"])
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="SFT steps (default: the size's)")
-    parser.add_argument("--examples", type=int, default=8, help="sentences per split translated both ways")
-    parser.add_argument(
-        "--tiny", action="store_true", help="size tiny, 1 seed, 4 steps, 1 example (logic check)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's; 1 on a shared machine)"
-    )
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/s2st_ablation.py")
     if args.tiny:
         args.size, args.seeds, args.steps, args.examples = "tiny", args.seeds[:1], 4, 1
 
@@ -144,10 +166,10 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     size = SIZES[args.size]
     steps = args.steps or size["steps"]
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     log = print
     train_pairs, corpora, codec_dir, codec = prepare_data(
-        args.out / "data", DemoConfig(args.out / "data", size=args.size), size, log
+        args.out_dir / "data", DemoConfig(args.out_dir / "data", size=args.size), size, log
     )
     data = {
         "corpora": corpora,
@@ -155,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         "codec": codec,
         "texts": [p["ja"] for p in train_pairs] + [p["en"] for p in train_pairs],
     }
-    results_path = args.out / "ablation.json"
+    results_path = args.out_dir / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if (
         results.get("_setting", {}).get("steps", steps) != steps
@@ -169,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
             if str(seed) in results.get(fmt, {}):
                 continue  # done by an earlier run of this command
             results.setdefault(fmt, {})[str(seed)] = run_one(
-                args.out, data, size, fmt, seed, steps, args.examples, log
+                args.out_dir, data, size, fmt, seed, steps, args.examples, log
             )
             results["_setting"] = setting
             write_json_atomic(results_path, results)  # the resume point: never half written

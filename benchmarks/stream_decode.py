@@ -18,13 +18,17 @@ frames/s) that must exist before the first chunk comes out. Numbers in `benchmar
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge
+
+from sts.cli import parse_cli
 
 DEMO_SETTINGS = [
     "20/25/15/2",
@@ -65,7 +69,7 @@ def speech(pairs: int, join: int, tiny: bool) -> list[np.ndarray]:
 
 
 def measure(codec, codes: list[np.ndarray], setting: str) -> dict:
-    from sts.codec.streaming import joined_difference
+    from sts.codec.stream_decode import joined_difference
 
     chunk, left, ahead, fade = (int(x) for x in setting.split("/"))
     whole_s = stream_s = 0.0
@@ -96,17 +100,26 @@ def measure(codec, codes: list[np.ndarray], setting: str) -> dict:
     }
 
 
+@dataclass
+class Args:
+    """Windowed streaming decode against the whole decode (see the module docstring)."""
+
+    tiny: bool = False
+    """Synthetic speech instead of TTS (no offline extra)."""
+    pairs: Annotated[int, Ge(1)] = 16
+    """Sentence pairs to speak (2 clips each)."""
+    join: Annotated[int, Ge(1)] = 4
+    """Clips per utterance."""
+    demo_settings: list[str] = field(default_factory=lambda: list(DEMO_SETTINGS))
+    """chunk/left/lookahead/fade settings of the demo codec."""
+    xcodec2_settings: list[str] = field(default_factory=lambda: list(XCODEC2_SETTINGS))
+    """The same for XCodec2."""
+    json: Path | None = None
+    """Also write the rows here."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--tiny", action="store_true", help="synthetic speech instead of TTS (no offline extra)"
-    )
-    parser.add_argument("--pairs", type=int, default=16, help="sentence pairs to speak (2 clips each)")
-    parser.add_argument("--join", type=int, default=4, help="clips per utterance")
-    parser.add_argument("--demo-settings", nargs="+", default=DEMO_SETTINGS, help="chunk/left/lookahead/fade")
-    parser.add_argument("--xcodec2-settings", nargs="+", default=XCODEC2_SETTINGS)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/stream_decode.py")
 
     import torch
 

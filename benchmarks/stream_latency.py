@@ -33,17 +33,20 @@ output, at the end). Rows for `benchmarks/RESULTS.md` are printed; `--json` writ
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Gt
 from transformers import LogitsProcessor
 
+from sts.cli import parse_cli
 from sts.testing.lm import LFM2_350M_SHAPE
 
 LFM2_350M_BODY = {k: v for k, v in LFM2_350M_SHAPE.items() if k != "tie_word_embeddings"}
@@ -159,18 +162,28 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+@dataclass
+class Args:
+    """Time to first audio and real-time factor, streaming or not (see the module docstring)."""
+
+    mode: Literal["demo", "gpu", "tiny"] = "demo"
+    """demo: the demo-sized model on the CPU; gpu: full size on cuda; tiny: logic check."""
+    device: str | None = None
+    """Default: cuda for --mode gpu, else cpu."""
+    new_tokens: Annotated[int, Ge(1)] = 250
+    """Speech codes per output (250 = 5 s)."""
+    source_seconds: Annotated[float, Gt(0)] = 4.0
+    """Source clip length."""
+    repeats: Annotated[int, Ge(1)] = 3
+    """Timed repeats."""
+    threads: Annotated[int | None, Ge(1)] = None
+    """Torch CPU threads (default 1 on a CPU: docs/background.md)."""
+    json: Path | None = None
+    """Also write the rows here."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=["demo", "gpu", "tiny"], default="demo")
-    parser.add_argument("--device", default=None, help="default: cuda for --mode gpu, else cpu")
-    parser.add_argument("--new-tokens", type=int, default=250, help="speech codes per output (250 = 5 s)")
-    parser.add_argument("--source-seconds", type=float, default=4.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default 1 on a CPU: see DESIGN.md)"
-    )
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/stream_latency.py")
 
     from infer.translate import Request
     from sts.testing import synthetic_utterance

@@ -25,7 +25,6 @@ A configuration that runs out of memory is reported as OOM, and the next one run
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import importlib.util
@@ -33,9 +32,15 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Gt
+
+from sts.cli import parse_cli
+from sts.devices import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -218,22 +223,39 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Args:
+    """Training speed and memory: naive against fast paths (see the module docstring)."""
+
+    tiny: bool = False
+    """Tiny random LFM2 on CPU (checks the logic)."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+    batches: str | None = None
+    """Comma-separated BxL (default 2x4096,8x4096,16x4096)."""
+    paths: str = "naive,fast"
+    """naive, fast, fast-compile (comma-separated)."""
+    steps: Annotated[int, Ge(1)] = 10
+    """Timed steps per configuration."""
+    warmup: Annotated[int, Ge(0)] = 3
+    """Untimed steps first."""
+    grad_ckpt: bool = False
+    """Gradient checkpointing."""
+    attn: str | None = None
+    """attn_implementation (sdpa, flash_attention_2, ...)."""
+    ce_chunk_tokens: Annotated[int, Ge(1)] = 4096
+    """Tokens per chunk of the chunked cross-entropy."""
+    peak_tflops: Annotated[float | None, Gt(0)] = None
+    """The device's peak for MFU."""
+    json: Path | None = None
+    """Also write the rows here."""
+
+    def __post_init__(self):
+        self.device = resolve_device(self.device)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tiny", action="store_true", help="tiny random LFM2 on CPU (checks the logic)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batches", default=None, help="comma-separated BxL (default 2x4096,8x4096,16x4096)")
-    parser.add_argument("--paths", default="naive,fast", help="naive, fast, fast-compile (comma-separated)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing")
-    parser.add_argument("--attn", default=None, help="attn_implementation (sdpa, flash_attention_2, ...)")
-    parser.add_argument("--ce-chunk-tokens", type=int, default=4096)
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    args = parser.parse_args(argv)
+    args = parse_cli(Args, argv, prog="benchmarks/train_throughput.py")
     if args.tiny:
         args.batches = args.batches or "2x128"
         args.steps, args.warmup = min(args.steps, 3), min(args.warmup, 1)

@@ -30,6 +30,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Annotated, ClassVar
+
+from annotated_types import Ge
 
 TOKENS_PER_SECOND = 50.0
 LLAMA_TEXT_VOCAB = 128256
@@ -38,27 +41,37 @@ NUM_MARKERS = 8
 
 @dataclass
 class Args:
+    """Llasa-shaped TTS generation and XCodec2 decoding speed (see the module docstring)."""
+
     tiny: bool = False
     """Tiny random model and tiny XCodec2 (CPU logic check)."""
     device: str = "cuda"
+    """Where it runs (a machine without cuda falls back to cpu)."""
     dtype: str = "bfloat16"
     """LM dtype (the codec runs in float32, as `XCodec2Codec` does by default)."""
     batch_sizes: tuple[int, ...] = (1, 64, 256)
     """Rows per `generate()` call; every path runs at each."""
     modes: tuple[str, ...] = ("eager", "static", "compiled")
-    new_tokens: int = 500
+    """Generation paths timed."""
+    new_tokens: Annotated[int, Ge(1)] = 500
     """Speech tokens generated per row (500 = 10 s of audio)."""
-    prompt_tokens: int = 48
+    prompt_tokens: Annotated[int, Ge(1)] = 48
     """Text prompt length per row (a Llasa prompt for one sentence is ~30-60 tokens)."""
-    repeats: int = 1
+    repeats: Annotated[int, Ge(1)] = 1
     """Timed runs per setting after one warm-up run (best is reported)."""
-    codec: bool = True
+    time_codec: bool = True
     """Also time XCodec2 decoding of the generated codes."""
-    codec_batch_size: int = 8
+    codec_batch_size: Annotated[int, Ge(1)] = 8
+    """Clips per XCodec2 decode call."""
     json: str | None = None
     """Write the results here as JSON too."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
+    """Seed of the random weights and prompts."""
     notes: list[str] = field(default_factory=list)
+    """Free-text notes stored with the results."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"codec": "time_codec"}
+    """`--codec/--no-codec` was the flag of `time_codec`."""
 
 
 def build_lm(args: Args):
@@ -221,7 +234,7 @@ def main(args: Args) -> dict:
                     torch.cuda.empty_cache()
             rows.append(row)
             _print_row(row)
-    codec = time_codec(args, num_speech, max(args.batch_sizes)) if args.codec else None
+    codec = time_codec(args, num_speech, max(args.batch_sizes)) if args.time_codec else None
     if codec:
         print(
             f"codec decode: {codec['clips']} clips x {args.new_tokens} codes, batch {codec['codec_batch']}: "
@@ -262,6 +275,6 @@ def _print_row(row: dict) -> None:
 
 
 if __name__ == "__main__":
-    import tyro  # only for the command line: benchmarks/gpu_check.py calls main(Args(...)) without it
+    from sts.cli import parse_cli  # benchmarks/gpu_check.py calls main(Args(...)) directly
 
-    main(tyro.cli(Args))
+    main(parse_cli(Args, prog="benchmarks/tts_throughput.py"))

@@ -48,7 +48,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
+from annotated_types import Ge, Interval
 
 from corpus_builder import shards
 from corpus_builder.interfaces import Check, TTSBackend
@@ -56,17 +59,19 @@ from corpus_builder.pipeline import Outcome, PipelineConfig, process_rows
 from corpus_builder.sources import SourceConfig, SourceError, check_source, open_source
 from sts.config import config_to_dict
 from sts.corpus import CorpusError, corpus_features
+from sts.devices import BatchSize, DeviceArgs, DType
 from sts.errors import UsageError
-from sts.mt import MTBackend
+from sts.model_files import resolve_model
+from sts.mt import MTBackend, load_mt
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class BuildConfig(SourceConfig):
+class BuildConfig(SourceConfig, DeviceArgs):
     """Build synthetic parallel speech shards: source -> MT -> TTS -> checks -> Parquet."""
 
-    out_dir: Path
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
     """Folder of the Parquet shards and `corpus.json`."""
     mt: Literal["hf", "vllm", "http", "reference", "none"] = "hf"
     """MT backend; "reference" takes the source's own translation (text pairs, a manifest's tgt_text);
@@ -78,9 +83,9 @@ class BuildConfig(SourceConfig):
     """Prompt/sampling preset name; empty: the model's own preset if known, else greedy."""
     mt_url: str = "http://localhost:8000/v1"
     """Base URL of the OpenAI-compatible endpoint (--mt http)."""
-    mt_max_new_tokens: int = 256
+    mt_max_new_tokens: Annotated[int, Ge(1)] = 256
     """Longest translation in tokens."""
-    mt_context: int = 0
+    mt_context: Annotated[int, Ge(0)] = 0
     """Context-aware MT: give each segment the previous N segments of its recording (Emilia ids, a
     manifest's `recording` column) and their translations as prior chat turns. 0: off. The context
     restarts at every chunk, so resumed and uninterrupted runs agree."""
@@ -93,31 +98,29 @@ class BuildConfig(SourceConfig):
     """JSON object of keyword arguments for the TTS constructor."""
     checks: list[str] = field(default_factory=lambda: ["default"])
     """"default" (ASR round trip + speaker similarity, where installed), "none", or "python:module:Class" specs."""
-    max_asr_error: float = 0.3
+    max_asr_error: Annotated[float, Ge(0)] = 0.3
     """Drop rows whose ASR round trip error (CER ja / WER en) is higher."""
-    min_speaker_similarity: float = 0.6
+    min_speaker_similarity: Annotated[float, Interval(ge=-1, le=1)] = 0.6
     """Drop rows whose source/target speaker similarity is lower (voice-preserving mode)."""
-    device: str = "cpu"
-    """Torch device of the MT model and the checks."""
-    dtype: str = "float32"
-    """MT model dtype."""
-    batch_size: int = 32
+    dtype: DType = "float32"
+    """MT model dtype (float32, bfloat16, float16, or auto)."""
+    batch_size: BatchSize = 32
     """Rows per MT/TTS batch."""
     voice_preserving: bool = False
     """Prompt the TTS with the source clip so the target keeps the source speaker's voice."""
-    rows_per_shard: int = 1000
+    rows_per_shard: Annotated[int, Ge(1)] = 1000
     """Source rows per output chunk (the unit of resumption); survivors are written together."""
-    num_shards: int = 1
+    num_shards: Annotated[int, Ge(1)] = 1
     """Workers splitting the source (e.g. a SLURM array size)."""
-    shard_index: int = 0
+    shard_index: Annotated[int, Ge(0)] = 0
     """This worker's index in [0, num_shards)."""
-    max_rows: int | None = None
+    max_rows: Annotated[int | None, Ge(1)] = None
     """Stop after this many source rows of this worker (for trials)."""
     ray: bool = False
     """Run every shard index in [0, num_shards) as a Ray task (`ray.init(address=ray_address)`)."""
     ray_address: str = ""
     """Ray cluster address; empty starts or joins a local instance."""
-    ray_gpus_per_task: float = 0.0
+    ray_gpus_per_task: Annotated[float, Ge(0)] = 0.0
     """GPUs each Ray task reserves."""
     wait_for_lock: bool = False
     """When another builder of the same worker holds the folder, wait for it instead of refusing."""
@@ -207,7 +210,6 @@ def _import(spec: str):
 
 def make_mt(cfg: BuildConfig) -> MTBackend | None:
     """The MT backend of `cfg`; None for `--mt none` (monolingual rows)."""
-    from sts.mt import load_mt
 
     if cfg.mt == "none":
         return None
@@ -215,7 +217,7 @@ def make_mt(cfg: BuildConfig) -> MTBackend | None:
     if cfg.mt != "reference":
         kwargs = dict(preset=cfg.mt_preset or None, max_new_tokens=cfg.mt_max_new_tokens)
         if cfg.mt == "hf":
-            kwargs.update(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+            kwargs.update(device=cfg.torch_device(), dtype=cfg.torch_dtype(), batch_size=cfg.batch_size)
         if cfg.mt == "http":
             kwargs.update(base_url=cfg.mt_url)
     return load_mt(cfg.mt, cfg.mt_model, **kwargs)
@@ -241,7 +243,7 @@ def make_checks(cfg: BuildConfig) -> list[Check]:
         if spec == "default":
             from corpus_builder.checks import default_checks
 
-            checks += default_checks(cfg.max_asr_error, cfg.min_speaker_similarity, device=cfg.device)
+            checks += default_checks(cfg.max_asr_error, cfg.min_speaker_similarity, device=cfg.torch_device())
         else:
             checks.append(_import(spec)())
     return checks
@@ -318,7 +320,6 @@ def check_models(cfg: BuildConfig) -> None:
     """The MT and TTS model folders named by `cfg` exist (`sts.model_files.resolve_model`: a local
     folder that is missing is named as such, not as the hub's repo-id error); hub ids pass. For the
     CLI, before any progress: `build_corpus` callers may pass their own backends instead."""
-    from sts.model_files import resolve_model
 
     if cfg.mt in ("hf", "vllm"):
         resolve_model(cfg.mt_model, what="MT model")

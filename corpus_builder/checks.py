@@ -14,7 +14,6 @@ passes. Models load on first use, so building checks is cheap.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 from corpus_builder.interfaces import Check, CheckInput
 from sts.asr import FasterWhisperASR
 from sts.metrics import asr_error
+from sts.optional import load_optional
 from sts.speaker import SpeakerEncoder
 
 
@@ -104,11 +104,13 @@ class SpeakerSimilarity(Check):
 def default_checks(
     max_asr_error: float = 0.3, min_speaker_similarity: float = 0.6, device: str = "cpu"
 ) -> list[Check]:
-    """The checks whose packages import (faster-whisper, resemblyzer); the others are skipped silently."""
-    checks: list[Check] = []
+    """The checks whose packages load (faster-whisper, resemblyzer); a missing one is not run, with
+    one warning (`sts.optional`; the corpus card lists the checks that ran)."""
     compute_type = "int8" if device == "cpu" else "float16"
-    with contextlib.suppress(ImportError):
-        checks.append(AsrRoundTrip(max_asr_error, device=device, compute_type=compute_type))
-    with contextlib.suppress(ImportError):
-        checks.append(SpeakerSimilarity(min_speaker_similarity, device=device))
-    return checks
+    asr = load_optional("ASR round-trip check (faster-whisper)",
+                        lambda: AsrRoundTrip(max_asr_error, device=device, compute_type=compute_type),
+                        install="faster-whisper (the offline extra)")  # fmt: skip
+    speaker = load_optional("speaker similarity check (resemblyzer)",
+                            lambda: SpeakerSimilarity(min_speaker_similarity, device=device),
+                            install="resemblyzer (the offline extra)")  # fmt: skip
+    return [check for check in (asr, speaker) if check is not None]

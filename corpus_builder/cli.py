@@ -1,4 +1,6 @@
-"""`sts-build-corpus --out-dir DIR --source emilia|local|text-pairs|text --mt hf|vllm|http|reference|none --tts SPEC`.
+"""`sts-build-corpus` and `sts-encode`: flags -> `corpus_builder.build` / `corpus_builder.encode`.
+
+`sts-build-corpus --out-dir DIR --source emilia|local|text-pairs|text --mt hf|vllm|http|reference|none --tts SPEC`.
 
     sts-build-corpus --out-dir corpus/ja-en --source emilia --languages ja \
         --mt hf --mt-model LiquidAI/LFM2-350M-ENJP-MT --tts llasa:HKUSTAudio/Llasa-1B --device cuda
@@ -17,10 +19,13 @@ full disk) print one line `sts-build-corpus: error: ...` and exit 2 (`sts.errors
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from corpus_builder import shards
 from corpus_builder.build import BuildConfig, build_corpus, build_with_ray, check_models, prepare_build
-from sts.config import parse_cli
+from corpus_builder.encode import EncodeConfig, bad_clips, encode_corpus
+from sts.cli import parse_cli
+from sts.corpus import read_card
 from sts.errors import cli_main
 
 
@@ -73,7 +78,6 @@ def run(cfg: BuildConfig, argv: list[str]) -> int:
 
 
 def _print_summary(console, cfg: BuildConfig) -> None:
-    from sts.corpus import read_card
 
     card = read_card(cfg.out_dir)
     console.print(
@@ -88,6 +92,40 @@ def _print_summary(console, cfg: BuildConfig) -> None:
         console.print(f"  {lang} (monolingual): {m['rows']:,} rows, {m['hours']:.3f} h speech")
     for reason, n in card["drops"].items():
         console.print(f"  dropped {n:,}: {reason}")
+
+
+def encode_main(args: Sequence[str] | None = None) -> int:
+    """`sts-encode CORPUS_DIR`: add src_codes/tgt_codes to a corpus (`corpus_builder.encode`)."""
+    return cli_main("sts-encode", _encode, args)
+
+
+def _encode(args: list[str]) -> int:
+    from rich.console import Console
+    from tqdm import tqdm
+
+    cfg = parse_cli(EncodeConfig, args, prog="sts-encode")
+    console = Console(stderr=True)
+    encoded = skipped = rows = 0
+    shard_iter = encode_corpus(cfg)  # checks the folder before the progress bar shows
+    bad_before = len(bad_clips(Path(cfg.corpus_dir)))
+    with tqdm(unit="shard", desc="encode", dynamic_ncols=True) as bar:
+        for _name, n, was_done in shard_iter:
+            skipped += was_done
+            encoded += not was_done
+            rows += n
+            bar.update(1)
+            bar.set_postfix(rows=rows)
+    console.print(f"{cfg.corpus_dir}: {encoded} shards encoded, {skipped} already done, {rows:,} rows")
+    bad = bad_clips(Path(cfg.corpus_dir))
+    if bad:
+        console.print(
+            f"  {len(bad)} bad clip(s) left with null codes ({len(bad) - bad_before:+d} this run), listed in "
+            f"{Path(cfg.corpus_dir) / shards.CARD_NAME} (encode.bad_clips); first: {bad[0]['shard']} row "
+            f"{bad[0]['id']} {bad[0]['side']}: {bad[0]['reason']}",
+            markup=False,
+            soft_wrap=True,
+        )
+    return 0
 
 
 if __name__ == "__main__":

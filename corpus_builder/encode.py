@@ -31,18 +31,19 @@ unless `--reencode`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tyro
+from annotated_types import Interval
 
 from corpus_builder import shards
 from sts.audio import AudioError, load_audio
-from sts.config import parse_cli
 from sts.corpus import (
     CorpusError,
     check_shards,
@@ -52,27 +53,25 @@ from sts.corpus import (
     shard_paths,
     shard_record,
 )
-from sts.errors import cli_main
+from sts.devices import BatchSize, DeviceArgs, DType
 from sts.io import remove_stale_temps, write_bytes_atomic, write_json_atomic
 from sts.lock import folder_lock
 from sts.paths import record_path, resolve_recorded, same_location
 
 
-@dataclass
-class EncodeConfig:
+@dataclass(kw_only=True)
+class EncodeConfig(DeviceArgs):
     """Add XCodec2 codes to the shards of a corpus folder, in place and resumably."""
 
-    corpus_dir: tyro.conf.Positional[Path]
+    corpus_dir: tyro.conf.Positional[Path] = field(kw_only=False)
     """Folder written by `sts-build-corpus`."""
     codec: str = "HKUSTAudio/xcodec2-hf"
     """HF id or local directory of the XCodec2 checkpoint."""
-    device: str = "cpu"
-    """Torch device."""
-    dtype: str = "float32"
-    """Codec dtype ("float32", "bfloat16", "float16")."""
-    batch_size: int = 8
+    dtype: DType = "float32"
+    """Codec dtype (float32: codes that do not depend on the GPU; bfloat16, float16, auto)."""
+    batch_size: BatchSize = 8
     """Most clips per codec forward pass (clips are bucketed by length)."""
-    max_pad_ratio: float = 0.0
+    max_pad_ratio: Annotated[float, Interval(ge=0, le=1)] = 0.0
     """0: batch only clips of the same code count, so every clip's codes equal its one-by-one encoding
     (deterministic). Above 0: a clip joins a batch if at least `1 - max_pad_ratio` times as long as its
     longest clip (fuller batches; a padded clip's last ~14 frames may change, ~2 codes per clip on the
@@ -230,8 +229,8 @@ def _encode_shards(cfg: EncodeConfig, codec, paths: list[Path]) -> Iterator[tupl
 
             codec = load_codec(
                 cfg.codec,
-                device=cfg.device,
-                dtype=cfg.dtype,
+                device=cfg.torch_device(),
+                dtype=cfg.torch_dtype(),
                 batch_size=cfg.batch_size,
                 max_pad_ratio=cfg.max_pad_ratio,
             )
@@ -331,40 +330,3 @@ def _record(corpus_dir: Path, codec) -> None:
     }
     card["features"] = "sts.corpus.encoded_features()"
     shards.save_card(corpus_dir, card)
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return cli_main("sts-encode", _main, args)
-
-
-def _main(args: list[str]) -> int:
-    from rich.console import Console
-    from tqdm import tqdm
-
-    cfg = parse_cli(EncodeConfig, args, prog="sts-encode")
-    console = Console(stderr=True)
-    encoded = skipped = rows = 0
-    shard_iter = encode_corpus(cfg)  # checks the folder before the progress bar shows
-    bad_before = len(bad_clips(Path(cfg.corpus_dir)))
-    with tqdm(unit="shard", desc="encode", dynamic_ncols=True) as bar:
-        for _name, n, was_done in shard_iter:
-            skipped += was_done
-            encoded += not was_done
-            rows += n
-            bar.update(1)
-            bar.set_postfix(rows=rows)
-    console.print(f"{cfg.corpus_dir}: {encoded} shards encoded, {skipped} already done, {rows:,} rows")
-    bad = bad_clips(Path(cfg.corpus_dir))
-    if bad:
-        console.print(
-            f"  {len(bad)} bad clip(s) left with null codes ({len(bad) - bad_before:+d} this run), listed in "
-            f"{Path(cfg.corpus_dir) / shards.CARD_NAME} (encode.bad_clips); first: {bad[0]['shard']} row "
-            f"{bad[0]['id']} {bad[0]['side']}: {bad[0]['reason']}",
-            markup=False,
-            soft_wrap=True,
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -33,6 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus_builder.card import dataset_readme
 from sts.corpus import (
     CARD_NAME,
     DROPS_DIR,
@@ -381,7 +382,6 @@ def write_card(out_dir: Path, *, config: dict, models: dict, argv: list[str] | N
 
 def save_card(out_dir: Path, card: dict) -> None:
     """Write `card` as `corpus.json` and the `README.md` dataset card made from it."""
-    from corpus_builder.card import dataset_readme
 
     write_json_atomic(out_dir / CARD_NAME, card)
     write_text_atomic(out_dir / README_NAME, dataset_readme(out_dir, card))

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from annotated_types import Ge, Gt
 
 from sts import LANGUAGES
 from sts.audio import AudioError, load_audio
@@ -56,16 +57,16 @@ class SourceConfig:
     """local folder (no manifest), text-pairs and text: language of the source side."""
     languages: list[str] = field(default_factory=lambda: list(LANGUAGES))
     """Keep only these source languages."""
-    min_duration: float = 3.0
+    min_duration: Annotated[float, Ge(0)] = 3.0
     """Seconds; shorter clips are dropped ("duration_short")."""
-    max_duration: float = 30.0
+    max_duration: Annotated[float, Gt(0)] = 30.0
     """Seconds; longer clips are dropped ("duration_long")."""
-    min_dnsmos: float = 0.0
+    min_dnsmos: Annotated[float, Ge(0)] = 0.0
     """Drop rows whose source speech has a lower DNSMOS P.835 OVRL ("dnsmos_low"): Emilia's recorded value,
     else computed (`sts.dnsmos`; Emilia keeps >= 3.0); 0 = off."""
-    min_chars: int = 1
+    min_chars: Annotated[int, Ge(0)] = 1
     """Drop transcripts shorter than this ("text_short"; empty text is "text_empty")."""
-    max_chars: int = 400
+    max_chars: Annotated[int, Ge(1)] = 400
     """Drop transcripts longer than this ("text_long")."""
 
 

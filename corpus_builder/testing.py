@@ -6,8 +6,12 @@ them by spec: `sts-build-corpus --tts python:corpus_builder.testing:ToneTTS`.
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -66,7 +70,6 @@ class LengthCheck(Check):
 
 def tone_bytes(seconds: float, sample_rate: int = 24000, fmt: str = "MP3") -> bytes:
     """A 440 Hz tone encoded as an audio file (MP3 by default, as Emilia stores clips)."""
-    import io
 
     import soundfile as sf
 
@@ -81,10 +84,6 @@ def write_emilia_tar(path, examples: Sequence[dict]) -> None:
 
     Each example is Emilia's json (`id, text, language, speaker, duration, dnsmos`) plus "mp3": bytes.
     """
-    import io
-    import json
-    import tarfile
-    from pathlib import Path
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tar:

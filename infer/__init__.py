@@ -7,29 +7,20 @@
     [result] = tr.run([Request("s2st", "ja", "en", wav=wav)])   # result.waveform / .text / .warnings
 
 Modules: `translate` (the library: segment, encode, prompt, generate, cut loops, decode, join),
-`stream` (`Translator.stream`: one request's text, audio chunks and warnings while it is generated),
+`translate_stream` (`Translator.stream`: one request's text, audio chunks and warnings while it is generated),
 `decoding` (per-task sampling defaults, loop guards, length budgets from the source; the mechanisms
 themselves, constrained decoding and the transformers/vLLM backends, are `sts.generation`),
 `segment` (long-form splitting at pauses), `asr` (Whisper behind a small interface), `metrics`
-(sacreBLEU BLEU/chrF, CER/WER), `eval` (`sts-eval`: ASR-BLEU, chrF, CER/WER, speaker similarity,
+(sacreBLEU BLEU/chrF, CER/WER), `checkpoint_eval` (`sts-eval`: ASR-BLEU, chrF, CER/WER, speaker similarity,
 codec round trip, real-time factor, plot), `batch` (`sts-infer`'s output paths and batch
 bookkeeping: unique names, each output committed with its results row), `mt_eval` / `mt_lines`
 (`sts-eval-mt`, and its lines that cannot be translated).
 Importing `infer` loads neither torch nor a model.
 """
 
-from typing import TYPE_CHECKING
+from sts.lazy import lazy_exports
 
-if TYPE_CHECKING:
-    from infer.translate import Request, Result, Translator
-
-__all__ = ["Request", "Result", "Translator"]
-
-
-def __getattr__(name: str):
-    # Lazy, so that `sts-infer --help` and `import infer` do not pay for torch and transformers.
-    if name in __all__:
-        from infer import translate
-
-        return getattr(translate, name)
-    raise AttributeError(f"module 'infer' has no attribute {name!r}")
+# Lazy, so that `sts-infer --help` and `import infer` do not pay for torch and transformers.
+__all__, __getattr__ = lazy_exports(
+    __name__, {"Request": "infer.translate", "Result": "infer.translate", "Translator": "infer.translate"}
+)

@@ -1,493 +1,67 @@
-"""`sts-infer`: speech->speech, speech->text and text->speech with a trained checkpoint.
+"""`sts-infer`, `sts-eval` and `sts-eval-mt`: flags -> the library functions of `infer`.
 
-    sts-infer in.wav --to en -o out.wav --model runs/sft                 # s2st, source language detected
-    sts-infer in.wav --from ja --task asr --model runs/sft               # prints the transcript
-    sts-infer --task tts --text "こんにちは" --from ja -o hello.wav --model runs/sft
-    sts-infer clips/ --to en -o out/ --model runs/sft                    # batch: out/<stem>.wav + results.jsonl
-    sts-infer test.jsonl --task s2tt -o out/ --model runs/sft --backend vllm
-    sts-infer in.wav --to en -o out.wav --model runs/sft --stream       # out.wav grows while it is generated
+    sts-infer in.wav --to en -o out.wav --model runs/sft                 # infer.run: every mode and its files
+    sts-eval test.jsonl --model runs/sft -o reports/sft --tasks s2st s2tt asr tts    # infer.checkpoint_eval
+    sts-eval-mt --backends hf:LiquidAI/LFM2-350M-ENJP-MT                 # infer.mt_eval
 
-A batch input is a folder of audio files or a JSONL manifest (`audio` path relative to the manifest,
-optional `id`, `text`, `src_lang`; every line checked before the model loads, errors name
-`FILE:LINE`). Each input writes `OUT/<id>.wav` (or `.txt`) and one row of `OUT/results.jsonl`,
-committed together (`infer.batch`): a rerun skips the inputs that have both and redoes the rest, so
-nothing is lost or written twice, whenever the run was killed. Two inputs with one output name, or
-an id that would write outside `-o`, are refused before anything runs.
-
-A bad input in a batch (undecodable or empty audio, a language that cannot be detected, text holding
-special tokens) is skipped: an error row `{"id", "input", "error", "output": null}` goes into
-results.jsonl, the count is printed at the end and the exit status is 1 (the next run retries it);
-`--fail-fast` stops at the first instead. A silent or near-silent input (`sts.audio.is_silent`) is
-translated anyway, with a warning in its row and on stderr. Other expected failures (a missing model
-folder, an sts_vocab.json that does not match its tokenizer, an output path of the wrong kind or that
-cannot be written, checked before the model loads) are one line and exit status 2
-(`sts.errors.cli_main`; `--debug` shows the traceback).
-`--from` omitted: speech is language-identified with Whisper (`sts.asr.detect_language`; silence,
-a clip under 1 s, an unsure guess or no faster-whisper is an error asking for `--from`), text by
-its script (kana/kanji -> ja).
-
-Speech output is sampled repetition-aware by default (`infer.decoding.DEFAULT_SAMPLING`;
-`--no-repetition-aware` or `--greedy` turns it off). Each output that was cut says why in a
-warning and in `results.jsonl` (`cut`: budget or a loop rule); the run ends with the count per rule.
+Each parses its flags (`sts.cli.parse_cli`: a bad value is one line naming the flag, exit 2, before
+any model loads) and runs under `sts.errors.cli_main` (an expected failure is one line, exit 2;
+`--debug` shows the traceback).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
-import tyro
-
-from infer.batch import AUDIO_SUFFIXES, Ledger, Planned, check_output_paths, plan_outputs
-from sts.audio import is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
-from sts.errors import (
-    DiskFullError,
-    ManifestError,
-    ModelNotFoundError,
-    UsageError,
-    cli_main,
-    error_message,
-)
-from sts.io import append_text_durable, remove_stale_temps, write_text_atomic
-from sts.lock import LOCK_NAME, folder_lock
-from sts.manifest import Field, read_manifest
-from sts.tasks import TaskName, task_spec
-from sts.text import text_language
-
-
-@dataclass
-class InferConfig:
-    """Translate, transcribe or read aloud with an sts checkpoint."""
-
-    input: tyro.conf.Positional[Path | None] = None
-    """Audio file, folder of audio files, or JSONL manifest (omit for `--task tts --text ...`)."""
-    to: Literal["ja", "en"] | None = None
-    """Target language (default: the other one for translation tasks, the source for asr/tts)."""
-    src_lang: Annotated[Literal["ja", "en"] | None, tyro.conf.arg(name="from")] = None
-    """Source language; detected when omitted."""
-    task: TaskName = "s2st"
-    """s2st speech->speech, asr speech->text, s2tt speech->translated text, tts text->speech, t2tt text MT."""
-    text: str | None = None
-    """Source text for tts/t2tt."""
-    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
-    """Output file (single input) or folder (batch). Text outputs are also printed."""
-    model: str = "runs/sft"
-    """Checkpoint directory or Hugging Face id (with `sts_vocab.json`)."""
-    codec: str | None = None
-    """Codec id/path; default: the one `sts_vocab.json` records."""
-    backend: Literal["transformers", "vllm"] = "transformers"
-    """Generation engine; vllm needs the GPU extra."""
-    device: str = "auto"
-    """"auto": cuda when available, else cpu."""
-    dtype: str = "auto"
-    """"auto": bfloat16 on cuda, float32 on cpu."""
-    fast: bool | None = None
-    """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
-    batch_size: int = 8
-    """Inputs (and segments of long inputs) generated together."""
-    max_new_tokens: int | None = None
-    """Hard cap on top of the per-input length budget."""
-    greedy: bool = False
-    """Greedy decoding instead of the task's sampling defaults (`infer.decoding.DEFAULT_SAMPLING`)."""
-    repetition_aware: bool = True
-    """Repetition-aware sampling for speech output (the default); --no-repetition-aware samples the
-    same nucleus (top-p 0.8, top-k 25) without redrawing repeats."""
-    temperature: float | None = None
-    """Override the task's sampling temperature."""
-    top_p: float | None = None
-    """Override the task's nucleus (top-p) threshold."""
-    top_k: int | None = None
-    """Override the task's top-k (0 disables)."""
-    min_p: float | None = None
-    """Override the task's min-p."""
-    repetition_penalty: float | None = None
-    """Override the task's repetition penalty."""
-    seed: int = 0
-    """Sampling seed (reset before every batch)."""
-    max_segment_seconds: float = 20.0
-    """Longer speech is split at pauses into pieces at most this long."""
-    vad: Literal["auto", "energy", "silero"] = "auto"
-    """Pause detector for long inputs: auto = silero-vad when installed, else energy."""
-    gap_seconds: float = 0.3
-    """Silence between the translated pieces of a long input."""
-    results: Path | None = None
-    """Results JSONL (default: OUTPUT/results.jsonl in batch mode)."""
-    fail_fast: bool = False
-    """Batch mode: stop at the first bad input (exit 2) instead of recording it and going on (exit 1)."""
-    guidance_scale: float = 1.0
-    """Classifier-free guidance on speech output (`sts.generation.guidance`; 1 = off, > 1 leans away from
-    the prompt without its source speech). Transformers backend only."""
-    stream: bool = False
-    """One input: write the output while it is generated (OUT.wav grows, a valid wav after every
-    chunk, and is replaced by the finished result at the end); prints the time to first audio and
-    the real-time factor. Only the transformers backend streams the generation itself."""
+from infer import checkpoint_eval, run
+from infer.mt_eval import MTEvalConfig, evaluate
+from sts.cli import parse_cli
+from sts.errors import cli_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main("sts-infer", _main, argv)
-
-
-def _main(args: list[str]) -> int:
-    from sts.config import parse_cli
-
-    return run(parse_cli(InferConfig, args, prog="sts-infer"))
-
-
-def load_translator(
-    model: str,
-    *,
-    codec: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    backend: str = "transformers",
-    fast: bool | None = None,
-    greedy: bool = False,
-    repetition_aware: bool = True,
-    **kwargs,
-):
-    """`Translator.from_checkpoint` with "auto" device (cuda when there), dtype (bf16 on cuda) and fast
-    path; `greedy` makes every task greedy, `repetition_aware=False` turns RAS off for every task."""
-    import torch
-
-    from infer.translate import Translator, replace_sampling
-
-    check_checkpoint(model, codec=codec)
-    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-    fast = fast if fast is not None else device.startswith("cuda")
-    translator = Translator.from_checkpoint(
-        model, codec=codec, device=device, dtype=dtype, backend=backend, fast=fast, **kwargs
-    )
-    if greedy:
-        translator.sampling = {
-            t: replace_sampling(s, do_sample=False) for t, s in translator.sampling.items()
-        }
-    if not repetition_aware:
-        translator.sampling = {
-            t: replace_sampling(s, repetition_aware=False) for t, s in translator.sampling.items()
-        }
-    return translator
-
-
-def check_checkpoint(model: str, *, codec: str | None = None) -> None:
-    """Before any weights load: a local `model` folder exists and is whole, and its sts_vocab.json
-    matches its tokenizer and config (`sts.model_files.load_speech_contract`); the codec folder too.
-
-    Raises `ModelNotFoundError`, `CorruptFileError` or `VocabError` (`CodecMismatchError`: a codec of
-    another codebook size), each naming the file. A hub id is left to `from_pretrained`.
-    """
-    from sts.codec import recorded_codebook_size
-    from sts.model_files import check_model_files, load_speech_contract, resolve_model
-    from sts.vocab import VOCAB_FILE, CodecMismatchError
-
-    if not Path(resolve_model(model)).is_dir():
-        return
-    vocab, _ = load_speech_contract(model)
-    codec_name = codec or vocab.codec
-    resolve_model(codec_name, what="codec")
-    check_model_files(codec_name)
-    size = recorded_codebook_size(codec_name)
-    if size is not None and size != vocab.num_speech_tokens:
-        raise CodecMismatchError(
-            f"codec mismatch: {codec_name} has {size} codes but {Path(model) / VOCAB_FILE} holds "
-            f"{vocab.num_speech_tokens} speech tokens; pass the checkpoint's codec (--codec)"
-        )
-
-
-def run(cfg: InferConfig, log=print) -> int:
-    """Run `cfg`; returns the exit status: 0, or 1 when some batch inputs failed (recorded).
-
-    A batch holds its output folder's lock (`sts.lock`) while it runs: a second batch run on the
-    same `-o` refuses, naming the first (pid, host, start time)."""
-    spec = task_spec(cfg.task)
-    items = _inputs(cfg)
-    batch = cfg.input is not None and (cfg.input.is_dir() or cfg.input.suffix == ".jsonl")
-    check_output_paths(cfg, batch=batch, speech=spec.output == "speech")  # before the model loads
-    if cfg.stream and batch:
-        raise UsageError("--stream takes one input (an audio file or --text), not a folder or manifest")
-    if not batch:
-        return _run(cfg, items, batch, log)
-    refusal = (
-        "{folder}: another {holder} is writing into this output folder; wait for it to end, or use another -o"
-    )
-    with folder_lock(cfg.output / LOCK_NAME, program="sts-infer", refusal=refusal):  # one run per folder
-        removed = remove_stale_temps(cfg.output)  # outputs and results a killed run left half-written
-        if cfg.results is not None and cfg.results.parent.resolve() != cfg.output.resolve():
-            removed += remove_stale_temps(cfg.results.parent, cfg.results.name)
-        if removed:
-            log(f"removed {len(removed)} temp file(s) a killed run left in {cfg.output}")
-        return _run(cfg, items, batch, log)
-
-
-def _run(cfg: InferConfig, items: list[dict], batch: bool, log) -> int:
-    from infer.translate import CUT_RULES, replace_sampling
-
-    spec = task_spec(cfg.task)
-    suffix = ".wav" if spec.output == "speech" else ".txt"
-    out_dir = cfg.output if batch else None
-    results_path = cfg.results or (out_dir / "results.jsonl" if batch else None)
-    if batch:
-        plan = plan_outputs(items, out_dir, suffix)
-        ledger = Ledger(results_path)
-        pending = ledger.pending(plan)
-        if len(pending) < len(plan):
-            log(f"skipping {len(plan) - len(pending)} input(s) already done (output and results row)")
-        if not pending:
-            return 0
-    else:
-        ledger, pending = None, [Planned(item, cfg.output) for item in items]
-    translator = load_translator(
-        cfg.model,
-        codec=cfg.codec,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        backend=cfg.backend,
-        fast=cfg.fast,
-        greedy=cfg.greedy,
-        repetition_aware=cfg.repetition_aware,
-        batch_size=cfg.batch_size,
-        max_segment_seconds=cfg.max_segment_seconds,
-        vad=cfg.vad,
-        max_new_tokens=cfg.max_new_tokens,
-        gap_seconds=cfg.gap_seconds,
-        seed=cfg.seed,
-        guidance_scale=cfg.guidance_scale,
-    )
-    translator.sampling[cfg.task] = replace_sampling(
-        translator.sampling[cfg.task],
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-        min_p=cfg.min_p,
-        repetition_penalty=cfg.repetition_penalty,
+    """`sts-infer`."""
+    return cli_main(
+        "sts-infer", lambda args: run.run(parse_cli(run.InferConfig, args, prog="sts-infer")), argv
     )
 
-    if cfg.stream:
-        return _run_stream(cfg, translator, pending[0].item, log)
-    failed, cuts = 0, dict.fromkeys(CUT_RULES, 0)
-    for planned, outcome, notes in _outcomes(cfg, pending, translator, batch=batch):
-        item, target = planned.item, planned.target
-        if isinstance(outcome, Exception):  # a bad input of a batch: recorded, retried next run
-            message = error_message(outcome)
-            failed += 1
-            ledger.record_error(str(item["id"]), _source(item), message)
-            if cfg.fail_fast:  # its error row is written: the rerun retries it too
-                raise outcome
-            print(f"sts-infer: skipped {item['id']}: {message}", file=sys.stderr)
-            continue
-        result = outcome
-        result.warnings = [*notes, *result.warnings]
-        cuts[result.cut] += 1
-        for name in ("transcript", "translation"):  # a text-first answer's own texts
-            if getattr(result, name) is not None and not batch:
-                log(f"{name}: {getattr(result, name)}")
-        for warning in result.warnings:
-            print(f"warning: {result.id or 'input'}: {warning}", file=sys.stderr)
-        row = result.summary() | {"output": str(target) if target else None}
-        if batch:
-            ledger.commit(row, target, lambda tmp, r=result: _write_output(tmp, r, spec.output))
-            if spec.output != "speech":
-                log(f"{result.id}: {result.text}")
-            continue
-        if target is not None:
-            _write_output(target, result, spec.output)
-        if spec.output != "speech":
-            log(result.text)
-        if results_path is not None:
-            append_text_durable(results_path, json.dumps(row, ensure_ascii=False) + "\n")
-    loops = sum(cuts[rule] for rule in CUT_RULES[2:])
-    if loops:
-        print(f"sts-infer: {loops} output(s) fell into a repetition loop and were cut there", file=sys.stderr)
-    if sum(cuts.values()):
-        counts = " ".join(f"{rule}={n}" for rule, n in cuts.items())
-        print(f"sts-infer: outputs by the rule that cut them: {counts}", file=sys.stderr)
-    if failed:
-        print(
-            f"sts-infer: {failed} of {len(pending)} input(s) failed; their error rows are in {results_path} "
-            "(rerun the command to retry them)",
-            file=sys.stderr,
-        )
-    return 1 if failed else 0
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """`sts-eval`."""
+
+    def _run(args: list[str]) -> int:
+        checkpoint_eval.run(parse_cli(checkpoint_eval.EvalConfig, args, prog="sts-eval"))
+        return 0
+
+    return cli_main("sts-eval", _run, argv)
 
 
-def _outcomes(cfg: InferConfig, pending: list[Planned], translator, *, batch: bool):
-    """(planned, Result or the expected exception of a bad batch input, input warnings) per input, in
-    order, `batch_size` inputs at a time (a large folder is never all in memory). Outside batch mode
-    any error is raised; in batch mode a chunk that fails is retried input by input, so only the bad
-    input fails."""
-    for start in range(0, len(pending), max(1, cfg.batch_size)):
-        chunk = pending[start : start + max(1, cfg.batch_size)]
-        built = []
-        for planned in chunk:
-            notes: list[str] = []
-            try:
-                built.append((planned, _request(cfg, planned.item, translator, notes), notes))
-            except Exception as err:
-                if not batch or not _input_failure(err):
-                    raise
-                yield planned, err, notes
-        if not built:
-            continue
-        try:
-            results = translator.run([request for _, request, _ in built])
-        except Exception as err:
-            if not batch or not _input_failure(err):
-                raise
-            results = []
-            for _, request, _ in built:
-                try:
-                    [one] = translator.run([request])
-                except Exception as one_err:
-                    if not _input_failure(one_err):
-                        raise
-                    one = one_err
-                results.append(one)
-        for (planned, _, notes), result in zip(built, results, strict=True):
-            yield planned, result, notes
+def eval_mt_main(argv: Sequence[str] | None = None) -> int:
+    """`sts-eval-mt`: prints each backend's scores and signatures, then where the report is."""
+    return cli_main("sts-eval-mt", _eval_mt, argv)
 
 
-def _input_failure(err: Exception) -> bool:
-    """An expected failure that belongs to one input (not a full disk, which stops the run)."""
-    return error_message(err) is not None and not isinstance(err, DiskFullError | ModelNotFoundError)
+def _eval_mt(args: list[str]) -> int:
+    from rich.console import Console
 
-
-def _source(item: dict) -> str | None:
-    return str(item["audio"]) if item.get("audio") is not None else item.get("where")
-
-
-def _write_output(path: Path, result, output: str) -> None:
-    if output == "speech":
-        write_audio(path, result.waveform)
-    else:
-        write_text_atomic(path, result.text + "\n")
-
-
-MANIFEST_FIELDS = {
-    "id": Field("id"),
-    "audio": Field("path", exists=True),
-    "text": Field("str"),
-    "src_lang": Field("lang"),
-}
-"""A batch manifest's fields (`sts.manifest`): checked on every line before the model loads."""
-
-
-def _run_stream(cfg: InferConfig, translator, item: dict, log=print) -> int:
-    """`--stream`: one input through `Translator.stream`. A speech output grows in OUT as its audio
-    arrives (`sts.audio.GrowingWav`: the header is rewritten after every chunk, so the file plays at
-    any moment); at the end OUT is atomically replaced by the result's waveform (what `run` writes).
-    A text output is printed (and written to OUT) at the end. Prints the time to first audio (from
-    the start of generation, after loading) and the real-time factor (wall time / output seconds)."""
-    from sts.audio import GrowingWav
-
-    notes: list[str] = []
-    request = _request(cfg, item, translator, notes)
-    for note in notes:
-        print(f"warning: {request.id or 'input'}: {note}", file=sys.stderr)
-    target, growing, first, result = cfg.output, None, None, None
-    try:
-        for event in translator.stream(request):
-            if event.kind == "audio":
-                growing = growing or GrowingWav(target)
-                growing.append(event.audio)
-                if first is None:
-                    first = event.seconds
-                    log(f"first audio after {first:.2f} s; {target} grows as the output is generated")
-            elif event.kind == "text":
-                log(event.text if event.field == "text" else f"{event.field}: {event.text}")
-            elif event.kind == "warning":
-                print(f"warning: {request.id or 'input'}: {event.text}", file=sys.stderr)
-            elif event.kind == "done":
-                result = event.result
-    except BaseException:
-        if growing is not None:  # no half output left behind
-            growing.close()
-            target.unlink(missing_ok=True)
-        raise
-    if growing is not None:
-        growing.close()
-    row = result.summary() | {"output": str(target) if target else None}
-    if result.waveform is not None:
-        write_audio(target, result.waveform)
-        output_seconds = len(result.waveform) / 16000
-        rtf = result.seconds / output_seconds if output_seconds else float("inf")
-        row |= {"first_audio_seconds": round(first, 3) if first is not None else None, "rtf": round(rtf, 3)}
-        log(
-            f"time to first audio {first if first is not None else float('nan'):.2f} s, real-time factor "
-            f"{rtf:.2f} ({result.seconds:.2f} s for {output_seconds:.2f} s of audio); wrote {target}"
-        )
-    elif target is not None:
-        write_text_atomic(target, (result.text or "") + "\n")
-    if cfg.results is not None:
-        append_text_durable(cfg.results, json.dumps(row, ensure_ascii=False) + "\n")
+    cfg = parse_cli(MTEvalConfig, args, prog="sts-eval-mt")
+    console = Console(stderr=True)
+    report = evaluate(cfg, argv=["sts-eval-mt", *args])
+    for spec, entry in report["backends"].items():
+        for direction in report["directions"]:
+            scores = ", ".join(f"{s['name']} {s['score']:.2f}" for s in entry[direction]["scores"])
+            console.print(f"{spec} {direction}: {scores}", markup=False)
+            for s in entry[direction]["scores"]:
+                console.print(f"    {s['name']}: {s['signature']}", style="dim", markup=False)
+            failed = entry[direction].get("failed_lines", [])
+            if failed:
+                shown = ", ".join(str(f["line"]) for f in failed[:10]) + (", ..." if len(failed) > 10 else "")
+                console.print(
+                    f"    {len(failed)} line(s) not translated, scored as empty: line {shown}", markup=False
+                )
+    console.print(f"report: {Path(cfg.out_dir) / 'report.md'}", markup=False)
     return 0
-
-
-def _inputs(cfg: InferConfig) -> list[dict]:
-    """[{id, audio?, text?, src_lang?, where}] from the positional input or --text; `where` is what
-    error messages name (FILE:LINE for a manifest row)."""
-    spec = task_spec(cfg.task)
-    if cfg.input is None:
-        if spec.input != "text" or not cfg.text:
-            raise UsageError(
-                f"task {cfg.task} needs an input {'text (--text)' if spec.input == 'text' else 'audio file'}"
-            )
-        return [{"id": "text", "text": cfg.text, "where": "--text"}]
-    path = cfg.input
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        if not files:
-            raise UsageError(f"{path}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
-        return [{"id": p.stem, "audio": p, "where": str(p)} for p in files]
-    if path.suffix == ".jsonl":
-        items = []
-        for row in read_manifest(path, MANIFEST_FIELDS):
-            item, where = row.values, f"{path}:{row.line}"
-            needed = "audio" if spec.input == "speech" else "text"
-            if not item.get(needed):
-                raise ManifestError(path, row.line, f"task {cfg.task} needs {needed!r}")
-            default_id = item["audio"].stem if item.get("audio") is not None else f"{row.line:06d}"
-            items.append({**item, "id": item["id"] or default_id, "where": where, "line": row.line})
-        if not items:
-            raise UsageError(f"{path}: no rows")
-        return items
-    if not path.exists():
-        raise FileNotFoundError(2, "no such file", str(path))
-    if spec.input != "speech":
-        raise UsageError(f"{path}: task {cfg.task} reads text (--text), not a file")
-    return [{"id": path.stem, "audio": path, "where": str(path)}]
-
-
-def _request(cfg: InferConfig, item: dict, translator, notes: list[str] | None = None):
-    """The `Request` of one input; `notes` gets the input's warnings (silence)."""
-    from infer.translate import Request
-    from sts.asr import detect_language
-
-    spec = task_spec(cfg.task)
-    wav = load_audio(item["audio"]) if spec.input == "speech" else None
-    if wav is not None and is_silent(wav):
-        note = (
-            f"{item['audio']}: the input is silent or near-silent (RMS {rms_dbfs(wav):.1f} dBFS, peak "
-            f"{peak_dbfs(wav):.1f} dBFS); translated anyway"
-        )
-        if notes is not None:
-            notes.append(note)
-    text = item.get("text") if spec.input == "text" else None
-    src = cfg.src_lang or item.get("src_lang")
-    if src is None and wav is not None:
-        detected = detect_language(wav)
-        if not detected.known:
-            raise UsageError(
-                f"{item['audio']}: cannot tell the source language: {detected.reason}; pass --from ja|en"
-            )
-        src = detected.lang
-    elif src is None:
-        src = text_language(text or "")
-    tgt = cfg.to or (("en" if src == "ja" else "ja") if spec.translates else src)
-    return Request(cfg.task, src, tgt, wav=wav, text=text, id=str(item["id"]))
 
 
 if __name__ == "__main__":

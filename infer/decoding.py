@@ -23,15 +23,16 @@ from dataclasses import dataclass
 from sts.generation.allowed import Modality
 from sts.generation.loops import SPEECH_GUARD, TEXT_GUARD, LoopGuard
 from sts.generation.request import RAS_SAMPLING, Sampling
+from sts.mt import PRESETS
 
 DEFAULT_SAMPLING: dict[str, Sampling] = {
     # Speech out: repetition-aware sampling with CosyVoice 2's settings (top-p 0.8, top-k 25, window
     # 10, tau 0.1, temperature 1; VALL-E 2 introduced it), against the loops the first attempt fell into.
     "s2st": RAS_SAMPLING,
     "tts": RAS_SAMPLING,
-    # LFM2-350M-ENJP-MT's card: temperature 0.5, min_p 0.1, repetition_penalty 1.05.
-    "s2tt": Sampling(temperature=0.5, min_p=0.1, repetition_penalty=1.05),
-    "t2tt": Sampling(temperature=0.5, min_p=0.1, repetition_penalty=1.05),
+    # LFM2-350M-ENJP-MT's card: temperature 0.5, min_p 0.1, repetition_penalty 1.05 (`sts.mt.PRESETS`).
+    "s2tt": PRESETS["LiquidAI/LFM2-350M-ENJP-MT"].sampling,
+    "t2tt": PRESETS["LiquidAI/LFM2-350M-ENJP-MT"].sampling,
     # Transcription has one right answer: greedy, as Whisper-style ASR evaluations do.
     "asr": Sampling(do_sample=False),
 }

@@ -37,21 +37,26 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
+import tyro
+from annotated_types import Ge
+
+from infer.load import check_checkpoint
 from infer.mt_lines import LINE_ERROR, UNTRANSLATABLE, failed_lines, translate_lines
 from infer.testsets import flores_plus
-from sts.config import config_to_dict, parse_cli
-from sts.errors import UsageError, cli_main
+from sts.config import config_to_dict
+from sts.devices import BatchSize, DeviceArgs, DType
+from sts.errors import UsageError
 from sts.io import write_json_atomic, write_text_atomic
-from sts.mt import MTBackend, MTResult, result_from_text
+from sts.metrics import bleu, chrf, sentence_chrf
+from sts.mt import MTBackend, MTResult, load_mt, result_from_text
 
 
-@dataclass
-class MTEvalConfig:
+@dataclass(kw_only=True)
+class MTEvalConfig(DeviceArgs):
     """Score MT backends on a line-aligned ja/en test set in both directions."""
 
     backends: list[str]
@@ -68,24 +73,29 @@ class MTEvalConfig:
     """Optional document id per line (one per line) for --context (FLORES+ gives its urls)."""
     directions: list[str] = field(default_factory=lambda: ["en-ja", "ja-en"])
     """Directions to score."""
-    max_items: int | None = None
+    max_items: Annotated[int | None, Ge(1)] = None
     """Score only the first N sentence pairs."""
-    context: int = 0
+    context: Annotated[int, Ge(0)] = 0
     """Previous sentences of the same document given as context (0: none)."""
     preset: str = ""
     """MT preset name for hf/vllm/http backends (empty: the model's own)."""
-    device: str = "cpu"
-    dtype: str = "float32"
-    batch_size: int = 32
-    max_new_tokens: int = 256
-    sts_codec: str = ""
+    dtype: DType = "float32"
+    """Weights of hf/sts backends (float32, bfloat16, float16, or auto)."""
+    batch_size: BatchSize = 32
+    """Sentences translated together."""
+    max_new_tokens: Annotated[int, Ge(1)] = 256
+    """Longest translation in tokens."""
+    codec: str | None = None
     """Codec for `sts:` backends (default: the one the checkpoint's sts_vocab.json records)."""
     comet_model: str = ""
     """Local COMET checkpoint (e.g. a downloaded Unbabel/wmt22-comet-da); scored when `comet` imports."""
-    worst: int = 10
+    worst: Annotated[int, Ge(0)] = 10
     """Worst sentences (by sentence chrF++) listed per backend and direction."""
-    out_dir: Path = Path("runs/mt-eval")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/mt-eval")
     """Where report.json, report.md and translations.jsonl go."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"sts_codec": "codec"}
+    """Old names, for old files and flags."""
 
 
 @dataclass
@@ -137,7 +147,6 @@ class STSTextMT(MTBackend):
         batch_size: int = 32,
     ):
         from infer import Translator
-        from infer.cli import check_checkpoint
 
         self.name = f"sts:{checkpoint}"
         check_checkpoint(checkpoint, codec=codec)  # a missing folder or a mismatched sts_vocab.json, named
@@ -153,14 +162,20 @@ class STSTextMT(MTBackend):
 
 def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
     """An MT backend from a spec (see the module docstring)."""
-    from sts.mt import load_mt
 
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise UsageError(f"backend spec {spec!r}: expected KIND:MODEL, e.g. hf:LiquidAI/LFM2-350M-ENJP-MT")
     common = dict(preset=cfg.preset or None, max_new_tokens=cfg.max_new_tokens)
     if kind == "hf":
-        return load_mt("hf", rest, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, **common)
+        return load_mt(
+            "hf",
+            rest,
+            device=cfg.torch_device(),
+            dtype=cfg.torch_dtype(),
+            batch_size=cfg.batch_size,
+            **common,
+        )
     if kind == "vllm":
         return load_mt("vllm", rest, **common)
     if kind == "http":
@@ -170,7 +185,11 @@ def load_backend(spec: str, cfg: MTEvalConfig) -> MTBackend:
         return load_mt("http", model, base_url=url, **common)
     if kind == "sts":
         return STSTextMT(
-            rest, codec=cfg.sts_codec or None, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
+            rest,
+            codec=cfg.codec,
+            device=cfg.torch_device(),
+            dtype=cfg.torch_dtype(),
+            batch_size=cfg.batch_size,
         )
     raise UsageError(f"backend spec {spec!r}: unknown kind {kind!r} (hf, vllm, http, sts)")
 
@@ -190,7 +209,6 @@ def comet_score(model_path: str, sources, hyps, refs) -> float | None:
 
 def score_direction(sources, hyps, refs, tgt_lang: str, *, worst: int = 10, comet_model: str = "") -> dict:
     """Corpus scores with signatures, the empty count and the `worst` sentences by chrF++."""
-    from sts.metrics import bleu, chrf, sentence_chrf
 
     scores = [s.as_dict() for s in bleu(hyps, refs, tgt_lang)] + [chrf(hyps, refs).as_dict()]
     per_sentence = [sentence_chrf(h, r) for h, r in zip(hyps, refs, strict=True)]
@@ -332,33 +350,3 @@ def markdown(report: dict) -> str:
                     f"  - reference: {w['reference']}",
                 ]
     return "\n".join(lines) + "\n"
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    return cli_main("sts-eval-mt", _main, args)
-
-
-def _main(args: list[str]) -> int:
-    from rich.console import Console
-
-    cfg = parse_cli(MTEvalConfig, args, prog="sts-eval-mt")
-    console = Console(stderr=True)
-    report = evaluate(cfg, argv=["sts-eval-mt", *args])
-    for spec, entry in report["backends"].items():
-        for direction in report["directions"]:
-            scores = ", ".join(f"{s['name']} {s['score']:.2f}" for s in entry[direction]["scores"])
-            console.print(f"{spec} {direction}: {scores}", markup=False)
-            for s in entry[direction]["scores"]:
-                console.print(f"    {s['name']}: {s['signature']}", style="dim", markup=False)
-            failed = entry[direction].get("failed_lines", [])
-            if failed:
-                shown = ", ".join(str(f["line"]) for f in failed[:10]) + (", ..." if len(failed) > 10 else "")
-                console.print(
-                    f"    {len(failed)} line(s) not translated, scored as empty: line {shown}", markup=False
-                )
-    console.print(f"report: {Path(cfg.out_dir) / 'report.md'}", markup=False)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from infer.translate import Request
+
 
 class CheckpointASR:
     """Greedy `asr` task of an `infer.Translator` (its decoding constrained to text)."""
@@ -26,7 +28,6 @@ class CheckpointASR:
         pass
 
     def transcribe(self, waveforms: list[np.ndarray], lang: str) -> list[str]:
-        from infer.translate import Request
 
         requests = [Request("asr", lang, lang, wav=w, id=str(i)) for i, w in enumerate(waveforms)]
         return [r.text or "" for r in self.translator.run(requests)]

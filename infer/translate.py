@@ -17,7 +17,7 @@ text ids until the speech start marker, then speech ids), and the result carries
 `transcript` and `translation`. A checkpoint's `sts_decoding.json` (the training corpus's duration ratios) sets the speech
 length budget; one without it gets the fixed 2.5x and a warning, once.
 
-Streaming (`Translator.stream`, implemented in `infer.stream`), one Request at a time (batch of 1):
+Streaming (`Translator.stream`, implemented in `infer.translate_stream`), one Request at a time (batch of 1):
 
     for event in translator.stream(request):
         event.kind      # "text" | "audio" | "warning" | "done"
@@ -31,7 +31,7 @@ Events come in order: for an s2st text-first answer the transcript and translati
 before the first audio; audio chunks in time order (the segments of a long input one after another,
 with the `gap_seconds` silence `run` puts between them); warnings as soon as they are known; "done"
 last. Speech-output tasks stream their audio as it is generated (chunked decoding,
-`sts.codec.streaming`: the joined audio approximates the result's waveform within the codec's
+`sts.codec.stream_decode`: the joined audio approximates the result's waveform within the codec's
 measured bound); text-output tasks give their text at the end. A long input's result equals `run`'s
 with `batch_size=1` (segments generated one at a time; at a larger batch size `run` samples them
 from one shared random stream). Only the transformers backend streams the generation itself; with
@@ -51,11 +51,15 @@ import numpy as np
 
 from infer.decoding import DEFAULT_GUARDS, DEFAULT_SAMPLING, LengthBudget, max_new_tokens_for
 from infer.segment import join_texts, join_waveforms, split_at_pauses
+from infer.translate_stream import stream_request
+from sts.decoding_info import read_decoding_info
 from sts.generation.allowed import allowed_token_ids
 from sts.generation.chain import chain_text_ids, generate_chain
+from sts.generation.guidance import unconditional_prompt
 from sts.generation.loops import LOOP_KINDS, LoopGuard, detect_loop
 from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches, split_end
-from sts.tasks import Example, S2STFormat, TaskFormatter, task_spec
+from sts.model_files import load_speech_contract
+from sts.tasks import Example, S2STFormat, TaskFormatter, load_task_formats, task_spec
 from sts.vocab import SpeechVocab
 
 CUT_RULES = ("none", "budget", *LOOP_KINDS)
@@ -209,9 +213,6 @@ class Translator:
         from transformers import AutoModelForCausalLM
 
         from sts.codec import load_codec
-        from sts.decoding_info import read_decoding_info
-        from sts.model_files import load_speech_contract
-        from sts.tasks import load_task_formats
 
         # The whole vocabulary contract against the tokenizer and config.json, before the weights load.
         vocab, tokenizer = load_speech_contract(_local_dir(model))
@@ -245,9 +246,8 @@ class Translator:
         """Events of one request while it is generated (the contract in the module docstring).
 
         `settings`: a `sts.codec.StreamSettings` for the chunked decoder (default: the codec's
-        `stream_defaults`). Returns an iterator of `infer.stream.StreamEvent`.
+        `stream_defaults`). Returns an iterator of `infer.translate_stream.StreamEvent`.
         """
-        from infer.stream import stream_request
 
         started = time.perf_counter()
         result = Result(request.id, request.task, request.src_lang, request.tgt_lang)
@@ -358,7 +358,6 @@ class Translator:
         without their source speech (`sts.generation.guidance.unconditional_prompt`; tts: without the
         text); the request itself otherwise. For a text-first answer the prompts are its speech-phase
         prompts, whose texts stay in the unconditional one: guidance leans on the source speech."""
-        from sts.generation.guidance import unconditional_prompt
 
         if self.guidance_scale == 1.0 or self.vocab.speech_end_id not in request.end_ids:
             return request

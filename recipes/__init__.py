@@ -1,7 +1,7 @@
 """Recipes: orchestration that runs several stages, above all of them.
 
-    sts demo runs/demo          # recipes.demo: the whole pipeline offline on a CPU, with a report
-    sts tiny-run runs/tiny      # recipes.tiny_run: every stage on tiny random models in a minute
+    sts demo -o runs/demo          # recipes.demo: the whole pipeline offline on a CPU, with a report
+    sts tiny-run -o runs/tiny      # recipes.tiny_run: every stage on tiny random models in a minute
 
 The layering (checked by `tests/test_layering.py`): `sts` is the base and imports no stage; each
 stage (`corpus_builder`, `tokenizer_ext`, `train`, `infer`) imports only itself and `sts`; the

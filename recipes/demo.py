@@ -1,7 +1,7 @@
 """`sts demo`: the whole pipeline on a laptop CPU with real speech, no hub and no GPU.
 
     sts demo                      # runs/demo, the default size (about 10 minutes on 2 cores)
-    sts demo runs/demo-tiny --size tiny                       # a minute or two (CI runs this)
+    sts demo -o runs/demo-tiny --size tiny                       # a minute or two (CI runs this)
     sts demo --model ~/models/LFM2-350M --codec ~/models/xcodec2-hf   # real local checkpoints instead
 
 What it does, with every stage's real code:
@@ -37,13 +37,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import tyro
+from annotated_types import Ge
 
-from sts.config import config_to_dict
+from corpus_builder.build import BuildConfig, build_corpus
+from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
+from recipes.demo_eval import evaluate_outputs, translate_examples
+from recipes.demo_report import write_report
+from sts.codec.fit import iter_waveforms
+from sts.codec.melkmeans import MelKMeansCodec, is_mel_kmeans_dir
+from sts.config import config_to_dict, make_config
 from sts.errors import UsageError
-from sts.paths import record_path
+from sts.paths import record_path, same_location
+from train.config import TrainConfig
 
 ALL_TASKS = {"s2st": 1.0, "asr": 0.5, "tts": 0.5, "s2tt": 0.25, "t2tt": 0.25}
 S2ST_ONLY = {"s2st": 1.0}
@@ -67,7 +75,7 @@ SIZES: dict[str, dict] = {
 class DemoConfig:
     """Run the whole pipeline offline on a CPU with real Japanese and English speech; write a report."""
 
-    out_dir: tyro.conf.Positional[Path] = Path("runs/demo")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/demo")
     """Run folder (data, corpus, codec, models, outputs, report.md)."""
     size: Literal["tiny", "small", "default", "large"] = "default"
     """tiny ~2 min (CI), small ~5 min, default ~10 min, large ~1 h on 2 CPU cores."""
@@ -75,14 +83,18 @@ class DemoConfig:
     """A local causal LM to extend and fine-tune instead of the small demo LM (e.g. an LFM2-350M dir)."""
     codec: str = ""
     """A local codec dir (XCodec2, or a fitted offline codec) instead of fitting the offline codec."""
-    steps: int | None = None
+    steps: Annotated[int | None, Ge(1)] = None
     """SFT steps (default: the size's)."""
     s2st_format: Literal["direct", "text-first", "translation-first"] | None = None
     """What the s2st answer writes before its speech (`sts.tasks`); default: the size's, chosen by
     `benchmarks/s2st_ablation.py` (see benchmarks/RESULTS.md)."""
-    examples: int = 4
+    examples: Annotated[int, Ge(1)] = 4
     """Held-out and training sentences per direction translated for the report."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
+    """Seed of the sentence split, the models and the training."""
+
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """`sts demo RUN_DIR` (the old form) reads as `--out-dir RUN_DIR`."""
 
 
 def load_sentences() -> list[dict]:
@@ -110,7 +122,6 @@ def _write_pairs(folder: Path, name: str, pairs: Sequence[dict]) -> tuple[Path, 
 
 def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
     """Offline-TTS corpora (ja source, en target) for the training and the test pairs."""
-    from corpus_builder.build import BuildConfig, build_corpus
 
     corpora = {}
     for name, pairs in (("train", train_pairs), ("test", test_pairs)):
@@ -142,8 +153,6 @@ def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
 
 
 def fit_codec(out: Path, corpus: Path, codebook_size: int, seed: int):
-    from sts.codec.melkmeans import MelKMeansCodec
-    from sts.fit_codec import iter_waveforms
 
     codec = MelKMeansCodec.fit(list(iter_waveforms([corpus])), codebook_size=codebook_size, seed=seed)
     codec.save(out / "codec")
@@ -184,10 +193,7 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
 
     Returns (train pairs, corpora {"train", "test"}, codec dir, codec).
     """
-    from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
     from sts.codec import load_codec
-    from sts.codec.melkmeans import is_mel_kmeans_dir
-    from sts.paths import same_location
 
     train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
     log(
@@ -219,31 +225,31 @@ def train_sft(
     lm_dir: Path, train_dir: Path, corpus: Path, size: dict, *, steps: int, s2st_format: str, seed: int
 ):
     """Step 4: multitask SFT of `lm_dir` on `corpus` with the size's tasks; returns the checkpoint."""
-    from train.config import TrainConfig
     from train.trainer import train
 
     if train_dir.exists():
         shutil.rmtree(train_dir)  # the LM was rebuilt: an old checkpoint would not match it
-    train_cfg = TrainConfig(
+    train_cfg = make_config(
+        TrainConfig,
         model=str(lm_dir),
         out_dir=train_dir,
         stage="sft",
-        shards=[str(corpus)],
-        task_weights=dict(size["tasks"]),
-        s2st_format=s2st_format,
-        seq_len=size["seq_len"],
-        batch_size=4,
-        max_steps=steps,
-        lr=size["lr"],
-        warmup_steps=max(1, steps // 20),
-        eval_fraction=0.0,
-        eval_every=0,
-        gen_eval=False,
-        log_every=max(1, steps // 20),
-        save_every=steps,
-        keep_last=1,
-        logger="none",
         seed=seed,
+        data__shards=[str(corpus)],
+        data__seq_len=size["seq_len"],
+        data__eval_fraction=0.0,
+        sft__task_weights=dict(size["tasks"]),
+        sft__s2st_format=s2st_format,
+        optim__batch_size=4,
+        optim__max_steps=steps,
+        optim__lr=size["lr"],
+        optim__warmup_steps=max(1, steps // 20),
+        eval__every=0,
+        eval__generate=False,
+        log__every=max(1, steps // 20),
+        log__save_every=steps,
+        log__keep_last=1,
+        log__logger="none",
     )
     return train(train_cfg)
 
@@ -251,9 +257,6 @@ def train_sft(
 def run_demo(cfg: DemoConfig, log=print) -> dict:
     """Run every step into `cfg.out_dir`; returns the report (also written as report.json / report.md)."""
     import torch
-
-    from recipes.demo_eval import evaluate_outputs, translate_examples
-    from recipes.demo_report import write_report
 
     size = SIZES[cfg.size]
     out = Path(cfg.out_dir)
@@ -325,20 +328,3 @@ def read_losses(train_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    from sts.errors import cli_main
-
-    return cli_main("sts demo", _main, args)
-
-
-def _main(args: list[str]) -> int:
-    from sts.config import parse_cli
-
-    run_demo(parse_cli(DemoConfig, args, prog="sts demo"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,16 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
+from infer.translate import replace_sampling
+from sts.asr import FasterWhisperASR
 from sts.audio import load_audio, write_audio
 from sts.corpus import read_rows
+from sts.generation.request import RAS_SAMPLING, Sampling
+from sts.metrics import asr_bleu, asr_error, chrf
+from sts.speaker import ENCODER, SpeakerEncoder
 
 DECODINGS = ("default", "greedy", "plain", "ras")
 LOOP_RULES = ("exact", "approximate", "long_repeat", "low_diversity")
 
 
 def _set_decoding(translator, decoding: str) -> None:
-    from infer.translate import replace_sampling
-    from sts.generation.request import RAS_SAMPLING, Sampling
 
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
@@ -120,8 +123,6 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
     and `sts.speaker`. Adds `asr_text` (and `speaker_similarity`) to each item and drops its
     `reference_audio` bytes. Without faster-whisper there is no ASR and the result says so.
     """
-    from sts.asr import FasterWhisperASR
-    from sts.metrics import asr_bleu, asr_error, chrf
 
     try:
         asr = FasterWhisperASR(compute_type="int8", beam_size=1)  # the protocol's greedy decoding
@@ -173,7 +174,6 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
 
 
 def _speaker_similarity(out: Path, items: list[dict]) -> dict:
-    from sts.speaker import ENCODER, SpeakerEncoder
 
     try:
         speaker = SpeakerEncoder()
@@ -196,7 +196,6 @@ def _speaker_similarity(out: Path, items: list[dict]) -> dict:
 
 def _codec_round_trip(codec, test_corpus: Path, asr) -> dict:
     """What the codec alone costs: ASR error of the held-out references before and after a round trip."""
-    from sts.metrics import asr_error
 
     rows = read_rows(test_corpus)
     round_trip = {}

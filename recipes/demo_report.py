@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sts.corpus import read_rows
+
 
 def plot_figures(out: Path, report: dict) -> list[str]:
     """loss.png and corpus.png (durations, check scores) next to the report; [] without matplotlib."""
@@ -34,7 +36,6 @@ def plot_figures(out: Path, report: dict) -> list[str]:
         fig.savefig(out / "loss.png", dpi=110)
         plt.close(fig)
         written.append("loss.png")
-    from sts.corpus import read_rows
 
     rows = read_rows(out / "corpus" / "train")
     if rows:

@@ -18,7 +18,7 @@ than 0.3 s, silent (`sts.audio.is_silent`), or a language that cannot be told in
 translation at a time per page (a second click is refused, `ClientGate`), one at a time on the model
 (the others wait in a queue of at most `--max-queue`).
 
-Everything it writes lands under `--run-dir` (runs/serve): `outputs/<time>-<id>/` per translation
+Everything it writes lands under `--out-dir` (runs/serve): `outputs/<time>-<id>/` per translation
 (`source.wav` as the model heard it, 16 kHz; `translation.wav`; `result.json`), Gradio's uploads
 and cache in `gradio/` (`GRADIO_TEMP_DIR`, set before gradio is imported; uploads older than a day
 are deleted hourly) and matplotlib's font cache in `matplotlib/` (Gradio imports it); onnxruntime's
@@ -47,7 +47,6 @@ import os
 import sys
 import traceback
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +54,9 @@ import numpy as np
 from recipes.serve_service import (
     DIRECTIONS,
     SAMPLE_RATE,
-    ServeConfig,
     ServeError,
     TranslationService,
     Update,
-    load_service,
 )
 
 DELETE_UPLOADS = (3600, 24 * 3600)
@@ -177,7 +174,7 @@ def header(service: TranslationService) -> str:
         "## sts serve: Japanese ↔ English speech-to-speech translation",
         f"Model `{service.model}` (s2st format **{service.s2st_format}**: {writes}) on `{cfg.device}`. "
         f"Clips up to {cfg.max_seconds:g} s and {cfg.max_mb:g} MB; one translation at a time per page. "
-        f"Every result is kept in `{Path(cfg.run_dir) / 'outputs'}`.",
+        f"Every result is kept in `{Path(cfg.out_dir) / 'outputs'}`.",
     ]
     lines += [f"⚠ {note}" for note in service.notes()]
     return "\n\n".join(lines)
@@ -280,25 +277,3 @@ def launch(app, service: TranslationService) -> None:
         theme=gr.themes.Default(),
         show_error=False,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from sts.config import parse_cli
-
-    cfg = parse_cli(ServeConfig, argv, prog="sts serve")
-    try:
-        confine_writes(cfg.run_dir)
-        service = load_service(cfg)
-        app = build_app(service)
-    except ImportError as err:
-        print(f"sts serve: error: {err}; install the web extra: pip install -e '.[serve]'", file=sys.stderr)
-        return 2
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"sts serve: error: {err}", file=sys.stderr)
-        return 2
-    launch(app, service)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,6 +12,7 @@ No gradio here: the page (`recipes.serve`) maps each `Update` to its components.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -21,10 +22,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import numpy as np
+import tyro
+from annotated_types import Ge, Gt, Interval
 
+from infer.load import load_translator
+from infer.translate import Request
 from sts.audio import SAMPLE_RATE, AudioError, is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
+from sts.devices import ModelArgs
+from sts.io import write_json_atomic
 
 DIRECTIONS = {"auto": None, "ja → en": ("ja", "en"), "en → ja": ("en", "ja")}
 """The direction choices the page offers: auto (language id) or a fixed source -> target."""
@@ -34,32 +42,33 @@ MB = 1024 * 1024
 """`--max-mb` counts megabytes of 2**20 bytes, as Gradio's upload limit message does ("10.0 Mb")."""
 
 
-@dataclass
-class ServeConfig:
+@dataclass(kw_only=True)
+class ServeConfig(ModelArgs):
     """Serve a checkpoint as a web page: speak, hear the translation as it is generated."""
 
     model: str = ""
-    """Checkpoint directory (with sts_vocab.json); default: the newest runs/demo/train/checkpoint-*."""
+    """Checkpoint folder (with sts_vocab.json); default: the newest runs/demo/train/checkpoint-*."""
     codec: str | None = None
-    """Codec dir/id; default: runs/demo/codec for the demo checkpoint, else the one sts_vocab.json records."""
+    """Codec folder/id; default: runs/demo/codec for the demo checkpoint, else sts_vocab.json's."""
     demo_dir: Path = Path("runs/demo")
     """Where `sts demo` (`make run`) wrote its run: the default checkpoint is looked for there."""
     host: str = "127.0.0.1"
     """Address to listen on (0.0.0.0: every interface)."""
-    port: int = 7860
+    port: Annotated[int, Interval(ge=0, le=65535)] = 7860
     """Port to listen on."""
-    device: str = "cpu"
-    """cpu, cuda (cuda:N) or auto (cuda when available); on cuda: bfloat16 and the static-cache fast path."""
-    max_seconds: float = 30.0
+    max_seconds: Annotated[float, Gt(0)] = 30.0
     """Longest input clip accepted, in seconds."""
-    max_mb: float = 10.0
+    max_mb: Annotated[float, Gt(0)] = 10.0
     """Largest input file accepted, in megabytes (2**20 bytes); the upload itself is capped there too."""
-    max_queue: int = 16
+    max_queue: Annotated[int, Ge(1)] = 16
     """Translations waiting for the model at most; a click beyond that is refused until one finishes."""
-    run_dir: Path = Path("runs/serve")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/serve")
     """Everything the app writes goes here: outputs/ (one folder per translation) and gradio/ (uploads, cache)."""
     share: bool = False
     """Ask Gradio for a public share link (needs internet access)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"run_dir": "out_dir"}
+    """Old names, for old files and flags."""
 
 
 class ServeError(ValueError):
@@ -163,7 +172,7 @@ class ClientGate:
 
 
 def translation_events(translator, request) -> Iterator:
-    """The translation of one `infer.Request` as `infer.stream.StreamEvent`s, in the order they become
+    """The translation of one `infer.Request` as `infer.translate_stream.StreamEvent`s, in the order they become
     known: texts (a text-first answer's transcript and translation), speech chunks as they are
     generated and decoded, warnings, then "done" with the full result (`Translator.stream`)."""
     yield from translator.stream(request)
@@ -213,7 +222,7 @@ class TranslationService:
         self.model = model
         self.detect = detect
         self.asr = asr
-        self.run_dir = Path(cfg.run_dir).resolve()
+        self.run_dir = Path(cfg.out_dir).resolve()
         self.outputs = self.run_dir / "outputs"
         self.uploads = self.run_dir / "gradio"
         self.limits = Limits(cfg.max_seconds, int(cfg.max_mb * MB), roots=(self.uploads,))
@@ -241,7 +250,6 @@ class TranslationService:
         `done`, the wav and the files). `transcribe_output`: also run Whisper on the translated
         speech (`Update.heard`), to tell a wrong translation from speech that does not say it.
         Raises ServeError for a refused input or a busy client."""
-        from infer.translate import Request
 
         with self.gate.hold(client):
             wav = read_input(audio_path, self.limits)
@@ -291,7 +299,7 @@ class TranslationService:
             if self.asr is None:
                 from sts.asr import default_asr
 
-                self.asr = default_asr(device="cuda" if self.cfg.device.startswith("cuda") else "cpu")
+                self.asr = default_asr(device="cuda" if self.cfg.torch_device().startswith("cuda") else "cpu")
             return self.asr.transcribe([speech], lang)[0]
         except (ImportError, OSError, RuntimeError) as err:
             state.warnings.append(f"cannot transcribe the translated speech: {err}")
@@ -299,7 +307,6 @@ class TranslationService:
 
     def _finish(self, state: Update, result, speech: np.ndarray, out_dir: Path, source) -> Update:
         """Write translation.wav and result.json, add the closing warnings, and mark the update done."""
-        from sts.io import write_json_atomic
 
         for warning in getattr(result, "warnings", []):
             if warning not in state.warnings:
@@ -347,11 +354,10 @@ def _inside(path: Path, root: Path) -> bool:
 
 def load_service(cfg: ServeConfig) -> TranslationService:
     """Find the checkpoint (`default_checkpoint` when `cfg.model` is empty) and load it for serving."""
-    from infer.cli import load_translator
 
     model, codec = (Path(cfg.model), None) if cfg.model else default_checkpoint(cfg.demo_dir)
     if not (model / "sts_vocab.json").is_file():
         raise ServeError(f"{model}: not an sts checkpoint (no sts_vocab.json)")
     codec = cfg.codec or (str(codec) if codec else None)
-    translator = load_translator(str(model), codec=codec, device=cfg.device)
+    translator = load_translator(dataclasses.replace(cfg, model=str(model), codec=codec))
     return TranslationService(translator, cfg, model=str(model))

@@ -1,6 +1,6 @@
-"""The smallest real end-to-end run, on tiny random models: `sts tiny-run [OUT_DIR]`.
+"""The smallest real end-to-end run, on tiny random models: `sts tiny-run [-o OUT_DIR]`.
 
-    sts tiny-run runs/tiny
+    sts tiny-run -o runs/tiny
 
 Builds a tiny LFM2 and a tiny XCodec2 from their real config classes (no download), extends the LM
 with the codec's speech tokens, encodes two synthetic "utterances" to codes, formats them as one
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import tyro
+from annotated_types import Ge
 
 from sts.audio import write_audio
-from sts.config import parse_cli
+from sts.tasks import Example, TaskFormatter
 from sts.testing.audio import synthetic_utterance
 
 
@@ -31,7 +32,6 @@ def run_tiny_pipeline(out_dir: str | Path, *, steps: int = 60, seed: int = 0, lo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sts.codec import XCodec2Codec
-    from sts.tasks import Example, TaskFormatter
     from sts.testing import save_tiny_lfm2, save_tiny_xcodec2
     from tokenizer_ext import ExtendConfig, extend_tokenizer
 
@@ -112,28 +112,12 @@ def run_tiny_pipeline(out_dir: str | Path, *, steps: int = 60, seed: int = 0, lo
 class TinyRunConfig:
     """Run every existing stage end to end on tiny random models (no download, CPU, < 1 min)."""
 
-    out_dir: tyro.conf.Positional[Path] = Path("runs/tiny")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/tiny")
     """Where the tiny models, audio and report.json go."""
-    steps: int = 60
+    steps: Annotated[int, Ge(1)] = 60
     """Optimizer steps of the overfitting check."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed for the random models and data."""
 
-
-def main(args: Sequence[str] | None = None) -> int:
-    from sts.errors import cli_main
-
-    return cli_main("sts tiny-run", _main, args)
-
-
-def _main(args: list[str]) -> int:
-    import torch
-    from rich.console import Console
-
-    cfg = parse_cli(TinyRunConfig, args, prog="sts tiny-run")
-    console = Console(stderr=True)
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
-    report = run_tiny_pipeline(cfg.out_dir, steps=cfg.steps, seed=cfg.seed, log=console.log)
-    print(json.dumps(report, indent=2))
-    console.print(f"wrote {cfg.out_dir}/report.json, source.wav and translation.wav")
-    return 0
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """`sts tiny-run OUT_DIR` (the old form) reads as `--out-dir OUT_DIR`."""

@@ -44,7 +44,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from sts.errors import InputError
+from sts.io import read_json
 
 CARD_NAME = "corpus.json"
 """The card beside the shards: counts, hours, drops, models, versions, command, `duration_ratio`,
@@ -109,7 +112,6 @@ def is_corpus_dir(path: str | Path) -> bool:
 def read_card(corpus_dir: str | Path) -> dict:
     """`corpus.json` of a corpus folder, or {} when it has none; a damaged one is an
     `sts.errors.CorruptFileError` (or `CorpusError`) naming it."""
-    from sts.io import read_json
 
     path = Path(corpus_dir) / CARD_NAME
     if not path.is_file():
@@ -235,7 +237,6 @@ def duration_ratios(shards: Sequence[str | Path]) -> dict[str, dict]:
     4 places; `skipped`: rows whose durations are missing, not finite or not positive), `{}` when
     there are no rows. Raises ValueError naming the shard when it lacks one of the columns.
     """
-    import numpy as np
     import pyarrow.parquet as pq
 
     columns = ["src_lang", "tgt_lang", "src_duration", "tgt_duration"]

@@ -15,12 +15,16 @@ JSON files only, and raise typed `sts.errors` errors that name the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
 from pathlib import Path
 
 from sts.errors import CorruptFileError, ModelNotFoundError
+from sts.io import read_json
+from sts.llasa_layout import MARKERS
+from sts.vocab import SpeechVocab
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 """A string the hub could take as a repo id (`namespace/name` or `name`), per huggingface_hub's
@@ -107,7 +111,6 @@ def check_model_files(model: str | Path) -> None:
     Raises `CorruptFileError` naming the file (with `:LINE:COLUMN` for JSON) and the problem, or
     `FileNotFoundError` for a shard the index names that is not there. A hub id does nothing.
     """
-    from sts.io import read_json
 
     folder = Path(model).expanduser()
     if not folder.is_dir():
@@ -142,9 +145,6 @@ def load_speech_contract(model: str | Path, *, with_config: bool = True):
     `CorruptFileError` or `sts.vocab.VocabError`, each naming the file.
     """
     from transformers import AutoConfig, AutoTokenizer
-
-    from sts.llasa import MARKERS
-    from sts.vocab import SpeechVocab
 
     name = resolve_model(model)
     check_model_files(name)
@@ -182,7 +182,6 @@ def model_fingerprint(model: str | Path, *, full: bool = False) -> str | None:
     its fingerprint and another model copied into the same path does not (not a defence against a
     file made to collide: use `full` for that). Costs milliseconds unless `full`.
     """
-    import hashlib
 
     folder = Path(model).expanduser()
     if not folder.is_dir():

@@ -67,23 +67,10 @@ class MTPreset:
         default_factory=lambda: {t: f"Translate to {n}." for t, n in LANGUAGE_NAMES.items()}
     )
     """System prompt by target language."""
-    temperature: float = 0.0
-    """0 is greedy."""
-    min_p: float = 0.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
+    sampling: Sampling = Sampling(do_sample=False)
+    """How the model decodes (greedy unless its card recommends sampling)."""
     max_new_tokens: int = 256
-
-    def sampling(self) -> Sampling:
-        """The preset as `sts.generation.Sampling` (temperature 0: greedy, the other knobs unused)."""
-        if self.temperature <= 0:
-            return Sampling(do_sample=False)
-        return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-        )
+    """Longest translation in tokens."""
 
 
 PRESETS: dict[str, MTPreset] = {
@@ -92,9 +79,7 @@ PRESETS: dict[str, MTPreset] = {
     # repetition_penalty 1.05.
     "LiquidAI/LFM2-350M-ENJP-MT": MTPreset(
         system_prompts={"ja": "Translate to Japanese.", "en": "Translate to English."},
-        temperature=0.5,
-        min_p=0.1,
-        repetition_penalty=1.05,
+        sampling=Sampling(temperature=0.5, min_p=0.1, repetition_penalty=1.05),
     ),
     # A translation-only fine-tune of LFM2-350M by shisa.ai, reported at +49 % win rate over ENJP-MT
     # on a translation benchmark. We assume ENJP-MT's prompt format; no recommended sampling was
@@ -146,7 +131,7 @@ class ReferenceMT(MTBackend):
 
 
 class _ChatLM(MTBackend):
-    """What `HFChatMT` and `VLLMMT` share: chat prompts as token ids, one unconstrained generation
+    """What `HFChatMT` and `VllmMT` share: chat prompts as token ids, one unconstrained generation
     request (`sts.generation`, `allowed=None`), and each row read back as text + `truncated`."""
 
     batch_size: int | None = None
@@ -183,7 +168,7 @@ class _ChatLM(MTBackend):
             allowed=None,
             end_ids=self.end_ids,
             max_new_tokens=[self.max_new_tokens] * rows,
-            sampling=self.preset.sampling(),
+            sampling=self.preset.sampling,
             min_new_tokens=0,
             seed=self.seed,
         )
@@ -254,7 +239,7 @@ class HFChatMT(_ChatLM):
         return self._backend
 
 
-class VLLMMT(_ChatLM):
+class VllmMT(_ChatLM):
     """vLLM offline batched generation (`sts.generation.VllmBackend`) with the same chat prompts.
 
     The engine starts on the first `translate` (vllm is imported there); `engine_kwargs` go to `vllm.LLM`.
@@ -315,15 +300,16 @@ class HTTPChatMT(MTBackend):
         self.retries = retries
 
     def request_body(self, text: str, tgt_lang: str, context=None) -> dict:
-        """The JSON body of one request; min_p and repetition_penalty are vLLM's extra sampling fields."""
-        p = self.preset
+        """The JSON body of one request (greedy: temperature 0, OpenAI's convention); min_p and
+        repetition_penalty are vLLM's extra sampling fields."""
+        s = self.preset.sampling
         return {
             "model": self.model_name,
-            "messages": build_messages(text, tgt_lang, p, context),
-            "temperature": p.temperature,
-            "top_p": p.top_p,
-            "min_p": p.min_p,
-            "repetition_penalty": p.repetition_penalty,
+            "messages": build_messages(text, tgt_lang, self.preset, context),
+            "temperature": s.temperature if s.do_sample else 0.0,
+            "top_p": s.top_p if s.do_sample else 1.0,
+            "min_p": s.min_p if s.do_sample else 0.0,
+            "repetition_penalty": s.repetition_penalty if s.do_sample else 1.0,
             "max_tokens": self.max_new_tokens,
         }
 
@@ -406,7 +392,7 @@ def load_mt(kind: str, model: str = "", **kwargs) -> MTBackend:
     """An MT backend by kind: "hf", "vllm", "http" (these need `model`) or "reference"."""
     if kind == "reference":
         return ReferenceMT()
-    classes = {"hf": HFChatMT, "vllm": VLLMMT, "http": HTTPChatMT}
+    classes = {"hf": HFChatMT, "vllm": VllmMT, "http": HTTPChatMT}
     if kind not in classes:
         raise UsageError(f"unknown MT backend {kind!r}; choose from {sorted(classes) + ['reference']}")
     if not model:

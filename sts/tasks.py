@@ -49,6 +49,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from sts import LANGUAGES
+from sts.io import write_json_atomic
 from sts.task_templates import TEXT_MARKERS, Layout, NotSpliceable, compile_layout, fill_layout
 from sts.vocab import SpeechVocab
 
@@ -180,7 +181,6 @@ class ParsedOutput:
 
 def save_task_formats(model_dir: str | Path, s2st_format: S2STFormat) -> Path:
     """Write `model_dir/sts_tasks.json` (the formats a checkpoint was trained with); returns its path."""
-    from sts.io import write_json_atomic
 
     if s2st_format not in S2ST_FORMATS:
         raise ValueError(f"s2st format must be one of {S2ST_FORMATS}, got {s2st_format!r}")

@@ -17,7 +17,7 @@ Id layout after extension (`text_vocab_size` = `len(tokenizer)` before it):
     [speech_token_offset, +num_speech_tokens)     <|s_0|> ... <|s_{n-1}|>
     [.., vocab_size)                              padding rows (vocab_size is a multiple of 128)
 
-A model that already speaks the codec (Llasa's layout, `sts.llasa`) is adopted as it is: there
+A model that already speaks the codec (Llasa's layout, `sts.llasa_layout`) is adopted as it is: there
 `text_vocab_size` is the id of its first marker (128,256 for Llasa), the markers are
 `<|SPEECH_GENERATION_START|>`/`<|SPEECH_GENERATION_END|>` among its 8, and `vocab_size` is its own
 row count (Llasa's training script resizes to `len(tokenizer)` = 128,256 + 8 + 65,536, unpadded). The contract only requires the block and both markers
@@ -35,6 +35,7 @@ from typing import TypeVar
 import numpy as np
 
 from sts.errors import CorruptFileError, InputError
+from sts.io import read_json, write_text_atomic
 from sts.paths import record_path, resolve_recorded, same_location
 
 VOCAB_FILE = "sts_vocab.json"
@@ -145,7 +146,6 @@ class SpeechVocab:
     def save(self, model_dir: str | Path) -> Path:
         """Write `model_dir/sts_vocab.json` atomically; returns its path. Local `codec` and `base_model`
         paths are recorded relative to `model_dir` (`sts.paths.record_path`)."""
-        from sts.io import write_text_atomic
 
         data = asdict(self)
         for name in PATH_FIELDS:
@@ -162,7 +162,6 @@ class SpeechVocab:
             raise VocabError(
                 f"{path}: no such file; extend the model first with `sts-extend-tokenizer BASE {path.parent}`"
             )
-        from sts.io import read_json
 
         try:
             data = read_json(path, what="the vocabulary contract")
@@ -204,10 +203,10 @@ class SpeechVocab:
         Each of: `speech_start_token` / `speech_end_token` map to `speech_start_id` / `speech_end_id`;
         `<|s_0|>` and `<|s_{n-1}|>` map to `speech_token_offset` and `offset + n - 1` and `<|s_n|>` is
         not a token (so code k is `<|s_k|>` for every k, the block being contiguous as
-        `sts-extend-tokenizer` and `sts.llasa` verify when they write it); `text_vocab_size` is where
+        `sts-extend-tokenizer` and `sts.llasa_layout` verify when they write it); `text_vocab_size` is where
         the base's tokens end: `len(tokenizer)` before extension (the start marker's id, with
         `len(tokenizer) == speech_token_stop`) or, in an adopted model, the first of its
-        `layout_markers` (Llasa's 8, `sts.llasa.MARKERS`: `sts.model_files.load_speech_contract`
+        `layout_markers` (Llasa's 8, `sts.llasa_layout.MARKERS`: `sts.model_files.load_speech_contract`
         passes them); and `model_config.vocab_size` (the embedding rows) is at least `vocab_size`.
         Reads ids of a handful of tokens only, no model weights.
 

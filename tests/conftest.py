@@ -42,3 +42,11 @@ def speech_vocab(extended_lm_dir):
     from sts.vocab import SpeechVocab
 
     return SpeechVocab.load(extended_lm_dir)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> list[Path]:
+    """Two tiny encoded shards (`train.testing.write_tiny_encoded_shards`, 1,024 codes), one set per test module."""
+    from train.testing import write_tiny_encoded_shards
+
+    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=TINY_SPEECH_TOKENS)

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corpus_builder.tts.testing import save_tiny_llasa
 from sts.generation.allowed import allowed_token_ids
-from sts.llasa import MARKERS, LlasaLayoutError, find_llasa_layout
+from sts.llasa_layout import MARKERS, LlasaLayoutError, find_llasa_layout
 from sts.tasks import IGNORE_INDEX, TASKS, Example, TaskFormatter
 from sts.testing import build_tiny_tokenizer
 from sts.vocab import SpeechVocab
@@ -160,13 +160,15 @@ def test_an_adopted_model_is_not_adopted_again(adopted_dir, tmp_path):
 
 def test_cli_adopts_and_errors_in_one_line(llasa_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert extend_main([str(llasa_dir), str(out), "--num-speech-tokens", str(N), "--mode", "adopt"]) == 0
+    assert (
+        extend_main([str(llasa_dir), "-o", str(out), "--num-speech-tokens", str(N), "--mode", "adopt"]) == 0
+    )
     assert "adopted speech ids" in " ".join(capsys.readouterr().err.split())
     assert (
         SpeechVocab.load(out).speech_token_offset
         == AutoTokenizer.from_pretrained(llasa_dir).get_vocab()["<|s_0|>"]
     )
-    assert extend_main([str(llasa_dir), str(tmp_path / "x"), "--num-speech-tokens", "1000"]) == 2
+    assert extend_main([str(llasa_dir), "-o", str(tmp_path / "x"), "--num-speech-tokens", "1000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sts-extend-tokenizer: error: {llasa_dir}: cannot adopt") and "\n" not in err
 

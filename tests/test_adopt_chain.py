@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from corpus_builder.tts.testing import save_tiny_llasa
+from infer.cli import eval_main
 from infer.cli import main as infer_main
-from infer.eval import main as eval_main
 from sts.audio import write_audio
 from sts.io import write_json_atomic
 from sts.testing import save_tiny_xcodec2, synthetic_utterance
@@ -21,7 +21,7 @@ from tokenizer_ext import ExtendConfig, extend_tokenizer
 from train.checkpoint import latest_checkpoint
 from train.cli import main as train_main
 from train.config import CONFIG_DIR
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.testing import write_tiny_encoded_shards
 
 N = 1024  # the tiny XCodec2's codebook

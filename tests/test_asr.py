@@ -81,7 +81,7 @@ def test_an_unsure_whisper_is_unknown(monkeypatch):
 
 
 def test_cli_asks_for_from_when_the_language_is_unknown(tmp_path):
-    from infer.cli import InferConfig, _request
+    from infer.run import InferConfig, _request
 
     write_audio(tmp_path / "silence.wav", SILENCE)
     cfg = InferConfig(tmp_path / "silence.wav", output=tmp_path / "out.wav")
@@ -146,7 +146,7 @@ def test_cli_detects_the_source_language(model_dir, speech, tmp_path):  # noqa: 
 def test_eval_with_whisper_scores_the_reference_round_trip(model_dir, speech, tmp_path):  # noqa: F811
     """`--asr auto` picks faster-whisper and the ASR-BLEU protocol; the original references
     transcribe well, the tiny random codec's resynthesis does not (it is noise), both are reported."""
-    from infer.eval import main
+    from infer.cli import eval_main as main
 
     write_audio(tmp_path / "en.wav", speech["en"])
     write_audio(tmp_path / "ja.wav", speech["ja"])

@@ -5,14 +5,14 @@ import sys
 import pytest
 import soundfile as sf
 
-from recipes.cli import STAGES, main
+from recipes.cli import SCRIPTS, STAGES, main
 
 
 def test_sts_help_lists_the_stages(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for stage in STAGES:
-        assert stage in out
+        assert stage.name in out
     assert "sts-build-corpus" in out and "not yet available" not in out  # every pipeline stage works
 
 
@@ -32,15 +32,24 @@ def _declared_scripts() -> dict[str, str]:
 
 def test_every_stage_script_is_declared():
     scripts = _declared_scripts()
-    for _, _, script in STAGES.values():
-        assert script is None or script in scripts
+    for stage, script in SCRIPTS.items():
+        assert (
+            script in scripts
+            and scripts[script].split(":")[0]
+            == next(s.target for s in STAGES if s.name == stage).split(":")[0]
+        )
 
 
 @pytest.mark.slow
 def test_every_declared_script_answers_help():
-    bindir = __import__("pathlib").Path(sys.executable).parent
-    for script in _declared_scripts():
-        done = subprocess.run([bindir / script, "--help"], capture_output=True, text=True, timeout=120)
+    """Each [project.scripts] target, run in a fresh interpreter as its console script would run it
+    (the target itself, so that an installed script of an older version cannot hide a broken one)."""
+    for script, target in _declared_scripts().items():
+        module, _, function = target.partition(":")
+        code = f"from {module} import {function}; raise SystemExit({function}())"
+        done = subprocess.run(
+            [sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0 and "usage" in (done.stdout + done.stderr).lower(), script
 
 
@@ -55,7 +64,7 @@ def test_installed_console_scripts_run():
 
 
 def test_tiny_run_end_to_end(tmp_path):
-    assert main(["tiny-run", str(tmp_path), "--steps", "40"]) == 0
+    assert main(["tiny-run", "-o", str(tmp_path), "--steps", "40"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["loss"]["last"] < report["loss"]["first"] / 2
     # 1.2 s and 0.8 s of audio at 16 kHz: N // 320 + 1 codes each

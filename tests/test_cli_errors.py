@@ -33,18 +33,11 @@ def _main(prog: str):
     """The `main` of a console script (the umbrella's stages are the same functions)."""
     import importlib
 
-    module = {
-        "sts": "recipes.cli",
-        "sts-infer": "infer.cli",
-        "sts-train": "train.cli",
-        "sts-extend-tokenizer": "tokenizer_ext.cli",
-        "sts-eval": "infer.eval",
-        "sts-eval-mt": "infer.mt_eval",
-        "sts-encode": "corpus_builder.encode",
-        "sts-build-corpus": "corpus_builder.cli",
-        "sts-fit-codec": "sts.fit_codec",
-    }[prog]
-    return importlib.import_module(module).main
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    module, _, function = tomllib.loads(pyproject.read_text())["project"]["scripts"][prog].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +120,7 @@ def _eval(f, model, manifest="ok.jsonl"):
 
 def _eval_mt(f, model):
     return ["--backends", f"sts:{model}", "--ja-file", str(f["root"] / "t.ja"), "--en-file",
-            str(f["root"] / "t.en"), "--out-dir", str(f["root"] / "mt"), "--sts-codec", str(f["codec"])]  # fmt: skip
+            str(f["root"] / "t.en"), "--out-dir", str(f["root"] / "mt"), "--codec", str(f["codec"])]  # fmt: skip
 
 
 def _build(f, *extra):
@@ -144,7 +137,7 @@ def _pairs(f, name):
 CASES = [
     ("missing model: infer", "sts-infer", lambda f: _infer(f, f["nope"]), "no-such-model", "no such model folder"),
     ("missing model: train", "sts-train", lambda f: _train(f, f["nope"]), "no-such-model", "no such model folder"),
-    ("missing model: extend", "sts-extend-tokenizer", lambda f: [str(f["nope"]), str(f["root"] / "x1")],
+    ("missing model: extend", "sts-extend-tokenizer", lambda f: [str(f["nope"]), "-o", str(f["root"] / "x1")],
      "no-such-model", "no such model folder"),
     ("missing model: eval", "sts-eval", lambda f: _eval(f, f["nope"]), "no-such-model", "no such model folder"),
     ("missing model: eval-mt", "sts-eval-mt", lambda f: _eval_mt(f, f["nope"]), "no-such-model", "no such model folder"),
@@ -165,7 +158,7 @@ CASES = [
      "corrupt_weights/model.safetensors", "truncated or damaged weights file"),
     ("corrupt weights: train", "sts-train", lambda f: _train(f, f["corrupt_weights"]),
      "corrupt_weights/model.safetensors", "its header alone claims"),
-    ("corrupt weights: extend", "sts-extend-tokenizer", lambda f: [str(f["corrupt_base"]), str(f["root"] / "x2")],
+    ("corrupt weights: extend", "sts-extend-tokenizer", lambda f: [str(f["corrupt_base"]), "-o", str(f["root"] / "x2")],
      "corrupt_base/model.safetensors", "truncated or damaged weights file"),
     ("vocab not JSON: infer", "sts-infer", lambda f: _infer(f, f["vocab_not_json"]),
      "vocab_not_json/sts_vocab.json:1:2", "not valid JSON"),
@@ -190,9 +183,9 @@ CASES = [
      "bad.yaml", "cannot read YAML config"),
     ("unknown key: train", "sts-train",
      lambda f: ["sft", "--config", str(f["root"] / "unknown.yaml"), "--model", str(f["ckpt"])],
-     "unknown.yaml", "unknown option(s) ['nonsense_option']"),
+     "unknown.yaml", "nonsense_option is not an option"),
     ("unknown key: infer", "sts-infer", lambda f: ["--config", str(f["root"] / "unknown.yaml")],
-     "unknown.yaml", "unknown option(s) ['nonsense_option']"),
+     "unknown.yaml", "nonsense_option is not an option"),
     ("manifest JSON: infer", "sts-infer", lambda f: _infer(f, f["ckpt"], inp=f["root"] / "bad_json.jsonl", out="b"),
      "bad_json.jsonl:2", "not valid JSON"),
     ("manifest JSON: eval", "sts-eval", lambda f: _eval(f, f["ckpt"], "bad_json.jsonl"),
@@ -210,9 +203,9 @@ CASES = [
     ("unencoded corpus: train", "sts-train",
      lambda f: [*_train(f, f["ckpt"])[:5], "--shards", str(f["unencoded"]), "--out-dir", str(f["root"] / "run")],
      "unencoded/data/part-", "the corpus is not encoded"),
-    ("out dir exists: extend", "sts-extend-tokenizer", lambda f: [str(f["corrupt_base"]), str(f["ckpt"])],
+    ("out dir exists: extend", "sts-extend-tokenizer", lambda f: [str(f["corrupt_base"]), "-o", str(f["ckpt"])],
      "ckpt", "already exists (pass --overwrite"),
-    ("already extended: extend", "sts-extend-tokenizer", lambda f: [str(f["ckpt"]), str(f["root"] / "x3")],
+    ("already extended: extend", "sts-extend-tokenizer", lambda f: [str(f["ckpt"]), "-o", str(f["root"] / "x3")],
      "ckpt", "already extended"),
     ("codec mismatch: infer", "sts-infer", lambda f: [*_infer(f, f["ckpt"])[:-4], "--codec", str(f["codec8"])],
      "codec8 has 8 codes but", "ckpt/sts_vocab.json holds 1024 speech tokens"),
@@ -258,11 +251,12 @@ def test_debug_flag_and_env_show_the_traceback(files, capsys, monkeypatch):
 
 def test_a_bug_still_shows_its_traceback(files, monkeypatch):
     import infer.cli
+    import infer.run
 
     def broken(cfg):
         raise KeyError("src_codes")  # what a bug looks like: no file, no typed error
 
-    monkeypatch.setattr(infer.cli, "_inputs", broken)
+    monkeypatch.setattr(infer.run, "_inputs", broken)
     with pytest.raises(KeyError, match="src_codes"):
         infer.cli.main(_infer(files, files["ckpt"]))
     with pytest.raises(ValueError, match="boom"):  # a bare ValueError is a bug too: not caught broadly
@@ -290,7 +284,7 @@ def test_full_disk_names_the_file(files, capsys, monkeypatch):
     out, base = files["root"] / "extended-full", _tiny_base(files)
     with monkeypatch.context() as m:
         m.setattr(transformers.PreTrainedModel, "save_pretrained", full)
-        assert extend_main([str(base), str(out)]) == 2
+        assert extend_main([str(base), "-o", str(out)]) == 2
     line = _one_error_line(capsys.readouterr().err, "sts-extend-tokenizer")
     assert f"{out}: no space left on device" in line and not out.exists()
 
@@ -354,7 +348,7 @@ def test_error_messages_of_machine_errors():
         ),
         pytest.param(
             "sts",
-            lambda f: ["extend-tokenizer", str(f["corrupt_base"]), str(f["root"] / "x4")],
+            lambda f: ["extend-tokenizer", str(f["corrupt_base"]), "-o", str(f["root"] / "x4")],
             "model.safetensors",
             marks=pytest.mark.slow,
         ),  # fmt: skip

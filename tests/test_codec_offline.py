@@ -9,8 +9,8 @@ import pytest
 
 from sts.audio import write_audio
 from sts.codec import load_codec
+from sts.codec.cli import main as fit_codec_main
 from sts.codec.melkmeans import MelKMeansCodec
-from sts.fit_codec import main as fit_codec_main
 
 SR = 16000
 

@@ -1,10 +1,13 @@
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import yaml
+from annotated_types import Ge
 
-from sts.config import ConfigError, load_config, parse_cli, save_config
+from sts.cli import parse_cli
+from sts.config import ConfigError, check_config, load_config, save_config
 from tokenizer_ext import ExtendConfig
 
 
@@ -18,14 +21,25 @@ def test_yaml_round_trip(tmp_path):
 def test_unknown_key_and_wrong_type_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("base_model: a\nout_dir: b\nnum_speech_token: 5\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown option\(s\) \['num_speech_token'\]"):
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: num_speech_token is not an option; did you mean 'num_speech_tokens'"
+    ):
         load_config(ExtendConfig, path)
     path.write_text("base_model: a\nout_dir: b\nnum_speech_tokens: many\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: option 'num_speech_tokens' expects"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: num_speech_tokens expects int, got 'many'"):
         load_config(ExtendConfig, path)
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(ExtendConfig, path)
+    path.write_text("base_model: [a\n")
+    with pytest.raises(ConfigError, match="bad.yaml: cannot read YAML config"):
+        load_config(ExtendConfig, path)
+
+
+@dataclass
+class Inner:
+    size: Annotated[int, Ge(1)] = 1
+    """How many."""
 
 
 @dataclass
@@ -33,12 +47,18 @@ class Nested:
     inner: ExtendConfig
     tags: list[str] = field(default_factory=list)
     limit: float | None = None
+    group: Inner = field(default_factory=Inner)
 
 
 def test_nested_and_optional_fields(tmp_path):
     cfg = Nested(ExtendConfig("m", Path("o")), tags=["a"], limit=2)
     path = save_config(cfg, tmp_path / "n.yaml")
     assert load_config(Nested, path) == cfg
+    path.write_text("inner: {base_model: m, out_dir: o}\ngroup: {size: 0}\n")
+    with pytest.raises(ConfigError, match=r"n.yaml: group.size must be >= 1, got 0"):
+        load_config(Nested, path)
+    with pytest.raises(ConfigError, match=r"group.size must be >= 1, got 0"):
+        check_config(Nested(ExtendConfig("m", Path("o")), group=Inner(size=0)))
 
 
 def test_cli_flags_override_the_yaml_file(tmp_path):

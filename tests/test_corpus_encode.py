@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from corpus_builder.cli import encode_main as main
 from corpus_builder.cli import main as build_main
-from corpus_builder.encode import EncodeConfig, encode_corpus, main, recorded_codec
+from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
 from corpus_builder.testing import tone_seconds
 from sts.audio import load_audio
 from sts.codec.melkmeans import MelKMeansCodec

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 
 from sts.generation import vllm_sampling_kwargs
-from sts.mt import PRESETS, VLLMMT, HFChatMT, MTResult, ReferenceMT, build_messages, load_mt
+from sts.mt import PRESETS, HFChatMT, MTResult, ReferenceMT, VllmMT, build_messages, load_mt
 
 
 def test_preset_prompts_and_context_turns():
     preset = PRESETS["LiquidAI/LFM2-350M-ENJP-MT"]
-    assert (preset.temperature, preset.min_p, preset.repetition_penalty) == (0.5, 0.1, 1.05)
+    assert (preset.sampling.temperature, preset.sampling.min_p, preset.sampling.repetition_penalty) == (
+        0.5,
+        0.1,
+        1.05,
+    )
     assert build_messages("こんにちは", "en", preset) == [
         {"role": "system", "content": "Translate to English."},
         {"role": "user", "content": "こんにちは"},
@@ -58,7 +62,7 @@ def test_hf_backend_generates_with_tiny_lfm2(tiny_lm_dir):
 
 
 def test_vllm_backend_builds_prompts_and_sampling(tiny_lm_dir, monkeypatch):
-    mt = VLLMMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", max_new_tokens=64)
+    mt = VllmMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", max_new_tokens=64)
     prompts = mt.build_prompts(["Hello.", "Bye."], "ja", [None, [("Hi.", "やあ。")]])
     assert prompts[0].endswith(
         "<|im_start|>system\nTranslate to Japanese.<|im_end|>\n<|im_start|>user\nHello.<|im_end|>\n<|im_start|>assistant\n"
@@ -108,7 +112,7 @@ def test_vllm_backend_builds_prompts_and_sampling(tiny_lm_dir, monkeypatch):
 )
 def test_vllm_engine_needs_the_package(tiny_lm_dir):
     with pytest.raises(ImportError):
-        VLLMMT(str(tiny_lm_dir)).translate(["Hello."], "en", "ja")
+        VllmMT(str(tiny_lm_dir)).translate(["Hello."], "en", "ja")
 
 
 class _FakeChatServer(BaseHTTPRequestHandler):

@@ -10,8 +10,7 @@ import shutil
 import pyarrow.parquet as pq
 from test_corpus_folder import _args, _ids
 
-from corpus_builder.cli import main
-from corpus_builder.encode import main as encode_main
+from corpus_builder.cli import encode_main, main
 from sts.codec.melkmeans import MelKMeansCodec
 from sts.corpus import shard_paths, shard_problems
 from sts.testing import synthetic_utterance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 from types import SimpleNamespace
@@ -11,8 +12,8 @@ import pytest
 
 from corpus_builder.interfaces import TTSRequest
 from corpus_builder.tts import KNOWN_SPECS, load_tts
-from corpus_builder.tts.llasa import MARKERS, LlasaBase, LlasaPrompter, LlasaSampling
-from sts.generation import completion_ids, vllm_sampling_kwargs
+from corpus_builder.tts.llasa import LLASA_SAMPLING, MARKERS, LlasaBase, LlasaDecoding, LlasaPrompter
+from sts.generation import Sampling, completion_ids, vllm_sampling_kwargs
 
 NUM_CODES = 1024  # the tiny XCodec2's codebook
 
@@ -34,7 +35,7 @@ def llasa_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tts(llasa_dir, tiny_codec):
-    return load_tts(f"llasa:{llasa_dir}", codec=tiny_codec, batch_size=4, sampling=LlasaSampling(seed=0))
+    return load_tts(f"llasa:{llasa_dir}", codec=tiny_codec, batch_size=4, decoding=LlasaDecoding(seed=0))
 
 
 def _voice_clip(seconds: float = 1.0) -> np.ndarray:
@@ -43,7 +44,7 @@ def _voice_clip(seconds: float = 1.0) -> np.ndarray:
 
 
 def test_loop_guard_budget_is_proportional_and_capped():
-    sampling = LlasaSampling(
+    sampling = LlasaDecoding(
         min_speech_tokens=100, speech_tokens_per_char={"ja": 25, "en": 10}, max_length=2048
     )
     assert sampling.max_new_tokens("Hi.", "en") == 100  # floor
@@ -51,7 +52,7 @@ def test_loop_guard_budget_is_proportional_and_capped():
     assert sampling.max_new_tokens("あ" * 50, "ja") == 1250
     assert sampling.max_new_tokens("あ" * 500, "ja") == 2048  # cap
     # The window holds the prompt too: a 700-token prompt leaves 1,348 of Llasa's 2,048.
-    assert LlasaSampling().max_length == 2048
+    assert LlasaDecoding().max_length == 2048
     assert sampling.max_new_tokens("あ" * 500, "ja", prompt_len=700) == 1348
     assert sampling.max_new_tokens("Hi.", "en", prompt_len=700) == 100
 
@@ -169,8 +170,8 @@ def test_loop_guard_drops_a_model_that_never_stops(tmp_path, tiny_codec):
     from corpus_builder.tts.testing import save_tiny_llasa
 
     model_dir = save_tiny_llasa(tmp_path / "never-ends", num_speech_tokens=NUM_CODES, never_end=True)
-    sampling = LlasaSampling(min_speech_tokens=8, speech_tokens_per_char={"en": 2.0}, seed=1)
-    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling)
+    sampling = LlasaDecoding(min_speech_tokens=8, speech_tokens_per_char={"en": 2.0}, seed=1)
+    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, decoding=sampling)
     requests = [TTSRequest("Hi.", "en"), TTSRequest("A longer sentence.", "en")]
     jobs, drops = tts.jobs(requests)
     assert not drops and [j.max_new_tokens for j in jobs] == [8, 36]
@@ -186,7 +187,7 @@ def test_loop_guard_drops_a_model_that_never_stops(tmp_path, tiny_codec):
 def test_vllm_requests_are_built_without_vllm(llasa_dir, tiny_codec):
     from transformers import AutoTokenizer
 
-    sampling = LlasaSampling(temperature=0.8, top_p=0.95, seed=3)
+    sampling = LlasaDecoding(sampling=dataclasses.replace(LLASA_SAMPLING, top_p=0.95), seed=3)
     base = LlasaBase(AutoTokenizer.from_pretrained(llasa_dir), tiny_codec, sampling)
     requests = [
         TTSRequest("Good morning.", "en"),
@@ -289,10 +290,12 @@ def test_static_cache_path_matches_the_dynamic_one(tmp_path, tiny_codec):
     from corpus_builder.tts.testing import save_tiny_llasa
 
     model_dir = save_tiny_llasa(tmp_path / "never-ends", num_speech_tokens=NUM_CODES, never_end=True)
-    sampling = LlasaSampling(temperature=0.0, min_speech_tokens=6, speech_tokens_per_char={"en": 1.0})
+    sampling = LlasaDecoding(
+        sampling=Sampling(do_sample=False), min_speech_tokens=6, speech_tokens_per_char={"en": 1.0}
+    )
     requests = [TTSRequest("Hi.", "en"), TTSRequest("Good evening.", "en")]
-    dynamic = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling)
-    static = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling, static_cache=True)
+    dynamic = load_tts(f"llasa:{model_dir}", codec=tiny_codec, decoding=sampling)
+    static = load_tts(f"llasa:{model_dir}", codec=tiny_codec, decoding=sampling, static_cache=True)
     jobs, _ = dynamic.jobs(requests)
     a, b = dynamic.generate(jobs), static.generate(jobs)
     allowed = set(dynamic.prompter.allowed_ids)
@@ -319,8 +322,8 @@ def test_llasa_budget_counts_the_prompt_in_its_window(tmp_path, tiny_codec):
     [job] = jobs
     assert len(job.prompt_ids) > 501 and len(job.prompt_ids) + job.max_new_tokens == 2048
     # A small window, generated: each row reaches exactly the window and no further.
-    sampling = LlasaSampling(min_speech_tokens=20, max_length=300, seed=0)
-    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling, batch_size=4)
+    sampling = LlasaDecoding(min_speech_tokens=20, max_length=300, seed=0)
+    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, decoding=sampling, batch_size=4)
     requests = [
         TTSRequest(long_text, "en"),
         TTSRequest("Good morning, how are you?", "en", prompt_audio=_voice_clip(4.0), prompt_text="Hi."),
@@ -344,8 +347,8 @@ def test_a_looping_row_is_stopped_early_and_dropped(tmp_path, tiny_codec):
     model_dir = save_tiny_llasa(
         tmp_path / "loops", num_speech_tokens=NUM_CODES, end_bias=0.0, loop_codes=(3, 5, 7)
     )
-    sampling = LlasaSampling(min_speech_tokens=600, seed=0)
-    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, sampling=sampling)
+    sampling = LlasaDecoding(min_speech_tokens=600, seed=0)
+    tts = load_tts(f"llasa:{model_dir}", codec=tiny_codec, decoding=sampling)
     requests = [TTSRequest("Good morning.", "en"), TTSRequest("おはようございます。", "ja")]
     jobs, _ = tts.jobs(requests)
     assert [j.max_new_tokens for j in jobs] == [600, 600]
@@ -358,7 +361,7 @@ def test_a_looping_row_is_stopped_early_and_dropped(tmp_path, tiny_codec):
     assert [r.drop_reason for r in tts.synthesize(requests)] == ["tts_loop", "tts_loop"]
     # Without the guard the same rows run their whole budget and are dropped for that instead.
     unguarded = load_tts(
-        f"llasa:{model_dir}", codec=tiny_codec, sampling=LlasaSampling(min_speech_tokens=200, loop_guard=None)
+        f"llasa:{model_dir}", codec=tiny_codec, decoding=LlasaDecoding(min_speech_tokens=200, loop_guard=None)
     )
     jobs, _ = unguarded.jobs(requests[:1])
     assert [len(ids) for ids in unguarded.generate(jobs)] == [200]

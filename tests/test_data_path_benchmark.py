@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from benchmark_scripts import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "data_path.py"
 
 
 def test_tiny_data_path_benchmark_reports_both_rates(extended_lm_dir, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("data_path", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("data_path")
     out = tmp_path / "data_path.json"
     result = bench.main(["--tiny", "--model", str(extended_lm_dir), "--repeats", "1", "--json", str(out)])
     assert json.loads(out.read_text()) == result

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 OFFLINE = all(
@@ -119,17 +120,11 @@ def test_demo_with_local_lfm2_and_xcodec2_checkpoints(demo_dir, tiny_lm_dir, tmp
 @pytest.mark.slow
 def test_ablation_benchmark_runs_every_format_and_decoding(demo_dir, tmp_path, capsys):
     """benchmarks/s2st_ablation.py --tiny on the tiny demo's corpus (copied: the builder resumes, no TTS)."""
-    import importlib.util
     import shutil
-    import sys
 
     shutil.copytree(demo_dir / "corpus", tmp_path / "abl" / "data" / "corpus")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "s2st_ablation.py"
-    spec = importlib.util.spec_from_file_location("s2st_ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["s2st_ablation"] = module
-    spec.loader.exec_module(module)
-    out = module.main(["--out", str(tmp_path / "abl"), "--tiny"])
+    module = load_benchmark("s2st_ablation")
+    out = module.main(["--out-dir", str(tmp_path / "abl"), "--tiny"])
     results = out["results"]
     assert set(results) == {"direct", "text-first", "translation-first", "_setting"}
     for fmt in ("direct", "text-first", "translation-first"):
@@ -139,5 +134,5 @@ def test_ablation_benchmark_runs_every_format_and_decoding(demo_dir, tmp_path, c
             assert {"train", "test"} <= set(decoding)
             assert 0 <= decoding["train"]["loop_rate"] <= 1 and 0 <= decoding["train"]["ceiling"] <= 100
     assert len(out["table"]) == 2 + 3 * 2  # header, rule, 3 formats x 2 decodings
-    again = module.main(["--out", str(tmp_path / "abl"), "--tiny"])  # a rerun resumes: nothing retrained
+    again = module.main(["--out-dir", str(tmp_path / "abl"), "--tiny"])  # a rerun resumes: nothing retrained
     assert again["results"] == results

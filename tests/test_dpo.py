@@ -16,12 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from sts.config import make_config
 from sts.tasks import IGNORE_INDEX, Example, TaskFormatter
 from train.cli import main
 from train.config import CONFIG_DIR, TrainConfig
 from train.dpo import REFERENCE_FILE, preference_loss
+from train.logger import read_metrics
 from train.loss import CausalLMWithLoss, chunked_token_log_probs
-from train.metrics import read_metrics
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 
 # ---------------------------------------------------------------- the loss (done-when: hand-computed)
@@ -227,14 +228,14 @@ def test_text_pairs_are_formatted_as_sft_formats_them(tmp_path, extended_tokeniz
 
 
 def dpo_args(model, pairs, out_dir, *extra):
-    return ["dpo", "--config", str(CONFIG_DIR / "tiny_sft.yaml"), "--model", str(model), "--pairs", str(pairs),
-            "--out-dir", str(out_dir), "--eval-fraction", "0.2", "--no-gen-eval", "--lr", "1e-2", *extra]  # fmt: skip
+    return ["dpo", "--config", str(CONFIG_DIR / "tiny_sft.yaml"), "--model", str(model), "--dpo.pairs", str(pairs),
+            "--out-dir", str(out_dir), "--data.eval-fraction", "0.2", "--eval.no-generate", "--optim.lr", "1e-2", *extra]  # fmt: skip
 
 
 def test_dpo_resumes_exactly_and_learns_the_preference(extended_lm_dir, speech_vocab, tmp_path):
     pairs = _token_pairs(tmp_path / "pairs" / "part-0.parquet", speech_vocab, n=8)
     out = tmp_path / "dpo"
-    args = dpo_args(extended_lm_dir, pairs.parent, out, "--grad-accum", "2")
+    args = dpo_args(extended_lm_dir, pairs.parent, out, "--optim.grad-accum", "2")
     assert main(args) == 0
     straight = {r["step"]: r for r in read_metrics(out)}
     assert straight[1]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 1
@@ -252,7 +253,7 @@ def test_dpo_resumes_exactly_and_learns_the_preference(extended_lm_dir, speech_v
 
 
 @pytest.mark.parametrize(
-    "extra", [["--dpo-reference", "precomputed"], ["--lora-r", "4", "--lora-targets", "q_proj", "v_proj"]]
+    "extra", [["--dpo.reference", "precomputed"], ["--lora.r", "4", "--lora.targets", "q_proj", "v_proj"]]
 )
 def test_reference_options_train(extended_lm_dir, speech_vocab, tmp_path, extra):
     pairs = _token_pairs(tmp_path / "pairs.parquet", speech_vocab)
@@ -283,7 +284,7 @@ def test_non_finite_steps_are_skipped_then_stop(extended_lm_dir, speech_vocab, t
     pairs = _token_pairs(tmp_path / "pairs.parquet", speech_vocab)
     real = dpo.compute_logps
     monkeypatch.setattr(dpo, "compute_logps", lambda m, b: (real(m, b)[0] * float("nan"), real(m, b)[1]))
-    assert main(dpo_args(extended_lm_dir, pairs, tmp_path / "dpo", "--max-bad-steps", "2")) == 1
+    assert main(dpo_args(extended_lm_dir, pairs, tmp_path / "dpo", "--optim.max-bad-steps", "2")) == 1
     assert "2 consecutive non-finite steps" in capsys.readouterr().err
     assert [r.get("skipped") for r in read_metrics(tmp_path / "dpo")] == ["non-finite loss or gradient"] * 2
 
@@ -302,8 +303,8 @@ def test_dpo_cli_errors_are_one_line(extended_lm_dir, tmp_path, capsys):
         )
         == 2
     )
-    with pytest.raises(ValueError, match="dpo_beta"):
-        TrainConfig(dpo_beta=0.0)
+    with pytest.raises(ValueError, match="dpo.beta must be > 0"):
+        make_config(TrainConfig, stage="dpo", dpo__beta=0.0)
     from train.trainer import train
 
     with pytest.raises(ValueError, match="train_dpo"):  # the cpt/sft loop does not take pairs

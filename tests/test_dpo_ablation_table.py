@@ -3,17 +3,15 @@ model no seed trained (no answer beat another by the pair margin, so there was n
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from benchmark_scripts import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "dpo_ablation.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("dpo_ablation", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_benchmark("dpo_ablation")
 
 
 def _scores(loop: float, chrf: float) -> dict:

@@ -17,12 +17,6 @@ from train.cli import main
 from train.pair_data import load_pairs
 from train.pair_scores import CandidateScore, Scoring, score_all, select_pairs
 from train.pairs import PairConfig, PairsError, build_pairs
-from train.testing import write_tiny_encoded_shards
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
 
 
 def config(model, shards, out, **overrides) -> PairConfig:

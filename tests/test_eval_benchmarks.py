@@ -9,7 +9,7 @@ import pytest
 from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
 from testset_copies import make_common_voice, make_covost2, make_cvss, make_fleurs_original
 
-from infer.eval import main
+from infer.cli import eval_main as main
 
 pytest.importorskip("sacrebleu")
 

@@ -103,7 +103,9 @@ def test_existing_output_is_kept_without_overwrite(tiny_lm_dir, tmp_path):
 def test_cli_writes_a_loadable_folder(tiny_lm_dir, tmp_path, capsys):
     out = tmp_path / "cli-out"
     assert (
-        extend_main([str(tiny_lm_dir), str(out), "--num-speech-tokens", "64", "--pad-to-multiple-of", "64"])
+        extend_main(
+            [str(tiny_lm_dir), "-o", str(out), "--num-speech-tokens", "64", "--pad-to-multiple-of", "64"]
+        )
         == 0
     )
     vocab = SpeechVocab.load(out)

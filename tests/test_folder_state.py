@@ -19,7 +19,7 @@ from sts.io import HOST_TAG, remove_stale_temps, writer_is_gone
 from sts.testing import synthetic_utterance
 from train.checkpoint import checkpoint_problem, list_checkpoints
 from train.config import CONFIG_DIR
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.testing import write_tiny_encoded_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def corpus(tmp_path_factory):
 
 
 def _train_args(model, corpus, out, *extra):
-    return ["cpt", "--config", str(CONFIG_DIR / "tiny_cpt.yaml"), "--model", str(model), "--shards", str(corpus),
+    return ["cpt", "--config", str(CONFIG_DIR / "tiny_cpt.yaml"), "--model", str(model), "--data.shards", str(corpus),
             "--out-dir", str(out), *extra]  # fmt: skip
 
 
@@ -164,8 +164,8 @@ def test_resume_and_keep_last_pass_over_a_truncated_optimizer_state(
     capsys.readouterr()
     # resumed from checkpoint 2 (4 is damaged); saves 3, and keep_last 1 keeps 3: the damaged 4 goes
     # first, never the intact checkpoint while the damaged one stays
-    assert main(_train_args(extended_lm_dir, corpus, out, "--max-steps", "3", "--save-every", "3",
-                            "--keep-last", "1")) == 0  # fmt: skip
+    assert main(_train_args(extended_lm_dir, corpus, out, "--optim.max-steps", "3", "--log.save-every", "3",
+                            "--log.keep-last", "1")) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "checkpoint-0000004 is damaged (train_state/train_state.pt: not a whole torch.save file" in printed
     assert "removing damaged checkpoint-0000004" in printed
@@ -174,8 +174,8 @@ def test_resume_and_keep_last_pass_over_a_truncated_optimizer_state(
 
 
 def test_the_builder_and_sts_encode_remove_a_killed_runs_temps_and_encode_holds_a_lock(tmp_path, capsys):
+    from corpus_builder.cli import encode_main
     from corpus_builder.cli import main as build_main
-    from corpus_builder.encode import main as encode_main
     from sts.codec.melkmeans import MelKMeansCodec
     from sts.corpus import shard_paths
 

@@ -3,23 +3,19 @@ budget, and prints the rows for RESULTS.md."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def test_a_step_past_its_budget_is_stopped_and_the_rest_skipped(gpu_check, tmp_path):
@@ -44,7 +40,7 @@ def test_a_failing_step_is_reported_with_its_output(gpu_check, tmp_path):
 @pytest.mark.slow
 def test_tiny_mode_runs_every_benchmark(gpu_check, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["gpu_check.py"])
-    report = gpu_check.main(["--tiny", "--out", str(tmp_path / "gpu.json")])
+    report = gpu_check.main(["--tiny", "--json", str(tmp_path / "gpu.json")])
     assert {name: step["status"] for name, step in report["steps"].items()} == {
         "train": "ok", "infer": "ok", "tts": "ok", "codec": "ok", "stream": "ok", "data": "ok"
     }  # fmt: skip

@@ -143,6 +143,7 @@ def test_unconditional_prompt_drops_the_source_speech(speech_vocab, extended_tok
 
 
 def test_gen_eval_decodes_with_guidance(model, speech_vocab, extended_tokenizer, tmp_path):
+    from sts.config import make_config
     from train.config import TrainConfig
     from train.dev_subset import DevItem
     from train.gen_eval import decode
@@ -150,8 +151,12 @@ def test_gen_eval_decodes_with_guidance(model, speech_vocab, extended_tokenizer,
     items = [DevItem("s2st:ja-en", "s2st", "speech", "en", p, 5, "x", 10) for p in _prompts(speech_vocab)]
     runs = {}
     for scale in (1.0, 2.0):
-        cfg = TrainConfig(
-            out_dir=tmp_path, s2st_format="direct", gen_eval_fast=False, gen_eval_guidance_scale=scale
+        cfg = make_config(
+            TrainConfig,
+            out_dir=tmp_path,
+            sft__s2st_format="direct",
+            eval__fast=False,
+            eval__guidance_scale=scale,
         )
         runs[scale] = decode(
             model, items, tokenizer=extended_tokenizer, vocab=speech_vocab, pad_id=0, cfg=cfg
@@ -162,8 +167,8 @@ def test_gen_eval_decodes_with_guidance(model, speech_vocab, extended_tokenizer,
     )  # fmt: skip
     assert [d["ids"].tolist() for d in runs[1.0]] == [p.tolist() for p in plain]
     assert [d["ids"].tolist() for d in runs[2.0]] != [d["ids"].tolist() for d in runs[1.0]]
-    with pytest.raises(ValueError, match="gen_eval_guidance_scale"):
-        TrainConfig(gen_eval_guidance_scale=0.0)
+    with pytest.raises(ValueError, match="eval.guidance_scale must be > 0"):
+        make_config(TrainConfig, eval__guidance_scale=0.0)
 
 
 def test_sts_infer_guides_speech_output_and_scale_one_is_plain(tmp_path):

@@ -130,7 +130,7 @@ def test_silent_input_is_warned_and_still_translated(model_dir, folder, tmp_path
 
 
 def test_output_paths_are_checked_before_the_model_loads(model_dir, folder, tmp_path, capsys, monkeypatch):  # noqa: F811
-    import infer.cli as cli
+    import infer.run as cli
 
     monkeypatch.setattr(cli, "load_translator", lambda *a, **k: pytest.fail("the model was loaded"))
     (tmp_path / "file").write_text("x")

@@ -137,7 +137,7 @@ def test_vllm_requests_of_both_phases(speech_vocab, extended_tokenizer):
 def test_sts_eval_scores_the_chain_texts(chain_checkpoint, extended_tokenizer, tmp_path):
     """sts-eval scores a translation-first answer's translation as text, beside its speech."""
     from infer import Translator
-    from infer.eval import EvalItem, evaluate_task
+    from infer.checkpoint_eval import EvalItem, evaluate_task
     from infer.translate import replace_sampling
     from sts.audio import write_audio
 

@@ -111,7 +111,7 @@ def test_batch_folder_resumes(model_dir, clips, tmp_path, capsys):
 def test_batch_skips_a_bad_input_records_it_and_loads_lazily(model_dir, clips, tmp_path, capsys, monkeypatch):
     """A bad clip before the last one: the rest is processed, the bad one gets an error row and exit
     status 1; the rerun after fixing it does only that clip. (Was: the batch stopped at the bad clip.)"""
-    import infer.cli as cli
+    import infer.run as cli
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -394,13 +394,22 @@ def test_each_loop_rule_cuts_and_is_counted(model_dir):
 
 
 def test_repetition_aware_sampling_is_the_speech_default_and_can_be_turned_off(model_dir, clips, tmp_path):
-    from infer.cli import load_translator
+    from infer.load import load_translator
+    from infer.run import InferConfig
+    from sts.cli import parse_cli
+    from sts.devices import ModelArgs
 
-    on = load_translator(str(model_dir), device="cpu")
+    on = load_translator(ModelArgs(model=str(model_dir), device="cpu"))
     assert on.sampling["s2st"].ras_active and on.sampling["tts"].ras_active
     assert not on.sampling["s2tt"].ras_active and not on.sampling["asr"].do_sample
-    off = load_translator(str(model_dir), device="cpu", repetition_aware=False)
+    cfg = parse_cli(InferConfig, ["--speech-sampling.no-repetition-aware"], prog="sts-infer")
+    assert (
+        cfg.task_sampling() == parse_cli(InferConfig, ["--no-repetition-aware"], prog="x").task_sampling()
+    )  # old flag
+    off = load_translator(ModelArgs(model=str(model_dir), device="cpu"), sampling=cfg.task_sampling())
     assert not off.sampling["s2st"].ras_active and off.sampling["s2st"].top_k == 25  # same nucleus
     out = tmp_path / "plain.wav"
     args = [str(clips / "ja.wav"), "--from", "ja", "-o", str(out), "--model", str(model_dir)]
-    assert main([*args, "--no-repetition-aware", "--max-new-tokens", "8"]) == 0 and out.is_file()
+    assert (
+        main([*args, "--speech-sampling.no-repetition-aware", "--max-new-tokens", "8"]) == 0 and out.is_file()
+    )

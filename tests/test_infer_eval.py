@@ -7,7 +7,8 @@ import json
 import pytest
 from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
 
-from infer.eval import main, read_manifest, translation_scores
+from infer.checkpoint_eval import read_manifest, translation_scores
+from infer.cli import eval_main as main
 from infer.translate import CUT_RULES
 from sts.audio import write_audio
 from sts.metrics import asr_bleu, bleu, chrf, error_rate, mecab_available
@@ -128,10 +129,10 @@ def test_eval_without_asr_skips_speech_scores(model_dir, manifest, tmp_path):  #
 
 
 def test_translation_scores_say_when_ja_mecab_cannot_run(monkeypatch):
-    import infer.eval
+    import infer.checkpoint_eval
     import sts.metrics
 
-    for module in (infer.eval, sts.metrics):
+    for module in (infer.checkpoint_eval, sts.metrics):
         monkeypatch.setattr(module, "mecab_available", lambda: False)
     block = translation_scores(["今日はいい天気"], ["今日はいい天気"], "ja", speech=False)
     assert block["bleu"]["char"]["score"] == 100.0 and block["protocol"] == "raw text"

@@ -85,13 +85,9 @@ def test_dnsmos_rates_noise_worse_than_clean_speech():
 
 def test_dnsmos_cost_benchmark_tiny(tmp_path):
     pytest.importorskip("speechmos")
-    import importlib.util
-    from pathlib import Path
+    from benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dnsmos_cost.py"
-    spec = importlib.util.spec_from_file_location("dnsmos_cost", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("dnsmos_cost")
     lengths = (2.0, 4.0, 9.5, 15.0, 30.0)
     assert [bench.windows(s) for s in lengths] == [7, 7, 1, 6, 21]  # 2 s and 4 s are tiled to 16 s
     result = bench.main(["--tiny", "--json", str(tmp_path / "cost.json")])

@@ -1,9 +1,12 @@
-"""The import layering: the base imports no stage, stages import no other stage, nothing loops.
+"""The import layering: the base imports no stage, stages import no other stage, nothing loops;
+and the command lines sit on top of the library.
 
     sts (base)  <-  corpus_builder, tokenizer_ext, train, infer (stages)  <-  recipes, benchmarks
 
 Every import statement is read from the source (module level and inside functions alike), so a
-lazy import counts as much as an eager one.
+lazy import counts as much as an eager one. Command-line modules are those named `cli` or `cli_*`
+(`train.cli`, `sts.cli`, `sts.cli_help`) and the benchmark scripts: only they import a command-line
+module, only they define `main` or run as `__main__`, and every installed script points at one.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def test_no_import_cycles():
     ("importer", "imported", "allowed"),
     [
         ("sts.tasks", "sts.vocab", True),
-        ("infer.eval", "sts.metrics", True),
+        ("infer.checkpoint_eval", "sts.metrics", True),
         ("recipes.demo", "train.trainer", True),
         ("sts.demo", "corpus_builder.build", False),
         ("infer.mt_eval", "corpus_builder.mt", False),
@@ -160,6 +163,63 @@ def test_no_import_cycles():
 )
 def test_the_rule_itself(importer, imported, allowed):
     assert (layer_violation(importer, imported) is None) == allowed
+
+
+def is_cli_module(name: str) -> bool:
+    """A command-line module: named `cli` / `cli_*`, or a benchmark script."""
+    last = name.rsplit(".", 1)[-1]
+    return last == "cli" or last.startswith("cli_") or name.split(".")[0] == "benchmarks"
+
+
+def test_no_library_module_imports_a_command_line_module():
+    problems = [
+        f"{importer} imports {imported}: only command-line modules import one"
+        for importer, imported_set in internal_edges().items()
+        for imported in sorted(imported_set)
+        if is_cli_module(imported) and not is_cli_module(importer)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def _entry_points(path: Path) -> list[str]:
+    """`def main` / `def X_main` at module level, and `if __name__ == "__main__"` blocks."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = [
+        f"def {node.name}"
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and (node.name == "main" or node.name.endswith("_main"))
+        and node.name != "cli_main"  # sts.errors.cli_main: the error policy every command runs under
+    ]
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            found.append("if __name__ == '__main__'")
+    return found
+
+
+def test_mains_live_only_in_command_line_modules():
+    problems = [
+        f"{name}: {what}"
+        for name, path in MODULES.items()
+        if not is_cli_module(name)
+        for what in _entry_points(path)
+    ]
+    assert not problems, "\n".join(problems)
+    import tomllib  # Python >= 3.11, like tests/test_cli.py
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for script, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert is_cli_module(module) and f"def {function}" in _entry_points(MODULES[module]), script
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "allowed"),
+    [("infer.checkpoint_eval", "infer.cli", False), ("recipes.serve_service", "infer.cli", False),
+     ("train.cli", "sts.cli", True), ("benchmarks.gpu_check", "sts.cli", True), ("sts.cli", "sts.cli_help", True)],
+)  # fmt: skip
+def test_the_command_line_rule_itself(importer, imported, allowed):
+    assert (not is_cli_module(imported) or is_cli_module(importer)) == allowed
 
 
 def test_cycle_finder_finds_a_cycle():

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from corpus_builder.build import BuildConfig, build_corpus
+from corpus_builder.cli import encode_main
 from corpus_builder.cli import main as build_main
 from corpus_builder.encode import bad_clips
-from corpus_builder.encode import main as encode_main
 from corpus_builder.testing import LengthCheck, ToneTTS, tone_bytes, tone_seconds
 from sts.corpus import corpus_features, duration_ratios, encoded_features, read_card, read_rows, shard_paths
 from sts.decoding_info import decoding_info
@@ -174,7 +174,7 @@ def test_encode_gives_the_one_side_codes_and_no_bad_clip(corpora):
 
 
 def _data_counts(run):
-    from train.metrics import read_metrics
+    from train.logger import read_metrics
 
     return read_metrics(run, kind="data")[-1]
 
@@ -182,13 +182,13 @@ def _data_counts(run):
 def test_sft_on_a_mixture_uses_monolingual_rows_for_asr_and_tts(corpora, tmp_path, capsys):
     from train.cli import main
     from train.config import CONFIG_DIR
-    from train.metrics import read_metrics
+    from train.logger import read_metrics
 
     folders, lm = corpora
     run = tmp_path / "sft"
-    args = ["sft", "--config", str(CONFIG_DIR / "tiny_sft.yaml"), "--model", str(lm), "--shards",
-            *map(str, folders.values()), "--out-dir", str(run), "--max-steps", "12", "--save-every", "12",
-            "--eval-every", "0", "--no-gen-eval", "--eval-fraction", "0", "--seq-len", "512"]  # fmt: skip
+    args = ["sft", "--config", str(CONFIG_DIR / "tiny_sft.yaml"), "--model", str(lm), "--data.shards",
+            *map(str, folders.values()), "--out-dir", str(run), "--optim.max-steps", "12", "--log.save-every", "12",
+            "--eval.every", "0", "--eval.no-generate", "--data.eval-fraction", "0", "--data.seq-len", "512"]  # fmt: skip
     assert main(args) == 0
     counts = _data_counts(run)
     skipped = {k: v for k, v in counts.items() if k.startswith(("skipped_", "dropped_"))}
@@ -210,9 +210,9 @@ def test_sft_and_cpt_on_monolingual_rows_alone(corpora, tmp_path):
     folders, lm = corpora
     for stage in ("sft", "cpt"):
         run = tmp_path / stage
-        args = [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(lm), "--shards",
-                str(folders["ja"]), "--out-dir", str(run), "--max-steps", "2", "--save-every", "2",
-                "--eval-every", "0", "--no-gen-eval", "--eval-fraction", "0"]  # fmt: skip
+        args = [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(lm), "--data.shards",
+                str(folders["ja"]), "--out-dir", str(run), "--optim.max-steps", "2", "--log.save-every", "2",
+                "--eval.every", "0", "--eval.no-generate", "--data.eval-fraction", "0"]  # fmt: skip
         assert main(args) == 0
         counts = _data_counts(run)
         assert not any(v for k, v in counts.items() if k.startswith(("skipped_", "dropped_"))), counts
@@ -224,6 +224,7 @@ def test_sft_and_cpt_on_monolingual_rows_alone(corpora, tmp_path):
 def test_dpo_pairs_and_gen_eval_draw_only_one_language_prompts(corpora):
     from transformers import AutoTokenizer
 
+    from sts.config import make_config
     from sts.tasks import TaskFormatter
     from sts.vocab import SpeechVocab
     from train.config import TrainConfig
@@ -235,7 +236,8 @@ def test_dpo_pairs_and_gen_eval_draw_only_one_language_prompts(corpora):
     cfg = PairConfig(model=str(lm), shards=[str(folders["ja"])], skip_eval_rows=False)
     items = pair_prompts(cfg, TaskFormatter(tokenizer, vocab), tokenizer)
     assert {i.group for i in items} == {"tts:ja"} and len(items) == 5  # s2st/s2tt/t2tt need a target
-    sft = TrainConfig(model=str(lm), shards=[str(folders["ja"])], eval_fraction=0.0, gen_eval_samples=2)
+    sft = make_config(TrainConfig, model=str(lm), data__shards=[str(folders["ja"])], data__eval_fraction=0.0,
+                      eval__samples=2)  # fmt: skip
     assert {i.group for i in build_dev_subset(sft, tokenizer, vocab)} == {"asr:ja", "tts:ja"}
 
 

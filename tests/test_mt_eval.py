@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from testset_copies import make_flores_plus
 
-from infer.mt_eval import MTEvalConfig, evaluate, load_backend, load_test_set, main
+from infer.cli import eval_mt_main as main
+from infer.mt_eval import MTEvalConfig, evaluate, load_backend, load_test_set
 from sts.mt import MTBackend, MTResult
 
 pytest.importorskip("sacrebleu")
@@ -149,7 +150,7 @@ def test_sts_checkpoint_t2tt_backend(pair_files, extended_lm_dir, tmp_path):
     spec = f"sts:{extended_lm_dir}"
     cfg = MTEvalConfig(
         backends=[spec], ja_file=str(folder / "t.ja"), en_file=str(folder / "t.en"),
-        sts_codec=str(codec), max_new_tokens=4, out_dir=folder / "sts",
+        codec=str(codec), max_new_tokens=4, out_dir=folder / "sts",
     )  # fmt: skip
     report = evaluate(cfg)
     assert report["backends"][spec]["name"] == spec
@@ -219,7 +220,7 @@ def test_sts_backend_skips_special_token_lines(extended_lm_dir, tmp_path):
     codec = save_tiny_xcodec2(tmp_path / "xcodec2")
     spec = f"sts:{extended_lm_dir}"
     cfg = MTEvalConfig(backends=[spec], ja_file=str(tmp_path / "t.ja"), en_file=str(tmp_path / "t.en"),
-                       sts_codec=str(codec), max_new_tokens=4, out_dir=tmp_path / "sts")  # fmt: skip
+                       codec=str(codec), max_new_tokens=4, out_dir=tmp_path / "sts")  # fmt: skip
     report = evaluate(cfg)  # the t2tt task refuses such text: the run used to stop at line 2
     for direction in ("ja-en", "en-ja"):
         entry = report["backends"][spec][direction]

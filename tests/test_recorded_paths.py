@@ -40,28 +40,33 @@ def test_record_and_resolve(tmp_path, monkeypatch):
 
 
 def test_configs_record_path_options_absolute(tmp_path, monkeypatch):
+    from sts.config import make_config
     from train.config import TrainConfig
 
     monkeypatch.chdir(tmp_path)
     for folder in ("models/lm", "corpus", "text"):
         (tmp_path / folder).mkdir(parents=True)
-    cfg = TrainConfig(model="models/lm", shards=["corpus", "gone"], out_dir=Path("run"), text_column="text")
+    cfg = make_config(TrainConfig, stage="cpt", model="models/lm", data__shards=["corpus", "gone"], out_dir="run",
+                      cpt__text_column="text")  # fmt: skip
     record = config_to_dict(cfg)
     assert record["model"] == str(tmp_path / "models" / "lm")
-    assert record["shards"] == [str(tmp_path / "corpus"), "gone"]  # what does not exist stays as given
-    assert record["text_column"] == "text"  # not a path option, though a folder of that name exists
+    assert record["data"]["shards"] == [
+        str(tmp_path / "corpus"),
+        "gone",
+    ]  # what does not exist stays as given
+    assert record["cpt"]["text_column"] == "text"  # not a path option, though a folder of that name exists
     assert record["out_dir"] == "run"  # not made yet
     save_config(cfg, tmp_path / "train_config.yaml")
     monkeypatch.chdir("/")
     again = load_config(TrainConfig, tmp_path / "train_config.yaml")
-    assert Path(again.model).is_dir() and Path(again.shards[0]).is_dir()
+    assert Path(again.model).is_dir() and Path(again.data.shards[0]).is_dir()
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A project built with relative paths, as a user types them: models/codec, corpus, models/lm-speech."""
+    from corpus_builder.cli import encode_main
     from corpus_builder.cli import main as build_main
-    from corpus_builder.encode import main as encode_main
     from sts.testing import save_tiny_lfm2, save_tiny_xcodec2
     from tokenizer_ext.cli import main as extend_main
 
@@ -78,7 +83,7 @@ def project(tmp_path_factory):
                            "en.txt", "--mt", "reference", "--tts", "python:corpus_builder.testing:ToneTTS",
                            "--checks", "none", "--min-duration", "0"]) == 0  # fmt: skip
         assert encode_main(["corpus", "--codec", "models/codec"]) == 0
-        assert extend_main(["models/lm", "models/lm-speech", "--codec", "models/codec",
+        assert extend_main(["models/lm", "-o", "models/lm-speech", "--codec", "models/codec",
                             "--num-speech-tokens", "1024"]) == 0  # fmt: skip
     finally:
         os.chdir(before)
@@ -133,13 +138,15 @@ def test_training_from_another_folder_writes_checkpoints_that_find_their_codec(
     monkeypatch.chdir(run_dir)
     rel = os.path.relpath(project, run_dir)
     args = ["sft", "--config", str(CONFIG_DIR / "tiny_sft.yaml"), "--model", f"{rel}/models/lm-speech",
-            "--shards", f"{rel}/corpus", "--out-dir", "sft", "--max-steps", "2", "--save-every", "2",
-            "--eval-every", "0", "--no-gen-eval"]  # fmt: skip
+            "--data.shards", f"{rel}/corpus", "--out-dir", "sft", "--optim.max-steps", "2", "--log.save-every", "2",
+            "--eval.every", "0", "--eval.no-generate"]  # fmt: skip
     assert main(args) == 0
     checkpoint = run_dir / "sft" / "checkpoint-0000002"
     recorded = yaml.safe_load((checkpoint / "train_config.yaml").read_text())
     assert recorded["model"] == str(project / "models" / "lm-speech")
-    assert recorded["shards"] == [str(project / "corpus")] and recorded["out_dir"] == str(run_dir / "sft")
+    assert recorded["data"]["shards"] == [str(project / "corpus")] and recorded["out_dir"] == str(
+        run_dir / "sft"
+    )
     decoding = json.loads((checkpoint / "sts_decoding.json").read_text())
     assert decoding["source"][0]["corpus"] == str(project / "corpus")
     assert decoding["source"][0]["card_duration_ratio"] == decoding["duration_ratio"]  # the card was found

@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from sts.config import config_to_dict
+from sts.config import config_to_dict, make_config
 from train import resume_check
 from train.checkpoint import latest_checkpoint
 from train.cli import main
 from train.config import CONFIG_DIR, RESUME_RULES, TrainConfig
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.resume_check import Change, compare, flatten, rule_of
 from train.testing import write_tiny_encoded_shards
 
@@ -26,7 +26,10 @@ def test_every_setting_has_a_resume_rule():
     unruled = [k for k in keys if not any(k == p or k.startswith(p + ".") for p in RESUME_RULES)]
     assert not unruled, f"classify these in train.config.RESUME_RULES: {unruled}"
     assert set(RESUME_RULES.values()) <= {"refuse", "warn", "ignore"}
-    assert rule_of("task_weights.asr") == "refuse" and rule_of("log_every") == "warn"
+    assert rule_of("sft.task_weights.asr") == "refuse" and rule_of("log.every") == "warn"
+    assert (
+        rule_of("optim.lr") == "refuse" and rule_of("optim.max_steps") == "warn"
+    )  # the longest prefix decides
     assert rule_of("a_setting_nobody_classified") == "refuse"  # unknown: refused, never silently allowed
 
 
@@ -77,8 +80,8 @@ def run(extended_lm_dir, tmp_path_factory):
     shutil.copytree(extended_lm_dir, base)
     corpus = root / "corpus"
     write_tiny_encoded_shards(corpus, num_codes=1024)
-    args = ["cpt", "--config", str(CONFIG_DIR / "tiny_cpt.yaml"), "--model", str(base), "--shards",
-            str(corpus), "--out-dir", str(root / "run"), "--max-steps", "2"]  # fmt: skip
+    args = ["cpt", "--config", str(CONFIG_DIR / "tiny_cpt.yaml"), "--model", str(base), "--data.shards",
+            str(corpus), "--out-dir", str(root / "run"), "--optim.max-steps", "2"]  # fmt: skip
     assert main(args) == 0
     return root, args
 
@@ -105,15 +108,15 @@ def test_changed_data_or_model_settings_are_refused_naming_each(run, tmp_path, c
     other = tmp_path / "other"
     shutil.copytree(root / "base", other)
     _perturb(other)
-    changed = _set(_set(args, "--model", str(other)), "--lr", "0.5")
-    changed = _set(_set(changed, "--s2st-format", "translation-first"), "--lora-r", "4")
-    changed = _set(changed, "--max-steps", "4")
+    changed = _set(_set(args, "--model", str(other)), "--optim.lr", "0.5")
+    changed = _set(_set(changed, "--cpt.speech-weight", "0.9"), "--lora.r", "4")
+    changed = _set(changed, "--optim.max-steps", "4")
     capsys.readouterr()
     assert main(changed) == 2
     err = capsys.readouterr().err
     assert err.startswith("sts-train cpt: error: ") and err.count("\n") == 1, err
     for expected in (f"model: '{run[0] / 'base'}' -> '{other}'; ", "lr: 0.003 -> 0.5",
-                     "s2st_format: 'text-first' -> 'translation-first'", "lora_r: 0 -> 4", "--override"):  # fmt: skip
+                     "cpt.speech_weight: 0.5 -> 0.9", "lora.r: 0 -> 4", "--override"):  # fmt: skip
         assert expected in err, err  # the base the run started from, by content: not its copy here
     assert "max_steps" not in err  # allowed: not among the refused
     assert latest_checkpoint(root / "run").name == "checkpoint-0000002"  # nothing trained
@@ -121,17 +124,17 @@ def test_changed_data_or_model_settings_are_refused_naming_each(run, tmp_path, c
     # the base moved elsewhere is the same model; another model copied to its path is not
     moved = tmp_path / "moved-base"
     shutil.move(root / "base", moved)
-    args = _set(_set(args, "--model", str(moved)), "--max-steps", "4")
+    args = _set(_set(args, "--model", str(moved)), "--optim.max-steps", "4")
     assert main(args) == 0  # and checkpoint 4 records the base where it lies now
     shutil.rmtree(moved)
     shutil.copytree(other, moved)
-    assert main(_set(args, "--max-steps", "6")) == 2
+    assert main(_set(args, "--optim.max-steps", "6")) == 2
     err = capsys.readouterr().err
     assert f"model: {moved} (content " in err and "other content now" in err, err
 
     # one of the run's own checkpoints is not the base
     own = latest_checkpoint(root / "run")
-    assert main(_set(_set(args, "--model", str(own)), "--max-steps", "6")) == 2
+    assert main(_set(_set(args, "--model", str(own)), "--optim.max-steps", "6")) == 2
     assert "a checkpoint of this run" in capsys.readouterr().err
 
 
@@ -140,7 +143,7 @@ def test_a_shard_added_to_the_corpus_is_a_data_change(run, tmp_path, capsys):
     extra = write_tiny_encoded_shards(tmp_path / "extra", num_codes=1024, num_shards=3)[-1]
     shutil.copy(extra, root / "corpus" / "data" / extra.name)
     capsys.readouterr()
-    assert main(_set(args, "--max-steps", "4")) == 2
+    assert main(_set(args, "--optim.max-steps", "4")) == 2
     err = capsys.readouterr().err
     assert "shards: 2 file(s)" in err and f"added {extra.name}" in err, err
 
@@ -148,12 +151,12 @@ def test_a_shard_added_to_the_corpus_is_a_data_change(run, tmp_path, capsys):
 def test_safe_changes_are_allowed_with_a_warning_and_recorded(run, tmp_path, capsys):
     root, args = _fresh(run, tmp_path)
     capsys.readouterr()
-    assert main(_set(_set(args, "--max-steps", "4"), "--log-every", "2")) == 0
+    assert main(_set(_set(args, "--optim.max-steps", "4"), "--log.every", "2")) == 0
     out = capsys.readouterr().out
-    assert "warning: resuming" in out and "max_steps: 2 -> 4" in out and "log_every: 1 -> 2" in out, out
+    assert "warning: resuming" in out and "optim.max_steps: 2 -> 4" in out and "log.every: 1 -> 2" in out, out
     resume = read_metrics(root / "run", kind="resume")
     assert resume == [{"kind": "resume", "step": 2, "forced": {},
-                       "changed": {"max_steps": [2, 4], "log_every": [1, 2]}}]  # fmt: skip
+                       "changed": {"optim.max_steps": [2, 4], "log.every": [1, 2]}}]  # fmt: skip
     state = json.loads((latest_checkpoint(root / "run") / "trainer_state.json").read_text())
     assert state["step"] == 4 and "forced" not in state
     origin = state["origin"]
@@ -162,34 +165,41 @@ def test_safe_changes_are_allowed_with_a_warning_and_recorded(run, tmp_path, cap
 
 def test_override_forces_applies_and_records_the_change(run, tmp_path, capsys):
     root, args = _fresh(run, tmp_path)
-    forced = _set(_set(_set(args, "--lr", "0.5"), "--max-steps", "4"), "--warmup-steps", "1")
+    forced = _set(
+        _set(_set(args, "--optim.lr", "0.5"), "--optim.max-steps", "4"), "--optim.warmup-steps", "1"
+    )
     capsys.readouterr()
     assert main([*forced, "--override"]) == 0
     out = capsys.readouterr().out
-    assert "FORCED changes (--override): lr: 0.003 -> 0.5" in out, out
+    assert "FORCED changes (--override): optim.lr: 0.003 -> 0.5" in out, out
     checkpoint = latest_checkpoint(root / "run")
     state = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert [(f["step"], f["changes"]) for f in state["forced"]] == [(2, {"lr": [0.003, 0.5]})]
-    assert yaml.safe_load((checkpoint / "train_config.yaml").read_text())["lr"] == 0.5
-    assert [r["forced"] for r in read_metrics(root / "run", kind="resume")] == [{"lr": [0.003, 0.5]}]
+    assert [(f["step"], f["changes"]) for f in state["forced"]] == [(2, {"optim.lr": [0.003, 0.5]})]
+    assert yaml.safe_load((checkpoint / "train_config.yaml").read_text())["optim"]["lr"] == 0.5
+    assert [r["forced"] for r in read_metrics(root / "run", kind="resume")] == [{"optim.lr": [0.003, 0.5]}]
     # the new lr is the one used: cosine from 0.5 (warm-up 1, 4 steps, min ratio 0.1) at step 3
     lr = {r["step"]: r["lr"] for r in read_metrics(root / "run") if "lr" in r}
     factor = 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * (2 - 1) / 3)).item())
     assert lr[3] == pytest.approx(0.5 * factor, rel=1e-6)
     # the forced value is now the run's: the same command resumes without --override, and the
     # record of the forced change stays in every later checkpoint
-    assert main(_set(forced, "--max-steps", "6")) == 0
+    assert main(_set(forced, "--optim.max-steps", "6")) == 0
     state = json.loads((latest_checkpoint(root / "run") / "trainer_state.json").read_text())
-    assert state["step"] == 6 and [f["changes"] for f in state["forced"]] == [{"lr": [0.003, 0.5]}]
+    assert state["step"] == 6 and [f["changes"] for f in state["forced"]] == [{"optim.lr": [0.003, 0.5]}]
 
 
 def test_checkpoint_without_origin_compares_the_yaml(tmp_path):
     """Checkpoints written before origins were recorded: the model by path, the rest by value."""
-    recorded = config_to_dict(TrainConfig(model=str(tmp_path / "a"), seq_len=128))
-    cfg = TrainConfig(model=str(tmp_path / "b"), seq_len=256, out_dir=tmp_path / "run")
+    recorded = config_to_dict(make_config(TrainConfig, model=str(tmp_path / "a"), data__seq_len=128))
+    cfg = make_config(TrainConfig, model=str(tmp_path / "b"), data__seq_len=256, out_dir=tmp_path / "run")
     changes = {c.key: c for c in compare(cfg, recorded, None)}
     assert isinstance(changes["model"], Change) and changes["model"].rule == "refuse"
-    assert changes["seq_len"].show() == "seq_len: 128 -> 256"
+    assert changes["data.seq_len"].show() == "data.seq_len: 128 -> 256"
+    old_flat = {"model": str(tmp_path / "a"), "seq_len": 128, "lr": 0.003}  # a run of the flat layout
+    changes = {c.key: c for c in compare(cfg, old_flat, None)}
+    assert (
+        changes["data.seq_len"].show() == "data.seq_len: 128 -> 256" and changes["optim.lr"].rule == "refuse"
+    )
 
 
 def _perturb(model_dir):

@@ -157,7 +157,7 @@ class ScriptedTranslator:
         self.requests = []
 
     def stream(self, r):
-        from infer.stream import StreamEvent
+        from infer.translate_stream import StreamEvent
 
         self.requests.append(r)
         wave = synthetic_utterance(1.2, 220.0, seed=5)
@@ -189,7 +189,7 @@ def test_translation_events_are_the_translators_stream():
 
 
 def test_a_translation_yields_texts_then_speech_and_writes_only_its_run_folder(tmp_path, uploads):
-    cfg = ServeConfig(run_dir=tmp_path / "runs" / "serve")
+    cfg = ServeConfig(out_dir=tmp_path / "runs" / "serve")
     service = TranslationService(
         ScriptedTranslator(), cfg, model="ckpt", detect=lambda w: DetectedLanguage("ja", 0.9)
     )
@@ -211,7 +211,7 @@ def test_a_translation_yields_texts_then_speech_and_writes_only_its_run_folder(t
     assert last.speech_seconds == pytest.approx(1.2) and last.status.startswith("done: 1.2 s of speech")
 
     out_dir = last.audio_path.parent
-    assert out_dir.parent == cfg.run_dir.resolve() / "outputs"
+    assert out_dir.parent == cfg.out_dir.resolve() / "outputs"
     assert sorted(p.name for p in out_dir.iterdir()) == ["result.json", "source.wav", "translation.wav"]
     assert [p.name for p in last.files] == ["translation.wav", "result.json"]
     assert sf.info(out_dir / "translation.wav").frames == int(1.2 * 16000)
@@ -220,7 +220,7 @@ def test_a_translation_yields_texts_then_speech_and_writes_only_its_run_folder(t
     assert record["transcript"] == "こんにちは" and record["cut"] == "exact" and record["model"] == "ckpt"
     assert record["output_seconds"] == 1.2 and record["source_seconds"] == 1.0 and not record["finished"]
     new = {p for p in tmp_path.rglob("*")} - before
-    assert new and all(p.resolve().is_relative_to(cfg.run_dir.resolve()) for p in new)
+    assert new and all(p.resolve().is_relative_to(cfg.out_dir.resolve()) for p in new)
     assert service.notes() == [
         "the checkpoint records no measured duration ratio for en-ja (sts_decoding.json): "
         "translated speech is bounded by a fixed 2.5x the source + 1 s"
@@ -244,7 +244,7 @@ def test_whisper_transcribes_the_translated_speech_when_asked(tmp_path, uploads)
     write_audio(uploads / "me.wav", synthetic_utterance(1.0, 140.0))
     asr = FakeASR()
     service = TranslationService(
-        ScriptedTranslator(), ServeConfig(run_dir=tmp_path / "runs" / "serve"), asr=asr
+        ScriptedTranslator(), ServeConfig(out_dir=tmp_path / "runs" / "serve"), asr=asr
     )
     updates = [dataclasses.replace(u) for u in service.translate(str(uploads / "me.wav"), "ja → en", "p")]
     assert asr.calls == []  # not asked
@@ -265,7 +265,7 @@ def test_whisper_transcribes_the_translated_speech_when_asked(tmp_path, uploads)
 
 
 def test_a_second_click_of_the_same_page_is_refused_while_the_first_runs(tmp_path, uploads):
-    service = TranslationService(ScriptedTranslator(), ServeConfig(run_dir=tmp_path / "runs" / "serve"))
+    service = TranslationService(ScriptedTranslator(), ServeConfig(out_dir=tmp_path / "runs" / "serve"))
     write_audio(uploads / "me.wav", synthetic_utterance(1.0, 140.0))
     first = service.translate(str(uploads / "me.wav"), "ja → en", "page-1")
     next(first)  # running
@@ -281,7 +281,7 @@ def test_a_second_click_of_the_same_page_is_refused_while_the_first_runs(tmp_pat
 
 
 def test_refused_input_writes_nothing(tmp_path, uploads):
-    service = TranslationService(ScriptedTranslator(), ServeConfig(run_dir=tmp_path / "runs" / "serve"))
+    service = TranslationService(ScriptedTranslator(), ServeConfig(out_dir=tmp_path / "runs" / "serve"))
     (uploads / "bad.wav").write_text("not audio")
     with pytest.raises(ServeError, match="bad.wav: cannot decode audio"):
         list(service.translate(str(uploads / "bad.wav"), "ja → en", "page-1"))
@@ -316,7 +316,8 @@ class Script(LogitsProcessor):
 def test_a_text_first_checkpoint_shows_its_transcript_and_translation(extended_lm_dir, tmp_path, uploads):
     """The real `infer.Translator` on a tiny random text-first checkpoint, scripted to write two lines
     of text and 20 speech codes."""
-    from infer.cli import load_translator
+    from infer.load import load_translator
+    from sts.devices import ModelArgs
     from sts.tasks import save_task_formats
     from sts.testing import save_tiny_xcodec2
     from sts.vocab import SpeechVocab
@@ -326,13 +327,13 @@ def test_a_text_first_checkpoint_shows_its_transcript_and_translation(extended_l
     vocab = SpeechVocab.load(ckpt)
     dataclasses.replace(vocab, codec=str(save_tiny_xcodec2(tmp_path / "codec"))).save(ckpt)
     save_task_formats(ckpt, "text-first")
-    tr = load_translator(str(ckpt), device="cpu", greedy=True)
+    tr = load_translator(ModelArgs(model=str(ckpt), device="cpu"), greedy=True)
     heard, said = (tr.tokenizer(word, add_special_tokens=False).input_ids for word in ("hello", "world"))
     newline = tr.tokenizer("\n", add_special_tokens=False).input_ids[-1]
     speech = [vocab.speech_token_offset + 7] * 20 + [vocab.speech_end_id]
     tr.extra_logits_processors = [Script([*heard, newline, *said, vocab.speech_start_id, *speech])]
 
-    service = TranslationService(tr, ServeConfig(run_dir=tmp_path / "runs" / "serve"), model=str(ckpt))
+    service = TranslationService(tr, ServeConfig(out_dir=tmp_path / "runs" / "serve"), model=str(ckpt))
     write_audio(uploads / "me.wav", synthetic_utterance(1.0, 140.0))
     updates = [dataclasses.replace(u) for u in service.translate(str(uploads / "me.wav"), "ja → en", "p")]
     last = updates[-1]

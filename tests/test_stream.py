@@ -12,12 +12,12 @@ import torch
 from transformers import LogitsProcessor
 
 from infer.translate import Request, Translator
-from sts.codec.streaming import joined_difference
+from sts.codec.stream_decode import joined_difference
 from sts.generation import RAS_SAMPLING, GenerationRequest, Sampling, TransformersBackend, allowed_token_ids
 from sts.testing import synthetic_utterance
 
 HOP = 320
-XCODEC2_TINY_MIN_SNR_DB = 5.0  # sts.codec.streaming's documented bound for the tiny random XCodec2
+XCODEC2_TINY_MIN_SNR_DB = 5.0  # sts.codec.stream_decode's documented bound for the tiny random XCodec2
 SAMPLINGS = {
     "greedy": Sampling(do_sample=False),
     "sampled": Sampling(temperature=1.0, top_p=0.95),
@@ -250,10 +250,11 @@ def model_dir(lm, extended_lm_dir, codec_dir, tmp_path_factory):
 
 
 def test_cli_stream_grows_the_wav_and_ends_with_runs_output(model_dir, tmp_path, capsys):
-    from infer.cli import InferConfig, main
-    from infer.cli import run as run_cli
+    from infer.cli import main
+    from infer.run import InferConfig
+    from infer.run import run as run_cli
     from sts.audio import write_audio
-    from sts.config import parse_cli
+    from sts.cli import parse_cli
 
     write_audio(tmp_path / "in.wav", _source())
     out, plain = tmp_path / "out.wav", tmp_path / "plain.wav"

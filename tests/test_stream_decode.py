@@ -1,4 +1,4 @@
-"""Chunked decoding (`sts.codec.streaming`) and the growing wav: the joined chunks stay within the
+"""Chunked decoding (`sts.codec.stream_decode`) and the growing wav: the joined chunks stay within the
 documented distance of the whole decode, for the demo codec and the tiny XCodec2."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import pytest
 import soundfile as sf
 
 from sts.audio import GrowingWav
-from sts.codec.streaming import StreamSettings, joined_difference
+from sts.codec.stream_decode import StreamSettings, joined_difference
 from sts.testing import synthetic_utterance
 
 HOP = 320
-# The bounds the module docstring of sts.codec.streaming documents for the default settings.
+# The bounds the module docstring of sts.codec.stream_decode documents for the default settings.
 DEMO_MIN_SNR_DB, DEMO_MAX_ABS = 50.0, 0.01
 XCODEC2_TINY_MIN_SNR_DB = 5.0
 

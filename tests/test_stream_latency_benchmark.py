@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_stream_latency_reports_simuleval_metrics(monkeypatch, tmp_path):
-    spec = importlib.util.spec_from_file_location("stream_latency", ROOT / "benchmarks" / "stream_latency.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("stream_latency")
     monkeypatch.setattr(sys, "argv", ["stream_latency.py"])
     result = bench.main(["--mode", "tiny", "--new-tokens", "30", "--repeats", "1", "--source-seconds", "1.5"])
     rows = {r["path"]: r for r in result["rows"]}

@@ -39,7 +39,7 @@ def test_not_japanese(text):
 
 
 def test_infer_cli_uses_the_one_detector():
-    import infer.cli
+    import infer.run
     import sts.text
 
-    assert infer.cli.text_language is sts.text.text_language
+    assert infer.run.text_language is sts.text.text_language

@@ -6,33 +6,26 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import SpeechVocab
 from train.axolotl import AXOLOTL_COLUMNS, store_rows
 from train.cli import main
-from train.config import CONFIG_DIR
-from train.testing import write_tiny_encoded_shards
+from train.testing import tiny_cli_args
 from train.token_cache import DocWriter
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
 
 
 def export(stage, model, shards, tmp_path, *extra):
     out = tmp_path / "axolotl"
-    args = [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model), "--shards",
-            *map(str, shards), "--out-dir", str(tmp_path / "run"), "--export-axolotl", str(out), *extra]  # fmt: skip
-    assert main(args) == 0
+    assert (
+        main(tiny_cli_args(stage, model, shards, tmp_path / "run", "--export-axolotl", str(out), *extra)) == 0
+    )
     return out
 
 
 def test_sft_export_schema_and_yaml(extended_lm_dir, shards, tmp_path):
-    out = export("sft", extended_lm_dir, shards, tmp_path, "--lora-r", "8")
+    out = export("sft", extended_lm_dir, shards, tmp_path, "--lora.r", "8")
     assert not list((tmp_path / "run").glob("checkpoint-*")), "export does not train"
     text = (out / "axolotl.yaml").read_text()
     cfg = yaml.safe_load(text)
@@ -74,7 +67,9 @@ def test_sft_export_schema_and_yaml(extended_lm_dir, shards, tmp_path):
 
 
 def test_cpt_export_cuts_long_documents(extended_lm_dir, shards, tmp_path):
-    out = export("cpt", extended_lm_dir, shards, tmp_path, "--seq-len", "16", "--eval-fraction", "0")
+    out = export(
+        "cpt", extended_lm_dir, shards, tmp_path, "--data.seq-len", "16", "--data.eval-fraction", "0"
+    )
     cfg = yaml.safe_load((out / "axolotl.yaml").read_text())
     assert "test_datasets" not in cfg and "eval_steps" not in cfg
     rows = pq.read_table(out / "data" / "train.parquet").to_pylist()
@@ -92,8 +87,8 @@ def test_store_rows_pieces():
 
 
 def test_export_dtype_and_packing_follow_the_config(extended_lm_dir, shards, tmp_path):
-    out = export("sft", extended_lm_dir, shards, tmp_path, "--precision", "bf16",
-                 "--attn-implementation", "paged_attention")  # fmt: skip
+    out = export("sft", extended_lm_dir, shards, tmp_path, "--runtime.precision", "bf16",
+                 "--runtime.attn-implementation", "paged_attention")  # fmt: skip
     text = (out / "axolotl.yaml").read_text()
     cfg = yaml.safe_load(text)
     assert (cfg["bf16"], cfg["fp16"]) == (True, False) and "# dtype: bf16" in text

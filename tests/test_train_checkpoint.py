@@ -18,19 +18,8 @@ from train.checkpoint import (
     safetensors_problem,
 )
 from train.cli import main
-from train.config import CONFIG_DIR
-from train.metrics import read_metrics
-from train.testing import write_tiny_encoded_shards
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
-
-
-def cli_args(stage, model, shards, out_dir, *extra):
-    return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
-            "--shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
+from train.logger import read_metrics
+from train.testing import tiny_cli_args
 
 
 def truncate(path, keep: int) -> None:
@@ -68,7 +57,7 @@ def test_safetensors_and_checkpoint_problems(tmp_path):
 
 def test_resume_passes_over_a_truncated_newest_checkpoint(extended_lm_dir, shards, tmp_path, capsys):
     out = tmp_path / "cpt"
-    args = cli_args("cpt", extended_lm_dir, shards, out)
+    args = tiny_cli_args("cpt", extended_lm_dir, shards, out)
     assert main(args) == 0
     straight = {r["step"]: r["loss"] for r in read_metrics(out)}
     newest = latest_checkpoint(out)
@@ -98,7 +87,7 @@ def test_resume_passes_over_a_truncated_newest_checkpoint(extended_lm_dir, shard
 def lora_checkpoint(extended_lm_dir, shards, tmp_path_factory):
     pytest.importorskip("peft")
     out = tmp_path_factory.mktemp("lora") / "run"
-    assert main(cli_args("sft", extended_lm_dir, shards, out, "--lora-r", "4", "--eval-every", "0")) == 0
+    assert main(tiny_cli_args("sft", extended_lm_dir, shards, out, "--lora.r", "4", "--eval.every", "0")) == 0
     return latest_checkpoint(out)
 
 
@@ -110,7 +99,7 @@ def test_merge_lora_gives_a_plain_folder_with_the_same_outputs(lora_checkpoint, 
     from sts.testing import save_tiny_xcodec2
 
     merged = tmp_path / "merged"
-    assert main(["merge-lora", str(lora_checkpoint), str(merged)]) == 0
+    assert main(["merge-lora", str(lora_checkpoint), "-o", str(merged)]) == 0
     assert not (merged / "adapter_config.json").exists() and (merged / "model.safetensors").is_file()
     assert SpeechVocab.load(merged) == SpeechVocab.load(extended_lm_dir)
     note = json.loads((merged / "merged_from.json").read_text())
@@ -135,11 +124,14 @@ def test_merge_lora_gives_a_plain_folder_with_the_same_outputs(lora_checkpoint, 
 
 
 def test_merge_lora_errors_are_one_line(lora_checkpoint, extended_lm_dir, tmp_path, capsys):
-    assert main(["merge-lora", str(extended_lm_dir), str(tmp_path / "m")]) == 2
+    assert main(["merge-lora", str(extended_lm_dir), "-o", str(tmp_path / "m")]) == 2
     assert "not a LoRA checkpoint" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
-    assert main(["merge-lora", str(lora_checkpoint), str(tmp_path / "taken")]) == 2
+    assert main(["merge-lora", str(lora_checkpoint), "-o", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["merge-lora", str(lora_checkpoint), str(tmp_path / "m"), "--base-model", str(tmp_path)]) == 2
+    assert (
+        main(["merge-lora", str(lora_checkpoint), "-o", str(tmp_path / "m"), "--base-model", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("sts-train merge-lora: error: ") and "cannot load its base model" in err

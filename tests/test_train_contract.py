@@ -18,7 +18,7 @@ from train.cli import main
 from train.config import CONFIG_DIR
 from train.contract import CorpusContractError
 from train.data import build_doc_stores, speech_doc
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.rows import InvalidCodesError
 from train.testing import shard_entries, tiny_config, write_tiny_encoded_shards
 
@@ -63,23 +63,25 @@ def test_a_codec_mismatch_is_refused_naming_both_values_and_files(
     assert (
         str(tmp_path / "corpus" / CARD_NAME) in message and str(extended_lm_dir / "sts_vocab.json") in message
     )
-    assert all(s in message for s in shown) and "--allow-codec-name-mismatch" not in message
+    assert all(s in message for s in shown) and "--data.allow-codec-name-mismatch" not in message
     assert not (tmp_path / "run" / "token_cache").exists()  # refused before tokenizing
     # the override for names does not cover a real difference
     with pytest.raises(CodecMismatchError):
         stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "run",
-               allow_codec_name_mismatch=True)  # fmt: skip
+               data__allow_codec_name_mismatch=True)  # fmt: skip
 
 
 def test_a_name_only_mismatch_needs_the_explicit_flag(
     extended_lm_dir, extended_tokenizer, speech_vocab, tmp_path
 ):
     shards = write_tiny_encoded_shards(tmp_path / "corpus", codec="/models/xcodec2-hf")
-    with pytest.raises(CodecMismatchError, match="only the names differ.*--allow-codec-name-mismatch") as err:
+    with pytest.raises(
+        CodecMismatchError, match="only the names differ.*--data.allow-codec-name-mismatch"
+    ) as err:
         stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "a")
     assert "'/models/xcodec2-hf'" in str(err.value) and "'HKUSTAudio/xcodec2-hf'" in str(err.value)
     train, _ = stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "b",
-                      allow_codec_name_mismatch=True)  # fmt: skip
+                      data__allow_codec_name_mismatch=True)  # fmt: skip
     assert train.num_docs > 0
 
 
@@ -88,11 +90,11 @@ def test_unrecorded_and_unencoded_corpora_are_refused(
 ):
     shards = write_tiny_encoded_shards(tmp_path / "bare", codec=None)  # codes, but no corpus.json
     with pytest.raises(
-        CorpusContractError, match=r"corpus.json: no codec record.*sts-encode .*--allow-unrecorded"
+        CorpusContractError, match=r"corpus.json: no codec record.*sts-encode .*--data.allow-unrecorded"
     ):
         stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "a")
     train, _ = stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "b",
-                      allow_unrecorded_codec=True)  # fmt: skip
+                      data__allow_unrecorded_codec=True)  # fmt: skip
     assert train.num_docs > 0
 
     plain = write_tiny_encoded_shards(tmp_path / "plain")
@@ -103,13 +105,13 @@ def test_unrecorded_and_unencoded_corpora_are_refused(
         match=r"part-00000-of-00002.parquet: no src_codes/tgt_codes.*not encoded.*sts-encode .*plain --codec",
     ):
         stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, plain, tmp_path / "c",
-               allow_unrecorded_codec=True)  # fmt: skip
+               data__allow_unrecorded_codec=True)  # fmt: skip
 
 
 def test_the_cli_says_what_is_wrong_in_one_line(extended_lm_dir, tmp_path, capsys):
     write_tiny_encoded_shards(tmp_path / "corpus", num_codes=512)
     args = ["cpt", "--config", str(CONFIG_DIR / "tiny_cpt.yaml"), "--model", str(extended_lm_dir),
-            "--shards", str(tmp_path / "corpus"), "--out-dir", str(tmp_path / "run")]  # fmt: skip
+            "--data.shards", str(tmp_path / "corpus"), "--out-dir", str(tmp_path / "run")]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sts-train cpt: error: codec mismatch:") and "\n" not in err
@@ -130,7 +132,7 @@ def test_an_out_of_range_code_stops_with_shard_row_and_value(
             stores(stage, extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / stage)
         message = str(err.value)
         assert f"{shards[1]}: row 'tiny-1-7': src_codes[0] = -2 is outside [0, 1024)" in message
-        assert "--skip-invalid-codes" in message
+        assert "--data.skip-invalid-codes" in message
 
 
 def test_skip_invalid_codes_counts_them_in_the_header_the_log_and_the_metrics(
@@ -140,7 +142,7 @@ def test_skip_invalid_codes_counts_them_in_the_header_the_log_and_the_metrics(
     rewrite_rows(shards[1], _bad_code)
     with caplog.at_level(logging.WARNING, logger="train.data"):
         train, held_out = stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards,
-                                 tmp_path / "sft", skip_invalid_codes=True)  # fmt: skip
+                                 tmp_path / "sft", data__skip_invalid_codes=True)  # fmt: skip
     counts = [s.header["counts"] for s in (train, held_out)]
     assert sum(c["skipped_invalid_codes"] for c in counts) == 2  # rows
     assert train.num_docs + held_out.num_docs == 240 - 2 * 10  # 10 samples per row
@@ -148,7 +150,7 @@ def test_skip_invalid_codes_counts_them_in_the_header_the_log_and_the_metrics(
 
     out = tmp_path / "run"
     args = ["cpt", "--config", str(CONFIG_DIR / "tiny_cpt.yaml"), "--model", str(extended_lm_dir),
-            "--shards", str(tmp_path / "corpus"), "--out-dir", str(out), "--skip-invalid-codes", "--max-steps", "1"]  # fmt: skip
+            "--data.shards", str(tmp_path / "corpus"), "--out-dir", str(out), "--data.skip-invalid-codes", "--optim.max-steps", "1"]  # fmt: skip
     assert main(args) == 0
     data = read_metrics(out, kind="data")
     assert data[0]["skipped_invalid_codes"] == 2 and data[0]["kept"] == 48 - 4
@@ -163,16 +165,14 @@ def test_other_skips_are_counted_by_reason(extended_lm_dir, extended_tokenizer, 
         rows[2]["tgt_lang"] = rows[2]["src_lang"]  # no translation pair: the row is left out
 
     rewrite_rows(shards[0], spoil)
-    sft = stores(
-        "sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "sft", eval_fraction=0.0
-    )
+    sft = stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "sft",
+                 data__eval_fraction=0.0)  # fmt: skip
     counts = sft[0].header["counts"]
     assert counts["skipped_special_text"] == 5 and counts["skipped_missing_side"] == 5
     assert counts["skipped_bad_languages"] == 1 and counts["skipped_invalid_codes"] == 0
     assert sft[0].num_docs == 6 * 10 - 5 - 5 - 10
-    cpt = stores(
-        "cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "cpt", eval_fraction=0.0
-    )
+    cpt = stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "cpt",
+                 data__eval_fraction=0.0)  # fmt: skip
     assert cpt[0].header["counts"]["skipped_missing_side"] == 1 and cpt[0].num_docs == 11
 
 
@@ -189,9 +189,8 @@ def test_arrow_row_path_gives_the_reference_documents(
 
     rewrite_rows(shards[0], gaps)
     rows = [r for s in shards for r in pq.read_table(s).to_pylist()]
-    cpt, _ = stores(
-        "cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "cpt", eval_fraction=0.0
-    )
+    cpt, _ = stores("cpt", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "cpt",
+                    data__eval_fraction=0.0)  # fmt: skip
     expected = [
         (f"speech_{row[f'{side}_lang']}", np.append(speech_doc(speech_vocab, row[f"{side}_codes"]), extended_tokenizer.eos_token_id))
         for row in rows
@@ -203,9 +202,8 @@ def test_arrow_row_path_gives_the_reference_documents(
         np.testing.assert_array_equal(cpt.doc(d)[0], ids)
         assert cpt.group_names[cpt.groups[d]] == group
 
-    sft, _ = stores(
-        "sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "sft", eval_fraction=0.0
-    )
+    sft, _ = stores("sft", extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path / "sft",
+                    data__eval_fraction=0.0)  # fmt: skip
     reference = TaskFormatter(extended_tokenizer, speech_vocab, cache_templates=False)
     row = rows[0]  # ja -> en
     sample = reference.build(

@@ -11,14 +11,9 @@ from sts.tasks import IGNORE_INDEX
 from train import data as train_data
 from train.data import build_doc_stores, speech_doc
 from train.packing import PackedStream
-from train.testing import tiny_config, write_tiny_encoded_shards
+from train.testing import tiny_config
 from train.token_cache import CACHE_FORMAT, DocStore, DocWriter
 from train.trainer import mixture_weights
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +27,7 @@ def test_worker_processes_tokenize_the_same_documents(
     extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path
 ):
     one = tiny_config("sft", extended_lm_dir, shards, tmp_path / "one")
-    two = tiny_config("sft", extended_lm_dir, shards, tmp_path / "two", tokenize_workers=2)
+    two = tiny_config("sft", extended_lm_dir, shards, tmp_path / "two", data__tokenize_workers=2)
     (a, a_eval), (b, b_eval) = (build_doc_stores(c, extended_tokenizer, speech_vocab) for c in (one, two))
     for x, y in ((a, b), (a_eval, b_eval)):
         assert x.group_names == y.group_names and x.header["counts"] == y.header["counts"]
@@ -121,7 +116,7 @@ def test_sft_stores_cover_every_task_and_direction(sft_stores, speech_vocab):
 def test_sft_full_loss_and_overlong_counts(
     extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path
 ):
-    full = tiny_config("sft", extended_lm_dir, shards, tmp_path / "full", loss_mask="full")
+    full = tiny_config("sft", extended_lm_dir, shards, tmp_path / "full", sft__loss_mask="full")
     store, _ = build_doc_stores(full, extended_tokenizer, speech_vocab)
     ids, labels = store.doc(0)
     assert (labels[1:] == ids[1:]).all() and labels[0] == IGNORE_INDEX
@@ -129,12 +124,14 @@ def test_sft_full_loss_and_overlong_counts(
     lengths = store.lengths
     cut = int(np.median(lengths))
     dropped, _ = build_doc_stores(
-        tiny_config("sft", extended_lm_dir, shards, tmp_path / "drop", seq_len=cut),
+        tiny_config("sft", extended_lm_dir, shards, tmp_path / "drop", data__seq_len=cut),
         extended_tokenizer,
         speech_vocab,
     )
     trimmed, _ = build_doc_stores(
-        tiny_config("sft", extended_lm_dir, shards, tmp_path / "trim", seq_len=cut, overlong="trim"),
+        tiny_config(
+            "sft", extended_lm_dir, shards, tmp_path / "trim", data__seq_len=cut, data__overlong="trim"
+        ),
         extended_tokenizer,
         speech_vocab,
     )
@@ -149,7 +146,7 @@ def test_cpt_documents_speech_and_text(extended_lm_dir, extended_tokenizer, spee
     text = tmp_path / "text.txt"
     text.write_text("hello world\n\nthe station is there\n\n\nmore text here\n")
     cfg = tiny_config(
-        "cpt", extended_lm_dir, shards, tmp_path / "cpt", text_files=[str(text)], eval_fraction=0.0
+        "cpt", extended_lm_dir, shards, tmp_path / "cpt", cpt__text_files=[str(text)], data__eval_fraction=0.0
     )
     store, eval_store = build_doc_stores(cfg, extended_tokenizer, speech_vocab)
     assert eval_store.num_docs == 0 and store.labels is None
@@ -184,7 +181,7 @@ def test_token_cache_is_reused(
     assert np.array_equal(first.tokens, second.tokens)
     # a changed input (another eval split) is a different cache
     monkeypatch.undo()
-    cfg.eval_fraction = 0.5
+    cfg.data.eval_fraction = 0.5
     build_doc_stores(cfg, extended_tokenizer, speech_vocab)
     assert len(list(cfg.token_cache_dir.iterdir())) == 4
 
@@ -258,11 +255,11 @@ def test_mixture_follows_group_weights():
 
 
 def test_mixture_weights_split_a_task_over_its_directions(tmp_path):
-    cfg = tiny_config("sft", "m", [], tmp_path, task_weights={"s2st": 2.0, "asr": 1.0, "tts": 1.0})
+    cfg = tiny_config("sft", "m", [], tmp_path, sft__task_weights={"s2st": 2.0, "asr": 1.0, "tts": 1.0})
     w = mixture_weights(cfg, ["s2st:ja-en", "s2st:en-ja", "asr:ja", "asr:en", "tts:ja", "t2tt:ja-en"])
     assert w["s2st:ja-en"] == pytest.approx(0.25) and w["asr:ja"] == pytest.approx(0.125)
     assert w["t2tt:ja-en"] == 0.0 and sum(w.values()) == pytest.approx(1.0)
-    cpt = tiny_config("cpt", "m", [], tmp_path, speech_weight=0.8)
+    cpt = tiny_config("cpt", "m", [], tmp_path, cpt__speech_weight=0.8)
     w = mixture_weights(cpt, ["speech_ja", "speech_en", "text"])
     assert w == pytest.approx({"speech_ja": 0.4, "speech_en": 0.4, "text": 0.2})
 
@@ -278,8 +275,8 @@ def test_cpt_text_from_a_streamed_dataset(
     folder.mkdir()
     docs = [f"article number {i} about trains" for i in range(10)]
     pq.write_table(pa.table({"text": docs, "id": list(range(10))}), folder / "part-0.parquet")
-    cfg = tiny_config("cpt", extended_lm_dir, shards, tmp_path / "cpt", text_datasets=[f"{folder}::train"],
-                      text_max_docs=4, eval_fraction=0.0)  # fmt: skip
+    cfg = tiny_config("cpt", extended_lm_dir, shards, tmp_path / "cpt", cpt__text_datasets=[f"{folder}::train"],
+                      cpt__text_max_docs=4, data__eval_fraction=0.0)  # fmt: skip
     store, _ = build_doc_stores(cfg, extended_tokenizer, speech_vocab)
     text = store.group_names.index("text")
     text_docs = np.flatnonzero(store.groups == text)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from sts.config import make_config
 from sts.generation import allowed_token_ids
 from train.checkpoint import list_checkpoints
 from train.cli import main
@@ -20,23 +21,13 @@ from train.config import CONFIG_DIR, TrainConfig
 from train.dev_subset import build_dev_subset, row_budget
 from train.gen_eval import GenEvaluator, evaluate_generation, generation_lm
 from train.gen_metrics import early_stop_reason, flatten, headline, summarize
-from train.metrics import read_metrics
+from train.logger import read_metrics
 from train.rows import is_eval_row
-from train.testing import tiny_config, write_tiny_encoded_shards
+from train.testing import tiny_cli_args, tiny_config
 
 GROUPS = {"s2st:ja-en", "s2st:en-ja", "s2tt:ja-en", "s2tt:en-ja", "t2tt:ja-en", "t2tt:en-ja",
           "asr:ja", "asr:en", "tts:ja", "tts:en"}  # fmt: skip
 SPEECH_GROUPS = {g for g in GROUPS if g.startswith(("s2st", "tts"))}
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
-
-
-def cli_args(stage, model, shards, out_dir, *extra):
-    return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
-            "--shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
 
 
 def tiny_lm(model_dir):
@@ -50,25 +41,25 @@ def tiny_lm(model_dir):
 
 def test_sft_log_shows_generation_metrics_at_each_eval(extended_lm_dir, shards, tmp_path, capsys):
     out = tmp_path / "sft"
-    assert main(cli_args("sft", extended_lm_dir, shards, out)) == 0
+    assert main(tiny_cli_args("sft", extended_lm_dir, shards, out)) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gen_eval step")]
     assert [line.split(" | ")[0] for line in printed] == ["gen_eval step 2/4", "gen_eval step 4/4"]
     assert " | speech out n 8 loop " in printed[0] and " | text out n 12 loop " in printed[0]
     assert "chrF++" in printed[0] and printed[0].endswith(" s")
 
     records = read_metrics(out, kind="gen_eval")
-    assert [r["step"] for r in records] == [2, 4]  # the evals of tiny_sft.yaml (eval_every 2)
+    assert [r["step"] for r in records] == [2, 4]  # the evals of tiny_sft.yaml (eval.every 2)
     for record in records:
         groups = {k.split("/")[1] for k in record if k.startswith("gen/") and k.count("/") == 2}
         assert groups == GROUPS | {"speech_out", "text_out"}
         for group in GROUPS:
-            assert record[f"gen/{group}/n"] == 2  # gen_eval_samples 2
+            assert record[f"gen/{group}/n"] == 2  # eval.samples 2
             for metric in ("loop_rate", "end_marker_rate", "stray_id_rate"):
                 assert 0.0 <= record[f"gen/{group}/{metric}"] <= 1.0
             assert record[f"gen/{group}/length_ratio_median"] >= 0.0
         for group in GROUPS - SPEECH_GROUPS:
             assert 0.0 <= record[f"gen/{group}/chrf"] <= 100.0
-        assert not any(k.endswith("/asr_chrf") for k in record)  # tiny_sft.yaml: gen_eval_asr none
+        assert not any(k.endswith("/asr_chrf") for k in record)  # tiny_sft.yaml: eval.asr none
         assert record["gen/speech_out/n"] == 8 and record["gen/text_out/n"] == 12
         assert record["gen/seconds"] > 0
     assert (out / "gen_eval.png").stat().st_size > 1000
@@ -78,7 +69,7 @@ def test_sft_log_shows_generation_metrics_at_each_eval(extended_lm_dir, shards, 
 
 def test_cpt_decodes_speech_continuations(extended_lm_dir, shards, tmp_path):
     out = tmp_path / "cpt"
-    assert main(cli_args("cpt", extended_lm_dir, shards, out, "--eval-every", "4")) == 0
+    assert main(tiny_cli_args("cpt", extended_lm_dir, shards, out, "--eval.every", "4")) == 0
     (record,) = read_metrics(out, kind="gen_eval")
     assert record["gen/continue:speech_ja/n"] == 2 and record["gen/continue:speech_en/n"] == 2
     assert record["gen/speech_out/n"] == 4 and "gen/text_out/n" not in record
@@ -90,7 +81,7 @@ def test_cpt_decodes_speech_continuations(extended_lm_dir, shards, tmp_path):
 def test_dev_subset_is_fixed_and_held_out(
     extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path
 ):
-    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, gen_eval_samples=3)
+    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, eval__samples=3)
     items = build_dev_subset(cfg, extended_tokenizer, speech_vocab)
     again = build_dev_subset(cfg, extended_tokenizer, speech_vocab)
     assert [(i.group, i.row_id, i.prompt.tolist()) for i in items] == [
@@ -98,14 +89,14 @@ def test_dev_subset_is_fixed_and_held_out(
     ]
     assert {i.group for i in items} == GROUPS
     assert all(sum(i.group == g for i in items) == 3 for g in GROUPS)
-    assert all(is_eval_row(i.row_id, cfg.eval_fraction) for i in items)
+    assert all(is_eval_row(i.row_id, cfg.data.eval_fraction) for i in items)
     for i in items:
         assert i.output == ("speech" if i.group in SPEECH_GROUPS else "text")
-        assert i.max_new_tokens == row_budget(i.ref_len, i.output, 50.0, cfg.gen_eval_max_new_tokens)
+        assert i.max_new_tokens == row_budget(i.ref_len, i.output, 50.0, cfg.eval.max_new_tokens)
         if i.output == "speech":  # the speech start marker is prefilled, as sts-infer does
             assert i.prompt[-1] == speech_vocab.speech_start_id
 
-    no_split = dataclasses.replace(cfg, eval_fraction=0.0)
+    no_split = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, eval_fraction=0.0))
     first = build_dev_subset(no_split, extended_tokenizer, speech_vocab)
     assert {i.row_id for i in first} == {"tiny-0-0", "tiny-0-1", "tiny-0-2"}  # the first corpus rows
 
@@ -155,7 +146,7 @@ def dev_items(cfg, tokenizer, vocab, speech_budget, text_budget):
 def test_a_model_forced_to_loop_scores_loop_rate_one(
     extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path
 ):
-    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, gen_eval_fast=False)
+    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, eval__fast=False)
     items = dev_items(cfg, extended_tokenizer, speech_vocab, speech_budget=130, text_budget=40)
     text_id = int(allowed_token_ids(speech_vocab, extended_tokenizer, "text")[20])
     lm = forced(tiny_lm(extended_lm_dir), speech_vocab.speech_token_offset + 7, text_id)
@@ -175,7 +166,7 @@ def test_a_model_forced_to_loop_scores_loop_rate_one(
 def test_forced_lengths_give_exact_ratios_and_end_markers(
     extended_lm_dir, extended_tokenizer, speech_vocab, shards, tmp_path
 ):
-    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, gen_eval_fast=False)
+    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, eval__fast=False)
     items = dev_items(cfg, extended_tokenizer, speech_vocab, speech_budget=60, text_budget=30)
     text_id = int(allowed_token_ids(speech_vocab, extended_tokenizer, "text")[20])
     lm = forced(tiny_lm(extended_lm_dir), speech_vocab.speech_token_offset + 7, text_id, end_after=5,
@@ -247,8 +238,8 @@ def test_a_rising_loop_rate_stops_the_run_for_good(extended_lm_dir, shards, tmp_
 
     monkeypatch.setattr(GenEvaluator, "__call__", stub)
     out = tmp_path / "sft"
-    args = cli_args("sft", extended_lm_dir, shards, out, "--max-steps", "8", "--eval-every", "1",
-                    "--save-every", "100", "--early-stop-loop-rate", "0.25", "--early-stop-patience", "2")  # fmt: skip
+    args = tiny_cli_args("sft", extended_lm_dir, shards, out, "--optim.max-steps", "8", "--eval.every", "1",
+                    "--log.save-every", "100", "--eval.early-stop-loop-rate", "0.25", "--eval.early-stop-patience", "2")  # fmt: skip
     assert main(args) == 0
     assert "early stop at step 3: speech loop rate 0.300 > 0.25" in capsys.readouterr().out
     assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
@@ -268,17 +259,17 @@ def test_shipped_configs_decode_at_each_eval():
     # groups per output modality: sft 4 speech-out (s2st, tts) + 6 text-out; cpt 2 continuations
     for name, groups in (("sft_lfm2_350m.yaml", (4, 6)), ("cpt_lfm2_350m.yaml", (2,))):
         cfg = load_config(TrainConfig, CONFIG_DIR / name)
-        assert cfg.gen_eval and cfg.gen_eval_fast and cfg.eval_every > 0 and cfg.gen_eval_temperature == 0.0
+        assert cfg.eval.generate and cfg.eval.fast and cfg.eval.every > 0 and not cfg.eval.sampling.do_sample
         # the cost estimate in TrainConfig.gen_eval assumes one generate call per output modality
-        assert all(cfg.gen_eval_samples * n <= cfg.gen_eval_batch_size for n in groups)
-        assert cfg.gen_eval_max_new_tokens == 1000 and cfg.early_stop_loop_rate is None
+        assert all(cfg.eval.samples * n <= cfg.eval.batch_size for n in groups)
+        assert cfg.eval.max_new_tokens == 1000 and cfg.eval.early_stop_loop_rate is None
 
 
 def test_early_stop_needs_gen_eval():
-    with pytest.raises(ValueError, match="needs gen_eval"):
-        TrainConfig(gen_eval=False, early_stop_loop_rate=0.5)
-    with pytest.raises(ValueError, match="gen_eval_tasks"):
-        TrainConfig(gen_eval_tasks=["karaoke"])
+    with pytest.raises(ValueError, match="needs eval.generate"):
+        make_config(TrainConfig, eval__generate=False, eval__early_stop_loop_rate=0.5)
+    with pytest.raises(ValueError, match="eval.tasks names unknown task"):
+        make_config(TrainConfig, eval__tasks=["karaoke"])
 
 
 # ---------------------------------------------------------------- resume, wrappers, sharding
@@ -287,7 +278,8 @@ def test_early_stop_needs_gen_eval():
 def test_resume_with_sampled_gen_eval_is_exact(extended_lm_dir, shards, tmp_path):
     """Sampling reseeds torch; the RNG is given back, so the steps after a gen eval do not change."""
     out = tmp_path / "sft"
-    args = cli_args("sft", extended_lm_dir, shards, out, "--grad-accum", "2", "--gen-eval-temperature", "0.8")
+    args = tiny_cli_args("sft", extended_lm_dir, shards, out, "--optim.grad-accum", "2",
+                         "--eval.sampling.do-sample", "--eval.sampling.temperature", "0.8")  # fmt: skip
     assert main(args) == 0
     straight = {r["step"]: r["loss"] for r in read_metrics(out)}
     straight_gen = read_metrics(out, kind="gen_eval")
@@ -380,9 +372,9 @@ def test_speech_output_is_scored_by_asr_chrf(
     for result, (_, en) in zip(tts.synthesize([TTSRequest(en, "en") for _, en in PAIRS]), PAIRS, strict=True):
         speech[en] = soxr.resample(result.audio, result.sample_rate, 16000).astype(np.float32)
     codec = MelKMeansCodec.fit(list(speech.values()), codebook_size=256)
-    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, gen_eval_asr="auto", gen_eval_tasks=["tts"],
-                      gen_eval_codec=str(codec.save(tmp_path / "codec")), gen_eval_samples=1,
-                      gen_eval_batch_size=1, gen_eval_fast=False)  # fmt: skip
+    cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path, eval__asr="auto", eval__tasks=["tts"],
+                      eval__codec=str(codec.save(tmp_path / "codec")), eval__samples=1,
+                      eval__batch_size=1, eval__fast=False)  # fmt: skip
     items = [i for i in build_dev_subset(cfg, extended_tokenizer, speech_vocab) if i.group == "tts:en"]
     (item,) = items
     codes = codec.encode([speech[item.ref_text]])[0]
@@ -408,7 +400,7 @@ def test_text_first_sft_decodes_its_chain_at_each_eval(extended_lm_dir, shards, 
     from sts.tasks import load_task_formats
 
     out = tmp_path / "sft-text-first"
-    assert main([*cli_args("sft", extended_lm_dir, shards, out), "--s2st-format", "text-first"]) == 0
+    assert main([*tiny_cli_args("sft", extended_lm_dir, shards, out), "--sft.s2st-format", "text-first"]) == 0
     assert load_task_formats(out / "checkpoint-0000004") == {"s2st": "text-first"}
     [record, _] = read_metrics(out, kind="gen_eval")
     for group in ("s2st:ja-en", "s2st:en-ja"):

@@ -14,25 +14,8 @@ from sts.vocab import SpeechVocab
 from train import trainer
 from train.checkpoint import latest_checkpoint, list_checkpoints
 from train.cli import main
-from train.config import CONFIG_DIR
-from train.metrics import read_metrics
-from train.testing import tiny_config, write_tiny_encoded_shards
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_tiny_encoded_shards(tmp_path_factory.mktemp("encoded"), num_codes=1024)
-
-
-def cli_args(stage, model, shards, out_dir, *extra):
-    return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
-            "--shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
-
-
-def weights_of(checkpoint):
-    from safetensors.torch import load_file
-
-    return load_file(checkpoint / "model.safetensors")
+from train.logger import read_metrics
+from train.testing import checkpoint_weights, tiny_cli_args, tiny_config
 
 
 def test_cpt_cli_runs_and_writes_loadable_checkpoints(extended_lm_dir, shards, tmp_path, capsys):
@@ -41,7 +24,7 @@ def test_cpt_cli_runs_and_writes_loadable_checkpoints(extended_lm_dir, shards, t
     text = tmp_path / "text.txt"
     text.write_text("hello world, this is text.\n\nanother document about stations.\n")
     out = tmp_path / "cpt"
-    assert main(cli_args("cpt", extended_lm_dir, shards, out, "--text-files", str(text))) == 0
+    assert main(tiny_cli_args("cpt", extended_lm_dir, shards, out, "--cpt.text-files", str(text))) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train step")]
     assert len(lines) == 4 and lines[0].startswith("train step 1/4 | loss ")  # one line per step
 
@@ -72,9 +55,8 @@ def test_cpt_cli_runs_and_writes_loadable_checkpoints(extended_lm_dir, shards, t
 
 def test_sft_cli_runs_with_eval_loss_per_task(extended_lm_dir, shards, tmp_path):
     out = tmp_path / "sft"
-    args = cli_args(
-        "sft", extended_lm_dir, shards, out, "--max-steps", "2", "--save-every", "1", "--keep-last", "1"
-    )
+    args = tiny_cli_args("sft", extended_lm_dir, shards, out, "--optim.max-steps", "2", "--log.save-every",
+                         "1", "--log.keep-last", "1")  # fmt: skip
     assert main(args) == 0
     evals = read_metrics(out, kind="eval")
     assert [r["step"] for r in evals] == [2]
@@ -90,7 +72,7 @@ def test_sft_cli_runs_with_eval_loss_per_task(extended_lm_dir, shards, tmp_path)
         "t2tt:en-ja",
     } <= tasks
     assert all(np.isfinite(v) for k, v in evals[0].items() if k.startswith("loss/"))
-    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0000002"]  # keep_last 1
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0000002"]  # log.keep_last 1
 
 
 def test_loss_falls_on_a_repeated_batch(extended_lm_dir, shards, tmp_path):
@@ -103,7 +85,7 @@ def test_loss_falls_on_a_repeated_batch(extended_lm_dir, shards, tmp_path):
     cfg = tiny_config("sft", extended_lm_dir, shards, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(extended_lm_dir)
     store, _ = build_doc_stores(cfg, tokenizer, SpeechVocab.load(extended_lm_dir))
-    arrays = PackedStream(store, None, cfg.seq_len, seed=0).batch(0, 2)
+    arrays = PackedStream(store, None, cfg.data.seq_len, seed=0).batch(0, 2)
     batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
     torch.manual_seed(0)
     model = CausalLMWithLoss(trainer.load_model(cfg), impl="chunked", chunk_tokens=64)
@@ -122,10 +104,10 @@ def test_loss_falls_on_a_repeated_batch(extended_lm_dir, shards, tmp_path):
 @pytest.mark.parametrize("stage", ["cpt", "sft"])
 def test_resume_continues_with_the_same_step_and_loss(extended_lm_dir, shards, tmp_path, stage):
     out = tmp_path / stage
-    args = cli_args(stage, extended_lm_dir, shards, out, "--eval-every", "0", "--grad-accum", "2")
+    args = tiny_cli_args(stage, extended_lm_dir, shards, out, "--eval.every", "0", "--optim.grad-accum", "2")
     assert main(args) == 0
     straight = {r["step"]: r["loss"] for r in read_metrics(out)}
-    final = weights_of(out / "checkpoint-0000004")
+    final = checkpoint_weights(out / "checkpoint-0000004")
 
     # interrupted after the checkpoint at step 2: run the same command again
     shutil.rmtree(out / "checkpoint-0000004")
@@ -135,7 +117,7 @@ def test_resume_continues_with_the_same_step_and_loss(extended_lm_dir, shards, t
     assert sorted(resumed) == [3, 4]
     assert resumed[3] == pytest.approx(straight[3], rel=1e-6, abs=1e-7)
     assert resumed[4] == pytest.approx(straight[4], rel=1e-6, abs=1e-7)
-    again = weights_of(out / "checkpoint-0000004")
+    again = checkpoint_weights(out / "checkpoint-0000004")
     for k in final:
         torch.testing.assert_close(again[k], final[k], rtol=1e-6, atol=1e-7)
 
@@ -161,14 +143,14 @@ def _nan_on_steps(monkeypatch, bad_steps: set[int]):
 def test_nan_loss_step_is_skipped(extended_lm_dir, shards, tmp_path, monkeypatch):
     _nan_on_steps(monkeypatch, {2})
     out = tmp_path / "cpt"
-    assert main(cli_args("cpt", extended_lm_dir, shards, out)) == 0
+    assert main(tiny_cli_args("cpt", extended_lm_dir, shards, out)) == 0
     records = read_metrics(out)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert records[1]["skipped"] == "non-finite loss or gradient" and "loss" not in records[1]
     assert np.isfinite(records[3]["loss"])
     # a skipped step saves nothing (its checkpoint would repeat the last good one); the run goes on
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0000004"]
-    assert all(torch.isfinite(v).all() for v in weights_of(out / "checkpoint-0000004").values())
+    assert all(torch.isfinite(v).all() for v in checkpoint_weights(out / "checkpoint-0000004").values())
 
 
 def test_consecutive_nan_losses_stop_the_run_without_a_nan_checkpoint(
@@ -176,7 +158,11 @@ def test_consecutive_nan_losses_stop_the_run_without_a_nan_checkpoint(
 ):
     _nan_on_steps(monkeypatch, {2, 3, 4})
     out = tmp_path / "cpt"
-    rc = main(cli_args("cpt", extended_lm_dir, shards, out, "--save-every", "1", "--max-bad-steps", "2"))
+    rc = main(
+        tiny_cli_args(
+            "cpt", extended_lm_dir, shards, out, "--log.save-every", "1", "--optim.max-bad-steps", "2"
+        )
+    )
     assert rc == 1
     assert "2 consecutive non-finite steps" in capsys.readouterr().err
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-0000001"]
@@ -206,7 +192,16 @@ def test_checkpoint_with_nan_weights_is_refused(extended_lm_dir, tmp_path):
 
 
 def test_lr_schedule_warmup_then_cosine(tmp_path):
-    cfg = tiny_config("cpt", "m", [], tmp_path, lr=1.0, warmup_steps=4, max_steps=14, min_lr_ratio=0.1)
+    cfg = tiny_config(
+        "cpt",
+        "m",
+        [],
+        tmp_path,
+        optim__lr=1.0,
+        optim__warmup_steps=4,
+        optim__max_steps=14,
+        optim__min_lr_ratio=0.1,
+    )
     f = trainer.lr_lambda(cfg)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(9) == pytest.approx(0.55) and f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
@@ -215,8 +210,8 @@ def test_lr_schedule_warmup_then_cosine(tmp_path):
 def test_accelerate_runtime_matches_the_local_loop_and_resumes(extended_lm_dir, shards, tmp_path):
     pytest.importorskip("accelerate")
     local, acc = tmp_path / "local", tmp_path / "acc"
-    assert main(cli_args("cpt", extended_lm_dir, shards, local, "--distributed", "none")) == 0
-    args = cli_args("cpt", extended_lm_dir, shards, acc, "--distributed", "accelerate")
+    assert main(tiny_cli_args("cpt", extended_lm_dir, shards, local, "--runtime.distributed", "none")) == 0
+    args = tiny_cli_args("cpt", extended_lm_dir, shards, acc, "--runtime.distributed", "accelerate")
     assert main(args) == 0
     assert (
         acc / "checkpoint-0000002" / "train_state" / "model.safetensors"
@@ -237,7 +232,7 @@ def test_lora_trains_adapters_and_resumes(extended_lm_dir, shards, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    args = cli_args("sft", extended_lm_dir, shards, out, "--lora-r", "4", "--eval-every", "0")
+    args = tiny_cli_args("sft", extended_lm_dir, shards, out, "--lora.r", "4", "--eval.every", "0")
     assert main(args) == 0
     last = latest_checkpoint(out)
     assert (last / "adapter_config.json").is_file() and (last / "sts_vocab.json").is_file()
@@ -255,8 +250,8 @@ def test_lora_trains_adapters_and_resumes(extended_lm_dir, shards, tmp_path):
 
 def test_bf16_autocast_and_gradient_checkpointing_run(extended_lm_dir, shards, tmp_path):
     out = tmp_path / "bf16"
-    args = cli_args("sft", extended_lm_dir, shards, out, "--precision", "bf16", "--gradient-checkpointing",
-                    "--max-steps", "2", "--eval-every", "0")  # fmt: skip
+    args = tiny_cli_args("sft", extended_lm_dir, shards, out, "--runtime.precision", "bf16", "--runtime.gradient-checkpointing",
+                    "--optim.max-steps", "2", "--eval.every", "0")  # fmt: skip
     assert main(args) == 0
     records = read_metrics(out)
     assert len(records) == 2 and all(np.isfinite(r["loss"]) for r in records)
@@ -272,7 +267,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(extended_lm_dir, tmp_pa
     ids = torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(0))
     grads = []
     for ckpt in (False, True):
-        cfg = tiny_config("cpt", extended_lm_dir, [], tmp_path, gradient_checkpointing=ckpt)
+        cfg = tiny_config("cpt", extended_lm_dir, [], tmp_path, runtime__gradient_checkpointing=ckpt)
         model = CausalLMWithLoss(trainer.load_model(cfg)).train()
         loss, _ = model(ids, ids)
         loss.backward()
@@ -282,7 +277,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(extended_lm_dir, tmp_pa
 
 
 def test_metric_logger_lines_and_noop(tmp_path, capsys):
-    from train.metrics import MetricLogger
+    from train.logger import MetricLogger
 
     logger = MetricLogger(tmp_path, max_steps=10, backend="none")
     logger.log(3, {"loss": 2.5, "lr": 1e-4, "tokens": 12})
@@ -304,13 +299,20 @@ def test_compiled_layers_train_and_save_plain_checkpoints(extended_lm_dir, shard
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "compiled"
-    assert main(cli_args("cpt", extended_lm_dir, shards, out, "--compile", "--max-steps", "2")) == 0
+    assert (
+        main(
+            tiny_cli_args("cpt", extended_lm_dir, shards, out, "--runtime.compile", "--optim.max-steps", "2")
+        )
+        == 0
+    )
     eager = tmp_path / "eager"
-    assert main(cli_args("cpt", extended_lm_dir, shards, eager, "--max-steps", "2")) == 0
+    assert main(tiny_cli_args("cpt", extended_lm_dir, shards, eager, "--optim.max-steps", "2")) == 0
     got, expected = ({r["step"]: r["loss"] for r in read_metrics(d)} for d in (out, eager))
     assert got == pytest.approx(expected, rel=1e-4)
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-0000002")  # no `_orig_mod.` names
-    assert set(weights_of(out / "checkpoint-0000002")) == set(weights_of(eager / "checkpoint-0000002"))
+    assert set(checkpoint_weights(out / "checkpoint-0000002")) == set(
+        checkpoint_weights(eager / "checkpoint-0000002")
+    )
 
 
 @pytest.mark.slow
@@ -323,9 +325,9 @@ def test_two_process_ddp_matches_one_process(extended_lm_dir, shards, tmp_path):
     from pathlib import Path
 
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    assert main(cli_args("cpt", extended_lm_dir, shards, single)) == 0
+    assert main(tiny_cli_args("cpt", extended_lm_dir, shards, single)) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "train.cli",
-           *cli_args("cpt", extended_lm_dir, shards, ddp, "--batch-size", "1")]  # fmt: skip
+           *tiny_cli_args("cpt", extended_lm_dir, shards, ddp, "--optim.batch-size", "1")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)

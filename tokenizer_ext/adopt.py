@@ -1,12 +1,12 @@
 """Adopt the speech block a model already has (Llasa's layout) instead of adding a second one.
 
-    sts-extend-tokenizer HKUSTAudio/Llasa-1B runs/llasa-1b-adopted               # --mode auto finds it
-    sts-extend-tokenizer NandemoGHS/Anime-Llasa-3B runs/anime-llasa-3b-adopted --mode adopt
+    sts-extend-tokenizer HKUSTAudio/Llasa-1B -o runs/llasa-1b-adopted               # --mode auto finds it
+    sts-extend-tokenizer NandemoGHS/Anime-Llasa-3B -o runs/anime-llasa-3b-adopted --mode adopt
 
 Why: Llasa-1B/3B (and the Japanese Anime-Llasa-3B) hold the same 65,536 XCodec2 tokens as our
 vocabulary and were trained on ~250k h of text -> speech, so they start CPT/SFT already speaking,
 where an extended text LM starts from mean-initialised speech rows. Adoption writes `sts_vocab.json`
-for the existing block (`sts.llasa` finds and verifies it) and saves the weights and tokenizer
+for the existing block (`sts.llasa_layout` finds and verifies it) and saves the weights and tokenizer
 unchanged; only an embedding matrix with fewer rows than the vocabulary needs is grown (new rows at
 the mean, padded to `pad_to_multiple_of`). CPT, SFT, `sts-infer` and `sts-eval` then run unchanged.
 
@@ -19,7 +19,7 @@ or output is said by the chat turn it sits in, as for every sts model.
 
 from __future__ import annotations
 
-from sts.llasa import SPEECH_END, SPEECH_START, LlasaLayout
+from sts.llasa_layout import SPEECH_END, SPEECH_START, LlasaLayout
 from sts.vocab import SpeechVocab, VocabError, round_up
 from tokenizer_ext.embeddings import grow_embeddings
 

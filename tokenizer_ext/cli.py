@@ -1,4 +1,4 @@
-"""`sts-extend-tokenizer BASE_MODEL OUT_DIR [--mode auto|extend|adopt]`: flags -> `extend_tokenizer`.
+"""`sts-extend-tokenizer BASE_MODEL -o OUT_DIR [--mode auto|extend|adopt]`: flags -> `extend_tokenizer`.
 
 Expected failures (an existing output, an already extended base, an almost-Llasa layout, a model
 folder that does not exist or is damaged, a full disk) print one line naming the model and the problem
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sts.config import parse_cli
+from sts.cli import parse_cli
 from sts.errors import cli_main
 from sts.vocab import SPEECH_START_TOKEN
 from tokenizer_ext.extend import ExtendConfig, extend_tokenizer

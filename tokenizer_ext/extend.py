@@ -1,7 +1,7 @@
 """Extend a Hugging Face causal LM with speech tokens: tokenizer, embeddings and `sts_vocab.json`.
 
-    sts-extend-tokenizer LiquidAI/LFM2-350M runs/lfm2-350m-speech --num-speech-tokens 65536
-    sts-extend-tokenizer HKUSTAudio/Llasa-1B runs/llasa-1b-adopted      # already speaks: adopted
+    sts-extend-tokenizer LiquidAI/LFM2-350M -o runs/lfm2-350m-speech --num-speech-tokens 65536
+    sts-extend-tokenizer HKUSTAudio/Llasa-1B -o runs/llasa-1b-adopted      # already speaks: adopted
 
 or from Python:
 
@@ -25,14 +25,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import tyro
+from annotated_types import Ge, Gt
 
 from sts.config import save_config
 from sts.errors import InputError
 from sts.io import staged_dir
-from sts.llasa import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
+from sts.llasa_layout import LlasaLayout, LlasaLayoutError, find_llasa_layout, has_llasa_tokens
 from sts.model_files import check_model_files, resolve_model
 from sts.vocab import (
     SPEECH_END_TOKEN,
@@ -65,22 +66,25 @@ class ExtendConfig:
 
     base_model: tyro.conf.Positional[str]
     """Hugging Face id or local directory of the causal LM to extend (e.g. LiquidAI/LFM2-350M)."""
-    out_dir: tyro.conf.Positional[Path]
-    """Output directory; must not exist unless --overwrite."""
-    num_speech_tokens: int = 65536
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
+    """Output folder; must not exist unless --overwrite."""
+    num_speech_tokens: Annotated[int, Ge(1)] = 65536
     """Speech tokens to add: the codec's codebook size (XCodec2: 65,536)."""
-    pad_to_multiple_of: int = 128
+    pad_to_multiple_of: Annotated[int, Ge(1)] = 128
     """Pad the embedding matrix to a multiple of this many rows."""
     codec: str = "HKUSTAudio/xcodec2-hf"
     """Codec whose codes the speech tokens stand for (recorded in sts_vocab.json)."""
-    frame_rate: float = 50.0
+    frame_rate: Annotated[float, Gt(0)] = 50.0
     """Codes per second of that codec (recorded in sts_vocab.json)."""
     overwrite: bool = False
     """Replace out_dir if it exists."""
     mode: Literal["auto", "extend", "adopt"] = "auto"
     """extend: add a new speech block; adopt: use the base's own block in Llasa's layout (markers +
-    `<|s_0|>`..`<|s_{n-1}|>`, see `sts.llasa`); auto: adopt when the tokenizer has any Llasa token,
+    `<|s_0|>`..`<|s_{n-1}|>`, see `sts.llasa_layout`); auto: adopt when the tokenizer has any Llasa token,
     else extend. extend_config.yaml records the mode that ran."""
+
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """`sts-extend-tokenizer BASE OUT_DIR` (the old form) reads as `--out-dir OUT_DIR`."""
 
 
 def extend_tokenizer(cfg: ExtendConfig) -> SpeechVocab:

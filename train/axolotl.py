@@ -11,14 +11,14 @@ loss, aligned with input_ids: the model shifts them), and the YAML gives no `typ
 documents longer than seq_len are cut into pieces.
 
 What the YAML states rather than leaves to axolotl's defaults (each with a comment in the file):
-- dtype: `bf16`/`fp16` explicitly from `--precision` (auto: bf16 when this machine has a CUDA GPU with
+- dtype: `bf16`/`fp16` explicitly from `--runtime.precision` (auto: bf16 when this machine has a CUDA GPU with
   bf16, else fp32). axolotl's `bf16: auto` turns fp16 on where bf16 is missing, e.g. on a CPU,
   where training then fails.
 - paths: `base_model`, the datasets, `dataset_prepared_path` and `output_dir` are absolute, so
   `axolotl train` works from any folder (axolotl reads relative ones against the working folder).
 - packing: axolotl's `sample_packing` keeps packed samples apart only with an attention backend that
   does (axolotl 0.19 `attn_decontaminates_packing`: flash_attention_2/3/4, flex_attention, xformers,
-  sage, sdpa, eager); the export sets `attn_implementation` (`--attn-implementation`, default sdpa)
+  sage, sdpa, eager); the export sets `attn_implementation` (`--runtime.attn-implementation`, default sdpa)
   and turns packing off, saying why, for any other backend. LFM2's short-conv layers run
   axolotl's PyTorch path (it refuses causal-conv1d for LFM2), which lets a packed sample's first two
   tokens see the previous sample's last two, as in `train.packing` without that kernel.
@@ -42,10 +42,12 @@ import yaml
 
 from sts.errors import InputError
 from sts.io import remove_stale_temps, temp_path, write_text_atomic
+from sts.llasa_layout import MARKERS
 from sts.paths import absolute_if_local
 from sts.tasks import IGNORE_INDEX
 from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError
 from train.config import TrainConfig
+from train.packing import PackedStream
 from train.token_cache import DocStore
 
 AXOLOTL_COLUMNS = ("input_ids", "attention_mask", "labels")
@@ -83,9 +85,9 @@ def store_rows(store: DocStore, seq_len: int, order=None):
 
 
 def export_dtype(cfg: TrainConfig) -> str:
-    """ "bf16" or "fp32": `cfg.precision`, with auto meaning bf16 on a CUDA GPU that has it (this machine)."""
-    if cfg.precision != "auto":
-        return cfg.precision
+    """ "bf16" or "fp32": `cfg.runtime.precision`, with auto meaning bf16 on a CUDA GPU that has it (this machine)."""
+    if cfg.runtime.precision != "auto":
+        return cfg.runtime.precision
     import torch
 
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
@@ -96,13 +98,13 @@ def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> 
     export_dir = Path(export_dir).resolve()
     data_dir = export_dir / "data"
     dtype = export_dtype(cfg)
-    attention = cfg.attn_implementation or DEFAULT_ATTENTION
-    packing = cfg.packing and attention in PACKING_SAFE_ATTENTION
+    attention = cfg.runtime.attn_implementation or DEFAULT_ATTENTION
+    packing = cfg.data.packing and attention in PACKING_SAFE_ATTENTION
     comments = [
         f"Written by `sts-train {cfg.stage} --export-axolotl`; run `axolotl train {export_dir / 'axolotl.yaml'}`",
         "in axolotl's own environment (from any folder: every path is absolute), then",
         f"`sts-train adopt-axolotl {Path(cfg.out_dir).resolve() / 'axolotl'} --from {export_dir}`.",
-        f"dtype: {dtype} (from --precision {cfg.precision}); bf16/fp16 are explicit because axolotl's",
+        f"dtype: {dtype} (from --runtime.precision {cfg.runtime.precision}); bf16/fp16 are explicit because axolotl's",
         "`bf16: auto` turns fp16 on where bf16 is missing (a CPU), and training then fails.",
     ]
     if packing:
@@ -110,7 +112,7 @@ def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> 
             f"sample_packing with attn_implementation {attention}: axolotl keeps packed samples apart",
             "(block-diagonal attention); LFM2's short-conv still sees 2 tokens of the previous sample.",
         ]
-    elif cfg.packing:
+    elif cfg.data.packing:
         comments += [
             f"sample_packing is off: attn_implementation {attention} would let packed samples attend to",
             "each other (axolotl keeps them apart only with flash/flex/xformers/sage/sdpa/eager).",
@@ -119,28 +121,28 @@ def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> 
         "base_model": absolute_if_local(cfg.model),
         "datasets": [{"path": str(data_dir / "train.parquet"), "ds_type": "parquet", "split": "train"}],
         "dataset_prepared_path": str(export_dir / "prepared"),
-        "sequence_len": cfg.seq_len,
+        "sequence_len": cfg.data.seq_len,
         "sample_packing": packing,
         "attn_implementation": attention,
-        "micro_batch_size": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "max_steps": cfg.max_steps,
-        "learning_rate": cfg.lr,
+        "micro_batch_size": cfg.optim.batch_size,
+        "gradient_accumulation_steps": cfg.optim.grad_accum,
+        "max_steps": cfg.optim.max_steps,
+        "learning_rate": cfg.optim.lr,
         "lr_scheduler": "cosine",
-        "cosine_min_lr_ratio": cfg.min_lr_ratio,
-        "warmup_steps": cfg.warmup_steps,
+        "cosine_min_lr_ratio": cfg.optim.min_lr_ratio,
+        "warmup_steps": cfg.optim.warmup_steps,
         "optimizer": "adamw_torch_fused" if dtype == "bf16" else "adamw_torch",
-        "adam_beta1": cfg.betas[0],
-        "adam_beta2": cfg.betas[1],
-        "weight_decay": cfg.weight_decay,
-        "max_grad_norm": cfg.max_grad_norm,
+        "adam_beta1": cfg.optim.betas[0],
+        "adam_beta2": cfg.optim.betas[1],
+        "weight_decay": cfg.optim.weight_decay,
+        "max_grad_norm": cfg.optim.max_grad_norm,
         "bf16": dtype == "bf16",
         "fp16": False,
         "tf32": False,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
-        "save_steps": cfg.save_every,
-        "eval_steps": cfg.eval_every or None,
-        "logging_steps": cfg.log_every,
+        "gradient_checkpointing": cfg.runtime.gradient_checkpointing,
+        "save_steps": cfg.log.save_every,
+        "eval_steps": cfg.eval.every or None,
+        "logging_steps": cfg.log.every,
         "seed": cfg.seed,
         "output_dir": str(Path(cfg.out_dir).resolve() / "axolotl"),
     }
@@ -148,9 +150,9 @@ def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> 
         out["test_datasets"] = [
             {"path": str(data_dir / "eval.parquet"), "ds_type": "parquet", "split": "train"}
         ]
-    if cfg.lora_r > 0:
+    if cfg.lora.r > 0:
         out.update(
-            adapter="lora", lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_target_modules=cfg.lora_targets
+            adapter="lora", lora_r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_target_modules=cfg.lora.targets
         )
     return {k: v for k, v in out.items() if v is not None}, comments
 
@@ -166,7 +168,6 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from train.packing import PackedStream
     from train.trainer import mixture_weights
 
     out_dir = Path(out_dir)
@@ -180,14 +181,14 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
         ]
     )
     weights = mixture_weights(cfg, train_store.group_names)
-    probs = PackedStream(train_store, weights, cfg.seq_len, cfg.seed).doc_probs
+    probs = PackedStream(train_store, weights, cfg.data.seq_len, cfg.seed).doc_probs
     order = np.random.default_rng(cfg.seed).choice(train_store.num_docs, size=train_store.num_docs, p=probs)
     for name, store, docs in (("train", train_store, order), ("eval", eval_store, None)):
         tmp = temp_path(data_dir / f"{name}.parquet")
         remove_stale_temps(data_dir, f"{name}.parquet")
         with pq.ParquetWriter(tmp, schema) as writer:  # streamed: a large export never sits in memory
             rows = []
-            for row in store_rows(store, cfg.seq_len, docs):
+            for row in store_rows(store, cfg.data.seq_len, docs):
                 rows.append(row)
                 if len(rows) == 4096:
                     writer.write_table(pa.Table.from_pylist(rows, schema=schema))
@@ -204,14 +205,14 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
 class AdoptConfig:
     """Make an axolotl output folder an sts checkpoint: check its tokenizer, write sts_vocab.json."""
 
-    output_dir: tyro.conf.Positional[Path]
+    checkpoint: tyro.conf.Positional[Path]
     """axolotl's `output_dir` (or one of its checkpoint-N folders): a model or LoRA adapter folder."""
     export_dir: Annotated[Path, tyro.conf.arg(name="from")]
     """The folder `--export-axolotl` wrote (holds sts_vocab.json and axolotl.yaml)."""
 
 
 def adopt_axolotl(cfg: AdoptConfig) -> Path:
-    """Check `cfg.output_dir`'s tokenizer and weights against the export's `sts_vocab.json`, then copy
+    """Check `cfg.checkpoint`'s tokenizer and weights against the export's `sts_vocab.json`, then copy
     it (and axolotl.yaml, as `axolotl_config.yaml`) there; returns the output folder.
 
     Raises `AxolotlError` when the folder holds no model or tokenizer, or they disagree with the
@@ -219,9 +220,7 @@ def adopt_axolotl(cfg: AdoptConfig) -> Path:
     """
     from transformers import AutoTokenizer
 
-    from sts.llasa import MARKERS
-
-    out, export = Path(cfg.output_dir), Path(cfg.export_dir)
+    out, export = Path(cfg.checkpoint), Path(cfg.export_dir)
     if not export.is_dir():
         raise AxolotlError(f"{export}: no such folder (the folder --export-axolotl wrote)")
     vocab = SpeechVocab.load(export / VOCAB_FILE)

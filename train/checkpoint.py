@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,7 +115,6 @@ def torch_file_problem(path: Path) -> str | None:
     """Why `path` is not a whole `torch.save` file (None when it is), from its zip directory alone:
     the directory at the end of the file must be there (a truncated or half-copied file loses it) and
     every member it lists must lie inside the file. The problem starts with the file name."""
-    import zipfile
 
     path = Path(path)
     try:
@@ -217,9 +217,9 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
                 if (Path(cfg.model) / DECODING_FILE).is_file():
                     shutil.copyfile(Path(cfg.model) / DECODING_FILE, tmp / DECODING_FILE)
             else:
-                write_decoding_info(tmp, list_shards(cfg.shards))
+                write_decoding_info(tmp, list_shards(cfg.data.shards))
             if cfg.stage in ("sft", "dpo"):
-                save_task_formats(tmp, cfg.s2st_format)
+                save_task_formats(tmp, cfg.sft.s2st_format)
             save_config(cfg, tmp / "train_config.yaml")
         rt.wait_for_everyone()
         rt.save_state(tmp / "train_state", optimizer)
@@ -230,8 +230,8 @@ def save_checkpoint(rt, model, optimizer, tokenizer, vocab: SpeechVocab, cfg, st
         apply_default_mode(tmp, recursive=True)  # save_pretrained writes its weights 0600
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        if cfg.keep_last > 0:
-            for old, why in prune_list(out_dir, cfg.keep_last):
+        if cfg.log.keep_last > 0:
+            for old, why in prune_list(out_dir, cfg.log.keep_last):
                 if why:
                     rt.print(f"removing damaged {old.name} ({why})")
                 shutil.rmtree(old, ignore_errors=True)

@@ -8,10 +8,10 @@ codes, its frame rate and its codebook size; `sts-extend-tokenizer` records in `
 codec whose codes the speech block holds, its frame rate and `num_speech_tokens`. Codes of another
 codebook or frame rate are meaningless to the model, so a mismatch stops `sts-train` naming both
 values and both files (`sts.vocab.CodecMismatchError`). When only the codec names differ (a hub id
-and a local copy of the same checkpoint), `allow_name_mismatch` (`--allow-codec-name-mismatch`) lets
+and a local copy of the same checkpoint), `allow_name_mismatch` (`--data.allow-codec-name-mismatch`) lets
 training go on. A shard folder without an encode record, or a shard without `src_codes` /
 `tgt_codes`, was not encoded (`CorpusContractError`; run `sts-encode`); `allow_unrecorded`
-(`--allow-unrecorded-codec`) accepts encoded shards whose folder has no record. Every shard a used
+(`--data.allow-unrecorded-codec`) accepts encoded shards whose folder has no record. Every shard a used
 folder's card records must be there as recorded (rows, size, Parquet footer: `sts.corpus.check_shards`):
 a shard deleted or changed since is a `CorpusError` naming it, before its rows could silently
 go missing from (or change in) the training data while the card still counts them.
@@ -82,11 +82,11 @@ def check_corpus(
                 raise CorpusContractError(
                     f'{card_file}: no codec record ("encode": codec, frame rate, codebook size), so '
                     f"the codes cannot be checked against {vocab_file}; encode the corpus with "
-                    f"`sts-encode {folder} --codec {vocab.codec}`, or pass --allow-unrecorded-codec "
+                    f"`sts-encode {folder} --codec {vocab.codec}`, or pass --data.allow-unrecorded-codec "
                     "to train on codes of unknown origin"
                 )
             log.warning(
-                "%s: no codec record; training on codes of unknown origin (--allow-unrecorded-codec)",
+                "%s: no codec record; training on codes of unknown origin (--data.allow-unrecorded-codec)",
                 card_file,
             )
             continue
@@ -103,12 +103,13 @@ def check_corpus(
         if differences == ["codec"]:
             if allow_name_mismatch:
                 log.warning(
-                    "%s; same codebook size and frame rate: going on (--allow-codec-name-mismatch)", message
+                    "%s; same codebook size and frame rate: going on (--data.allow-codec-name-mismatch)",
+                    message,
                 )
                 continue
             raise CodecMismatchError(
                 f"{message}; only the names differ: if both name the same checkpoint, pass "
-                "--allow-codec-name-mismatch, else re-encode the corpus with the model's codec"
+                "--data.allow-codec-name-mismatch, else re-encode the corpus with the model's codec"
             )
         raise CodecMismatchError(
             f"{message}; re-encode the corpus with the model's codec (`sts-encode --reencode`)"

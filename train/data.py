@@ -7,7 +7,7 @@ cpt documents: every speech segment of the encoded shards (source and target sid
 `<|speech_start|> s_k ... <|speech_end|> <eos>`, grouped `speech_ja` / `speech_en`, and text documents
 (`text_files`, `text_datasets` streamed with `datasets`) as `ids <eos>`, grouped `text`.
 sft samples: each shard row gives every enabled task in both directions through `sts.tasks`
-(`s2st:ja-en`, `s2st:en-ja`, `asr:ja`, `tts:en`, ...). Rows whose id hashes into `eval_fraction`
+(`s2st:ja-en`, `s2st:en-ja`, `asr:ja`, `tts:en`, ...). Rows whose id hashes into `data.eval_fraction`
 go to the eval store. Over-long sft samples are dropped or trimmed (`overlong`) and counted.
 
 Before anything is tokenized, `train.contract.check_corpus` holds every shard folder's `corpus.json`
@@ -19,12 +19,14 @@ stops at (or, with `skip_invalid_codes`, skips and counts) a code outside the sp
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from sts.corpus import is_corpus_dir, shard_paths
 from sts.io import remove_stale_temps, temp_path
 from sts.paths import absolute_if_local
 from sts.vocab import VOCAB_FILE
@@ -42,7 +44,6 @@ CORPUS_COLUMNS = ["id", "src_lang", "tgt_lang", "src_text", "tgt_text", "src_cod
 def list_shards(paths: list[str]) -> list[Path]:
     """Parquet files named directly, the shards of named corpus folders (`sts.corpus.shard_paths`),
     or found (recursively) in other named folders; in the order given, each folder sorted."""
-    from sts.corpus import is_corpus_dir, shard_paths
 
     files: list[Path] = []
     for p in map(Path, paths):
@@ -80,19 +81,19 @@ def iter_row_batches(
 
 def iter_text_docs(cfg: TrainConfig) -> Iterator[str]:
     """Text documents: blank-line-separated blocks of `text_files`, then `text_datasets` (streaming)."""
-    for path in cfg.text_files:
+    for path in cfg.cpt.text_files:
         for block in Path(path).read_text(encoding="utf-8").split("\n\n"):
             if block.strip():
                 yield block.strip()
-    for spec in cfg.text_datasets:
+    for spec in cfg.cpt.text_datasets:
         import datasets
 
         name, config, split = ([*spec.split(":"), "", ""])[:3]
         stream = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
         for i, row in enumerate(stream):
-            if i >= cfg.text_max_docs:
+            if i >= cfg.cpt.text_max_docs:
                 break
-            yield row[cfg.text_column]
+            yield row[cfg.cpt.text_column]
 
 
 def speech_doc(vocab, codes) -> np.ndarray:
@@ -108,31 +109,33 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
     the model disagree on the codec (checked first, cache or not), `train.rows.InvalidCodesError` at
     the first out-of-range code unless `skip_invalid_codes`.
     """
-    shards = list_shards(cfg.shards)
+    shards = list_shards(cfg.data.shards)
     check_corpus(
         shards,
         vocab,
         Path(cfg.model) / VOCAB_FILE,
-        allow_name_mismatch=cfg.allow_codec_name_mismatch,
-        allow_unrecorded=cfg.allow_unrecorded_codec,
+        allow_name_mismatch=cfg.data.allow_codec_name_mismatch,
+        allow_unrecorded=cfg.data.allow_unrecorded_codec,
     )
-    text_files = [Path(p) for p in cfg.text_files]
+    text_files = [Path(p) for p in cfg.cpt.text_files]
     parts = {
         "stage": cfg.stage,
         "shard_files": shards,
         "text_files": text_files,
-        "text_datasets": cfg.text_datasets,
-        "text_max_docs": cfg.text_max_docs,
-        "text_column": cfg.text_column,
-        "eval_fraction": cfg.eval_fraction,
+        "text_datasets": cfg.cpt.text_datasets,
+        "text_max_docs": cfg.cpt.text_max_docs,
+        "text_column": cfg.cpt.text_column,
+        "eval_fraction": cfg.data.eval_fraction,
         "vocab": vocab.__dict__,
         "tokenizer_len": len(tokenizer),
-        "skip_invalid_codes": cfg.skip_invalid_codes,
+        "skip_invalid_codes": cfg.data.skip_invalid_codes,
     }
     if cfg.stage == "sft":
-        parts.update(tasks=sorted(k for k, w in cfg.task_weights.items() if w > 0), loss_mask=cfg.loss_mask)
-        parts.update(s2st_format=cfg.s2st_format)
-        parts.update(seq_len=cfg.seq_len, overlong=cfg.overlong)
+        parts.update(
+            tasks=sorted(k for k, w in cfg.sft.task_weights.items() if w > 0), loss_mask=cfg.sft.loss_mask
+        )
+        parts.update(s2st_format=cfg.sft.s2st_format)
+        parts.update(seq_len=cfg.data.seq_len, overlong=cfg.data.overlong)
     key = fingerprint(parts)
     paths = [cfg.token_cache_dir / f"{cfg.stage}-{split}-{key}.safetensors" for split in ("train", "eval")]
     remove_stale_temps(cfg.token_cache_dir)  # a killed run's half cache and spilled ids (gone writers only)
@@ -171,7 +174,7 @@ def build_doc_stores(cfg: TrainConfig, tokenizer, vocab) -> tuple[DocStore, DocS
         for i, text in enumerate(iter_text_docs(cfg)):
             ids = tokenizer(text, add_special_tokens=False).input_ids
             if ids:
-                writer = eval_w if is_eval_row(f"text-{i}", cfg.eval_fraction) else train_w
+                writer = eval_w if is_eval_row(f"text-{i}", cfg.data.eval_fraction) else train_w
                 writer.add("text", np.array([*ids, eos]))
     writers = [train_w, eval_w]
     for path, writer, split, parts_dir in zip(paths, writers, ("train", "eval"), spill, strict=True):
@@ -204,7 +207,7 @@ def report_counts(train_store: DocStore, eval_store: DocStore) -> None:
         examples = train_store.header.get("invalid_code_examples", [])
         log.warning(
             "SKIPPED %d corpus row(s) with speech codes outside the model's speech block "
-            "(--skip-invalid-codes)%s",
+            "(--data.skip-invalid-codes)%s",
             counts["skipped_invalid_codes"],
             "; first: " + "; ".join(examples) if examples else "",
         )
@@ -226,14 +229,13 @@ def _tokenized_rows(cfg: TrainConfig, tokenizer, vocab, shards: list[Path]) -> I
     """Documents of every row batch, in order; `tokenize_workers` > 1 spreads the batches over processes."""
     columns = CORPUS_COLUMNS if cfg.stage == "sft" else [c for c in CORPUS_COLUMNS if not c.endswith("_text")]
     batches = iter_row_batches(shards, columns=columns)
-    if cfg.tokenize_workers <= 1:
+    if cfg.data.tokenize_workers <= 1:
         tokenize = RowTokenizer(cfg, tokenizer, vocab)
         for shard, batch in batches:
             yield tokenize(shard, batch)
         return
-    import multiprocessing
 
     # spawn: a forked copy of the rust tokenizer would turn its own threads off and warn
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(cfg.tokenize_workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+    with ctx.Pool(cfg.data.tokenize_workers, initializer=_init_worker, initargs=(cfg,)) as pool:
         yield from pool.imap(_run_worker, batches, chunksize=1)

@@ -1,17 +1,17 @@
 """The fixed dev subset that `train.gen_eval` decodes at every eval: built once, deterministic.
 
-    items = build_dev_subset(cfg, tokenizer, vocab)    # [DevItem]: up to `gen_eval_samples` per group
+    items = build_dev_subset(cfg, tokenizer, vocab)    # [DevItem]: up to `eval.samples` per group
 
 sft: every corpus row gives one example per task and direction (`train.rows.sft_examples`), the
 prompt exactly as `sts-infer` writes it (`TaskFormatter.prompt`: chat template, source speech
-spliced in, the speech start marker prefilled for speech output). The first `gen_eval_samples`
+spliced in, the speech start marker prefilled for speech output). The first `eval.samples`
 examples of each group (`s2st:ja-en`, `asr:en`, ...) are kept, taken from rows of the eval split
 (`train.rows.is_eval_row`) when the scan found any, else from the first rows of the shards.
 cpt: speech continuation of every clip (groups `continue:speech_ja`, `continue:speech_en`): the
 prompt is `<|speech_start|>` and the first half of the clip's codes, the reference the second half.
 
 Budgets are relative to the reference (`row_budget`): twice its length plus a margin (1 s of speech,
-16 text tokens), capped at `gen_eval_max_new_tokens`. Examples a trained model could not finish
+16 text tokens), capped at `eval.max_new_tokens`. Examples a trained model could not finish
 inside the cap (reference + margin over it) or that training would have dropped (prompt + reference
 over `seq_len`) are skipped, so an unfinished output always means the model did not stop.
 """
@@ -84,25 +84,25 @@ def row_budget(ref_len: int, output: str, frame_rate: float, cap: int) -> int | 
 
 
 def gen_eval_tasks(cfg: TrainConfig) -> list[str]:
-    """The sft tasks decoded: `gen_eval_tasks`, or every task with a positive `task_weights` entry."""
-    if cfg.gen_eval_tasks is not None:
-        return list(cfg.gen_eval_tasks)
-    return [t for t, w in cfg.task_weights.items() if w > 0]
+    """The sft tasks decoded: `eval.tasks`, or every task with a positive `sft.task_weights` entry."""
+    if cfg.eval.tasks is not None:
+        return list(cfg.eval.tasks)
+    return [t for t, w in cfg.sft.task_weights.items() if w > 0]
 
 
 def build_dev_subset(
     cfg: TrainConfig, tokenizer, vocab: SpeechVocab, *, scan_rows: int = SCAN_ROWS
 ) -> list[DevItem]:
-    """Up to `cfg.gen_eval_samples` items per group, in corpus order (the same list on every call).
+    """Up to `cfg.eval.samples` items per group, in corpus order (the same list on every call).
 
     Raises FileNotFoundError for a missing shard (`train.data.list_shards`).
     """
-    rows = iter_rows(list_shards(cfg.shards))
+    rows = iter_rows(list_shards(cfg.data.shards))
     if cfg.stage != "cpt":  # sft, and dpo decoding the tasks it was tuned on
         weights = {task: 1.0 for task in gen_eval_tasks(cfg)}
         make = partial(
             sft_items,
-            fmt=TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format),
+            fmt=TaskFormatter(tokenizer, vocab, s2st_format=cfg.sft.s2st_format),
             tokenizer=tokenizer,
             weights=weights,
             cfg=cfg,
@@ -124,15 +124,15 @@ def iter_rows(shards) -> Iterator[dict]:
 
 
 def _fill(rows: Iterator[dict], make, cfg: TrainConfig, scan_rows: int):
-    """Read rows until every group seen has `gen_eval_samples` held-out items (without an eval split:
+    """Read rows until every group seen has `eval.samples` held-out items (without an eval split:
     first-rows items), or `scan_rows` rows were read."""
-    n = cfg.gen_eval_samples
+    n = cfg.eval.samples
     held_out: dict[str, list[DevItem]] = {}
     first: dict[str, list[DevItem]] = {}
     scanned = 0
     for row in rows:
         scanned += 1
-        pool = held_out if is_eval_row(row["id"], cfg.eval_fraction) else first
+        pool = held_out if is_eval_row(row["id"], cfg.data.eval_fraction) else first
         for item in make(row):
             bucket = pool.setdefault(item.group, [])
             if len(bucket) < n:
@@ -141,7 +141,7 @@ def _fill(rows: Iterator[dict], make, cfg: TrainConfig, scan_rows: int):
         if (
             scanned >= scan_rows
             or _full(held_out, seen, n)
-            or (cfg.eval_fraction <= 0 and _full(first, seen, n))
+            or (cfg.data.eval_fraction <= 0 and _full(first, seen, n))
         ):
             break
     rows.close()
@@ -163,7 +163,7 @@ def _codes(codes) -> np.ndarray | None:
 
 def sft_items(row: dict, fmt: TaskFormatter, tokenizer, weights: dict, cfg: TrainConfig) -> Iterable[DevItem]:
     """The items of one corpus row (a dict of its text and code columns) for the tasks of `weights`
-    (> 0), both directions, with budgets from `cfg` (`gen_eval_max_new_tokens`, `seq_len`); rows a
+    (> 0), both directions, with budgets from `cfg` (`eval.max_new_tokens`, `data.seq_len`); rows a
     task cannot use are left out, as training leaves them out."""
     row = {**row, "src_codes": _codes(row["src_codes"]), "tgt_codes": _codes(row["tgt_codes"])}
     sides = row_sides(
@@ -180,8 +180,8 @@ def sft_items(row: dict, fmt: TaskFormatter, tokenizer, weights: dict, cfg: Trai
             ref_len = len(example.tgt_codes)
         else:
             ref_len = len(tokenizer(example.tgt_text, add_special_tokens=False).input_ids)
-        budget = row_budget(ref_len, output, fmt.vocab.frame_rate, cfg.gen_eval_max_new_tokens)
-        if budget is None or len(prompt) + ref_len + 1 > cfg.seq_len:
+        budget = row_budget(ref_len, output, fmt.vocab.frame_rate, cfg.eval.max_new_tokens)
+        if budget is None or len(prompt) + ref_len + 1 > cfg.data.seq_len:
             continue
         spec = task_spec(example.task)
         yield DevItem(
@@ -207,8 +207,8 @@ def _continuation_items(row: dict, vocab: SpeechVocab, cfg: TrainConfig) -> Iter
         half = len(codes) // 2
         prompt = np.concatenate([[vocab.speech_start_id], vocab.codes_to_ids(codes[:half])])
         ref_len = len(codes) - half
-        budget = row_budget(ref_len, "speech", vocab.frame_rate, cfg.gen_eval_max_new_tokens)
-        if budget is None or len(codes) + 2 > cfg.seq_len:
+        budget = row_budget(ref_len, "speech", vocab.frame_rate, cfg.eval.max_new_tokens)
+        if budget is None or len(codes) + 2 > cfg.data.seq_len:
             continue
         lang = row[f"{side}_lang"]
         yield DevItem(

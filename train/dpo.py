@@ -1,7 +1,7 @@
 """`sts-train dpo`: preference optimization of an SFT checkpoint on chosen/rejected pairs.
 
     sts-train dpo-pairs --model runs/sft/checkpoint-0010000 --shards runs/encoded --out-dir runs/pairs
-    sts-train dpo --config train/configs/dpo_lfm2_350m.yaml --model runs/sft/checkpoint-0010000 --pairs runs/pairs
+    sts-train dpo --config train/configs/dpo_lfm2_350m.yaml --model runs/sft/checkpoint-0010000 --dpo.pairs runs/pairs
 
     from train.dpo import preference_loss, train_dpo
     losses, chosen_rewards, rejected_rewards = preference_loss(pc, pr, rc, rr, beta=0.1)   # [B] each
@@ -49,8 +49,8 @@ from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
 from train.config import TrainConfig
+from train.logger import MetricLogger
 from train.loss import CausalLMWithLoss
-from train.metrics import MetricLogger
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything
@@ -111,7 +111,7 @@ class Reference:
         self.model = None
         self.tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.lora = hasattr(rt.unwrap_model(model).lm, "disable_adapter")
-        if cfg.dpo_reference == "model":
+        if cfg.dpo.reference == "model":
             self.model = model if self.lora else frozen_model(cfg, rt)
             return
         path = Path(cfg.out_dir) / REFERENCE_FILE
@@ -146,8 +146,8 @@ class Reference:
         chosen, rejected = np.zeros(len(pairs), np.float32), np.zeros(len(pairs), np.float32)
         was_training = source.training
         source.eval()
-        for start in range(0, len(pairs), self.cfg.batch_size):
-            index = list(range(start, min(start + self.cfg.batch_size, len(pairs))))
+        for start in range(0, len(pairs), self.cfg.optim.batch_size):
+            index = list(range(start, min(start + self.cfg.optim.batch_size, len(pairs))))
             batch = to_device(pair_batch(pairs, index, self.pad_id), self.rt.device)
             with self.rt.autocast():
                 logps, _ = compute_logps(source, batch)
@@ -173,9 +173,15 @@ def frozen_model(cfg: TrainConfig, rt) -> CausalLMWithLoss:
     """`cfg.model` as a frozen reference (no gradients, eval mode) on the runtime's device."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    kwargs = (
+        {"attn_implementation": cfg.runtime.attn_implementation} if cfg.runtime.attn_implementation else {}
+    )
     lm = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, **kwargs).requires_grad_(False)
-    return CausalLMWithLoss(lm, impl=cfg.loss_impl, chunk_tokens=cfg.ce_chunk_tokens).to(rt.device).eval()
+    return (
+        CausalLMWithLoss(lm, impl=cfg.runtime.loss_impl, chunk_tokens=cfg.runtime.ce_chunk_tokens)
+        .to(rt.device)
+        .eval()
+    )
 
 
 def to_device(arrays: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
@@ -187,7 +193,9 @@ def train_dpo(cfg: TrainConfig) -> Path | None:
 
     Raises PairError (no pair to train on, unreadable pairs), FileNotFoundError, TrainingDiverged.
     """
-    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    rt = make_runtime(
+        cfg.runtime.distributed, cfg.runtime.precision, cfg.optim.grad_accum, cfg.optim.batch_size
+    )
     with run_folder(rt, Path(cfg.out_dir), "sts-train dpo"):  # one run per folder
         return _train_dpo(cfg, rt)
 
@@ -202,22 +210,24 @@ def _train_dpo(cfg: TrainConfig, rt) -> Path | None:
     seed_everything(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     vocab = SpeechVocab.load(cfg.model)
-    cfg.s2st_format = load_task_formats(cfg.model)[
+    cfg.sft.s2st_format = load_task_formats(cfg.model)[
         "s2st"
     ]  # the SFT checkpoint's; kept beside every checkpoint
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # which checkpoint, and whether the request is its run, before the pairs are read
     resume_from = resume_checkpoint(out_dir, log=rt.print) if cfg.resume else None
     changes = check_resume(cfg, resume_from, log=rt.print) if resume_from is not None else []
-    pairs = load_pairs(cfg.pairs, tokenizer, vocab, s2st_format=cfg.s2st_format, seq_len=cfg.seq_len)
-    train_pairs, eval_pairs = pairs.split(cfg.eval_fraction)
+    pairs = load_pairs(
+        cfg.dpo.pairs, tokenizer, vocab, s2st_format=cfg.sft.s2st_format, seq_len=cfg.data.seq_len
+    )
+    train_pairs, eval_pairs = pairs.split(cfg.data.eval_fraction)
     if not len(train_pairs):
-        raise PairError(f"no preference pair to train on in {cfg.pairs} (counts: {pairs.counts})")
+        raise PairError(f"no preference pair to train on in {cfg.dpo.pairs} (counts: {pairs.counts})")
 
     model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
-    per_step = cfg.batch_size * cfg.grad_accum * world
+    per_step = cfg.optim.batch_size * cfg.optim.grad_accum * world
     state = {"step": 0, "bad_steps": 0, "pairs_per_step": per_step, "pairs_consumed": 0}
     if resume_from is not None:
         state = load_checkpoint(rt, optimizer, resume_from)
@@ -232,47 +242,51 @@ def _train_dpo(cfg: TrainConfig, rt) -> Path | None:
     if rt.is_main_process:
         save_config(cfg, out_dir / "train_config.yaml")
     logger = MetricLogger(
-        out_dir, cfg.max_steps, cfg.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
+        out_dir, cfg.optim.max_steps, cfg.log.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
     )
     if resumed_with:
         logger.log(state["step"], resumed_with, kind="resume")
-    rt.print(f"dpo: {len(train_pairs)} pairs ({len(eval_pairs)} held out), {cfg.dpo_loss} loss, "
-             f"beta {cfg.dpo_beta}, reference {cfg.dpo_reference}")  # fmt: skip
+    rt.print(f"dpo: {len(train_pairs)} pairs ({len(eval_pairs)} held out), {cfg.dpo.loss} loss, "
+             f"beta {cfg.dpo.beta}, reference {cfg.dpo.reference}")  # fmt: skip
     logger.log(
         state["step"],
         {**pairs.counts, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)},
         kind="data",
     )
     gen_eval = None
-    if cfg.gen_eval and cfg.eval_every and cfg.shards and rt.is_main_process:
+    if cfg.eval.generate and cfg.eval.every and cfg.data.shards and rt.is_main_process:
         gen_eval = GenEvaluator(cfg, tokenizer, vocab, rt, pad_id=pad_id)
 
     last_saved, t0, steps_timed = None, time.perf_counter(), 0
     model.train()
-    while state["step"] < cfg.max_steps:
+    while state["step"] < cfg.optim.max_steps:
         micro = []
-        for m in range(cfg.grad_accum):
-            first = state["pairs_consumed"] + m * cfg.batch_size * world + rank
-            index = [pair_index(first + j * world, len(train_pairs), cfg.seed) for j in range(cfg.batch_size)]
+        for m in range(cfg.optim.grad_accum):
+            first = state["pairs_consumed"] + m * cfg.optim.batch_size * world + rank
+            index = [
+                pair_index(first + j * world, len(train_pairs), cfg.seed) for j in range(cfg.optim.batch_size)
+            ]
             micro.append(to_device(pair_batch(train_pairs, index, pad_id), rt.device))
         lr = scheduler.get_last_lr()[0]
         metrics = dpo_step(rt, model, reference, micro, cfg)
         state["step"] += 1
         state["pairs_consumed"] += per_step
-        if not apply_update(metrics, optimizer, scheduler, state, logger, cfg.max_bad_steps, last_saved):
+        if not apply_update(
+            metrics, optimizer, scheduler, state, logger, cfg.optim.max_bad_steps, last_saved
+        ):
             continue
         steps_timed += 1
-        if state["step"] % cfg.log_every == 0 or state["step"] == cfg.max_steps:
+        if state["step"] % cfg.log.every == 0 or state["step"] == cfg.optim.max_steps:
             elapsed = time.perf_counter() - t0
             metrics.update(lr=lr, pairs_per_s=steps_timed * per_step / max(elapsed, 1e-9))
             logger.log(state["step"], metrics)
             t0, steps_timed = time.perf_counter(), 0
-        if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+        if cfg.eval.every and state["step"] % cfg.eval.every == 0:
             if len(eval_pairs):
                 logger.log(
                     state["step"], evaluate_pairs(model, reference, eval_pairs, cfg, rt, pad_id), kind="eval"
                 )
-            if cfg.gen_eval and cfg.shards:
+            if cfg.eval.generate and cfg.data.shards:
                 state["stopped"] = gen_eval_step(gen_eval, model, rt, logger, state, cfg)
         last_saved, stop = save_or_stop(
             rt, model, optimizer, tokenizer, vocab, cfg, state, logger, last_saved
@@ -293,7 +307,7 @@ def dpo_step(
     grad_norm}, or None when a loss or the gradient is NaN/inf on any rank.
     """
     world = rt.num_processes
-    n_global = cfg.batch_size * len(micro) * world
+    n_global = cfg.optim.batch_size * len(micro) * world
     sums = torch.zeros(7, device=rt.device)
     for m, batch in enumerate(micro):
         ref_chosen, ref_rejected = reference(batch, "train")
@@ -311,7 +325,9 @@ def dpo_step(
             rt.backward(loss_sum * world / n_global)  # DDP/FSDP average gradients over ranks
         sums += _pair_sums(losses, chosen_rewards, rejected_rewards, logps)
     grad_norm = float(
-        rt.clip_grad_norm_(model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        rt.clip_grad_norm_(
+            model.parameters(), cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf
+        )
     )
     if not math.isfinite(grad_norm):
         return None
@@ -321,7 +337,7 @@ def dpo_step(
 def _pair_losses(logps, tokens, ref_chosen, ref_rejected, cfg: TrainConfig):
     chosen, rejected = logps.float().view(2, -1)
     n_chosen, n_rejected = tokens.view(2, -1)
-    return preference_loss(chosen, rejected, ref_chosen, ref_rejected, beta=cfg.dpo_beta, kind=cfg.dpo_loss,
+    return preference_loss(chosen, rejected, ref_chosen, ref_rejected, beta=cfg.dpo.beta, kind=cfg.dpo.loss,
                            chosen_tokens=n_chosen, rejected_tokens=n_rejected)  # fmt: skip
 
 
@@ -349,10 +365,10 @@ def evaluate_pairs(model, reference: Reference, pairs: PairSet, cfg: TrainConfig
     world, rank = rt.num_processes, rt.process_index
     sums = torch.zeros(7, device=rt.device)
     count = torch.zeros((), device=rt.device)
-    limit = min(len(pairs), cfg.eval_batches * cfg.batch_size * world)
+    limit = min(len(pairs), cfg.eval.batches * cfg.optim.batch_size * world)
     mine = list(range(rank, limit, world))
-    for start in range(0, len(mine), cfg.batch_size):
-        batch = to_device(pair_batch(pairs, mine[start : start + cfg.batch_size], pad_id), rt.device)
+    for start in range(0, len(mine), cfg.optim.batch_size):
+        batch = to_device(pair_batch(pairs, mine[start : start + cfg.optim.batch_size], pad_id), rt.device)
         ref_chosen, ref_rejected = reference(batch, "eval")
         with rt.autocast():
             logps, tokens = compute_logps(model, batch)

@@ -4,12 +4,12 @@
     metrics = evaluator(model)      # {"gen/s2st:ja-en/loop_rate": 0.25, ..., "gen/speech_out/loop_rate": 0.1}
     groups = evaluate_generation(model, items, tokenizer=..., vocab=..., cfg=cfg, pad_id=0)  # {group: {...}}
 
-Why: the first attempt's loss fell while its speech fell into loops (DESIGN.md), so `sts-train` also
-decodes at every eval (`eval_every`, after the eval loss; `gen_eval`). Each item of
+Why: the first attempt's loss fell while its speech fell into loops (docs/background.md), so `sts-train` also
+decodes at every eval (`eval.every`, after the eval loss; `eval.generate`). Each item of
 `train.dev_subset` is decoded as `sts-infer` decodes: the ids of its output modality only
 (`sts.generation.allowed_token_ids`), its end marker (speech end / end of turn), the loop guard of
-its modality, its own budget; greedy unless `gen_eval_temperature` > 0 (then sampled, seeded with
-`seed` at every eval); speech outputs with classifier-free guidance when `gen_eval_guidance_scale`
+its modality, its own budget; as `eval.sampling` says (greedy by default; sampling is seeded with
+`seed` at every eval); speech outputs with classifier-free guidance when `eval.guidance_scale`
 is not 1 (`sts.generation.guidance`; for an s2st chain format, on its speech phase). Metrics per task group and pooled by
 output modality (`speech_out`, `text_out`):
 
@@ -47,18 +47,16 @@ from sts.generation.allowed import allowed_token_ids
 from sts.generation.chain import chain_text_ids, generate_chain
 from sts.generation.guidance import generate_guided, unconditional_prompt
 from sts.generation.processors import AllowedTokensProcessor
-from sts.generation.request import GenerationRequest, Sampling, length_sorted_batches
+from sts.generation.request import GenerationRequest, length_sorted_batches
 from sts.generation.transformers_backend import TransformersBackend
 from sts.tasks import TaskFormatter
 from sts.vocab import SpeechVocab
 from train.config import TrainConfig
 from train.dev_subset import TEXT_MARGIN, DevItem, build_dev_subset
 from train.gen_metrics import POOLS, SpeechScorer, early_stop_reason, flatten, headline, summarize
+from train.logger import plot_gen_eval
 
 log = logging.getLogger(__name__)
-
-NUCLEUS_TOP_P = 0.95
-"""top-p when `gen_eval_temperature` > 0 (Llasa's card calls 0.95 more stable than 1; DESIGN.md)."""
 
 
 class ModalityConstraint(LogitsProcessor):
@@ -96,16 +94,13 @@ def generation_lm(model, rt=None):
 def decode(
     lm, items: list[DevItem], *, tokenizer, vocab: SpeechVocab, pad_id: int, cfg: TrainConfig
 ) -> list[dict]:
-    """Decode every item (batched by output modality, `gen_eval_batch_size` a call): one dict per item
+    """Decode every item (batched by output modality, `eval.batch_size` a call): one dict per item
     with `ids` (`[G]` int64, with its end id when it ended), `ended`, `steps` and `wrong` (steps whose
     unconstrained argmax was of the wrong modality)."""
-    backend = TransformersBackend(lm, pad_token_id=pad_id, fast=cfg.gen_eval_fast)
-    if cfg.gen_eval_temperature > 0:
-        sampling = Sampling(temperature=cfg.gen_eval_temperature, top_p=NUCLEUS_TOP_P)
-    else:
-        sampling = Sampling(do_sample=False)
+    backend = TransformersBackend(lm, pad_token_id=pad_id, fast=cfg.eval.fast)
+    sampling = cfg.eval.sampling
     out: list[dict | None] = [None] * len(items)
-    chain = [i for i, item in enumerate(items) if item.task == "s2st" and cfg.s2st_format != "direct"]
+    chain = [i for i, item in enumerate(items) if item.task == "s2st" and cfg.sft.s2st_format != "direct"]
     if chain:
         _decode_chain(
             backend, items, chain, out, tokenizer=tokenizer, vocab=vocab, sampling=sampling, cfg=cfg
@@ -116,10 +111,10 @@ def decode(
             continue
         allowed = allowed_token_ids(vocab, tokenizer, output)
         end_id = vocab.speech_end_id if output == "speech" else tokenizer.eos_token_id
-        for batch in length_sorted_batches([len(items[i].prompt) for i in index], cfg.gen_eval_batch_size):
+        for batch in length_sorted_batches([len(items[i].prompt) for i in index], cfg.eval.batch_size):
             rows = [items[index[b]] for b in batch]
             constraint = ModalityConstraint(allowed, end_id)
-            guided = output == "speech" and cfg.gen_eval_guidance_scale != 1.0
+            guided = output == "speech" and cfg.eval.guidance_scale != 1.0
             request = GenerationRequest(
                 None,  # the constraint runs in ModalityConstraint, which first looks at the raw argmax
                 [end_id],
@@ -128,7 +123,7 @@ def decode(
                 guard=SPEECH_GUARD if output == "speech" else TEXT_GUARD,
                 extra_logits_processors=[constraint],
                 seed=cfg.seed if sampling.do_sample else None,
-                guidance_scale=cfg.gen_eval_guidance_scale if guided else 1.0,
+                guidance_scale=cfg.eval.guidance_scale if guided else 1.0,
                 unconditional_prompts=[unconditional_prompt(r.prompt, vocab) for r in rows]
                 if guided
                 else None,
@@ -153,11 +148,11 @@ def _decode_chain(backend, items, index, out, *, tokenizer, vocab, sampling, cfg
     Fills `out[i]`: `ids` the whole answer, `body`/`ended` its speech, `steps`/`wrong` both phases."""
     text_ids = chain_text_ids(vocab, tokenizer)
     speech_ids = allowed_token_ids(vocab, tokenizer, "speech")
-    lines = 2 if cfg.s2st_format == "text-first" else 1
-    for batch in length_sorted_batches([len(items[i].prompt) for i in index], cfg.gen_eval_batch_size):
+    lines = 2 if cfg.sft.s2st_format == "text-first" else 1
+    for batch in length_sorted_batches([len(items[i].prompt) for i in index], cfg.eval.batch_size):
         rows = [items[index[b]] for b in batch]
         text_budgets = [
-            min(cfg.gen_eval_max_new_tokens,
+            min(cfg.eval.max_new_tokens,
                 lines * (2 * len(tokenizer(r.ref_text or "", add_special_tokens=False).input_ids) + TEXT_MARGIN))
             for r in rows
         ]  # fmt: skip
@@ -170,12 +165,12 @@ def _decode_chain(backend, items, index, out, *, tokenizer, vocab, sampling, cfg
                                    sampling=sampling, guard=SPEECH_GUARD, extra_logits_processors=[speech_check],
                                    seed=seed)  # fmt: skip
         guide = None
-        if cfg.gen_eval_guidance_scale != 1.0:
+        if cfg.eval.guidance_scale != 1.0:
 
             def guide(request, prompts):
                 unconditional = [unconditional_prompt(p, vocab) for p in prompts]
                 return replace(
-                    request, guidance_scale=cfg.gen_eval_guidance_scale, unconditional_prompts=unconditional
+                    request, guidance_scale=cfg.eval.guidance_scale, unconditional_prompts=unconditional
                 )
 
         answers = generate_chain(backend, [r.prompt for r in rows], text, speech, guide=guide)
@@ -227,16 +222,16 @@ class GenEvaluator:
         else:
             self.items = items if items is not None else build_dev_subset(cfg, tokenizer, vocab)
         self.fmt = (
-            TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format) if cfg.stage != "cpt" else None
+            TaskFormatter(tokenizer, vocab, s2st_format=cfg.sft.s2st_format) if cfg.stage != "cpt" else None
         )
         self.speech_scorer = speech_scorer
         if self.fmt is None:
             self.note("ASR-chrF++ left out: cpt continuations have no reference text")
-        elif speech_scorer is None and cfg.gen_eval_asr == "none":
-            self.note("ASR-chrF++ left out: gen_eval_asr is none")
+        elif speech_scorer is None and cfg.eval.asr == "none":
+            self.note("ASR-chrF++ left out: eval.asr is none")
         elif speech_scorer is None:
             device = "cuda" if rt.device.type == "cuda" else "cpu"
-            self.speech_scorer = SpeechScorer(cfg.gen_eval_codec or vocab.codec, cfg.gen_eval_asr, device)
+            self.speech_scorer = SpeechScorer(cfg.eval.codec or vocab.codec, cfg.eval.asr, device)
 
     def note(self, reason: str) -> None:
         """Log `reason` the first time it comes up."""
@@ -325,7 +320,6 @@ def gen_eval_step(
     record (metrics.jsonl, the logger, one printed line), redraws `gen_eval.png` and appends the speech
     loop rate to `state["gen_loop_rates"]` (saved with the checkpoint, so early stopping resumes
     exactly). Every rank must call it: all get the same early-stop reason back (None: go on)."""
-    from train.metrics import plot_gen_eval
 
     reason = None
     if evaluator is not None:
@@ -337,7 +331,7 @@ def gen_eval_step(
             if rate is not None:
                 state.setdefault("gen_loop_rates", []).append(rate)
                 reason = early_stop_reason(
-                    state["gen_loop_rates"], cfg.early_stop_loop_rate, cfg.early_stop_patience
+                    state["gen_loop_rates"], cfg.eval.early_stop_loop_rate, cfg.eval.early_stop_patience
                 )
     stop = rt.reduce(torch.tensor(float(reason is not None), device=rt.device), "sum").item() > 0
     return (reason or "early stop decided on rank 0") if stop else None

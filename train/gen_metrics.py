@@ -18,7 +18,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sts.asr import SAMPLE_RATE, default_asr
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, find_loop
+from sts.metrics import asr_bleu, chrf
+from sts.optional import load_optional
 from train.dev_subset import DevItem
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,6 @@ def summarize(
 
 
 def _chrf_scores(items, members, texts, transcripts, note) -> dict[str, float]:
-    from sts.metrics import asr_bleu, chrf
 
     item = items[members[0]]
     try:
@@ -144,8 +146,6 @@ class SpeechScorer:
         """Codes `[T_i]` int -> 16 kHz float32 audio `[N_i]` each (empty codes: empty audio)."""
         import soxr
 
-        from sts.asr import SAMPLE_RATE
-
         self._load_codec()
         keep = [i for i, c in enumerate(codes) if len(c)]
         decoded = self.codec.decode([codes[i] for i in keep]) if keep else []
@@ -178,18 +178,12 @@ class SpeechScorer:
         from sts.codec import load_codec
 
         if self.codec is None:
-            try:
-                self.codec = load_codec(self.codec_name, device=self.device)
-            except (ImportError, OSError, ValueError, RuntimeError) as err:
-                raise RuntimeError(
-                    f"codec {self.codec_name!r} did not load ({type(err).__name__}: {err})"
-                ) from err
+            self.codec = load_optional(f"codec {self.codec_name!r}", lambda: load_codec(self.codec_name, device=self.device),
+                                       required=True)  # fmt: skip
 
     def _load_asr(self) -> None:
-        from sts.asr import default_asr
 
         if self.asr is None:
-            try:
-                self.asr = default_asr(None if self.asr_name == "auto" else self.asr_name, device=self.device)
-            except (ImportError, OSError, ValueError, RuntimeError) as err:
-                raise RuntimeError(f"no ASR ({type(err).__name__}: {err}); install faster-whisper") from err
+            name = None if self.asr_name == "auto" else self.asr_name
+            self.asr = load_optional("ASR (Whisper)", lambda: default_asr(name, device=self.device),
+                                     install="faster-whisper (the offline extra)", required=True)  # fmt: skip

@@ -1,12 +1,12 @@
-"""Turn a LoRA checkpoint into a plain Hugging Face model folder: `sts-train merge-lora CHECKPOINT OUT_DIR`.
+"""Turn a LoRA checkpoint into a plain Hugging Face model folder: `sts-train merge-lora CHECKPOINT -o OUT_DIR`.
 
-    sts-train merge-lora runs/sft-lora/checkpoint-0020000 runs/sft-merged
+    sts-train merge-lora runs/sft-lora/checkpoint-0020000 -o runs/sft-merged
     sts-infer in.wav --to en -o out.wav --model runs/sft-merged          # or vLLM, like any checkpoint
 
     from train.merge import MergeConfig, merge_lora
     merge_lora(MergeConfig(Path("runs/sft-lora/checkpoint-0020000"), Path("runs/sft-merged")))
 
-A LoRA run (`--lora-r N`) saves adapters, which only peft-aware loaders read and vLLM serves only as
+A LoRA run (`--lora.r N`) saves adapters, which only peft-aware loaders read and vLLM serves only as
 a LoRA request. This loads the base model the run trained on (`model` in the checkpoint's
 `train_config.yaml`, else the adapter's `base_model_name_or_path`, else `--base-model`), applies the
 adapter with peft's `merge_and_unload` (W + B A * alpha / r folded into each target weight), and
@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import tyro
 import yaml
@@ -45,7 +46,7 @@ class MergeConfig:
 
     checkpoint: tyro.conf.Positional[Path]
     """A LoRA checkpoint folder of `sts-train` (holds adapter_config.json and sts_vocab.json)."""
-    out_dir: tyro.conf.Positional[Path]
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))]
     """Output folder; must not exist unless --overwrite."""
     base_model: str = ""
     """The base model the adapter was trained on; empty: the checkpoint's train_config.yaml `model`,
@@ -54,6 +55,9 @@ class MergeConfig:
     """dtype of the merged weights ("float32", "bfloat16", "float16")."""
     overwrite: bool = False
     """Replace out_dir if it exists."""
+
+    RENAMED_POSITIONALS: ClassVar[tuple[str, ...]] = ("out_dir",)
+    """`sts-train merge-lora CHECKPOINT OUT_DIR` (the old form) reads as `--out-dir OUT_DIR`."""
 
 
 def base_model_of(checkpoint: Path) -> str:

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge
 
 
 @dataclass
@@ -53,17 +55,17 @@ class CandidateScore:
 class Scoring:
     """Weights of the answer score (module doc); the defaults of `sts-train dpo-pairs`."""
 
-    loop_penalty: float = 1.0
+    loop_penalty: Annotated[float, Ge(0)] = 1.0
     """Subtracted when the answer loops."""
-    unfinished_penalty: float = 0.5
+    unfinished_penalty: Annotated[float, Ge(0)] = 0.5
     """Subtracted when the answer did not reach its end marker."""
-    length_penalty: float = 0.5
+    length_penalty: Annotated[float, Ge(0)] = 0.5
     """Times the log length ratio beyond the tolerance band."""
-    length_tolerance: float = 1.5
+    length_tolerance: Annotated[float, Ge(1)] = 1.5
     """Length ratios within [1 / tolerance, tolerance] of the reference cost nothing."""
-    speaker_weight: float = 0.25
+    speaker_weight: Annotated[float, Ge(0)] = 0.25
     """Weight of the speaker similarity (speech output)."""
-    min_margin: float = 0.1
+    min_margin: Annotated[float, Ge(0)] = 0.1
     """A pair needs chosen score - rejected score >= this."""
     require_clean_chosen: bool = True
     """The chosen answer must be loop-free and ended (else the prompt gives no pair)."""

@@ -1,7 +1,7 @@
 """`sts-train dpo-pairs`: preference pairs from the model itself, scored by the package's own metrics.
 
     sts-train dpo-pairs --model runs/sft/checkpoint-0010000 --shards runs/encoded --out-dir runs/pairs
-    sts-train dpo --config train/configs/dpo_lfm2_350m.yaml --model runs/sft/checkpoint-0010000 --pairs runs/pairs
+    sts-train dpo --config train/configs/dpo_lfm2_350m.yaml --model runs/sft/checkpoint-0010000 --dpo.pairs runs/pairs
 
     from train.pairs import PairConfig, build_pairs
     card = build_pairs(PairConfig(model="runs/sft/checkpoint-0010000", shards=["runs/encoded"]))
@@ -9,7 +9,7 @@
 For each corpus row and task (`tasks`: s2st, tts, s2tt, t2tt by default, both directions), the
 prompt is written as `sts-infer` writes it (`train.dev_subset.sft_items`), `samples` answers are
 sampled under the inference constraints (`train.gen_eval.decode`: modality constraint, end marker,
-loop guard, a budget of twice the reference plus a margin; temperature `temperature`, top-p 0.95),
+loop guard, a budget of twice the reference plus a margin; `sampling`: temperature 1, top-p 0.95),
 each answer is scored (`train.pair_scores`: loop and length rules, end marker, chrF++ or
 ASR-chrF++ against the reference, speaker similarity to the source speech), and the best answer is
 paired against the worst (`Scoring.min_margin` apart; the best must be loop-free and ended).
@@ -27,7 +27,7 @@ Resumable: prompts are taken in corpus order and cut into chunks of `prompts_per
 sampled with a seed derived from (seed, k) and written as its two part files (scores first, the pair
 part last, each atomically). A rerun skips chunks whose pair part exists, so an interrupted run ends
 with the same files as one that was not (tests/test_dpo_pairs.py). Rows of the SFT eval split
-(`eval_fraction`, by id) are left out by default, so the gen eval still measures unseen prompts.
+(`data.eval_fraction`, by id) are left out by default, so the gen eval still measures unseen prompts.
 """
 
 from __future__ import annotations
@@ -36,21 +36,29 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+import tyro
+from annotated_types import Ge, Interval
 
-from sts.config import config_to_dict, load_config, save_config
+from sts.config import ConfigError, Renamed, check_config, config_to_dict, load_config, save_config
+from sts.devices import BatchSize, DType, ModelArgs
 from sts.errors import InputError
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
+from sts.generation.request import Sampling
 from sts.io import atomic_open, remove_stale_temps, write_json_atomic
 from sts.lock import LOCK_NAME, folder_lock
+from sts.metrics import normalize, sentence_chrf
+from sts.optional import load_optional
 from sts.paths import absolute_if_local
+from sts.speaker import SpeakerEncoder
 from sts.tasks import TASK_NAMES, TaskFormatter, load_task_formats
 from sts.vocab import SpeechVocab
-from train.config import TrainConfig
+from train.config import DataArgs, EvalArgs, SftArgs, TrainConfig
 from train.data import list_shards
 from train.dev_subset import DevItem, iter_rows, sft_items
+from train.gen_metrics import SpeechScorer
 from train.pair_data import PAIRS_SUBDIR
 from train.pair_scores import CandidateScore, Scoring, score_all, select_pairs, summarize_scores
 from train.rows import is_eval_row
@@ -67,42 +75,42 @@ class PairsError(InputError, ValueError):
     or the corpus gives no prompt for the tasks."""
 
 
-@dataclass
-class PairConfig:
+@dataclass(kw_only=True)
+class PairConfig(ModelArgs):
     """Sample answers from a checkpoint, score them with the package's metrics, write preference pairs."""
 
     model: str = "runs/sft/checkpoint-0010000"
     """Checkpoint to sample from (an `sts-train sft` checkpoint: weights, tokenizer, sts_vocab.json)."""
+    dtype: DType = "float32"
+    """Weights of the sampled model (float32: the answers do not depend on the GPU's bf16)."""
+    batch_size: BatchSize = 32
+    """Answers per generate call."""
     shards: list[str] = field(default_factory=list)
     """Encoded corpus shards (Parquet files or folders) whose rows give the prompts and references."""
-    out_dir: Path = Path("runs/pairs")
-    """Output folder (pairs/, scores/, pairs.json); the `--pairs` of `sts-train dpo`."""
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/pairs")
+    """Output folder (pairs/, scores/, pairs.json); the `--dpo.pairs` of `sts-train dpo`."""
     tasks: list[str] = field(default_factory=lambda: ["s2st", "tts", "s2tt", "t2tt"])
     """Tasks to sample (both directions each)."""
-    samples: int = 4
+    samples: Annotated[int, Ge(2)] = 4
     """Answers sampled per prompt."""
-    temperature: float = 1.0
-    """Sampling temperature (top-p 0.95, the gen eval's nucleus)."""
-    max_prompts: int | None = None
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=1.0, top_p=0.95))
+    """How answers are sampled (must sample: do_sample)."""
+    max_prompts: Annotated[int | None, Ge(1)] = None
     """Stop after this many prompts (corpus order); None: every row."""
-    prompts_per_chunk: int = 64
+    prompts_per_chunk: Annotated[int, Ge(1)] = 64
     """Prompts per part file: the unit a rerun resumes from."""
     skip_eval_rows: bool = True
-    """Leave out rows of the eval split (`eval_fraction`), as SFT held them out."""
-    eval_fraction: float = 0.02
-    """The SFT run's `eval_fraction` (rows held out by a hash of their id)."""
-    batch_size: int = 32
-    """Answers per generate call."""
-    max_new_tokens: int = 1000
+    """Leave out rows of the eval split (`data.eval_fraction`), as SFT held them out."""
+    eval_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.02
+    """The SFT run's `data.eval_fraction` (rows held out by a hash of their id)."""
+    max_new_tokens: Annotated[int, Ge(1)] = 1000
     """Cap on an answer's budget (2x its reference + a margin below that)."""
-    seq_len: int = 4096
+    seq_len: Annotated[int, Ge(8)] = 4096
     """Prompts whose prompt + reference exceed this are left out (as training would drop them)."""
     fast: bool = True
     """Static KV cache (+ CUDA graphs on a GPU) for the sampling (`TransformersBackend(fast=True)`)."""
     asr: str = "auto"
     """ASR for ASR-chrF++ of speech answers: auto (offline Whisper first), none, or a Whisper name/path."""
-    codec: str | None = None
-    """Codec that turns codes into audio (ASR, speaker similarity); None: the one sts_vocab.json names."""
     speaker: bool = True
     """Score speaker similarity of speech answers (resemblyzer, `sts.speaker`)."""
     speaker_reference: Literal["source", "target"] = "source"
@@ -110,28 +118,30 @@ class PairConfig:
     the reference target speech (a corpus whose target voice differs from the source voice)."""
     scoring: Scoring = field(default_factory=Scoring)
     """The answer score's weights and the pair rules (`train.pair_scores`)."""
-    pairs_per_prompt: int = 1
+    pairs_per_prompt: Annotated[int, Ge(1)] = 1
     """The best answer against the worst, the next worst, ... (each at least `min_margin` apart)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of the sampling (chunk k draws with a seed derived from (seed, k))."""
-    device: str = "auto"
-    """cuda when available under auto."""
+
+    RENAMED_KEYS: ClassVar[dict[str, Renamed]] = {"temperature": "sampling.temperature"}
+    """Old names, for old files and flags."""
 
     def __post_init__(self):
+        self.out_dir = Path(self.out_dir)
+        check_config(self)
         unknown = set(self.tasks) - set(TASK_NAMES)
         if unknown or not self.tasks:
-            raise ValueError(f"tasks must be among {TASK_NAMES}, got {self.tasks}")
-        if self.samples < 2 or self.prompts_per_chunk < 1 or self.batch_size < 1 or self.temperature <= 0:
-            raise ValueError("samples must be >= 2, prompts_per_chunk and batch_size >= 1, temperature > 0")
-        self.out_dir = Path(self.out_dir)
+            raise ConfigError(f"must be among {TASK_NAMES}, got {self.tasks}", key="tasks")
+        if not self.sampling.do_sample:
+            raise ConfigError("must sample (pairs need different answers)", key="sampling.do_sample")
 
 
 def decode_settings(cfg: PairConfig, s2st_format: str, seed: int) -> TrainConfig:
     """The gen eval's settings (`train.gen_eval.decode`, `train.dev_subset`) for sampling answers."""
     return TrainConfig(
-        model=cfg.model, stage="sft", s2st_format=s2st_format, seq_len=cfg.seq_len, seed=seed,
-        gen_eval_temperature=cfg.temperature, gen_eval_batch_size=cfg.batch_size, gen_eval_fast=cfg.fast,
-        gen_eval_max_new_tokens=cfg.max_new_tokens, eval_fraction=cfg.eval_fraction,
+        model=cfg.model, stage="sft", seed=seed, sft=SftArgs(s2st_format=s2st_format),
+        data=DataArgs(seq_len=cfg.seq_len, eval_fraction=cfg.eval_fraction),
+        eval=EvalArgs(sampling=cfg.sampling, batch_size=cfg.batch_size, fast=cfg.fast, max_new_tokens=cfg.max_new_tokens),
     )  # fmt: skip
 
 
@@ -174,8 +184,6 @@ def _build_pairs(cfg: PairConfig, speech_scorer, speaker) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.gen_metrics import SpeechScorer
-
     _check_settings(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     vocab = SpeechVocab.load(cfg.model)
@@ -187,8 +195,12 @@ def _build_pairs(cfg: PairConfig, speech_scorer, speaker) -> dict:
     todo = [k for k in range(len(chunks)) if not _part(cfg, PAIRS_SUBDIR, k).is_file()]
     log.info("dpo-pairs: %d prompts in %d chunks, %d to sample", len(items), len(chunks), len(todo))
     if todo:
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        lm = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device).eval()
+        device = cfg.torch_device()
+        lm = (
+            AutoModelForCausalLM.from_pretrained(cfg.model, dtype=getattr(torch, cfg.torch_dtype()))
+            .to(device)
+            .eval()
+        )
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         wanted = any(i.output == "speech" for i in items) and (cfg.asr != "none" or cfg.speaker)
         if speech_scorer is None and wanted:
@@ -232,13 +244,8 @@ def _part(cfg: PairConfig, kind: str, k: int) -> Path:
 
 
 def _speaker_encoder(device: str):
-    try:
-        from sts.speaker import SpeakerEncoder
-
-        return SpeakerEncoder(device)
-    except ImportError as err:
-        log.warning("dpo-pairs: no speaker similarity (%s; install the offline extra)", err)
-        return None
+    return load_optional("speaker encoder (resemblyzer)", lambda: SpeakerEncoder(device),
+                         install="resemblyzer (the offline extra)", warn=log.warning)  # fmt: skip
 
 
 class _Scorer:
@@ -254,7 +261,6 @@ class _Scorer:
             log.warning("dpo-pairs: %s", text)
 
     def measure(self, items: list[DevItem], decoded: list[dict]) -> list[CandidateScore]:
-        from sts.metrics import normalize, sentence_chrf
 
         out = []
         for item, d in zip(items, decoded, strict=True):

@@ -39,9 +39,12 @@ from pathlib import Path
 
 import yaml
 
-from sts.config import ConfigError, config_to_dict, dict_to_config
+from sts.config import ConfigError, config_to_dict, dict_to_config, upgrade_keys
 from sts.errors import InputError
+from sts.model_files import model_fingerprint
 from train.config import RESUME_RULES, TrainConfig
+from train.data import list_shards
+from train.pair_data import pair_files
 
 CONFIG_FILE = "train_config.yaml"
 STATE_FILE = "trainer_state.json"
@@ -105,7 +108,6 @@ def leaf(flat: dict, name: str, default=None):
 
 def model_identity(model: str) -> dict:
     """{"path": absolute path (or the hub id), "fingerprint": content hash or None (hub id)}."""
-    from sts.model_files import model_fingerprint
 
     path = Path(str(model)).expanduser()
     return {
@@ -117,8 +119,6 @@ def model_identity(model: str) -> dict:
 def data_files(key: str, paths: list) -> list[list]:
     """[[file name, size], ...] of the files `paths` resolve to for setting `key`, in order; a path
     that resolves to nothing (a corpus a dpo run names but does not read) as [its name, None]."""
-    from train.data import list_shards
-    from train.pair_data import pair_files
 
     resolve = {"shards": list_shards, "pairs": pair_files}.get(key, lambda ps: [Path(p) for p in ps])
     files: list[Path] = []
@@ -143,7 +143,8 @@ def compare(cfg: TrainConfig, recorded: dict, origin: dict | None) -> list[Chang
     and the recorded `origin` (None: a checkpoint written before origins were recorded)."""
     requested = flatten(config_to_dict(cfg))
     try:  # through the config class: the same shape and defaults as the request
-        then = flatten(config_to_dict(dict_to_config(type(cfg), dict(recorded), source=CONFIG_FILE)))
+        recorded = upgrade_keys(type(cfg), dict(recorded), source=CONFIG_FILE)  # a run of the flat layout
+        then = flatten(config_to_dict(dict_to_config(type(cfg), recorded, source=CONFIG_FILE)))
     except ConfigError:  # written by another version: compare the keys both name
         then = {k: v for k, v in flatten(recorded).items() if k in requested}
     changes = []
@@ -250,7 +251,7 @@ def apply_optimizer_settings(cfg: TrainConfig, optimizer, scheduler) -> None:
     decay of a restored optimizer from `cfg`.
 
     `optimizer.load_state_dict` brings back the hyper-parameters it was saved with and `LambdaLR`
-    its base lr and last lr, so without this a forced `--lr` would be recorded and not used, and a
+    its base lr and last lr, so without this a forced `--optim.lr` would be recorded and not used, and a
     new `max_steps` would take effect one step late. With unchanged settings it sets the values they
     already hold. Group 0 decays, the others do not (`train.trainer.param_groups`).
     """

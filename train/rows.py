@@ -147,12 +147,12 @@ class RowTokenizer:
             tokenizer, vocab = AutoTokenizer.from_pretrained(cfg.model), SpeechVocab.load(cfg.model)
         self.cfg, self.vocab, self.eos = cfg, vocab, tokenizer.eos_token_id
         self.fmt = (
-            TaskFormatter(tokenizer, vocab, s2st_format=cfg.s2st_format) if cfg.stage == "sft" else None
+            TaskFormatter(tokenizer, vocab, s2st_format=cfg.sft.s2st_format) if cfg.stage == "sft" else None
         )
 
     def __call__(self, shard: Path, batch) -> TokenizedBatch:
         row_ids = batch.column("id").to_pylist()
-        is_eval = np.array([is_eval_row(i, self.cfg.eval_fraction) for i in row_ids], dtype=bool)
+        is_eval = np.array([is_eval_row(i, self.cfg.data.eval_fraction) for i in row_ids], dtype=bool)
         columns = [CodeColumn.of(batch, f"{side}_codes") for side in ("src", "tgt")]
         skipped, notes = self._invalid_rows(shard, row_ids, columns)
         if self.fmt is None:
@@ -173,10 +173,10 @@ class RowTokenizer:
             rows, values, where = column.bad_rows(n)
             for r, value, at in zip(rows.tolist(), values.tolist(), where.tolist(), strict=True):
                 what = f"{shard}: row {row_ids[r]!r}: {side}_codes[{at}] = {value} is outside [0, {n})"
-                if not self.cfg.skip_invalid_codes:
+                if not self.cfg.data.skip_invalid_codes:
                     raise InvalidCodesError(
                         f"{what} (num_speech_tokens of {self.cfg.model}/sts_vocab.json); re-encode the "
-                        "corpus with the model's codec, or pass --skip-invalid-codes to skip such rows"
+                        "corpus with the model's codec, or pass --data.skip-invalid-codes to skip such rows"
                     )
                 if not skipped[r]:
                     notes.append(what)
@@ -239,21 +239,24 @@ class RowTokenizer:
             if sides is None:
                 out.count(bool(is_eval[r]), "skipped_bad_languages")
                 continue
-            for group, example in sft_examples(sides, cfg.task_weights):
+            for group, example in sft_examples(sides, cfg.sft.task_weights):
                 try:
-                    sample = self.fmt.build(example, loss=cfg.loss_mask)
+                    sample = self.fmt.build(example, loss=cfg.sft.loss_mask)
                 except (MissingFieldError, SpecialTokenTextError, PromptPrefixError) as err:
                     out.count(bool(is_eval[r]), _SKIP_REASON[type(err)])
                     continue
                 except ValueError as err:
                     raise RowError(f"{shard}: row {row_id!r}: {group}: {err}") from err
                 sample_ids, sample_labels = sample["input_ids"], sample["labels"]
-                if len(sample_ids) > cfg.seq_len:
-                    if cfg.overlong == "drop":
+                if len(sample_ids) > cfg.data.seq_len:
+                    if cfg.data.overlong == "drop":
                         out.count(bool(is_eval[r]), "dropped_overlong")
                         continue
                     out.count(bool(is_eval[r]), "trimmed_overlong")
-                    sample_ids, sample_labels = sample_ids[: cfg.seq_len], sample_labels[: cfg.seq_len]
+                    sample_ids, sample_labels = (
+                        sample_ids[: cfg.data.seq_len],
+                        sample_labels[: cfg.data.seq_len],
+                    )
                 if (sample_labels != IGNORE_INDEX).any():
                     ids.append(sample_ids)
                     labels.append(sample_labels)

@@ -1,15 +1,23 @@
-"""Small encoded corpus shards for tests and smoke runs, following `sts.corpus`.
+"""Small encoded corpus shards and tiny runs for tests and smoke runs, following `sts.corpus`.
 
 from train.testing import write_tiny_encoded_shards
 shards = write_tiny_encoded_shards(tmp_path / "encoded", num_codes=1024)   # [Path] to Parquet files
 corpus = write_looping_shards(tmp_path / "looping")     # half the targets loop: for preference tests
+main(tiny_cli_args("sft", model, shards, tmp_path / "run", "--optim.max-steps", "2"))   # sts-train sft
+weights = checkpoint_weights(latest_checkpoint(tmp_path / "run"))   # {name: tensor}
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from sts.config import load_config
+from sts.corpus import CARD_NAME, encoded_features, shard_dir
+from sts.io import write_json_atomic
+from train.config import CONFIG_DIR, TrainConfig
 
 PAIRS = [
     ("おはようございます。", "Good morning."),
@@ -40,8 +48,6 @@ def write_tiny_encoded_shards(
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from sts.corpus import encoded_features, shard_dir
 
     rng = np.random.default_rng(seed)
     wav = _silence_wav()
@@ -113,9 +119,6 @@ def write_looping_shards(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sts.corpus import CARD_NAME, encoded_features, shard_dir
-    from sts.io import write_json_atomic
-
     rng = np.random.default_rng(seed)
     wav = _silence_wav()
     ja, en = PAIRS[0]
@@ -147,7 +150,6 @@ def write_looping_shards(
 
 
 def _silence_wav() -> bytes:
-    import io
 
     import soundfile as sf
 
@@ -157,14 +159,25 @@ def _silence_wav() -> bytes:
 
 
 def tiny_config(stage: str, model: str | Path, shards: list[str | Path], out_dir: str | Path, **overrides):
-    """The shipped `tiny_{stage}.yaml` pointed at a tiny model, tiny shards and a run folder."""
-    from sts.config import load_config
-    from train.config import CONFIG_DIR, TrainConfig
+    """The shipped `tiny_{stage}.yaml` pointed at a tiny model, tiny shards and a run folder;
+    `overrides` name options as `group__option` (`optim__lr=0.1` sets `optim.lr`)."""
 
-    overrides = {
-        "model": str(model),
-        "shards": [str(s) for s in shards],
-        "out_dir": str(out_dir),
-        **overrides,
-    }
-    return load_config(TrainConfig, CONFIG_DIR / f"tiny_{stage}.yaml", **overrides)
+    dotted = {key.replace("__", "."): value for key, value in overrides.items()}
+    dotted = {"model": str(model), "data.shards": [str(s) for s in shards], "out_dir": str(out_dir), **dotted}
+    return load_config(TrainConfig, CONFIG_DIR / f"tiny_{stage}.yaml", **dotted)
+
+
+def tiny_cli_args(
+    stage: str, model: str | Path, shards: list[str | Path], out_dir: str | Path, *extra: str
+) -> list[str]:
+    """`sts-train STAGE` arguments for the shipped `tiny_{stage}.yaml` on a tiny model, shards and run folder."""
+
+    return [stage, "--config", str(CONFIG_DIR / f"tiny_{stage}.yaml"), "--model", str(model),
+            "--data.shards", *map(str, shards), "--out-dir", str(out_dir), *extra]  # fmt: skip
+
+
+def checkpoint_weights(checkpoint: str | Path) -> dict:
+    """The tensors of a checkpoint's `model.safetensors`, by name."""
+    from safetensors.torch import load_file
+
+    return load_file(Path(checkpoint) / "model.safetensors")

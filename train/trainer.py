@@ -2,7 +2,7 @@
 
     from train.config import TrainConfig
     from train.trainer import train
-    train(TrainConfig(stage="sft", model="runs/lfm2-350m-speech", shards=["runs/corpus"], out_dir=Path("runs/sft")))
+    train(make_config(TrainConfig, model="runs/lfm2-350m-speech", out_dir="runs/sft", data__shards=["runs/corpus"]))
 
 Multi-GPU: `accelerate launch --config_file train/configs/accelerate/fsdp.yaml -m train.cli sft --config ...`
 (or deepspeed_zero2.yaml), or `torchrun --nproc_per_node 8 -m train.cli sft ...` (DDP); the loop is the
@@ -25,6 +25,7 @@ import torch
 
 from sts.config import ConfigError, config_to_dict, save_config
 from sts.errors import UsageError
+from sts.model_files import load_speech_contract
 from sts.tasks import IGNORE_INDEX
 from train.checkpoint import (
     latest_checkpoint,
@@ -34,8 +35,9 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.config import TrainConfig
+from train.data import build_doc_stores, data_counts
+from train.logger import MetricLogger
 from train.loss import CausalLMWithLoss
-from train.metrics import MetricLogger
 from train.packing import PackedStream
 from train.resume_check import apply_optimizer_settings, check_resume, record_resume
 from train.runtime import make_runtime, seed_everything
@@ -48,13 +50,17 @@ class TrainingDiverged(RuntimeError):
 
 
 def lr_lambda(cfg: TrainConfig):
-    """Linear warm-up to 1, then cosine to `min_lr_ratio` at `max_steps` (a factor on cfg.lr)."""
+    """Linear warm-up to 1, then cosine to `min_lr_ratio` at `max_steps` (a factor on cfg.optim.lr)."""
 
     def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if step < cfg.optim.warmup_steps:
+            return (step + 1) / cfg.optim.warmup_steps
+        progress = min(
+            1.0, (step - cfg.optim.warmup_steps) / max(1, cfg.optim.max_steps - cfg.optim.warmup_steps)
+        )
+        return cfg.optim.min_lr_ratio + (1 - cfg.optim.min_lr_ratio) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
 
     return factor
 
@@ -66,25 +72,29 @@ def load_model(cfg: TrainConfig, weights_from: Path | None = None):
     """
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-    lora_resume = cfg.lora_r > 0 and weights_from is not None
+    kwargs = (
+        {"attn_implementation": cfg.runtime.attn_implementation} if cfg.runtime.attn_implementation else {}
+    )
+    lora_resume = cfg.lora.r > 0 and weights_from is not None
     source = cfg.model if weights_from is None or lora_resume else weights_from
     lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-    if cfg.gradient_checkpointing:
+    if cfg.runtime.gradient_checkpointing:
         if hasattr(lm, "activation_checkpointing_enable"):  # the newer name (transformers >= 5.2x)
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.config.use_cache = False
-    if cfg.compile:  # per layer, in place: the state-dict names (and so the checkpoints) do not change
+    if (
+        cfg.runtime.compile
+    ):  # per layer, in place: the state-dict names (and so the checkpoints) do not change
         for layer in lm.model.layers:
             layer.compile()
-    if cfg.lora_r > 0:
+    if cfg.lora.r > 0:
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if lora_resume:
             return PeftModel.from_pretrained(lm, weights_from, is_trainable=True)
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.lora_targets)
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.targets)
         lm = get_peft_model(lm, lora)
     return lm
 
@@ -107,12 +117,12 @@ def mixture_weights(cfg: TrainConfig, group_names: list[str]) -> dict[str, float
     if cfg.stage == "sft":
         task_of = {g: g.split(":")[0] for g in group_names}
         per_task = {t: sum(1 for g in group_names if task_of[g] == t) for t in set(task_of.values())}
-        weights = {g: cfg.task_weights.get(task_of[g], 0.0) / per_task[task_of[g]] for g in group_names}
+        weights = {g: cfg.sft.task_weights.get(task_of[g], 0.0) / per_task[task_of[g]] for g in group_names}
     else:
         speech = [g for g in group_names if g.startswith("speech_")]
         text = [g for g in group_names if not g.startswith("speech_")]
-        weights = {g: cfg.speech_weight / len(speech) for g in speech}
-        weights.update({g: (1 - cfg.speech_weight) / len(text) for g in text})
+        weights = {g: cfg.cpt.speech_weight / len(speech) for g in speech}
+        weights.update({g: (1 - cfg.cpt.speech_weight) / len(text) for g in text})
     total = sum(weights.values())
     if total <= 0:
         raise ConfigError(f"every data group has weight 0: groups {group_names}")
@@ -130,14 +140,14 @@ def train(cfg: TrainConfig) -> Path | None:
     Stage dpo is `train.dpo.train_dpo` (preference pairs instead of packed documents); UsageError here."""
     if cfg.stage == "dpo":
         raise UsageError("stage dpo trains on preference pairs: call train.dpo.train_dpo(cfg)")
-    rt = make_runtime(cfg.distributed, cfg.precision, cfg.grad_accum, cfg.batch_size)
+    rt = make_runtime(
+        cfg.runtime.distributed, cfg.runtime.precision, cfg.optim.grad_accum, cfg.optim.batch_size
+    )
     with run_folder(rt, Path(cfg.out_dir), f"sts-train {cfg.stage}"):  # one run per folder
         return _train(cfg, rt)
 
 
 def _train(cfg: TrainConfig, rt) -> Path | None:
-    from sts.model_files import load_speech_contract
-    from train.data import build_doc_stores, data_counts
     from train.gen_eval import GenEvaluator, gen_eval_step
 
     # The model folder and the whole sts_vocab.json against its tokenizer and config, before any data
@@ -153,12 +163,14 @@ def _train(cfg: TrainConfig, rt) -> Path | None:
         train_store, eval_store = build_doc_stores(cfg, tokenizer, vocab)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     weights = mixture_weights(cfg, train_store.group_names)
-    stream = PackedStream(train_store, weights, cfg.seq_len, cfg.seed, pack=cfg.packing, pad_id=pad_id)
+    stream = PackedStream(
+        train_store, weights, cfg.data.seq_len, cfg.seed, pack=cfg.data.packing, pad_id=pad_id
+    )
 
     model, optimizer, scheduler = build_training(cfg, rt, resume_from)
 
     world, rank = rt.num_processes, rt.process_index
-    per_step = cfg.batch_size * cfg.grad_accum * world
+    per_step = cfg.optim.batch_size * cfg.optim.grad_accum * world
     state = {"step": 0, "bad_steps": 0, "sequences_per_step": per_step, "sequences_consumed": 0}
     if resume_from is not None:
         state = load_checkpoint(rt, optimizer, resume_from)
@@ -177,7 +189,7 @@ def _train(cfg: TrainConfig, rt) -> Path | None:
     if rt.is_main_process:
         save_config(cfg, out_dir / "train_config.yaml")
     logger = MetricLogger(
-        out_dir, cfg.max_steps, cfg.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
+        out_dir, cfg.optim.max_steps, cfg.log.logger, enabled=rt.is_main_process, config=config_to_dict(cfg)
     )
     if resumed_with:
         logger.log(state["step"], resumed_with, kind="resume")
@@ -187,33 +199,35 @@ def _train(cfg: TrainConfig, rt) -> Path | None:
     logger.log(state["step"], data_counts(train_store, eval_store), kind="data")  # kept, skipped, dropped
 
     gen_eval = None
-    if cfg.gen_eval and cfg.eval_every and rt.is_main_process:
+    if cfg.eval.generate and cfg.eval.every and rt.is_main_process:
         gen_eval = GenEvaluator(cfg, tokenizer, vocab, rt, pad_id=pad_id)
 
     last_saved, t0, steps_timed = None, time.perf_counter(), 0
     model.train()
-    while state["step"] < cfg.max_steps:
+    while state["step"] < cfg.optim.max_steps:
         micro = []
-        for m in range(cfg.grad_accum):
-            start = state["sequences_consumed"] + m * cfg.batch_size * world + rank
-            arrays = stream.batch(start, cfg.batch_size, stride=world)
+        for m in range(cfg.optim.grad_accum):
+            start = state["sequences_consumed"] + m * cfg.optim.batch_size * world + rank
+            arrays = stream.batch(start, cfg.optim.batch_size, stride=world)
             micro.append({k: torch.from_numpy(v).to(rt.device, non_blocking=True) for k, v in arrays.items()})
         lr = scheduler.get_last_lr()[0]
-        metrics = train_step(rt, model, micro, cfg.max_grad_norm)
+        metrics = train_step(rt, model, micro, cfg.optim.max_grad_norm)
         state["step"] += 1
         state["sequences_consumed"] += per_step
-        if not apply_update(metrics, optimizer, scheduler, state, logger, cfg.max_bad_steps, last_saved):
+        if not apply_update(
+            metrics, optimizer, scheduler, state, logger, cfg.optim.max_bad_steps, last_saved
+        ):
             continue
         steps_timed += 1
-        if state["step"] % cfg.log_every == 0 or state["step"] == cfg.max_steps:
+        if state["step"] % cfg.log.every == 0 or state["step"] == cfg.optim.max_steps:
             elapsed = time.perf_counter() - t0
-            metrics.update(lr=lr, tokens_per_s=steps_timed * per_step * cfg.seq_len / max(elapsed, 1e-9))
+            metrics.update(lr=lr, tokens_per_s=steps_timed * per_step * cfg.data.seq_len / max(elapsed, 1e-9))
             logger.log(state["step"], metrics)
             t0, steps_timed = time.perf_counter(), 0
-        if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+        if cfg.eval.every and state["step"] % cfg.eval.every == 0:
             if eval_store.num_docs:
                 logger.log(state["step"], evaluate(model, eval_store, cfg, rt, pad_id), kind="eval")
-            if cfg.gen_eval:
+            if cfg.eval.generate:
                 state["stopped"] = gen_eval_step(gen_eval, model, rt, logger, state, cfg)
         last_saved, stop = save_or_stop(
             rt, model, optimizer, tokenizer, vocab, cfg, state, logger, last_saved
@@ -229,9 +243,13 @@ def build_training(cfg: TrainConfig, rt, resume_from: Path | None):
     weights come from `resume_from` unless the runtime restores them with its own state. Returns
     (model, optimizer, scheduler)."""
     lm = load_model(cfg, weights_from=None if resume_from is None or rt.weights_in_state else resume_from)
-    model = CausalLMWithLoss(lm, impl=cfg.loss_impl, chunk_tokens=cfg.ce_chunk_tokens).to(rt.device)
+    model = CausalLMWithLoss(lm, impl=cfg.runtime.loss_impl, chunk_tokens=cfg.runtime.ce_chunk_tokens).to(
+        rt.device
+    )
     fused = {"fused": True} if rt.device.type == "cuda" and not rt.weights_in_state else {}  # one GPU
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, **fused)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas, **fused
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer = rt.prepare(model, optimizer, scheduler)
     return model, optimizer, scheduler
@@ -245,7 +263,7 @@ def save_or_stop(rt, model, optimizer, tokenizer, vocab, cfg: TrainConfig, state
     if stopped:
         rt.print(f"early stop at step {state['step']}: {stopped}")
         logger.log(state["step"], {"reason": stopped}, kind="early_stop")
-    if state["step"] % cfg.save_every == 0 or state["step"] == cfg.max_steps or stopped:
+    if state["step"] % cfg.log.save_every == 0 or state["step"] == cfg.optim.max_steps or stopped:
         last_saved = save_checkpoint(rt, model, optimizer, tokenizer, vocab, cfg, dict(state))
     return last_saved, bool(stopped)
 
@@ -313,11 +331,11 @@ def evaluate(model, store, cfg: TrainConfig, rt, pad_id: int) -> dict[str, float
     results = {}
     for group in store.group_names:
         stream = PackedStream(
-            store, None, cfg.seq_len, seed=1234, pack=cfg.packing, pad_id=pad_id, groups=[group]
+            store, None, cfg.data.seq_len, seed=1234, pack=cfg.data.packing, pad_id=pad_id, groups=[group]
         )
         total = torch.zeros(2, device=rt.device)
-        for b in range(cfg.eval_batches):
-            arrays = stream.batch(b * cfg.batch_size * world + rank, cfg.batch_size, stride=world)
+        for b in range(cfg.eval.batches):
+            arrays = stream.batch(b * cfg.optim.batch_size * world + rank, cfg.optim.batch_size, stride=world)
             batch = {k: torch.from_numpy(v).to(rt.device) for k, v in arrays.items()}
             with rt.autocast():
                 loss_sum, n = compute_loss(model, batch)

@@ -43,9 +43,9 @@ def load_tts(spec: str, **kwargs) -> TTSBackend:
             from corpus_builder.tts.llasa import LlasaTTS
 
             return LlasaTTS(model, **kwargs)
-        from corpus_builder.tts.llasa_vllm import LlasaVLLM
+        from corpus_builder.tts.llasa_vllm import LlasaVllm
 
-        return LlasaVLLM(model, **kwargs)
+        return LlasaVllm(model, **kwargs)
     if not model:
         from corpus_builder.tts import offline
 

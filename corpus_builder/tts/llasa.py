@@ -22,7 +22,7 @@ Generation goes through `sts.generation` (the same layer as `sts-infer` and the 
   and never past Llasa's window: prompt + new tokens <= `max_length` (2,048; Llasa's maintainers
   state that the limit covers text and speech together). A prompt that leaves fewer than
   `min_speech_tokens` (a long voice prompt) is dropped as "tts_prompt_too_long";
-* sampled repetition-aware by default (`LlasaSampling.repetition_aware`: nucleus top-p 0.8 /
+* sampled repetition-aware by default (`LLASA_SAMPLING`: nucleus top-p 0.8 /
   top-k 25 at Llasa's temperature 0.8, a draw that repeats one of the last 10 codes redrawn from the
   whole distribution; VALL-E 2 / CosyVoice, `sts.generation.ras`);
 * loop-guarded: a row whose codes fall into a repetition loop (`sts.generation.SPEECH_GUARD`: an
@@ -45,27 +45,26 @@ from corpus_builder.interfaces import TTSBackend, TTSRequest, TTSResult
 from sts.generation.allowed import speech_block_ids
 from sts.generation.loops import SPEECH_GUARD, LoopGuard, detect_loop
 from sts.generation.request import RAS_SAMPLING, GenerationRequest, Sampling, length_sorted_batches
-from sts.llasa import MARKERS as MARKERS  # re-exported: the layout lives in the base
-from sts.llasa import SPEECH_START, find_llasa_layout
+from sts.llasa_layout import MARKERS as MARKERS  # re-exported: the layout lives in the base
+from sts.llasa_layout import SPEECH_START, find_llasa_layout
 
 USER_TEMPLATE = "Convert the text to speech:<|TEXT_UNDERSTANDING_START|>{text}<|TEXT_UNDERSTANDING_END|>"
 DEFAULT_CODEC = "HKUSTAudio/xcodec2-hf"
 
 
-@dataclass
-class LlasaSampling:
-    """Sampling, length budgets and loop guard, shared by the transformers and vLLM paths."""
+LLASA_SAMPLING = Sampling(temperature=0.8, top_p=RAS_SAMPLING.top_p, top_k=RAS_SAMPLING.top_k, repetition_aware=True,
+                          ras_window=RAS_SAMPLING.ras_window, ras_tau=RAS_SAMPLING.ras_tau)  # fmt: skip
+"""Llasa's card temperature (0.8) on CosyVoice's repetition-aware nucleus (top-p 0.8, top-k 25; Llasa's
+card samples at top-p 1 and calls 0.95/0.9 more stable): a draw one of the last 10 codes already holds
+is redrawn from the whole distribution (`sts.generation.ras`)."""
 
-    temperature: float = 0.8
-    """Llasa's card default; 0 means greedy."""
-    top_p: float = RAS_SAMPLING.top_p
-    """Nucleus sampling: CosyVoice's RAS nucleus (0.8); Llasa's card samples at 1 and notes 0.95/0.9
-    are more stable."""
-    top_k: int = RAS_SAMPLING.top_k
-    """Keep the k most likely codes (CosyVoice's RAS nucleus: 25); 0 disables it."""
-    repetition_aware: bool = True
-    """Repetition-aware sampling (`sts.generation.ras`): a draw that one of the last 10 codes already
-    holds is redrawn from the whole distribution. False: plain top-k/top-p sampling."""
+
+@dataclass
+class LlasaDecoding:
+    """How Llasa decodes: its sampling, length budgets and loop guard (transformers and vLLM paths alike)."""
+
+    sampling: Sampling = LLASA_SAMPLING
+    """Sampling (`sts.generation.Sampling`; `Sampling(do_sample=False)` is greedy)."""
     min_speech_tokens: int = 150
     """Budget floor: even a one-word text may run this long (3 s at 50 tokens/s). A prompt that
     leaves less room than this in the window is dropped ("tts_prompt_too_long")."""
@@ -87,19 +86,6 @@ class LlasaSampling:
         wanted = max(self.min_speech_tokens, per_char * len(text))
         return int(min(self.max_length - prompt_len, wanted))
 
-    def sampling(self) -> Sampling:
-        """As `sts.generation.Sampling` (temperature <= 0: greedy)."""
-        if self.temperature <= 0:
-            return Sampling(do_sample=False)
-        return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            repetition_aware=self.repetition_aware,
-            ras_window=RAS_SAMPLING.ras_window,
-            ras_tau=RAS_SAMPLING.ras_tau,
-        )
-
 
 class LlasaPrompter:
     """Tokenizer-level half of Llasa: prompt ids in, generated ids -> codes out. No model, no torch.
@@ -112,7 +98,7 @@ class LlasaPrompter:
     def __init__(self, tokenizer, num_speech_tokens: int):
         self.tokenizer = tokenizer
         self.num_speech_tokens = num_speech_tokens
-        # Verified once over the whole block (sts.llasa), so codes map by arithmetic from here on.
+        # Verified once over the whole block (sts.llasa_layout), so codes map by arithmetic from here on.
         layout = find_llasa_layout(tokenizer, num_speech_tokens)  # LlasaLayoutError is a ValueError
         self.marker_ids = layout.marker_ids
         self.speech_start_id = layout.speech_start_id
@@ -176,7 +162,7 @@ class LlasaJob:
     prompt_ids: list[int]
     """`[L]` the whole prompt (chat template, text, voice prompt codes)."""
     max_new_tokens: int
-    """Its budget, end marker included: L + max_new_tokens <= `LlasaSampling.max_length`."""
+    """Its budget, end marker included: L + max_new_tokens <= `LlasaDecoding.max_length`."""
 
 
 class LlasaBase(TTSBackend):
@@ -188,13 +174,13 @@ class LlasaBase(TTSBackend):
         self,
         tokenizer,
         codec,
-        sampling: LlasaSampling | None = None,
+        decoding: LlasaDecoding | None = None,
         *,
         voice_preserving: bool = True,
         languages: Sequence[str] = ("ja", "en"),
     ):
         self.codec = codec
-        self.sampling = sampling or LlasaSampling()
+        self.decoding = decoding or LlasaDecoding()
         self.voice_preserving = voice_preserving
         self.languages = tuple(languages)
         self.prompter = LlasaPrompter(tokenizer, codec.codebook_size)
@@ -233,10 +219,10 @@ class LlasaBase(TTSBackend):
                 ids = self.prompter.prompt_ids(
                     request.text, codes, request.prompt_text if codes is not None else None
                 )
-                if self.sampling.max_length - len(ids) < self.sampling.min_speech_tokens:
+                if self.decoding.max_length - len(ids) < self.decoding.min_speech_tokens:
                     drops[i] = "tts_prompt_too_long"
                     continue
-                budget = self.sampling.max_new_tokens(request.text, request.lang, prompt_len=len(ids))
+                budget = self.decoding.max_new_tokens(request.text, request.lang, prompt_len=len(ids))
                 jobs.append(LlasaJob(i, ids, budget))
         return jobs, drops
 
@@ -247,10 +233,10 @@ class LlasaBase(TTSBackend):
             self.prompter.allowed_ids,
             end_ids=[self.prompter.speech_end_id],
             max_new_tokens=[job.max_new_tokens for job in jobs],
-            sampling=self.sampling.sampling(),
+            sampling=self.decoding.sampling,
             min_new_tokens=0,
-            guard=self.sampling.loop_guard,
-            seed=self.sampling.seed,
+            guard=self.decoding.loop_guard,
+            seed=self.decoding.seed,
         )
 
     def generate(self, jobs: Sequence[LlasaJob]) -> list[list[int]]:
@@ -262,7 +248,7 @@ class LlasaBase(TTSBackend):
         new_ids = list(new_ids)
         end = self.prompter.speech_end_id
         body = new_ids[: new_ids.index(end)] if end in new_ids else new_ids
-        guard = self.sampling.loop_guard
+        guard = self.decoding.loop_guard
         if guard is not None and detect_loop(np.asarray(body, dtype=np.int64), guard) is not None:
             return None, "tts_loop"
         return self.prompter.parse(new_ids)
@@ -303,7 +289,7 @@ class LlasaTTS(LlasaBase):
         device, dtype: where and in which dtype the LM runs.
         codec_dtype: the codec's dtype (fp32 by default).
         batch_size: requests per `generate()` call (sorted by prompt length first).
-        sampling: temperature / top_p / budgets / loop guard.
+        decoding: sampling, budgets and loop guard (`LlasaDecoding`).
         static_cache: `cache_implementation="static"` (+ `compile` for CUDA graphs: the fast GPU path),
             shapes rounded so that batches share compiled graphs.
     """
@@ -317,7 +303,7 @@ class LlasaTTS(LlasaBase):
         dtype: str = "float32",
         codec_dtype: str = "float32",
         batch_size: int = 16,
-        sampling: LlasaSampling | None = None,
+        decoding: LlasaDecoding | None = None,
         voice_preserving: bool = True,
         languages: Sequence[str] = ("ja", "en"),
         static_cache: bool = False,
@@ -332,7 +318,7 @@ class LlasaTTS(LlasaBase):
         super().__init__(
             tokenizer,
             _load_codec(codec, device, codec_dtype),
-            sampling,
+            decoding,
             voice_preserving=voice_preserving,
             languages=languages,
         )

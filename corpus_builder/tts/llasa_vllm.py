@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from corpus_builder.tts.llasa import DEFAULT_CODEC, LlasaBase, LlasaJob, LlasaSampling, _load_codec
+from corpus_builder.tts.llasa import DEFAULT_CODEC, LlasaBase, LlasaDecoding, LlasaJob, _load_codec
+from sts.generation.vllm_backend import VllmBackend
 
 
-class LlasaVLLM(LlasaBase):
+class LlasaVllm(LlasaBase):
     """Llasa on a vLLM engine. Extra keyword arguments go to `vllm.LLM` (e.g. `gpu_memory_utilization`)."""
 
     def __init__(
@@ -29,7 +30,7 @@ class LlasaVLLM(LlasaBase):
         device: str = "cuda",
         dtype: str = "bfloat16",
         codec_dtype: str = "float32",
-        sampling: LlasaSampling | None = None,
+        decoding: LlasaDecoding | None = None,
         voice_preserving: bool = True,
         languages: Sequence[str] = ("ja", "en"),
         **llm_kwargs,
@@ -37,12 +38,10 @@ class LlasaVLLM(LlasaBase):
         import vllm  # noqa: F401  (the gpu extra: fail here, before the tokenizer and codec load)
         from transformers import AutoTokenizer
 
-        from sts.generation.vllm_backend import VllmBackend
-
         super().__init__(
             AutoTokenizer.from_pretrained(model),
             _load_codec(codec, device, codec_dtype),
-            sampling,
+            decoding,
             voice_preserving=voice_preserving,
             languages=languages,
         )

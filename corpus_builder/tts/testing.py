@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from sts.llasa import MARKERS
+from sts.llasa_layout import MARKERS
+from sts.testing.lm import build_tiny_tokenizer
 from sts.vocab import SPEECH_TOKEN_FORMAT
 
 # Written for this project in the layout of Llama-3.2-Instruct's template: BOS, a system header that
@@ -75,8 +76,6 @@ def build_tiny_llasa_tokenizer(
     tokens); "llama3" adds Llama-3's specials and template (see the module docstring).
     """
     from tokenizers import AddedToken
-
-    from sts.testing.lm import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     speech = [SPEECH_TOKEN_FORMAT.format(k) for k in range(num_speech_tokens)]

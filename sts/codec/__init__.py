@@ -12,28 +12,15 @@ Importing `sts.codec` loads neither torch nor transformers; `XCodec2Codec` loads
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sts.codec.base import Codec
-from sts.codec.streaming import StreamDecoder, StreamSettings
+from sts.codec.stream_decode import StreamDecoder, StreamSettings
+from sts.lazy import lazy_exports
 
-if TYPE_CHECKING:
-    from sts.codec.melkmeans import MelKMeansCodec
-    from sts.codec.xcodec2 import XCodec2Codec
-
-__all__ = ["Codec", "MelKMeansCodec", "StreamDecoder", "StreamSettings", "XCodec2Codec", "load_codec"]
-
-
-def __getattr__(name: str):
-    if name == "XCodec2Codec":
-        from sts.codec.xcodec2 import XCodec2Codec
-
-        return XCodec2Codec
-    if name == "MelKMeansCodec":
-        from sts.codec.melkmeans import MelKMeansCodec
-
-        return MelKMeansCodec
-    raise AttributeError(f"module 'sts.codec' has no attribute {name!r}")
+_lazy, __getattr__ = lazy_exports(
+    __name__, {"MelKMeansCodec": "sts.codec.melkmeans", "XCodec2Codec": "sts.codec.xcodec2"}
+)
+__all__ = ["Codec", "StreamDecoder", "StreamSettings", "load_codec", *_lazy]
 
 
 def load_codec(name_or_path: str | Path, **kwargs) -> Codec:

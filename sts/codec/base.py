@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sts.codec.streaming import StreamDecoder, StreamSettings, stream_decoder
+from sts.codec.stream_decode import StreamDecoder, StreamSettings, stream_decoder
 
 
 class Codec(ABC):
@@ -27,7 +27,7 @@ class Codec(ABC):
     name: str
     """What made the codes (a Hugging Face id or a local path), recorded in shard headers and cards."""
     stream_defaults: StreamSettings = StreamSettings()
-    """Chunking of `stream_decoder` when no setting is given (`sts.codec.streaming`)."""
+    """Chunking of `stream_decoder` when no setting is given (`sts.codec.stream_decode`)."""
 
     @abstractmethod
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -58,7 +58,7 @@ class Codec(ABC):
         crossfade_frames: int | None = None,
     ) -> StreamDecoder:
         """A chunked decoder (`push(codes) -> audio`, `flush() -> audio`); settings not given come
-        from `stream_defaults`. See `sts.codec.streaming` for how close it comes to `decode`."""
+        from `stream_defaults`. See `sts.codec.stream_decode` for how close it comes to `decode`."""
         return stream_decoder(
             self,
             self.stream_defaults,

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sts.codec.base import Codec
-from sts.codec.streaming import StreamSettings
+from sts.codec.stream_decode import StreamSettings
 from sts.errors import CorruptFileError
 
 CODEC_TYPE = "mel-kmeans"
@@ -48,7 +48,7 @@ class MelKMeansCodec(Codec):
     frame_rate = 50.0
     hop_length = 320
     stream_defaults = StreamSettings(chunk_frames=20, left_context=25, lookahead=15, crossfade_frames=2)
-    """Chunked decoding (`sts.codec.streaming`): first audio after 0.7 s of codes, ~63 dB SNR from
+    """Chunked decoding (`sts.codec.stream_decode`): first audio after 0.7 s of codes, ~63 dB SNR from
     the whole decode on TTS speech (benchmarks/stream_decode.py)."""
 
     def __init__(
@@ -123,7 +123,7 @@ class MelKMeansCodec(Codec):
         Fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99, as librosa's `griffinlim`) from
         random initial phases that depend only on each frame's position in the stream
         (`PHASE_PERIOD`-periodic, seeded), so a window of a stream converges to nearly the phases
-        the whole stream's decode finds there: chunked decoding (`sts.codec.streaming`) then
+        the whole stream's decode finds there: chunked decoding (`sts.codec.stream_decode`) then
         matches `decode` closely.
         """
         import librosa

@@ -35,7 +35,7 @@ not; an earlier run also saw one flip at an FSQ rounding boundary outside the ta
 Exactness is measured on CPU; GPU kernels may round differently for different batch sizes.
 
 Decoding is exact: the decoder's GroupNorm and unmasked transformer mix all frames of a clip, so
-only clips with the same code count share a batch (and the chunked decoder of `sts.codec.streaming`,
+only clips with the same code count share a batch (and the chunked decoder of `sts.codec.stream_decode`,
 which decodes overlapping windows, only approximates `decode`: measured there). T codes decode to
 exactly `T * 320` samples (the ISTFT head gives `(T - 1) * 320 + n_fft - 2 * (n_fft - 320) / 2`).
 
@@ -53,7 +53,7 @@ import torch
 
 from sts.codec.base import Codec
 from sts.codec.features import HOP, padded_length, xcodec2_inputs
-from sts.codec.streaming import StreamSettings
+from sts.codec.stream_decode import StreamSettings
 from sts.errors import UsageError
 
 DEFAULT_MODEL = "HKUSTAudio/xcodec2-hf"
@@ -66,7 +66,7 @@ class XCodec2Codec(Codec):
     hop_length = HOP
     """Samples per code."""
     stream_defaults = StreamSettings(chunk_frames=25, left_context=150, lookahead=10, crossfade_frames=2)
-    """Chunked decoding (`sts.codec.streaming`): 3 s of left context, as users of the trained codec
+    """Chunked decoding (`sts.codec.stream_decode`): 3 s of left context, as users of the trained codec
     report needing; the decoder mixes every frame, so the joined chunks only approximate `decode`."""
 
     def __init__(

@@ -17,7 +17,7 @@ So no text id can enter the speech span and no speech id the text span, whatever
 prefers; a row that never writes the marker (budget or loop guard in the text phase) has no speech.
 The second phase re-reads the prompt (a prefill; vLLM's prefix cache makes it nearly free).
 A streaming caller runs the same two phases one prompt at a time: `text_phase`, then the speech
-phase on `speech_phase_prompt` through `sts.generation.stream.stream_row`.
+phase on `speech_phase_prompt` through `sts.generation.row_stream.stream_row`.
 """
 
 from __future__ import annotations

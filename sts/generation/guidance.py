@@ -11,7 +11,7 @@ model a second time on the unconditional prompt plus the tokens generated so far
 cache). s = 1 is plain decoding (no processor is added); s > 1 strengthens the condition. Koel-TTS
 reports that CFG on the text and context-audio condition cuts hallucinations of a codec-LM TTS;
 Hibiki applies it to the voice condition and reports that too high a scale hurts translation
-(DESIGN.md), so measure it (`TrainConfig.gen_eval_guidance_scale`, `benchmarks/dpo_ablation.py`).
+(docs/background.md), so measure it (`sts-train --eval.guidance-scale`, `benchmarks/dpo_ablation.py`).
 
 The unconditional prompt (`unconditional_prompt`): a prompt with a source speech segment (s2st,
 asr, s2tt) keeps everything but that segment's codes (the markers stay: "no source speech"); a prompt

@@ -1,6 +1,6 @@
 """Repetition loops in generated ids: the four rules, where a loop starts, whether a tail loops.
 
-The first attempt's audio fell into repetition loops (DESIGN.md), and an exact n-gram check alone
+The first attempt's audio fell into repetition loops (docs/background.md), and an exact n-gram check alone
 missed most of the loops a codec LM makes (issue 13). `LoopGuard` holds four rules:
 
 * exact: an n-gram (n <= `max_ngram`) repeated back to back `min_repeats` times, covering

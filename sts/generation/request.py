@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
+from annotated_types import Ge, Gt, Interval
 
+from sts.config import ConfigError, check_config
 from sts.generation.loops import LoopGuard
 
 GUIDANCE_PROCESSOR = "UnbatchedClassifierFreeGuidanceLogitsProcessor"
@@ -39,35 +42,32 @@ class Sampling:
     """
 
     do_sample: bool = True
-    """False: greedy (argmax) decoding."""
-    temperature: float = 0.8
+    """False: greedy decoding (the other fields are unused)."""
+    temperature: Annotated[float, Ge(0)] = 0.8
     """Softmax temperature (> 0 when sampling)."""
-    top_p: float = 1.0
-    """Nucleus sampling threshold; 1 disables it."""
-    top_k: int = 0
-    """Keep the k most likely ids; 0 disables top-k."""
-    min_p: float = 0.0
-    """Drop ids below `min_p` times the top probability; 0 disables it (not with repetition_aware)."""
-    repetition_penalty: float = 1.0
-    """Penalty on ids already in the prompt or output (transformers' and vLLM's definition); 1 disables it."""
+    top_p: Annotated[float, Interval(gt=0, le=1)] = 1.0
+    """Nucleus threshold; 1: off."""
+    top_k: Annotated[int, Ge(0)] = 0
+    """Keep the k most likely ids; 0: off."""
+    min_p: Annotated[float, Interval(ge=0, le=1)] = 0.0
+    """Drop ids below min_p x the top probability; 0: off."""
+    repetition_penalty: Annotated[float, Gt(0)] = 1.0
+    """Penalty on ids already in prompt or output; 1: off."""
     repetition_aware: bool = False
-    """Repetition-aware sampling (see above); needs `do_sample`."""
-    ras_window: int = 10
-    """RAS: how many of the last generated tokens are looked at (VALL-E 2 / CosyVoice: 10)."""
-    ras_tau: float = 0.1
-    """RAS: a draw held ceil(window * tau) times in that window is redrawn (CosyVoice tau_r: 0.1)."""
+    """Repetition-aware sampling (RAS, see above)."""
+    ras_window: Annotated[int, Ge(1)] = 10
+    """RAS: last tokens looked at (VALL-E 2 / CosyVoice: 10)."""
+    ras_tau: Annotated[float, Gt(0)] = 0.1
+    """RAS: redraw a token held ceil(window x tau) times there."""
 
     def __post_init__(self):
+        check_config(self)
         if self.do_sample and self.temperature <= 0:
-            raise ValueError(
-                f"sampling needs temperature > 0, got {self.temperature} (greedy: do_sample=False)"
-            )
+            raise ConfigError(f"must be > 0 when sampling, got {self.temperature} (greedy: do_sample false)",
+                              key="temperature")  # fmt: skip
         if self.ras_active and self.min_p > 0:
-            raise ValueError("repetition-aware sampling takes temperature, top_k and top_p, not min_p")
-        if self.ras_active and (self.ras_window < 1 or self.ras_tau <= 0):
-            raise ValueError(
-                f"ras_window must be >= 1 and ras_tau > 0, got {self.ras_window}, {self.ras_tau}"
-            )
+            raise ConfigError("must be 0 with repetition-aware sampling (it takes temperature, top_k, top_p)",
+                              key="min_p")  # fmt: skip
 
     @property
     def ras_active(self) -> bool:

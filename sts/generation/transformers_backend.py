@@ -6,7 +6,7 @@
     stream.ids                                                         # == backend.generate([prompt], request)[0]
 
 The fast path is transformers' own: `cache_implementation="static"` and, on CUDA,
-`compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs). DESIGN.md measured it at
+`compile_config=CompileConfig(mode="reduce-overhead")` (CUDA graphs). docs/measurements.md records it at
 414 tok/s vs 13 tok/s for eager `generate()` at batch 1 on an H100. A static cache (and its graphs)
 is sized by prompt width + max_new_tokens, so the fast path rounds both up (to multiples of 64 and
 256 by default) and batches of different lengths share a few compiled shapes; each row still
@@ -21,7 +21,7 @@ import numpy as np
 
 from sts.generation.processors import LoopStoppingCriteria, cut_rows, logits_processors, stopping_criteria
 from sts.generation.request import GenerationRequest
-from sts.generation.stream import RowStream
+from sts.generation.row_stream import RowStream
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -73,7 +73,7 @@ class TransformersBackend:
         """One prompt `[L]`: iterate the new ids `[k]` int64 as `generate` writes them; afterwards
         `.ids` is exactly `generate([prompt], request)[0]` (same processors, stopping criteria and
         seeding: the same ids for the same seed). `generate` runs in the backend's one worker thread
-        (`sts.generation.stream`), where a compiled fast path records its CUDA graphs once."""
+        (`sts.generation.row_stream`), where a compiled fast path records its CUDA graphs once."""
         if self._worker is None:  # one thread for every stream: torch keeps CUDA graphs per thread
             from concurrent.futures import ThreadPoolExecutor
 

@@ -7,21 +7,14 @@
 Every test of every stage builds its models with these.
 """
 
-import importlib
+from sts.lazy import lazy_exports
 
-_EXPORTS = {
+# Lazy: importing sts.testing must not pull in torch/transformers until a builder is used.
+__all__, __getattr__ = lazy_exports(__name__, {
     "build_tiny_tokenizer": "sts.testing.lm",
     "save_tiny_lfm2": "sts.testing.lm",
     "tiny_lfm2_config": "sts.testing.lm",
     "save_tiny_xcodec2": "sts.testing.codec",
     "tiny_xcodec2_config": "sts.testing.codec",
     "synthetic_utterance": "sts.testing.audio",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    # Lazy: importing sts.testing must not pull in torch/transformers until a builder is used.
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'sts.testing' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+})  # fmt: skip

@@ -31,7 +31,7 @@ LFM2_350M_SHAPE = dict(
     block_auto_adjust_ff_dim=True,
     tie_word_embeddings=True,
 )
-"""`LiquidAI/LFM2-350M`'s body as `Lfm2Config` keywords (DESIGN.md: hidden 1024, 16 layers of which the
+"""`LiquidAI/LFM2-350M`'s body as `Lfm2Config` keywords (docs/background.md: hidden 1024, 16 layers of which the
 attention ones are 2, 5, 8, 10, 12, 14, 16 heads / 8 KV heads, tied embeddings; 32k context): the
 random-weight shape the speed benchmarks measure. The vocabulary is the caller's."""
 

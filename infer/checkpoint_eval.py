@@ -54,16 +54,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import tyro
+from annotated_types import Ge
 
 from infer.eval_items import EvalItem, item_audio, read_manifest
 from sts.audio import write_audio
-from sts.errors import UsageError, cli_main
+from sts.devices import ModelArgs
+from sts.errors import UsageError
 from sts.io import remove_stale_temps, write_text_atomic
 from sts.metrics import (
     NORMALIZERS,
@@ -77,6 +79,7 @@ from sts.metrics import (
     normalize,
     sentence_chrf,
 )
+from sts.optional import load_optional, not_measured
 from sts.paths import absolute_if_local
 from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
@@ -235,20 +238,20 @@ def _chain_scores(items: Sequence[EvalItem], results, rows: list[dict]) -> dict:
     and its transcript (CER/WER against `src_text`). {} when the outputs hold no such texts."""
     by_id = {item.id: item for item in items}
     out: dict = {}
-    for field, ref_field, lang_field in (
+    for text_field, ref_field, lang_field in (
         ("translation", "tgt_text", "tgt_lang"),
         ("transcript", "src_text", "src_lang"),
     ):
         pairs: dict[str, list[tuple[str, str]]] = {}
         for row, result in zip(rows, results, strict=True):
-            text, item = getattr(result, field), by_id.get(row["id"])
+            text, item = getattr(result, text_field), by_id.get(row["id"])
             if text is None or item is None or not getattr(item, ref_field):
                 continue
-            row[field] = text
+            row[text_field] = text
             pairs.setdefault(getattr(item, lang_field), []).append((text, getattr(item, ref_field)))
         for lang, group in sorted(pairs.items()):
             hyps, refs = [h for h, _ in group], [r for _, r in group]
-            if field == "translation":
+            if text_field == "translation":
                 out.setdefault("translation", {})[f"to_{lang}"] = translation_scores(
                     hyps, refs, lang, speech=False
                 )
@@ -311,11 +314,15 @@ def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
     return out
 
 
-@dataclass
-class EvalConfig:
+ASR, SPEAKER, DNSMOS = "ASR (Whisper)", "speaker encoder (resemblyzer)", "DNSMOS (speechmos)"
+"""The optional models of an evaluation (`sts.optional`): the scores that need one are "not measured" without it."""
+
+
+@dataclass(kw_only=True)
+class EvalConfig(ModelArgs):
     """Score an sts checkpoint on a JSONL test manifest or a standard test set."""
 
-    manifest: tyro.conf.Positional[Path | None] = None
+    manifest: tyro.conf.Positional[Path | None] = field(default=None, kw_only=False)
     """JSONL test manifest (see `infer.eval_items`); or give --benchmark."""
     benchmark: Literal["fleurs", "cvss", "covost2"] | None = None
     """A standard test set instead of a manifest (`infer.testsets`)."""
@@ -327,16 +334,12 @@ class EvalConfig:
     """--benchmark: a local copy in the dataset's own layout (fleurs default: streamed from the hub)."""
     common_voice_dir: Path | None = None
     """--benchmark cvss/covost2: the Common Voice 4 folder of the source language (clips/, validated.tsv)."""
-    max_items: int | None = None
+    max_items: Annotated[int | None, Ge(1)] = None
     """Only the first N items of the manifest or test set."""
-    model: str = "runs/sft"
-    """Checkpoint directory or Hugging Face id (with `sts_vocab.json`)."""
-    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("reports/eval")
     """Folder for report.json, summary.md, rows.jsonl, report.png and the generated audio."""
     tasks: tuple[TaskName, ...] = ()
     """Tasks to score (each uses the items that have its fields); default: s2st, or every task the benchmark has."""
-    codec: str | None = None
-    """Codec id/path; default: the one `sts_vocab.json` records."""
     asr: Literal["auto", "self", "none"] = "auto"
     """auto: Whisper (--asr-model); self: the checkpoint's own asr task; none: no ASR-based scores."""
     asr_model: str = "offline"
@@ -351,28 +354,23 @@ class EvalConfig:
     """Source<->output speaker similarity for s2st (needs resemblyzer)."""
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation engine; vllm needs the GPU extra."""
-    device: str = "auto"
-    """"auto": cuda when available, else cpu."""
-    dtype: str = "auto"
-    """"auto": bfloat16 on cuda, float32 on cpu."""
     fast: bool | None = None
     """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
-    batch_size: int = 8
-    """Inputs generated together."""
     greedy: bool = True
     """Greedy decoding for every task (reproducible scores); --no-greedy samples with the task defaults."""
-    max_new_tokens: int | None = None
+    max_new_tokens: Annotated[int | None, Ge(1)] = None
     """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Sampling seed (with --no-greedy)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"output": "out_dir", "limit": "max_items"}
+    """Old names, for old files and flags."""
 
 
 def load_items(cfg: EvalConfig):
     """(items, the `infer.testsets.TestSet` or None, tasks to score) that `cfg` names; `UsageError` on a mismatch."""
     if (cfg.manifest is None) == (cfg.benchmark is None):
         raise UsageError("give a test manifest or --benchmark fleurs|cvss|covost2 (one of them)")
-    if cfg.max_items is not None and cfg.max_items < 1:
-        raise UsageError(f"--max-items must be at least 1, got {cfg.max_items}")
     if cfg.benchmark is None:
         return read_manifest(cfg.manifest)[: cfg.max_items], None, cfg.tasks or ("s2st",)
     from infer.testsets import load_test_set
@@ -395,26 +393,22 @@ def load_items(cfg: EvalConfig):
 
 
 def run(cfg: EvalConfig, log=print) -> dict:
-    """Evaluate, write report.json / summary.md / rows.jsonl / report.png into `cfg.output`; returns the report."""
+    """Evaluate, write report.json / summary.md / rows.jsonl / report.png into `cfg.out_dir`; returns the report."""
     from infer.batch import check_writable_folder
-    from infer.cli import load_translator
     from infer.eval_summary import asr_report, headline, plot_report, summary_markdown, summary_rows
+    from infer.load import load_translator
 
-    check_writable_folder(cfg.output)  # before the data streams in and the model loads
-    audio = cfg.output / "audio"
-    for folder in [cfg.output, audio, *(sorted(audio.iterdir()) if audio.is_dir() else [])]:
+    check_writable_folder(cfg.out_dir)  # before the data streams in and the model loads
+    audio = cfg.out_dir / "audio"
+    for folder in [cfg.out_dir, audio, *(sorted(audio.iterdir()) if audio.is_dir() else [])]:
         remove_stale_temps(folder)  # what a killed evaluation left half-written (gone writers only)
     items, test, tasks = load_items(cfg)
     if test is not None:
         log(f"{test.benchmark} {test.split} {test.direction}: {len(test.items)} items from {test.source}")
     translator = load_translator(
-        cfg.model,
-        codec=cfg.codec,
-        device=cfg.device,
-        dtype=cfg.dtype,
+        cfg,
         backend=cfg.backend,
         fast=cfg.fast,
-        batch_size=cfg.batch_size,
         seed=cfg.seed,
         greedy=cfg.greedy,
         max_new_tokens=cfg.max_new_tokens,
@@ -441,7 +435,7 @@ def run(cfg: EvalConfig, log=print) -> dict:
             task,
             asr=asr,
             speaker=speaker,
-            audio_dir=cfg.output / "audio",
+            audio_dir=cfg.out_dir / "audio",
             dnsmos=dnsmos,
             stream=cfg.stream,
         )
@@ -450,25 +444,29 @@ def run(cfg: EvalConfig, log=print) -> dict:
         log(f"{task}: {headline(summary)}")
     if cfg.codec_roundtrip and asr is not None:
         report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
+    loaded = ((ASR, asr), (SPEAKER, speaker), (DNSMOS, dnsmos))
+    report["not_measured"] = {
+        what: not_measured(what) for what, model in loaded if model is None and not_measured(what)
+    }
     report["summary"] = summary_rows(report)
-    cfg.output.mkdir(parents=True, exist_ok=True)
-    _write(cfg.output / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    plot = plot_report(rows, cfg.output / "report.png")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    _write(cfg.out_dir / "rows.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    plot = plot_report(rows, cfg.out_dir / "report.png")
     report["plot"] = str(plot) if plot else None
-    _write(cfg.output / "summary.md", summary_markdown(report["summary"]))
-    _write(cfg.output / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    _write(cfg.out_dir / "summary.md", summary_markdown(report["summary"]))
+    _write(cfg.out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     for row in report["summary"]:
         note = "comparable" if row["comparable"] else "not comparable: " + "; ".join(row["not_comparable"])
         log(
             f"summary {row['task']} -> {row['target']}: {row['metric']} {row['score']} [{row['protocol']}] ({note})"
         )
-    log(f"wrote {cfg.output / 'report.json'} and {cfg.output / 'summary.md'}")
+    log(f"wrote {cfg.out_dir / 'report.json'} and {cfg.out_dir / 'summary.md'}")
     return report
 
 
 def _load_asr(cfg: EvalConfig, translator, langs, log):
-    """The ASR `cfg` asks for, its models loaded now; the offline default that cannot load is a
-    warning (ASR scores skipped), a model named on purpose that cannot load is an error."""
+    """The ASR `cfg` asks for, its models loaded now (`sts.optional`): the offline default that cannot
+    load is one warning (ASR scores not measured), a model named on purpose that cannot load an error."""
     from infer.self_asr import CheckpointASR
     from sts.asr import OFFLINE, default_asr
 
@@ -476,54 +474,29 @@ def _load_asr(cfg: EvalConfig, translator, langs, log):
         return None
     if cfg.asr == "self":
         return CheckpointASR(translator)
-    try:
+
+    def load():
         asr = default_asr(cfg.asr_model, beam_size=1)  # the protocol: greedy
         for lang in sorted(langs):
             asr.load(lang)
         return asr
-    except (ImportError, OSError, ValueError, RuntimeError) as err:
-        if cfg.asr_model != OFFLINE:
-            raise UsageError(f"--asr-model {cfg.asr_model}: {type(err).__name__}: {err}") from err
-        log(
-            f"warning: no ASR ({err}); ASR-based scores are skipped (install faster-whisper or use --asr self)"
-        )
-        return None
+
+    what = ASR if cfg.asr_model == OFFLINE else f"--asr-model {cfg.asr_model}"
+    return load_optional(what, load, install="faster-whisper (the offline extra), or use --asr self",
+                         required=cfg.asr_model != OFFLINE, warn=log)  # fmt: skip
 
 
 def _load_speaker(log):
     from sts.speaker import SpeakerEncoder
 
-    try:
-        return SpeakerEncoder()
-    except ImportError as err:
-        log(f"warning: no speaker encoder ({err}); speaker similarity is skipped (install resemblyzer)")
-        return None
+    return load_optional(SPEAKER, SpeakerEncoder, install="resemblyzer (the offline extra)", warn=log)
 
 
 def _load_dnsmos(log):
     from sts.dnsmos import Dnsmos
 
-    try:
-        return Dnsmos()
-    except ImportError as err:
-        log(f"warning: {err}; DNSMOS is skipped")
-        return None
+    return load_optional(DNSMOS, Dnsmos, install="speechmos (the eval extra)", warn=log)
 
 
 def _write(path: Path, text: str) -> None:
     write_text_atomic(path, text)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main("sts-eval", _main, argv)
-
-
-def _main(args: list[str]) -> int:
-    from sts.config import parse_cli
-
-    run(parse_cli(EvalConfig, args, prog="sts-eval"))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,8 @@
-"""`sts-fit-codec`: fit the offline/demo codec (k-means over log-mel frames) from audio, in seconds.
+"""Fit the offline/demo codec (k-means over log-mel frames) from audio, in seconds (`sts-fit-codec`).
 
     sts-fit-codec corpus/demo -o runs/codec --codebook-size 512      # a corpus folder's src/tgt audio
     sts-fit-codec clips/ more.wav -o runs/codec                       # audio files and folders
+    codec, clips, seconds = fit_codec(FitCodecConfig([Path("clips")], out_dir=Path("runs/codec")))
 
 Inputs are audio files (wav/flac/mp3/ogg), folders searched recursively for them, and corpus folders
 written by `sts-build-corpus` (both `src_audio` and `tgt_audio` of every `part-*.parquet`). The
@@ -13,19 +14,19 @@ cannot be decoded, too little audio) are one line and exit status 2 (`sts.errors
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 import tyro
+from annotated_types import Ge, Gt
 
 from sts.audio import load_audio
-from sts.config import parse_cli
+from sts.codec.melkmeans import MelKMeansCodec
 from sts.corpus import shard_paths
-from sts.errors import UsageError, cli_main, writing
+from sts.errors import UsageError, writing
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -36,13 +37,17 @@ class FitCodecConfig:
 
     inputs: tyro.conf.Positional[list[Path]]
     """Audio files, folders of audio, or corpus folders (part-*.parquet)."""
-    out: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/codec")
-    """Output directory (codec.json + centroids.npy)."""
-    codebook_size: int = 512
+    out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/codec")
+    """Output folder (codec.json + centroids.npy)."""
+    codebook_size: Annotated[int, Ge(2)] = 512
     """Number of codes (speech tokens)."""
-    max_seconds: float = 3600.0
+    max_seconds: Annotated[float, Gt(0)] = 3600.0
     """Use at most this much audio (the first files found)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
+    """Seed of the k-means initialisation."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"out": "out_dir"}
+    """Old names, for old files and flags."""
 
 
 def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
@@ -69,18 +74,11 @@ def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
             yield load_audio(path)
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    return cli_main("sts-fit-codec", _main, args)
+def fit_codec(cfg: FitCodecConfig) -> tuple[object, int, float]:
+    """Fit the codec on the first `cfg.max_seconds` of audio and save it to `cfg.out_dir`; returns
+    (the `MelKMeansCodec`, clips used, seconds used). Too little audio for the codebook is a
+    `UsageError` naming the inputs."""
 
-
-def _main(args: list[str]) -> int:
-    from rich.console import Console
-
-    from sts.codec.melkmeans import MelKMeansCodec
-
-    cfg = parse_cli(FitCodecConfig, args, prog="sts-fit-codec")
-    console = Console(stderr=True)
-    started = time.perf_counter()
     waveforms, seconds = [], 0.0
     for waveform in iter_waveforms(cfg.inputs):
         waveforms.append(waveform)
@@ -91,16 +89,6 @@ def _main(args: list[str]) -> int:
         codec = MelKMeansCodec.fit(waveforms, codebook_size=cfg.codebook_size, seed=cfg.seed)
     except ValueError as err:  # too little audio for the codebook: the input's fault
         raise UsageError(f"{', '.join(map(str, cfg.inputs))}: {err}") from err
-    with writing(cfg.out):
-        codec.save(cfg.out)
-    console.print(
-        f"{cfg.out}: {codec.codebook_size} codes fitted on {len(waveforms)} clips, {seconds:.1f} s of audio "
-        f"in {time.perf_counter() - started:.1f} s (offline/demo codec, not XCodec2)",
-        markup=False,
-        soft_wrap=True,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    with writing(cfg.out_dir):
+        codec.save(cfg.out_dir)
+    return codec, len(waveforms), seconds

@@ -7,10 +7,10 @@
             result = event.result                  # the Result `run` gives (see below)
 
 What happens (`stream_request`): the input is segmented and encoded as `run` does; then one segment
-at a time, in time order, its prompt is generated at batch 1 through `sts.generation.stream`
+at a time, in time order, its prompt is generated at batch 1 through `sts.generation.row_stream`
 (transformers streams the ids; another backend gives the row whole when done). A text-first answer's
 text phase runs first and its transcript / translation come out as "text" events. Speech ids go to
-the codec's chunked decoder (`sts.codec.streaming`, the codec's `stream_defaults` unless `settings`
+the codec's chunked decoder (`sts.codec.stream_decode`, the codec's `stream_defaults` unless `settings`
 is given), which emits "audio" once `chunk_frames + lookahead` frames are known, and every
 `chunk_frames` after that. Every `chunk_frames` ids the growing output's tail is checked for a loop
 (`tail_is_loop`, as the generation's own guard does; `detect_loop` finds the cut when it fires), and
@@ -23,7 +23,7 @@ Equality with `run`. The ids (codes, texts, cut, warnings) are those of `run` fo
 single-segment input is one batch-1 generation either way; a long input's segments are generated one
 at a time here, which `run` does too with `batch_size=1` (each call reseeds; a bigger batch samples
 the rows from one shared stream, so its codes differ). The streamed audio differs from the result's
-waveform only by the chunked decoding (bounds in `sts.codec.streaming`) and, when a loop found only
+waveform only by the chunked decoding (bounds in `sts.codec.stream_decode`) and, when a loop found only
 at the end cuts audio already streamed, by that tail (a "warning" event says so; the result is cut).
 """
 
@@ -36,10 +36,10 @@ from typing import Literal
 
 import numpy as np
 
-from sts.codec.streaming import StreamSettings, stream_decoder
+from sts.codec.stream_decode import StreamSettings, stream_decoder
 from sts.generation.chain import check_chain_requests, speech_phase_prompt, text_phase
 from sts.generation.loops import detect_loop, tail_is_loop
-from sts.generation.stream import stream_row
+from sts.generation.row_stream import stream_row
 from sts.tasks import task_spec
 
 EventKind = Literal["text", "audio", "warning", "done"]

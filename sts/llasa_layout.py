@@ -1,6 +1,6 @@
 """Llasa's vocabulary layout: a Llama-3 text vocabulary, 8 task markers, then the XCodec2 speech block.
 
-    from sts.llasa import find_llasa_layout
+    from sts.llasa_layout import find_llasa_layout
     layout = find_llasa_layout(tokenizer, num_speech_tokens=65536)   # LlasaLayoutError says what is wrong
     layout.speech_token_offset, layout.marker_ids["<|SPEECH_GENERATION_START|>"]
 
