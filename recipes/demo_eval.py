@@ -57,21 +57,23 @@ def translate_examples(
     checkpoint,
     codec_dir: Path,
     corpora: dict[str, Path],
-    n: int,
+    n: int | dict[str, int],
     *,
     decoding: str = "default",
     seed: int = 0,
     audio_dir: str = "outputs",
 ) -> tuple[list[dict], float]:
-    """s2st ja->en and en->ja on the first `n` held-out and `n` training rows; writes wavs under
-    `out/audio_dir`. Returns one dict per output and the real-time factor of the whole batch."""
+    """s2st ja->en and en->ja on the first `n` held-out ("test") and `n` training rows, or on the
+    first `n[name]` rows of each corpus `n` names; writes wavs under `out/audio_dir`. Returns one
+    dict per output and the real-time factor of the whole batch."""
     from infer import Request, Translator
 
     translator = Translator.from_checkpoint(checkpoint, codec=str(codec_dir), seed=seed)
     _set_decoding(translator, decoding)
+    counts = n if isinstance(n, dict) else {"test": n, "train": n}
     items, requests = [], []
-    for split in ("test", "train"):
-        for row in read_rows(corpora[split])[:n]:
+    for split, count in counts.items():
+        for row in read_rows(corpora[split])[:count]:
             for src, tgt in (("ja", "en"), ("en", "ja")):
                 side = "src" if src == row["src_lang"] else "tgt"
                 other = "tgt" if side == "src" else "src"
@@ -138,7 +140,7 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
         wav = load_audio(out / item["output_wav"]) if item["output_wav"] else np.zeros(0, np.float32)
         item["asr_text"] = asr.transcribe([wav], item["tgt_lang"])[0]
     groups: dict[str, dict] = {}
-    for split in ("test", "train"):
+    for split in dict.fromkeys(i["split"] for i in items):
         for src, tgt in (("ja", "en"), ("en", "ja")):
             chosen = [i for i in items if i["split"] == split and i["src_lang"] == src]
             if not chosen:
@@ -163,6 +165,10 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
             translations = [i.get("translation") for i in chosen]
             if any(t is not None for t in translations):
                 group["translation_chrf++"] = round(chrf([t or "" for t in translations], refs).score, 2)
+            transcripts = [i.get("transcript") for i in chosen]
+            if any(t is not None for t in transcripts):  # hearing: the chain's own transcript of the source
+                group["transcript_error"] = round(float(np.mean(
+                    [asr_error(i["source_text"], i.get("transcript") or "", src) for i in chosen])), 3)  # fmt: skip
             groups[f"{split} {src}->{tgt}"] = group
     for item in items:
         item.pop("reference_audio", None)
