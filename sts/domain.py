@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -142,7 +143,11 @@ class DomainPair:
     template: str
     ja: str
     en: str
-    units: tuple[str, ...]  # "template:buy", "item:apple", "count:3", ...
+    units: tuple[str, ...]  # "template:buy", "item:apple", "count:3", "en:apples", "ja:みっつ", ...
+
+
+def _words(en: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", en.lower())
 
 
 def all_pairs() -> list[DomainPair]:
@@ -153,6 +158,10 @@ def all_pairs() -> list[DomainPair]:
             by_slot = dict(zip(template.slots, values, strict=True))
             ja, en = template.render(by_slot)
             units = (f"template:{template.key}",) + tuple(f"{s}:{f.key}" for s, f in by_slot.items())
+            # surface forms a filler alone does not fix: "pen"/"pens", "is"/"are", みっつ/2枚
+            units += tuple(sorted({f"en:{w}" for w in _words(en)}))
+            if "item" in by_slot and "count" in by_slot:
+                units += (f"ja:{_count_ja(by_slot['item'], by_slot['count'])}",)
             pairs.append(
                 DomainPair(f"{template.key}:" + "-".join(f.key for f in values), template.key, ja, en, units)
             )
@@ -161,64 +170,81 @@ def all_pairs() -> list[DomainPair]:
 
 @dataclass
 class DomainSplit:
-    """`train` and `test` (held-out combinations) pairs; `pool` is every training candidate, in the
-    seeded order `train` was taken from, so a smaller training set is a prefix of a larger one."""
+    """`train` and `test` (held-out combinations) pairs; `pool` is every training candidate in the
+    order `train` was taken from, so a smaller training set is a prefix of a larger one and every
+    size shares one held-out set."""
 
     train: list[DomainPair]
     test: list[DomainPair]
     pool: list[DomainPair]
 
 
+def _spread(pairs: list[DomainPair], rng: random.Random) -> list[DomainPair]:
+    """Each template's pairs spread evenly over the order (the i-th of a template's n pairs sits near
+    i/n), so any prefix holds every template in proportion; ties broken at random."""
+    rank: Counter[str] = Counter()
+    n = Counter(p.template for p in pairs)
+    keyed = []
+    for p in pairs:
+        keyed.append(((rank[p.template] + rng.random()) / n[p.template], p))
+        rank[p.template] += 1
+    return [p for _, p in sorted(keyed, key=lambda kp: kp[0])]
+
+
 def split_pairs(
-    seed: int = 0, n_test: int = 120, n_train: int | None = None, min_seen: int = 5
+    seed: int = 0,
+    n_test: int = 120,
+    n_train: int | None = None,
+    *,
+    min_seen: int = 5,
+    smallest_train: int = 250,
 ) -> DomainSplit:
     """A seeded split into training pairs and held-out combinations.
 
-    The held-out pairs are drawn from the templates with many combinations, at most a tenth of each;
-    a candidate is kept only if every one of its units (template and fillers) occurs in at least
-    `min_seen` training pairs (of the first `n_train` of the pool when `n_train` is given).
-    Raises ValueError when `n_test` or `n_train` cannot be met.
+    Held-out candidates come from each template's combinations (at most a sixth of each); one is
+    kept only if every unit it is built from (template and fillers) occurs in at least `min_seen` of
+    the first `smallest_train` training pairs, so the rule holds for every training set from that
+    size up (a learning curve's smallest point). `train` is the first `n_train` pairs of `pool` (all
+    when None). Raises ValueError when `n_test` held-out pairs cannot be found or `n_train` is more
+    than the pool or too few for the rule.
     """
     rng = random.Random(seed)
     pairs = all_pairs()
     rng.shuffle(pairs)
-    by_template: Counter[str] = Counter(p.template for p in pairs)
-    cap = {t: n // 10 for t, n in by_template.items()}
-    test: list[DomainPair] = []
+    cap = {t: n // 6 for t, n in Counter(p.template for p in pairs).items()}
     taken: Counter[str] = Counter()
-    test_ids = set()
+    candidates = []
     for pair in pairs:
-        if len(test) == n_test:
-            break
         if taken[pair.template] < cap[pair.template]:
-            test.append(pair)
-            test_ids.add(pair.id)
+            candidates.append(pair)
             taken[pair.template] += 1
-    if len(test) < n_test:
-        raise ValueError(f"the domain holds at most {len(test)} held-out combinations, {n_test} asked")
-    pool = [p for p in pairs if p.id not in test_ids]
+    ids = {p.id for p in candidates}
+    pool = _spread([p for p in pairs if p.id not in ids], rng)
+    seen = Counter(u for p in pool[:smallest_train] for u in p.units)
+    # A held-out sentence whose unit is rare in training tests that unit, not composition.
+    eligible = [p for p in candidates if all(seen[u] >= min_seen for u in p.units)]
+    if len(eligible) < n_test:
+        raise ValueError(f"the domain holds {len(eligible)} held-out combinations, {n_test} asked")
+    test = eligible[:n_test]
+    test_ids = {p.id for p in test}
+    pool += [p for p in candidates if p.id not in test_ids]  # the unused candidates train, last
     if n_train is not None and n_train > len(pool):
         raise ValueError(f"the domain holds {len(pool)} training pairs, {n_train} asked")
-    train = pool[:n_train] if n_train is not None else pool
-    seen = Counter(u for p in train for u in p.units)
-    # A held-out sentence whose unit is rare in training tests that unit, not composition: drop it.
-    kept = [p for p in test if all(seen[u] >= min_seen for u in p.units)]
-    if len(kept) < n_test:
-        short = len(test) - len(kept)
-        raise ValueError(f"{short} held-out pairs have a unit seen fewer than {min_seen} times in "
-                         f"{len(train)} training pairs; train on more pairs")  # fmt: skip
-    return DomainSplit(train, kept, pool)
+    if n_train is not None and n_train < smallest_train:
+        raise ValueError(f"{n_train} training pairs: fewer than smallest_train={smallest_train}, so a "
+                         f"held-out unit may be seen fewer than {min_seen} times")  # fmt: skip
+    return DomainSplit(pool[:n_train] if n_train is not None else pool, test, pool)
 
 
 def domain_stats() -> dict:
     """Templates, slot fillers, distinct words per language and distinct sentence pairs."""
     pairs = all_pairs()
-    en_words = {w.strip(".,?!'").lower() for p in pairs for w in p.en.split()}
+    en_words = {w for p in pairs for w in _words(p.en)}
     return {
         "templates": len(TEMPLATES),
         "fillers": sum(len(v) for v in SLOTS.values()),
         "distinct_pairs": len(pairs),
-        "en_words": len(en_words - {""}),
+        "en_words": len(en_words),
         "ja_fillers": len({f.ja for v in SLOTS.values() for f in v}),
         "pairs_per_template": dict(Counter(p.template for p in pairs)),
     }
