@@ -43,6 +43,7 @@ from sts.config import ConfigError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FORMATS = ("direct", "text-first", "translation-first")
+MAX_SAVES = 20  # checkpoints an --eval-steps arm keeps (every gcd(eval steps, steps) steps)
 DECODINGS = ("plain", "ras")
 
 
@@ -65,7 +66,9 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log) -> dict:
         data["codec"].codebook_size,
         data["texts"],
     )
-    save_every = math.gcd(*arm.eval_steps, arm.steps) if arm.eval_steps else None
+    save_every = (
+        math.gcd(*arm.eval_steps, arm.steps) if arm.eval_steps else None
+    )  # checked by Args: <= 20 saves
     checkpoint = train_sft(
         lm, run / "train", training_shards(data["corpora"]["train"], arm.train_pairs), size,
         steps=arm.steps, s2st_format=arm.fmt, seed=arm.seed, save_every=save_every,
@@ -88,6 +91,32 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log) -> dict:
         if step != arm.steps
     }
     return {"train_seconds": round(train_seconds, 1), "scores": scores, "by_step": by_step}
+
+
+def data_config(data_dir: Path, size: str):
+    """The DemoConfig whose data `data_dir` holds: a `sts demo` run folder's own (its seed and codec, from
+    report.json; refused when its size differs), else the size's with seed 0."""
+    from recipes.demo import DemoConfig
+
+    report = data_dir / "report.json"
+    if not report.is_file():
+        return DemoConfig(data_dir, size=size, seed=0)
+    recorded = json.loads(report.read_text())["config"]
+    if recorded.get("size") != size:
+        raise ConfigError(
+            f"{data_dir} holds a `sts demo --size {recorded.get('size')}` run, not {size}", key="data_dir"
+        )
+    return DemoConfig(data_dir, size=size, seed=recorded.get("seed", 0), codec=recorded.get("codec") or "")
+
+
+def covers(done: dict | None, arm: Arm) -> bool:
+    """Whether a stored run already holds every decoding and intermediate step `arm` asks for (a rerun
+    with another --decodings or --eval-steps trains that arm again rather than skip it silently)."""
+    if not done:
+        return False
+    return set(arm.decodings) <= set(done["scores"]) and {
+        str(s) for s in arm.eval_steps if s != arm.steps
+    } <= set(done.get("by_step", {}))
 
 
 def training_shards(corpus: Path, pairs: int | None) -> Path | list[Path]:
@@ -146,7 +175,9 @@ def _stat(values: list[float], digits: int = 1) -> str:
 
 def _values(runs: list[dict], split: str, key: str, direction: str | None = None) -> list[float]:
     """One metric of `split` from each run's summary (`summarize`), per direction when given."""
-    found = [r[split][key] if direction is None else r[split][key].get(direction) for r in runs if split in r]
+    found = [r[split].get(key) for r in runs if split in r]  # None: a run scored before the key existed
+    if direction is not None:
+        found = [v.get(direction) for v in found if v is not None]
     return [v for v in found if v is not None]
 
 
@@ -202,9 +233,9 @@ def curve_rows(results: dict) -> list[str]:
                     for r in by_seed.values() if step == final or str(step) in r.get("by_step", {})]  # fmt: skip
             runs = [r for r in runs if "test" in r]
             rows.append(
-                f"| {fmt} | {pairs or 'all'} | {step} | {_stat([r['test']['by_direction'].get('ja->en') for r in runs])} | "
-                f"{_stat([r['test']['by_direction'].get('en->ja') for r in runs])} | "
-                f"{_stat([r['test']['transcript_error'] for r in runs], 3)} | {len(runs)} |"
+                f"| {fmt} | {pairs or 'all'} | {step} | {_stat(_values(runs, 'test', 'by_direction', 'ja->en'))} | "
+                f"{_stat(_values(runs, 'test', 'by_direction', 'en->ja'))} | "
+                f"{_stat(_values(runs, 'test', 'transcript_error'), 3)} | {len(runs)} |"
             )
     return rows
 
@@ -238,8 +269,8 @@ class Args:
     size: Literal["tiny", "small", "default", "large", "domain"] = "default"
     """Demo size (domain: held-out combinations of `sts demo --size domain`)."""
     data_dir: Path | None = None
-    """Corpus and codec folder, shared by several work folders (default: OUT_DIR/data; a `sts demo` run
-    folder of the same size works)."""
+    """Corpus and codec folder, shared by several work folders (default: OUT_DIR/data); a finished
+    `sts demo` run folder of the same size, read with its own seed and codec."""
     formats: list[str] = field(default_factory=lambda: list(FORMATS))
     """Formats compared (direct, text-first, translation-first)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -265,6 +296,16 @@ class Args:
     def __post_init__(self):
         if set(self.formats) - set(FORMATS):
             raise ConfigError(f"must be among {list(FORMATS)}, got {self.formats}", key="formats")
+        for key in ("train_pairs", "eval_steps"):
+            if any(v < 1 for v in getattr(self, key)):
+                raise ConfigError(f"must be at least 1, got {getattr(self, key)}", key=key)
+        if self.steps and any(s > self.steps for s in self.eval_steps):
+            raise ConfigError(
+                f"must lie in [1, --steps {self.steps}], got {self.eval_steps}", key="eval_steps"
+            )
+        if self.eval_steps and (self.steps or 1) // math.gcd(*self.eval_steps, self.steps or 1) > MAX_SAVES:
+            raise ConfigError(f"the steps share a divisor too small: every checkpoint between would be kept "
+                              f"(more than {MAX_SAVES}); pick multiples of one step", key="eval_steps")  # fmt: skip
         from recipes.demo_eval import DECODINGS as KNOWN
 
         if set(self.decodings) - set(KNOWN) or not self.decodings:
@@ -278,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from recipes.demo import SIZES, DemoConfig, prepare_data
+    from recipes.demo import SIZES, prepare_data
     from sts.corpus import read_rows
     from sts.io import write_json_atomic
 
@@ -286,13 +327,16 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     size = SIZES[args.size]
     steps = args.steps or size["steps"]
-    if any(s < 1 or s > steps for s in args.eval_steps):
-        raise SystemExit(f"--eval-steps must lie in [1, {steps}], got {args.eval_steps}")
+    if any(s > steps for s in args.eval_steps) or (
+        args.eval_steps and steps // math.gcd(*args.eval_steps, steps) > MAX_SAVES
+    ):
+        raise SystemExit(f"error: --eval-steps {args.eval_steps}: must lie in [1, {steps}] and be multiples of one "
+                         f"step that divides {steps} at most {MAX_SAVES} times")  # fmt: skip
     args.out_dir.mkdir(parents=True, exist_ok=True)
     log = print
     data_dir = args.data_dir or args.out_dir / "data"
     train_pairs, corpora, codec_dir, codec = prepare_data(
-        data_dir, DemoConfig(data_dir, size=args.size, seed=0), size, log
+        data_dir, data_config(data_dir, args.size), size, log
     )
     examples: int | dict[str, int] = args.examples
     if size.get("domain"):
@@ -320,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
         for fmt in args.formats:
             for seed in args.seeds:
                 arm = Arm(fmt, seed, pairs, steps, tuple(args.decodings), tuple(args.eval_steps))
-                if str(seed) in results.get(arm.key, {}):
+                if covers(results.get(arm.key, {}).get(str(seed)), arm):
                     continue  # done by an earlier run of this command
                 results.setdefault(arm.key, {})[str(seed)] = run_one(args.out_dir, data, size, arm, log)
                 results["_setting"] = setting

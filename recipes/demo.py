@@ -222,7 +222,7 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
     if size.get("domain"):
         from recipes.domain import domain_specs
 
-        specs = domain_specs(size, cfg.seed)
+        specs = domain_specs(size, cfg.seed, log)
     else:
         train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
         specs = {"train": CorpusSpec(train_pairs), "test": CorpusSpec(test_pairs)}
