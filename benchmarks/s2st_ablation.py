@@ -4,6 +4,11 @@ each decoded with plain sampling and with repetition-aware sampling, over severa
     python benchmarks/s2st_ablation.py --out-dir runs/ablation                     # the default demo size, 3 seeds
     python benchmarks/s2st_ablation.py --out-dir runs/ablation --size small --seeds 0 1
     python benchmarks/s2st_ablation.py --out-dir /tmp/abl --tiny                  # logic check (tests)
+    # the closed domain (`sts demo --size domain`, reusing its corpus and codec): seeds, learning curves
+    python benchmarks/s2st_ablation.py -o runs/domain-seeds --size domain --data-dir runs/domain \
+        --formats text-first --seeds 1 2 --decodings default --eval-steps 1000 2000
+    python benchmarks/s2st_ablation.py -o runs/domain-curve --size domain --data-dir runs/domain \
+        --formats text-first --seeds 0 --train-pairs 256 512 --decodings default
 
 The setting is `sts demo`'s (`recipes.demo`): sentence pairs from the bundled set spoken by the
 offline TTS voices (Kokoro ja, Piper en), checked by offline Whisper, encoded with the demo codec
@@ -21,6 +26,13 @@ codec ceiling, the loop rate and the end-marker rate. The table gives mean +- st
 seeds. What a CPU-scale run can show: which format lets a small model reproduce (memorize) its
 training pairs in a fixed budget, and whether a decoding loops; what it cannot: translation of unseen
 sentences, which needs orders of magnitude more data and a real codec.
+
+`--size domain` is the exception: its held-out sentences are new combinations of a closed domain
+(`sts.domain`), every one of them scored, with the held-out-voice set beside them; the table then
+gives each direction's share of the codec ceiling, the chain's transcript error (hearing) and its
+translation chrF++ (translating). `--train-pairs` trains on the first shards of the training corpus
+(the domain's pool order, so the sets nest); the text tokenizer and the codec stay those of the whole
+training corpus. `--eval-steps` also scores intermediate checkpoints (a curve against steps).
 """
 
 from __future__ import annotations
