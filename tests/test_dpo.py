@@ -18,6 +18,7 @@ import torch
 
 from sts.config import make_config
 from sts.tasks import IGNORE_INDEX, Example, TaskFormatter
+from sts.testing.numerics import assert_close_rounding
 from train.cli import main
 from train.config import CONFIG_DIR, TrainConfig
 from train.dpo import REFERENCE_FILE, preference_loss
@@ -143,8 +144,12 @@ def test_model_wrapper_sequence_log_probs_match_naive(extended_lm_dir):
         (logps * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
         got[impl] = (logps.detach(), n, lm.get_output_embeddings().weight.grad.clone())
     assert got["chunked"][1].tolist() == [11, 11, 6]
-    torch.testing.assert_close(got["chunked"][0], got["naive"][0], rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(got["chunked"][2], got["naive"][2], rtol=1e-4, atol=1e-5)
+    # Both paths round in float32, in another order: a matmul over the hidden width, a log-softmax over
+    # the vocabulary, sums over the tokens. The weight gradient's magnitude (max|grad|, ~100 here: the
+    # tied embeddings' gradient is amplified by the RMSNorms' 1 / rms) carries that amplification.
+    n = lm.config.hidden_size + lm.config.vocab_size + ids.numel()
+    assert_close_rounding(got["chunked"][0], got["naive"][0], reduction_size=n, msg="log-probs")
+    assert_close_rounding(got["chunked"][2], got["naive"][2], reduction_size=n, msg="output weight gradient")
 
 
 # ---------------------------------------------------------------- pairs: loading, order, batches
