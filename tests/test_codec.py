@@ -13,8 +13,6 @@ from sts.codec import Codec, XCodec2Codec, load_codec
 from sts.codec.features import clip_mel_features, kaldi_fbank, padded_length, xcodec2_inputs
 from sts.testing.codec import save_tiny_xcodec2
 
-torch.set_num_threads(1)  # another process on a 2-core machine can slow torch's threading 50x
-
 LAST_FRAMES = 16
 """Frames at a clip's end that padding in a batch may change (measured reach: 14, see xcodec2.py)."""
 

@@ -87,7 +87,7 @@ def assert_close_rounding(
 ) -> None:
     """`torch.testing.assert_close` with tolerances for two independently rounded computations of one value.
 
-    actual, expected: tensors (or numpy arrays) of one shape. reduction_size: as `rounding_tolerance`.
+    actual, expected: tensors (or numpy arrays) of one shape, of any floating dtypes. reduction_size: as `rounding_tolerance`.
     dtype: the precision both were computed in; by default the less precise of the two tensors' dtypes
     (pass it when a float32 result was cast to float64 before the comparison). magnitude: sum|x_i| of
     the terms; by default max|expected| (normwise: right for terms of one sign, and for outputs whose
@@ -109,5 +109,6 @@ def assert_close_rounding(
         expected,
         atol=atol,
         rtol=rtol,
+        check_dtype=False,  # values are compared; a float32 result may meet a float64 reference
         msg=lambda default: f"{msg + ': ' if msg else ''}{default}\n(rounding tolerance: {note})",
     )
