@@ -28,6 +28,7 @@ def _pinned_threads(request):
     finally:
         torch.set_num_threads(TEST_THREADS)
 
+
 TINY_SPEECH_TOKENS = 1024
 """Speech block size of the tiny extended LM: the tiny XCodec2's codebook (4**5)."""
 

@@ -103,7 +103,9 @@ def assert_close_rounding(
         magnitude = expected.detach().abs().max().item() if expected.numel() else 0.0
     atol = 2 * rounding_tolerance(dtype, reduction_size, magnitude, worst_case=worst_case)
     rtol = 2 * rounding_tolerance(dtype, reduction_size, 1.0, worst_case=worst_case)
-    note = f"{dtype}, reduction of {reduction_size}, magnitude {magnitude:.3g}: atol {atol:.3g}, rtol {rtol:.3g}"
+    note = (
+        f"{dtype}, reduction of {reduction_size}, magnitude {magnitude:.3g}: atol {atol:.3g}, rtol {rtol:.3g}"
+    )
     torch.testing.assert_close(
         actual,
         expected,
