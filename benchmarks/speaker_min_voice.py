@@ -14,8 +14,10 @@ pauses until it holds that much voice) and embedded with `sts.speaker.SpeakerEnc
 
 Pairs: every two clips of different voices ("different engine": Kokoro vs Piper, Kokoro vs espeak,
 ...; "same engine": two Kokoro or two espeak voices), and every two clips of one voice (different
-sentences: "same voice"). For each duration: how many pairs score at or above `threshold` (the
-corpus builder's `min_speaker_similarity`), and the mean cosine. "full" is the whole clip.
+sentences: "same voice"), also counted per pair of engines. For each duration: how many pairs are
+scored (both cuts keep some voice after resemblyzer's own webrtcvad trim), how many of those score
+at or above `threshold` (the corpus builder's `min_speaker_similarity`), and the mean, min and max
+cosine. "full" is the whole clip.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Args:
 
     source: Literal["offline", "synthetic"] = "offline"
     """offline: the offline TTS voices; synthetic: harmonic stand-ins at different pitches (no TTS)."""
-    durations: tuple[float, ...] = (0.2, 0.5, 1.0, 1.5, 2.0)
+    durations: tuple[float, ...] = (0.2, 0.5, 1.0, 1.25, 1.5, 2.0)
     """Seconds of voice each clip is cut to (plus the whole clip, "full")."""
     sentences: Annotated[int, Interval(ge=2, le=len(SENTENCES["en"]))] = 3
     """Sentences per voice (same-voice pairs need two)."""
@@ -74,6 +76,10 @@ class Args:
     def __post_init__(self):
         if any(not 0 < s <= 30 for s in self.durations):
             raise ConfigError(f"must be in (0, 30] seconds, got {list(self.durations)}", key="durations")
+
+
+KINDS = ("different engine", "same engine, other voice", "same voice")
+"""The pair kinds every row counts (then one per pair of engines, e.g. "kokoro-piper")."""
 
 
 @dataclass(frozen=True)
@@ -165,15 +171,15 @@ def measure(args: Args, clips: list[Clip]) -> dict:
 
     threshold = corpus_threshold() if args.threshold is None else args.threshold
     encoder = SpeakerEncoder()
-    kinds = {"different engine": [], "same engine, other voice": [], "same voice": []}
+    kinds: dict[str, list[tuple[int, int]]] = {KINDS[0]: [], KINDS[1]: [], KINDS[2]: []}
     for i, j in itertools.combinations(range(len(clips)), 2):
         a, b = clips[i], clips[j]
-        kind = (
-            "same voice"
-            if a.voice == b.voice
-            else ("same engine, other voice" if a.engine == b.engine else "different engine")
-        )
-        kinds[kind].append((i, j))
+        if a.voice == b.voice:
+            kinds["same voice"].append((i, j))
+            continue
+        kinds[KINDS[0] if a.engine != b.engine else KINDS[1]].append((i, j))
+        engines = "-".join(sorted((a.engine, b.engine)))  # e.g. "kokoro-piper", "kokoro-kokoro"
+        kinds.setdefault(engines, []).append((i, j))
     rows = []
     for seconds in [*args.durations, None]:
         cuts = [cut_to_voice(c.wav, seconds) if seconds is not None else (c.wav, voiced_seconds(c.wav))
@@ -191,7 +197,7 @@ def measure(args: Args, clips: list[Clip]) -> dict:
             ]
             row[kind] = {
                 "pairs": len(pairs),
-                "scored": len(scores),
+                "scored": len(scores),  # both cuts keep voice after resemblyzer's webrtcvad trim
                 "at_or_above": sum(s >= threshold for s in scores),
                 "mean": round(float(np.mean(scores)), 3) if scores else None,
                 "max": round(float(np.max(scores)), 3) if scores else None,
@@ -210,9 +216,9 @@ def measure(args: Args, clips: list[Clip]) -> dict:
 
 def _line(row: dict) -> str:
     cells = [f"{row['voiced_s']}".ljust(5)]
-    for kind in ("different engine", "same engine, other voice", "same voice"):
-        r = row[kind]
-        cells.append(f"{kind}: {r['at_or_above']}/{r['pairs']} >= thr, mean {r['mean']}")
+    for kind, r in row.items():
+        if isinstance(r, dict):
+            cells.append(f"{kind}: {r['at_or_above']}/{r['scored']} of {r['pairs']}, mean {r['mean']}")
     return " | ".join(cells)
 
 
