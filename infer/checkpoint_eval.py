@@ -190,6 +190,9 @@ def evaluate_task(
             row["speaker_similarity"] = None if sim is None else round(sim, 4)
         scored = [s for s in sims if s is not None]
         summary["speaker_similarity"] = round(float(np.mean(scored)), 4) if scored else None
+        # None: too little voice on a side (sts.speaker.MIN_VOICED_SECONDS): null per row, left out of
+        # the mean, and counted, since short outputs would otherwise drop out of it unseen
+        summary["speaker_unscored"] = len(sims) - len(scored)
     if dnsmos is not None and speech_out:
         summary["dnsmos"] = _naturalness(dnsmos, rows, results, sr)
     if latencies is not None:

@@ -8,7 +8,8 @@ The encoder is resemblyzer's GE2E speaker encoder (Wan et al. 2018; 256-d, weigh
 package, CPU): our offline stand-in. Published speaker similarity uses WavLM-large fine-tuned for
 speaker verification (Seed-TTS-eval) or ECAPA-TDNN; cosines from different encoders are not
 comparable, so a report names the encoder. Same-speaker clips score about 0.75-0.95, one clip
-against itself 1.0 (tests/test_speaker.py).
+against itself 1.0 (tests/test_speaker.py). It tells engines apart better than the voices of one
+engine: two Kokoro voices score >= 0.6 in 67 of 90 whole-clip pairs (benchmarks/RESULTS.md).
 
 No score on short clips. A clip with less than `MIN_VOICED_SECONDS` of voice (`voiced_seconds`:
 silero VAD, unpadded) has no embedding, and a comparison with it no score (None): on short clips
@@ -30,12 +31,12 @@ ENCODER = "resemblyzer GE2E (offline stand-in for WavLM-large-SV / ECAPA-TDNN)"
 MIN_VOICED_SECONDS = 1.5
 """Seconds of voice (`voiced_seconds`) a clip needs for an embedding; below it, no score.
 
-Measured by `benchmarks/speaker_min_voice.py` (benchmarks/RESULTS.md): pairs of different offline
-voices (Kokoro ja, Piper en, espeak-ng en) cropped to this much voice, scored by this encoder, and
-counted at the corpus check's 0.6. Cropped to 0.2 s almost every pair of different voices scores
->= 0.6 and would pass the check; at 1.5 s none does. resemblyzer embeds 1.6 s partial windows
-(`partials_n_frames`, 160 frames of 10 ms) and zero-pads a shorter clip to one window, so below
-about that length the embedding rests on padding more than on the voice."""
+Measured by `benchmarks/speaker_min_voice.py` (benchmarks/RESULTS.md, 2026-12-07): 207 pairs of
+clips from different offline engines (Kokoro ja, Piper en, espeak-ng en), cut to this much voice and
+counted at the corpus check's 0.6. Cut to 0.2 s, 129 of the 131 scored pairs pass; 1.0 s, 9 (as on
+whole clips, but with a higher top cosine); 1.25 s, 4; 1.5 s, 2; whole clips, 9. resemblyzer embeds
+1.6 s partial windows (`partials_n_frames`, 160 frames of 10 ms) and zero-pads a shorter clip to one
+window, so below about that length the embedding rests on padding more than on the voice."""
 
 
 def _import_resemblyzer():
