@@ -39,6 +39,8 @@ from typing import Annotated
 import numpy as np
 from annotated_types import Ge
 
+from sts.config import WhenOff
+
 
 @dataclass
 class CandidateScore:
@@ -77,7 +79,9 @@ class Scoring:
     """Weight of the speaker similarity (speech output)."""
     min_margin: Annotated[float, Ge(0)] = 0.1
     """A pair needs chosen score - rejected score >= this."""
-    require_clean_chosen: bool = True
+    require_clean_chosen: Annotated[
+        bool, WhenOff("the best-scoring answer is chosen even if it loops or is unfinished")
+    ] = True
     """The chosen answer must be loop-free and ended (else the prompt gives no pair)."""
 
     def score(self, c: CandidateScore, *, speaker: bool = True) -> float:

@@ -43,7 +43,7 @@ import numpy as np
 import tyro
 from annotated_types import Ge, Interval
 
-from sts.config import ConfigError, Renamed, check_config, config_to_dict, load_config, save_config
+from sts.config import ConfigError, Renamed, WhenOff, check_config, config_to_dict, load_config, save_config
 from sts.devices import BatchSize, DType, ModelArgs
 from sts.errors import InputError
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
@@ -100,7 +100,7 @@ class PairConfig(ModelArgs):
     """Stop after this many prompts (corpus order); None: every row."""
     prompts_per_chunk: Annotated[int, Ge(1)] = 64
     """Prompts per part file: the unit a rerun resumes from."""
-    skip_eval_rows: bool = True
+    skip_eval_rows: Annotated[bool, WhenOff("sample rows of the eval split too")] = True
     """Leave out rows of the eval split (`data.eval_fraction`), as SFT held them out."""
     eval_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.02
     """The SFT run's `data.eval_fraction` (rows held out by a hash of their id)."""
@@ -108,11 +108,11 @@ class PairConfig(ModelArgs):
     """Cap on an answer's budget (2x its reference + a margin below that)."""
     seq_len: Annotated[int, Ge(8)] = 4096
     """Prompts whose prompt + reference exceed this are left out (as training would drop them)."""
-    fast: bool = True
+    fast: Annotated[bool, WhenOff("sample with a dynamic KV cache, no CUDA graphs (slower)")] = True
     """Static KV cache (+ CUDA graphs on a GPU) for the sampling (`TransformersBackend(fast=True)`)."""
     asr: str = "auto"
     """ASR for ASR-chrF++ of speech answers: auto (offline Whisper first), none, or a Whisper name/path."""
-    speaker: bool = True
+    speaker: Annotated[bool, WhenOff("no speaker similarity in the scores (no resemblyzer needed)")] = True
     """Score speaker similarity of speech answers (resemblyzer, `sts.speaker`)."""
     speaker_reference: Literal["source", "target"] = "source"
     """Voice to compare with: the source speech (s2st; tts has none and uses its reference speech), or
