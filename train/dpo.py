@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from sts.config import config_to_dict, save_config
+from sts.model_files import model_fingerprint
 from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
@@ -101,9 +102,10 @@ class Reference:
     """The reference log-probs `(chosen [B], rejected [B])` of a pair batch (see `dpo_reference`).
 
     Built after `rt.prepare`. A precomputed table is read from the run folder when it belongs to
-    these pairs and `cfg.model`, else computed: with the policy's initial weights (a fresh run), or,
-    when a resumed policy has moved, with a frozen copy of `cfg.model` that is then freed. Every rank
-    computes the whole table (one no-grad pass over the pairs; rank-local under FSDP too).
+    these pairs and to what `cfg.model` holds now (`reference_key`), else computed: with the policy's
+    initial weights (a fresh run), or, when a resumed policy has moved, with a frozen copy of
+    `cfg.model` that is then freed. Every rank computes the whole table (one no-grad pass over the
+    pairs; rank-local under FSDP too).
     """
 
     def __init__(self, cfg: TrainConfig, rt, model, splits: dict[str, PairSet], pad_id: int, fresh: bool):
@@ -115,14 +117,16 @@ class Reference:
             self.model = model if self.lora else frozen_model(cfg, rt)
             return
         path = Path(cfg.out_dir) / REFERENCE_FILE
-        key = {"model": str(cfg.model), **{name: pairs.fingerprint() for name, pairs in splits.items()}}
+        key = reference_key(cfg.model, splits)
         if path.is_file():
             with np.load(path) as data:
                 if json.loads(str(data["fingerprints"])) == key:
                     self.tables = {n: (data[f"{n}_chosen"], data[f"{n}_rejected"]) for n in splits}
                     rt.print(f"reference log-probs: {path}")
                     return
-            log.warning("%s belongs to other pairs: computing it again from %s", path, cfg.model)
+            log.warning(
+                "%s belongs to another model or other pairs: computing it again from %s", path, cfg.model
+            )
         source = model if fresh else frozen_model(cfg, rt)  # a resumed policy has moved: not the reference
         started = time.perf_counter()
         for name, pairs in splits.items():
@@ -167,6 +171,17 @@ class Reference:
         with adapters_off, self.rt.autocast():
             logps, _ = compute_logps(self.model, batch)
         return logps.float().view(2, -1).unbind(0)
+
+
+def reference_key(model: str | Path, splits: dict[str, PairSet]) -> dict[str, str]:
+    """What a precomputed reference table belongs to: the reference model by content
+    (`sts.model_files.model_fingerprint`: another model copied to the same path gets another key,
+    the same model moved keeps its key; a hub id by its name) and each split's pairs by their token
+    ids (`PairSet.fingerprint`)."""
+    return {
+        "model": model_fingerprint(model) or str(model),
+        **{name: pairs.fingerprint() for name, pairs in splits.items()},
+    }
 
 
 def frozen_model(cfg: TrainConfig, rt) -> CausalLMWithLoss:
