@@ -51,6 +51,7 @@ from sts.vocab import SpeechVocab
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
 from train.config import TrainConfig
 from train.logger import MetricLogger
+from train.lora import check_speech_rows
 from train.loss import CausalLMWithLoss
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 from train.resume_check import apply_optimizer_settings, check_resume, record_resume
@@ -225,6 +226,7 @@ def _train_dpo(cfg: TrainConfig, rt) -> Path | None:
     seed_everything(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     vocab = SpeechVocab.load(cfg.model)
+    check_speech_rows(cfg, vocab)  # LoRA with frozen speech rows needs trained ones
     cfg.sft.s2st_format = load_task_formats(cfg.model)[
         "s2st"
     ]  # the SFT checkpoint's; kept beside every checkpoint
