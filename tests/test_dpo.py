@@ -311,7 +311,9 @@ def test_dpo_cli_errors_are_one_line(extended_lm_dir, tmp_path, capsys):
         train(TrainConfig(stage="dpo", out_dir=tmp_path / "x"))
 
 
-def test_precomputed_reference_belongs_to_the_model_content_not_its_path(extended_lm_dir, speech_vocab, tmp_path):
+def test_precomputed_reference_belongs_to_the_model_content_not_its_path(
+    extended_lm_dir, speech_vocab, tmp_path
+):
     """Another model copied to the path a precomputed table was made from: the table is recomputed, so
     policy == reference at step 1 and the loss is log 2 (a stale table gives another value)."""
     from transformers import AutoModelForCausalLM
@@ -340,14 +342,26 @@ def test_precomputed_reference_belongs_to_the_model_content_not_its_path(extende
     shutil.copytree(other, model)
     assert main(args) == 0
     with np.load(out / REFERENCE_FILE) as table:
-        key, chosen, rejected = json.loads(str(table["fingerprints"])), table["train_chosen"], table["train_rejected"]
+        key, chosen, rejected = (
+            json.loads(str(table["fingerprints"])),
+            table["train_chosen"],
+            table["train_rejected"],
+        )
         assert key["model"] == model_fingerprint(other) != first_key["model"]
         # float32 bound: the step-1 loss is -log sigmoid(beta * delta), delta the difference of four
         # summed answer log-probs, each evaluated twice (table, step) in other batch layouts. Each token's
         # log-prob rounds within ~hidden * eps of its magnitude, so |delta| <= 4 * 2 * hidden * eps * max|sum|
         # and the loss moves by at most beta / 2 times that (the sigmoid's slope at 0).
         beta, hidden = 0.1, lm.config.hidden_size
-        bound = beta / 2 * 4 * 2 * hidden * float(np.finfo(np.float32).eps) * float(np.abs([chosen, rejected]).max())
-        stale = beta * np.abs((first_chosen - chosen)).max()  # the scale a reused table would be off by
+        bound = (
+            beta
+            / 2
+            * 4
+            * 2
+            * hidden
+            * float(np.finfo(np.float32).eps)
+            * float(np.abs([chosen, rejected]).max())
+        )
+        stale = beta * np.abs(first_chosen - chosen).max()  # the scale a reused table would be off by
     assert stale > 100 * bound
     assert read_metrics(out)[0]["loss"] == pytest.approx(math.log(2), abs=bound)

@@ -76,8 +76,8 @@ def test_speech_rows_train_under_lora_and_merge_into_the_tied_matrix(lora_run, e
 def test_frozen_speech_rows_are_refused_on_an_untrained_extension(extended_lm_dir, shards, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from train.config import LoraArgs
     from sts.config import ConfigError
+    from train.config import LoraArgs
     from train.lora import add_lora, stored_speech_rows_untrained, untrained_speech_rows
 
     args = tiny_cli_args("sft", extended_lm_dir, shards, tmp_path / "run", "--lora.r", "4",
@@ -86,7 +86,9 @@ def test_frozen_speech_rows_are_refused_on_an_untrained_extension(extended_lm_di
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("sts-train sft: error: lora.train_speech_rows is off, but the 1024 speech rows")
     assert "--lora.r 0" in err
-    assert not list((tmp_path / "run").glob("checkpoint-*")) and not (tmp_path / "run" / "token_cache").exists()
+    assert (
+        not list((tmp_path / "run").glob("checkpoint-*")) and not (tmp_path / "run" / "token_cache").exists()
+    )
 
     vocab = SpeechVocab.load(extended_lm_dir)
     lm = AutoModelForCausalLM.from_pretrained(extended_lm_dir)
@@ -136,11 +138,13 @@ def test_merged_text_first_model_decodes_as_the_adapter(lora_run, extended_lm_di
         tr.sampling = {t: replace_sampling(s, do_sample=False) for t, s in tr.sampling.items()}
         seen = []
         generate = tr.backend.generate
-        tr.backend.generate = lambda prompts, request, seen=seen, generate=generate: seen.append(
-            (prompts, generate(prompts, request))
-        ) or seen[-1][1]
+        tr.backend.generate = lambda prompts, request, seen=seen, generate=generate: (
+            seen.append((prompts, generate(prompts, request))) or seen[-1][1]
+        )
         wav = synthetic_utterance(0.8, 150.0, seed=3)
-        results = tr.run([Request("s2st", "ja", "en", wav=wav, id="a"), Request("tts", "en", "en", text="Hi.")])
+        results = tr.run(
+            [Request("s2st", "ja", "en", wav=wav, id="a"), Request("tts", "en", "en", text="Hi.")]
+        )
         outputs[name] = (seen, [r.summary() for r in results])
     (merged_seen, merged_rows), (adapter_seen, adapter_rows) = outputs["merged"], outputs["adapter"]
     assert len(merged_seen) == len(adapter_seen) >= 2  # s2st text-first: a text phase, then speech

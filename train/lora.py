@@ -71,7 +71,8 @@ def stored_speech_rows_untrained(model: str | Path, vocab: SpeechVocab) -> bool 
     found = None
     for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
         with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
+            names = f.keys()  # a safe_open handle is not iterable
+            for name in names:
                 if name.endswith("embed_tokens.weight") or name == "lm_head.weight":
                     speech = f.get_slice(name)[rows]
                     if bool((speech != speech[:1]).any()):
@@ -84,9 +85,9 @@ def check_speech_rows(cfg, vocab: SpeechVocab) -> None:
     """Where a LoRA run starts, before any data is read: refuse frozen speech rows that are untrained
     (`refusal`), from the weights on disk; `add_lora` checks the loaded model again. `cfg`: a
     `TrainConfig`. Does nothing for full training or with `lora.train_speech_rows` on."""
-    if cfg.lora.r > 0 and not cfg.lora.train_speech_rows:
-        if stored_speech_rows_untrained(cfg.model, vocab):
-            raise refusal(vocab, cfg.model)
+    frozen = cfg.lora.r > 0 and not cfg.lora.train_speech_rows
+    if frozen and stored_speech_rows_untrained(cfg.model, vocab):
+        raise refusal(vocab, cfg.model)
 
 
 def refusal(vocab: SpeechVocab, model_name: str | Path) -> ConfigError:
