@@ -35,6 +35,9 @@ def test_sft_export_schema_and_yaml(extended_lm_dir, shards, tmp_path):
     assert cfg["sequence_len"] == 256 and cfg["sample_packing"] is True and cfg["lr_scheduler"] == "cosine"
     assert cfg["attn_implementation"] == "sdpa"  # a backend with which axolotl keeps packed samples apart
     assert cfg["adapter"] == "lora" and cfg["lora_r"] == 8
+    # axolotl's LoRA cannot train the fresh extension's speech rows: the file says so, and what to do
+    assert "# WARNING: LoRA in axolotl keeps the embedding and output layer frozen" in text
+    assert "export with --lora.r 0" in text
     # CPU here, precision auto: no mixed precision, stated (axolotl's `bf16: auto` would turn fp16 on).
     assert (cfg["bf16"], cfg["fp16"]) == (False, False) and "# dtype: fp32" in text
     # Every path absolute, so `axolotl train` works from any folder.
@@ -113,6 +116,7 @@ def test_adopt_axolotl_output_writes_the_vocabulary(extended_lm_dir, tiny_lm_dir
     shutil.copytree(extended_lm_dir, output, ignore=shutil.ignore_patterns(*DECODING_FILES, "*.yaml"))
     assert main(["adopt-axolotl", str(output), "--from", str(out)]) == 0
     assert SpeechVocab.load(output) == SpeechVocab.load(extended_lm_dir)
+    assert "WARNING" not in (out / "axolotl.yaml").read_text()  # full training: the rows train
     for name in ("sts_tasks.json", "sts_decoding.json"):  # a text-first model stays text-first
         assert json.loads((output / name).read_text()) == json.loads((out / name).read_text())
     assert yaml.safe_load((output / "axolotl_config.yaml").read_text())["base_model"]

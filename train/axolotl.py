@@ -32,6 +32,7 @@ What the YAML states rather than leaves to axolotl's defaults (each with a comme
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ from train.config import TrainConfig
 from train.data import list_shards
 from train.packing import PackedStream
 from train.token_cache import DocStore
+
+log = logging.getLogger(__name__)
 
 AXOLOTL_COLUMNS = ("input_ids", "attention_mask", "labels")
 PACKING_SAFE_ATTENTION = frozenset(
@@ -207,8 +210,29 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
     if cfg.stage == "sft":
         save_task_formats(out_dir, cfg.sft.s2st_format)
     config, comments = axolotl_yaml(cfg, out_dir, eval_store.num_docs > 0)
+    frozen = frozen_speech_rows_warning(cfg)
+    if frozen:
+        log.warning("warning: %s", frozen)
+        comments += ["WARNING: " + frozen]
     header = "".join(f"# {line}\n" for line in comments)
     return write_text_atomic(out_dir / "axolotl.yaml", header + yaml.safe_dump(config, sort_keys=False))
+
+
+def frozen_speech_rows_warning(cfg: TrainConfig) -> str | None:
+    """What to tell an export with LoRA from a model whose speech rows are untrained (None otherwise).
+
+    axolotl's LoRA leaves the embedding and the output layer frozen (`sts-train`'s own LoRA trains the
+    speech rows, `train.lora`), so from a fresh `sts-extend-tokenizer` model its output could never
+    tell speech tokens apart."""
+    from train.lora import stored_speech_rows_untrained
+
+    if cfg.lora.r <= 0 or not stored_speech_rows_untrained(cfg.model, SpeechVocab.load(cfg.model)):
+        return None
+    return (
+        f"LoRA in axolotl keeps the embedding and output layer frozen, and the speech rows of {cfg.model} "
+        "are untrained (all one vector), so the trained model could not tell speech tokens apart; export "
+        "with --lora.r 0 (full training), or train LoRA with sts-train, which trains those rows"
+    )
 
 
 @dataclass
