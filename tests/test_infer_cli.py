@@ -120,7 +120,9 @@ def test_batch_skips_a_bad_input_records_it_and_loads_lazily(model_dir, clips, t
     (folder / "c.wav").write_bytes(b"RIFF not really audio")
     loaded = []
     real_load = cli.load_audio
-    monkeypatch.setattr(cli, "load_audio", lambda path: loaded.append(path.name) or real_load(path))
+    monkeypatch.setattr(
+        cli, "load_audio", lambda path, **kw: loaded.append(path.name) or real_load(path, **kw)
+    )
     out = tmp_path / "out"
     args = [str(folder), "--from", "ja", "-o", str(out), "--model", str(model_dir), "--max-new-tokens", "8"]
     assert main([*args, "--batch-size", "1"]) == 1
