@@ -197,8 +197,28 @@ def test_serve_refuses_a_bomb_under_its_upload_cap_from_the_header(bomb, tmp_pat
     assert peak < BOMB_DECODED_BYTES / 100, f"{peak / 1e6:.2f} MB traced"
 
 
-def test_the_corpus_builder_drops_a_long_clip_from_its_header(bomb):
+def test_the_corpus_builder_drops_a_long_clip_from_its_header(bomb, tmp_path):
+    from corpus_builder.card import dataset_readme
+    from corpus_builder.pipeline import PipelineConfig, _prepare
+
     row = SourceRow(id="emilia-1", lang="ja", text="x", source="emilia", audio=bomb.read_bytes())
+    work = None
+
+    def prepare():
+        nonlocal work
+        work = _prepare(row, PipelineConfig(), set())
+
+    peak, _ = peak_traced_bytes(prepare)
+    assert work.drop == "duration_long" and work.src_audio is None and peak < BOMB_DECODED_BYTES / 100
+    assert work.detail == "emilia-1: 600.0 s is longer than the 30.0 s limit (raise it with --max-duration)"
+    card = dataset_readme(
+        tmp_path, {"config": {"source": "emilia", "min_duration": 3.0, "max_duration": 30.0}}
+    )
+    assert (
+        "- source clips: 3 to 30 s; a longer clip is refused from its file header before it is decoded"
+        in card
+    )
+
     with pytest.raises(AudioLimitError) as err:
         row.load_audio(max_seconds=30.0)
     assert (
