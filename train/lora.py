@@ -11,12 +11,13 @@ adapts the layers' matrices only. The embedding and the output layer stay frozen
 extension all 65,536 speech tokens look alike going in and score alike coming out: on the tiny
 model, 1 speech row of 1,024 was distinct after LoRA training and the speech logits had no spread at
 all (docs/training.md). So the new rows are trained with PEFT's trainable tokens
-(`LoraConfig(trainable_token_indices=...)`): a delta on exactly those rows of the input embedding,
-and, where the output layer is tied to it (LFM2), the same delta seen by the output layer, so the
-two stay one matrix; an untied output layer gets its own delta on the same rows. The adapter
+(`LoraConfig(trainable_token_indices=...)`): a trainable copy of exactly those rows of the input
+embedding (peft's `trainable_tokens_delta`) and, where the output layer is tied to it (LFM2), the
+same copy used by the output layer, so the two stay one matrix; an untied output layer gets its own
+copy of the same rows. The adapter
 file then carries `rows x hidden` float32 values (the speech block and the markers: for
 LFM2-350M, 65,538 x 1,024 = 268 MB), and AdamW keeps two more of that size while training.
-`sts-train merge-lora` folds the delta into the embedding matrix (`merge_and_unload`), and with
+`sts-train merge-lora` writes those rows into the embedding matrix (`merge_and_unload`), and with
 tied embeddings the merged head is that matrix.
 
 Turning it off (`--lora.no-train-speech-rows`) is refused on a checkpoint whose speech rows are all
@@ -45,7 +46,8 @@ def new_token_ids(vocab: SpeechVocab) -> list[int]:
 def untrained_speech_rows(lm, vocab: SpeechVocab) -> bool:
     """Whether every speech row of `lm`'s input embedding (and of an untied output layer) is the same
     vector, exactly, as `sts-extend-tokenizer` leaves them (`tokenizer_ext.embeddings`): no training
-    has told the speech tokens apart. Exact equality: any update, in any dtype, breaks it."""
+    has told the speech tokens apart. Exact equality: no tolerance is needed, since training that
+    tells any two rows apart leaves them unequal in any dtype."""
     import torch
 
     matrices = [lm.get_input_embeddings().weight]
