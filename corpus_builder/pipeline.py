@@ -148,7 +148,8 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str], monolingua
     if work.drop:
         return work
     try:
-        work.src_audio = row.load_audio()
+        # a clip longer than --max-duration is refused from its header, before it is decoded
+        work.src_audio = row.load_audio(max_seconds=cfg.filters.max_duration)
     except AudioError as err:
         work.drop, work.detail = audio_drop_reason(err), str(err)
         return work

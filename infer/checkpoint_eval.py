@@ -60,10 +60,10 @@ from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import tyro
-from annotated_types import Ge
+from annotated_types import Ge, Gt
 
 from infer.eval_items import EvalItem, item_audio, read_manifest
-from sts.audio import write_audio
+from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, write_audio
 from sts.config import WhenOff
 from sts.devices import ModelArgs
 from sts.errors import UsageError
@@ -86,7 +86,7 @@ from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
 
 
-def _task_input(item: EvalItem, task: str):
+def _task_input(item: EvalItem, task: str, max_audio_seconds: float | None):
     """(Request, reference text, reference language) for an item, or None when it lacks a field."""
     from infer.translate import Request
 
@@ -100,7 +100,9 @@ def _task_input(item: EvalItem, task: str):
     ):
         return None
     if spec.input == "speech":
-        request = Request(task, item.src_lang, tgt, wav=item_audio(item), id=item.id)
+        request = Request(
+            task, item.src_lang, tgt, wav=item_audio(item, max_seconds=max_audio_seconds), id=item.id
+        )
     else:
         request = Request(task, item.src_lang, tgt, text=item.src_text, id=item.id)
     return request, ref, tgt
@@ -116,6 +118,7 @@ def evaluate_task(
     audio_dir=None,
     dnsmos=None,
     stream: bool = False,
+    max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS,
 ):
     """Run one task over the items that support it; returns (summary dict, per-utterance rows).
 
@@ -126,7 +129,7 @@ def evaluate_task(
     from infer.translate import CUT_RULES
 
     spec = task_spec(task)
-    inputs = [x for x in (_task_input(item, task) for item in items) if x is not None]
+    inputs = [x for x in (_task_input(item, task, max_audio_seconds) for item in items) if x is not None]
     if not inputs:
         return {"n": 0, "skipped": "no manifest row has the fields this task needs"}, []
     started = time.perf_counter()
@@ -299,10 +302,17 @@ def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str, *, s
     return block
 
 
-def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
+def codec_roundtrip(
+    codec, items: Sequence[EvalItem], asr, max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS
+) -> dict:
     """ASR error of the reference audio as is and after codec encode->decode, per language."""
-    pairs = [(item_audio(i), i.src_text, i.src_lang) for i in items if i.audio and i.src_text]
-    pairs += [(item_audio(i, "target"), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text]
+    limit = max_audio_seconds
+    pairs = [
+        (item_audio(i, "source", limit), i.src_text, i.src_lang) for i in items if i.audio and i.src_text
+    ]
+    pairs += [
+        (item_audio(i, "target", limit), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text
+    ]
     if not pairs:
         return {"n": 0, "skipped": "no reference audio with its text"}
     out: dict = {"asr": asr.name}
@@ -368,6 +378,8 @@ class EvalConfig(ModelArgs):
     """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
     seed: Annotated[int, Ge(0)] = 0
     """Sampling seed (with --no-greedy)."""
+    max_audio_seconds: Annotated[float, Gt(0)] = DEFAULT_MAX_AUDIO_SECONDS
+    """Refuse a test clip longer than this, known from its header before it is decoded."""
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"output": "out_dir", "limit": "max_items"}
     """Old names, for old files and flags."""
@@ -444,12 +456,13 @@ def run(cfg: EvalConfig, log=print) -> dict:
             audio_dir=cfg.out_dir / "audio",
             dnsmos=dnsmos,
             stream=cfg.stream,
+            max_audio_seconds=cfg.max_audio_seconds,
         )
         report["tasks"][task] = summary
         rows += task_rows
         log(f"{task}: {headline(summary)}")
     if cfg.codec_roundtrip and asr is not None:
-        report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
+        report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr, cfg.max_audio_seconds)
     loaded = ((ASR, asr), (SPEAKER, speaker), (DNSMOS, dnsmos))
     report["not_measured"] = {
         what: not_measured(what) for what, model in loaded if model is None and not_measured(what)

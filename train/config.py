@@ -142,6 +142,9 @@ class LoraArgs:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "w1", "w2", "w3"]
     )
     """Module names LoRA adapts."""
+    train_speech_rows: bool = True
+    """Also train the speech and marker rows of the embedding and output layer (PEFT trainable
+    tokens, `train.lora`); off is refused while those rows are untrained."""
 
 
 @dataclass
