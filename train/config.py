@@ -142,7 +142,9 @@ class LoraArgs:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "w1", "w2", "w3"]
     )
     """Module names LoRA adapts."""
-    train_speech_rows: bool = True
+    train_speech_rows: Annotated[
+        bool, WhenOff("adapters only: speech and marker rows frozen (refused while they are untrained)")
+    ] = True
     """Also train the speech and marker rows of the embedding and output layer (PEFT trainable
     tokens, `train.lora`); off is refused while those rows are untrained."""
 

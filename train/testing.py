@@ -131,7 +131,7 @@ def write_looping_shards(
                       "tgt_audio": {"bytes": wav, "path": f"loop-{r}-tgt.wav"},
                       "src_duration": len(codes) / 50, "tgt_duration": len(codes) / 50, "speaker": "",
                       "source": "tiny", "mt_backend": "reference", "tts_backend": "none",
-                      "tgt_asr_error": float("nan"), "speaker_similarity": None,
+                      "tgt_asr_error": None, "speaker_similarity": None,
                       "src_codes": codes, "tgt_codes": codes})  # fmt: skip
     out_dir = Path(out_dir)
     path = shard_dir(out_dir) / "part-00000-of-00001.parquet"
