@@ -11,6 +11,7 @@ pytest.importorskip("resemblyzer")
 pytest.importorskip("faster_whisper")  # the silero VAD that measures the voice
 
 
+@pytest.mark.slow
 def test_synthetic_voices_are_cut_and_counted(tmp_path):
     bench = load_benchmark("speaker_min_voice")
     out = tmp_path / "table.json"
