@@ -64,6 +64,7 @@ from annotated_types import Ge, Gt
 
 from infer.eval_items import EvalItem, item_audio, read_manifest
 from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, write_audio
+from sts.config import WhenOff
 from sts.devices import ModelArgs
 from sts.errors import UsageError
 from sts.io import remove_stale_temps, write_text_atomic
@@ -193,6 +194,9 @@ def evaluate_task(
             row["speaker_similarity"] = None if sim is None else round(sim, 4)
         scored = [s for s in sims if s is not None]
         summary["speaker_similarity"] = round(float(np.mean(scored)), 4) if scored else None
+        # None: too little voice on a side (sts.speaker.MIN_VOICED_SECONDS): null per row, left out of
+        # the mean, and counted, since short outputs would otherwise drop out of it unseen
+        summary["speaker_unscored"] = len(sims) - len(scored)
     if dnsmos is not None and speech_out:
         summary["dnsmos"] = _naturalness(dnsmos, rows, results, sr)
     if latencies is not None:
@@ -354,20 +358,22 @@ class EvalConfig(ModelArgs):
     """auto: Whisper (--asr-model); self: the checkpoint's own asr task; none: no ASR-based scores."""
     asr_model: str = "offline"
     """offline (Whisper base, not comparable) | seamless (large-v2 ja, medium.en en) | MODEL | ja=MODEL,en=MODEL."""
-    dnsmos: bool = True
+    dnsmos: Annotated[bool, WhenOff("no DNSMOS scores")] = True
     """DNSMOS P.835 of every speech output (needs speechmos)."""
     stream: bool = False
     """Generate speech-to-speech tasks through Translator.stream and report SimulEval latency."""
-    codec_roundtrip: bool = True
+    codec_roundtrip: Annotated[bool, WhenOff("skip the codec round trip of the references")] = True
     """Score the reference audio before and after a codec round trip (needs ASR)."""
-    speaker_similarity: bool = True
+    speaker_similarity: Annotated[bool, WhenOff("no speaker similarity (no resemblyzer needed)")] = True
     """Source<->output speaker similarity for s2st (needs resemblyzer)."""
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation engine; vllm needs the GPU extra."""
     fast: bool | None = None
     """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
-    greedy: bool = True
-    """Greedy decoding for every task (reproducible scores); --no-greedy samples with the task defaults."""
+    greedy: Annotated[bool, WhenOff("sample with each task's default sampling (scores vary with --seed)")] = (
+        True
+    )
+    """Greedy decoding for every task (reproducible scores)."""
     max_new_tokens: Annotated[int | None, Ge(1)] = None
     """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
     seed: Annotated[int, Ge(0)] = 0

@@ -165,4 +165,5 @@ def test_speaker_similarity_in_s2st(model_dir, manifest, tmp_path):  # noqa: F81
     assert len(rows) == 2 and all(-1 <= s <= 1 for s in sims)
     mean = report["tasks"]["s2st"]["speaker_similarity"]
     assert mean == (pytest.approx(sum(sims) / len(sims), abs=1e-4) if sims else None)
+    assert report["tasks"]["s2st"]["speaker_unscored"] == len(rows) - len(sims)  # too little voice: counted
     assert "resemblyzer" in report["tasks"]["s2st"]["speaker_encoder"]
