@@ -60,10 +60,11 @@ from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import tyro
-from annotated_types import Ge
+from annotated_types import Ge, Gt
 
 from infer.eval_items import EvalItem, item_audio, read_manifest
-from sts.audio import write_audio
+from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, write_audio
+from sts.config import WhenOff
 from sts.devices import ModelArgs
 from sts.errors import UsageError
 from sts.io import remove_stale_temps, write_text_atomic
@@ -85,7 +86,7 @@ from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
 
 
-def _task_input(item: EvalItem, task: str):
+def _task_input(item: EvalItem, task: str, max_audio_seconds: float | None):
     """(Request, reference text, reference language) for an item, or None when it lacks a field."""
     from infer.translate import Request
 
@@ -99,7 +100,9 @@ def _task_input(item: EvalItem, task: str):
     ):
         return None
     if spec.input == "speech":
-        request = Request(task, item.src_lang, tgt, wav=item_audio(item), id=item.id)
+        request = Request(
+            task, item.src_lang, tgt, wav=item_audio(item, max_seconds=max_audio_seconds), id=item.id
+        )
     else:
         request = Request(task, item.src_lang, tgt, text=item.src_text, id=item.id)
     return request, ref, tgt
@@ -115,6 +118,7 @@ def evaluate_task(
     audio_dir=None,
     dnsmos=None,
     stream: bool = False,
+    max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS,
 ):
     """Run one task over the items that support it; returns (summary dict, per-utterance rows).
 
@@ -125,7 +129,7 @@ def evaluate_task(
     from infer.translate import CUT_RULES
 
     spec = task_spec(task)
-    inputs = [x for x in (_task_input(item, task) for item in items) if x is not None]
+    inputs = [x for x in (_task_input(item, task, max_audio_seconds) for item in items) if x is not None]
     if not inputs:
         return {"n": 0, "skipped": "no manifest row has the fields this task needs"}, []
     started = time.perf_counter()
@@ -190,6 +194,9 @@ def evaluate_task(
             row["speaker_similarity"] = None if sim is None else round(sim, 4)
         scored = [s for s in sims if s is not None]
         summary["speaker_similarity"] = round(float(np.mean(scored)), 4) if scored else None
+        # None: too little voice on a side (sts.speaker.MIN_VOICED_SECONDS): null per row, left out of
+        # the mean, and counted, since short outputs would otherwise drop out of it unseen
+        summary["speaker_unscored"] = len(sims) - len(scored)
     if dnsmos is not None and speech_out:
         summary["dnsmos"] = _naturalness(dnsmos, rows, results, sr)
     if latencies is not None:
@@ -295,10 +302,17 @@ def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str, *, s
     return block
 
 
-def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
+def codec_roundtrip(
+    codec, items: Sequence[EvalItem], asr, max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS
+) -> dict:
     """ASR error of the reference audio as is and after codec encode->decode, per language."""
-    pairs = [(item_audio(i), i.src_text, i.src_lang) for i in items if i.audio and i.src_text]
-    pairs += [(item_audio(i, "target"), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text]
+    limit = max_audio_seconds
+    pairs = [
+        (item_audio(i, "source", limit), i.src_text, i.src_lang) for i in items if i.audio and i.src_text
+    ]
+    pairs += [
+        (item_audio(i, "target", limit), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text
+    ]
     if not pairs:
         return {"n": 0, "skipped": "no reference audio with its text"}
     out: dict = {"asr": asr.name}
@@ -344,24 +358,28 @@ class EvalConfig(ModelArgs):
     """auto: Whisper (--asr-model); self: the checkpoint's own asr task; none: no ASR-based scores."""
     asr_model: str = "offline"
     """offline (Whisper base, not comparable) | seamless (large-v2 ja, medium.en en) | MODEL | ja=MODEL,en=MODEL."""
-    dnsmos: bool = True
+    dnsmos: Annotated[bool, WhenOff("no DNSMOS scores")] = True
     """DNSMOS P.835 of every speech output (needs speechmos)."""
     stream: bool = False
     """Generate speech-to-speech tasks through Translator.stream and report SimulEval latency."""
-    codec_roundtrip: bool = True
+    codec_roundtrip: Annotated[bool, WhenOff("skip the codec round trip of the references")] = True
     """Score the reference audio before and after a codec round trip (needs ASR)."""
-    speaker_similarity: bool = True
+    speaker_similarity: Annotated[bool, WhenOff("no speaker similarity (no resemblyzer needed)")] = True
     """Source<->output speaker similarity for s2st (needs resemblyzer)."""
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation engine; vllm needs the GPU extra."""
     fast: bool | None = None
     """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
-    greedy: bool = True
-    """Greedy decoding for every task (reproducible scores); --no-greedy samples with the task defaults."""
+    greedy: Annotated[bool, WhenOff("sample with each task's default sampling (scores vary with --seed)")] = (
+        True
+    )
+    """Greedy decoding for every task (reproducible scores)."""
     max_new_tokens: Annotated[int | None, Ge(1)] = None
     """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
     seed: Annotated[int, Ge(0)] = 0
     """Sampling seed (with --no-greedy)."""
+    max_audio_seconds: Annotated[float, Gt(0)] = DEFAULT_MAX_AUDIO_SECONDS
+    """Refuse a test clip longer than this, known from its header before it is decoded."""
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"output": "out_dir", "limit": "max_items"}
     """Old names, for old files and flags."""
@@ -438,12 +456,13 @@ def run(cfg: EvalConfig, log=print) -> dict:
             audio_dir=cfg.out_dir / "audio",
             dnsmos=dnsmos,
             stream=cfg.stream,
+            max_audio_seconds=cfg.max_audio_seconds,
         )
         report["tasks"][task] = summary
         rows += task_rows
         log(f"{task}: {headline(summary)}")
     if cfg.codec_roundtrip and asr is not None:
-        report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
+        report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr, cfg.max_audio_seconds)
     loaded = ((ASR, asr), (SPEAKER, speaker), (DNSMOS, dnsmos))
     report["not_measured"] = {
         what: not_measured(what) for what, model in loaded if model is None and not_measured(what)

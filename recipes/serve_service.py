@@ -88,7 +88,9 @@ class Limits:
 def read_input(path: str | os.PathLike | None, limits: Limits) -> np.ndarray:
     """Load an uploaded or recorded clip as `[N]` float32 at 16 kHz, or refuse it with a ServeError
     naming the file and the problem: none given, outside `limits.roots`, too big, undecodable, too
-    long, shorter than `MIN_SECONDS`, or silent (`sts.audio.is_silent`)."""
+    long or too big once decoded (`max_seconds` of 48 kHz stereo float32; both known from the header,
+    before decoding, so a small file that expands to gigabytes costs nothing), shorter than
+    `MIN_SECONDS`, or silent (`sts.audio.is_silent`)."""
     if path is None or str(path) == "":
         raise ServeError("no audio: record with the microphone or upload a file first")
     path = Path(path)

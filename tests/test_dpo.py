@@ -327,3 +327,59 @@ def test_dpo_cli_errors_are_one_line(extended_lm_dir, tmp_path, capsys):
 
     with pytest.raises(ValueError, match="train_dpo"):  # the cpt/sft loop does not take pairs
         train(TrainConfig(stage="dpo", out_dir=tmp_path / "x"))
+
+
+def test_precomputed_reference_belongs_to_the_model_content_not_its_path(
+    extended_lm_dir, speech_vocab, tmp_path
+):
+    """Another model copied to the path a precomputed table was made from: the table is recomputed, so
+    policy == reference at step 1 and the loss is log 2 (a stale table gives another value)."""
+    from transformers import AutoModelForCausalLM
+
+    from sts.model_files import model_fingerprint
+
+    model, other = tmp_path / "model", tmp_path / "other"
+    shutil.copytree(extended_lm_dir, model)
+    shutil.copytree(extended_lm_dir, other)
+    lm = AutoModelForCausalLM.from_pretrained(extended_lm_dir)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
+    lm.save_pretrained(other)  # B: the same vocabulary and tokenizer, other weights
+    pairs = _token_pairs(tmp_path / "pairs.parquet", speech_vocab)
+    out = tmp_path / "dpo"
+    args = dpo_args(model, pairs, out, "--dpo.reference", "precomputed")
+    assert main(args) == 0
+    with np.load(out / REFERENCE_FILE) as table:
+        first_key, first_chosen = json.loads(str(table["fingerprints"])), table["train_chosen"].copy()
+    assert first_key["model"] == model_fingerprint(model)
+
+    for gone in (*out.glob("checkpoint-*"), out / "metrics.jsonl"):  # a new run in the same folder
+        shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
+    shutil.rmtree(model)
+    shutil.copytree(other, model)
+    assert main(args) == 0
+    with np.load(out / REFERENCE_FILE) as table:
+        key, chosen, rejected = (
+            json.loads(str(table["fingerprints"])),
+            table["train_chosen"],
+            table["train_rejected"],
+        )
+        assert key["model"] == model_fingerprint(other) != first_key["model"]
+        # float32 bound: the step-1 loss is -log sigmoid(beta * delta), delta the difference of four
+        # summed answer log-probs, each evaluated twice (table, step) in other batch layouts. Each token's
+        # log-prob rounds within ~hidden * eps of its magnitude, so |delta| <= 4 * 2 * hidden * eps * max|sum|
+        # and the loss moves by at most beta / 2 times that (the sigmoid's slope at 0).
+        beta, hidden = 0.1, lm.config.hidden_size
+        bound = (
+            beta
+            / 2
+            * 4
+            * 2
+            * hidden
+            * float(np.finfo(np.float32).eps)
+            * float(np.abs([chosen, rejected]).max())
+        )
+        stale = beta * np.abs(first_chosen - chosen).max()  # the scale a reused table would be off by
+    assert stale > 100 * bound
+    assert read_metrics(out)[0]["loss"] == pytest.approx(math.log(2), abs=bound)

@@ -128,6 +128,17 @@ def test_eval_without_asr_skips_speech_scores(model_dir, manifest, tmp_path):  #
     assert "to_en" in report["tasks"]["t2tt"] and "codec_roundtrip" not in report
 
 
+def test_max_audio_seconds_refuses_a_longer_test_clip(model_dir, manifest, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "report"
+    args = _eval_args(manifest, model_dir, out, asr="none", max_new_tokens=4)
+    assert main([*args, "--tasks", "asr", "--max-items", "1", "--max-audio-seconds", "0.5"]) == 2
+    assert (
+        f"{manifest.parent / 'j1.wav'}: 0.8 s is longer than the 0.5 s limit (raise it with --max-audio-seconds)"
+        in capsys.readouterr().err
+    )
+    assert main([*args, "--tasks", "asr", "--max-items", "1", "--max-audio-seconds", "0.8"]) == 0
+
+
 def test_translation_scores_say_when_ja_mecab_cannot_run(monkeypatch):
     import infer.checkpoint_eval
     import sts.metrics
@@ -154,4 +165,5 @@ def test_speaker_similarity_in_s2st(model_dir, manifest, tmp_path):  # noqa: F81
     assert len(rows) == 2 and all(-1 <= s <= 1 for s in sims)
     mean = report["tasks"]["s2st"]["speaker_similarity"]
     assert mean == (pytest.approx(sum(sims) / len(sims), abs=1e-4) if sims else None)
+    assert report["tasks"]["s2st"]["speaker_unscored"] == len(rows) - len(sims)  # too little voice: counted
     assert "resemblyzer" in report["tasks"]["s2st"]["speaker_encoder"]
