@@ -259,6 +259,15 @@ def test_dpo_resumes_exactly_and_learns_the_preference(extended_lm_dir, speech_v
     assert resumed == pytest.approx({3: straight[3]["loss"], 4: straight[4]["loss"]}, rel=1e-6, abs=1e-7)
 
 
+def step_one_bound(config, largest: float, beta: float) -> float:
+    """|step-1 loss - log 2| when the reference table was computed in other batches (index order, other
+    padding): the four summed answer log-probs (magnitude <= `largest`) of a pair's margin m each round
+    otherwise on both sides (float32 over hidden + vocab + tokens; rows are at most 7 + 12 tokens), so
+    |m| <= 4 tolerance, and -log sigmoid(beta m) moves from log 2 by at most beta |m| / 2 (its slope at 0)."""
+    n = config.hidden_size + config.vocab_size + 32
+    return 2 * beta * rounding_tolerance(torch.float32, n, largest)
+
+
 @pytest.mark.parametrize(
     "extra", [["--dpo.reference", "precomputed"], ["--lora.r", "4", "--lora.targets", "q_proj", "v_proj"]]
 )
@@ -272,12 +281,9 @@ def test_reference_options_train(extended_lm_dir, speech_vocab, tmp_path, extra)
         with np.load(out / REFERENCE_FILE) as table:
             assert table["train_chosen"].shape[0] + table["eval_chosen"].shape[0] == 6
             largest = max(float(np.abs(table[k]).max()) for k in ("train_chosen", "train_rejected"))
-        # The table was computed in other batches (index order, other padding), so the four log-probs
-        # of a pair's margin m each round otherwise (float32: hidden + vocab + tokens), and
-        # -log sigmoid(beta m) moves from log 2 by at most beta |m| / 2 <= 2 beta tolerance.
-        cfg = json.loads((extended_lm_dir / "config.json").read_text())
-        n = cfg["hidden_size"] + cfg["vocab_size"] + 32  # rows are at most 7 + 12 tokens long
-        at_step_1 = 2 * 0.1 * rounding_tolerance(torch.float32, n, largest)  # beta: dpo.beta's default
+        from transformers import AutoConfig
+
+        at_step_1 = step_one_bound(AutoConfig.from_pretrained(extended_lm_dir), largest, beta=0.1)
     assert (
         records[0]["loss"] == pytest.approx(math.log(2), abs=at_step_1) and records[-1]["rewards/margin"] > 0
     )
@@ -366,20 +372,8 @@ def test_precomputed_reference_belongs_to_the_model_content_not_its_path(
             table["train_rejected"],
         )
         assert key["model"] == model_fingerprint(other) != first_key["model"]
-        # float32 bound: the step-1 loss is -log sigmoid(beta * delta), delta the difference of four
-        # summed answer log-probs, each evaluated twice (table, step) in other batch layouts. Each token's
-        # log-prob rounds within ~hidden * eps of its magnitude, so |delta| <= 4 * 2 * hidden * eps * max|sum|
-        # and the loss moves by at most beta / 2 times that (the sigmoid's slope at 0).
-        beta, hidden = 0.1, lm.config.hidden_size
-        bound = (
-            beta
-            / 2
-            * 4
-            * 2
-            * hidden
-            * float(np.finfo(np.float32).eps)
-            * float(np.abs([chosen, rejected]).max())
-        )
+        beta = 0.1  # dpo.beta's default
+        bound = step_one_bound(lm.config, float(np.abs([chosen, rejected]).max()), beta)
         stale = beta * np.abs(first_chosen - chosen).max()  # the scale a reused table would be off by
     assert stale > 100 * bound
     assert read_metrics(out)[0]["loss"] == pytest.approx(math.log(2), abs=bound)
