@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-# Another process on a 2-core machine can slow torch's default threading 50x.
-torch.set_num_threads(1)
+TEST_THREADS = int(os.environ.get("OMP_NUM_THREADS") or 1)
+"""Torch threads for the tests: OMP_NUM_THREADS when set (the suite is checked at 1 and 2), else 1, as
+another process on a 2-core machine can slow torch's default threading 50x. A comparison that needs
+one thread count on both sides says so with `@pytest.mark.threads(n)`."""
+torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_threads(request):
+    """`@pytest.mark.threads(n)`: torch runs the test on n threads, then goes back to TEST_THREADS."""
+    marker = request.node.get_closest_marker("threads")
+    if marker is None:
+        yield
+        return
+    torch.set_num_threads(marker.args[0])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(TEST_THREADS)
+
 
 TINY_SPEECH_TOKENS = 1024
 """Speech block size of the tiny extended LM: the tiny XCodec2's codebook (4**5)."""
