@@ -169,7 +169,7 @@ def test_merged_text_first_model_decodes_as_the_adapter(lora_run, extended_lm_di
                 logits_m = merged_tr.backend.model(ids).logits[0, steps]
                 logits_a = lm(ids).logits[0, steps]
             assert_close_rounding(logits_a, logits_m, reduction_size=n, msg="step logits")
-            common = next((k for k, (a, b) in enumerate(zip(ids_m, ids_a)) if a != b), None)
+            common = next((k for k, (a, b) in enumerate(zip(ids_m, ids_a, strict=False)) if a != b), None)
             if common is None:
                 assert len(ids_m) == len(ids_a)  # same tokens; an end id or a budget ends both
                 continue
