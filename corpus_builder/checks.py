@@ -85,7 +85,9 @@ class SpeakerSimilarity(Check):
         min_speaker_similarity: rows scoring below this are dropped. Same speaker typically scores
             > 0.75 with resemblyzer; calibrate on your data (cross-lingual cloning scores lower).
             Rows with less voice than `sts.speaker.MIN_VOICED_SECONDS` on a side are not scored
-            (below it, different voices score above 0.6: benchmarks/RESULTS.md).
+            (below it, voices of different engines score above 0.6; above it they mostly do not,
+            but two voices of one engine still pass 41 of 90 times at 1.5 s: benchmarks/RESULTS.md).
+            Without faster-whisper (silero VAD) no row is scored.
         device: torch device of the encoder.
     """
 

@@ -52,6 +52,7 @@ whether the number is comparable with published ones and why not), also as `summ
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ import tyro
 from annotated_types import Ge, Gt
 
 from infer.eval_items import EvalItem, item_audio, read_manifest
-from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, write_audio
+from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, AudioLimitError, write_audio
 from sts.config import WhenOff
 from sts.devices import ModelArgs
 from sts.errors import UsageError
@@ -84,6 +85,8 @@ from sts.optional import load_optional, not_measured
 from sts.paths import absolute_if_local
 from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
+
+log = logging.getLogger(__name__)
 
 
 def _task_input(item: EvalItem, task: str, max_audio_seconds: float | None):
@@ -108,6 +111,23 @@ def _task_input(item: EvalItem, task: str, max_audio_seconds: float | None):
     return request, ref, tgt
 
 
+def _skip_over_limit(load, skipped: dict[str, int], item: EvalItem, *args):
+    """`load(item, *args)`, or None for a clip over the audio limit (`AudioLimitError`), counted in
+    `skipped` by reason and logged with the file and the limit."""
+    try:
+        return load(item, *args)
+    except AudioLimitError as e:
+        reason = f"audio over the {e.limit} limit"
+        skipped[reason] = skipped.get(reason, 0) + 1
+        log.warning("skipped %s: %s", item.id, e)
+        return None
+
+
+def _skipped(skipped: dict[str, int]) -> dict:
+    """`{"skipped_inputs": {reason: n}}` when a clip was skipped, else {}."""
+    return {"skipped_inputs": dict(sorted(skipped.items()))} if skipped else {}
+
+
 def evaluate_task(
     translator,
     items: Sequence[EvalItem],
@@ -122,6 +142,9 @@ def evaluate_task(
 ):
     """Run one task over the items that support it; returns (summary dict, per-utterance rows).
 
+    A clip over `max_audio_seconds` (or its decoded-size limit) is skipped, not fatal: the summary
+    counts it in `skipped_inputs` ({reason: n}), as the batch policy asks (README, "Errors and exit codes").
+
     The summary counts the outputs per rule that cut them (`cut_by`: none, budget, and each loop rule).
     `dnsmos` (a `sts.dnsmos.Dnsmos`) rates every speech output; `stream` generates speech-to-speech
     tasks through `Translator.stream` and measures their latency (`infer.eval_stream`).
@@ -129,9 +152,14 @@ def evaluate_task(
     from infer.translate import CUT_RULES
 
     spec = task_spec(task)
-    inputs = [x for x in (_task_input(item, task, max_audio_seconds) for item in items) if x is not None]
+    skipped: dict[str, int] = {}  # batch policy: a clip over the audio limit is skipped and counted
+    inputs = [
+        x
+        for x in (_skip_over_limit(_task_input, skipped, item, task, max_audio_seconds) for item in items)
+        if x
+    ]
     if not inputs:
-        return {"n": 0, "skipped": "no manifest row has the fields this task needs"}, []
+        return {"n": 0, "skipped": "no manifest row has the fields this task needs"} | _skipped(skipped), []
     started = time.perf_counter()
     latencies = None
     if stream and spec.input == "speech" and spec.output == "speech":
@@ -163,7 +191,7 @@ def evaluate_task(
                 write_audio(Path(audio_dir) / task / f"{request.id}.wav", result.waveform)
         rows.append(row)
 
-    summary: dict = {"n": len(rows), "wall_seconds": round(elapsed, 3)}
+    summary: dict = {"n": len(rows), "wall_seconds": round(elapsed, 3)} | _skipped(skipped)
     if spec.output == "speech":
         if asr is None:
             summary["skipped"] = "no ASR (--asr none or unavailable): ASR-based scores not computed"
@@ -306,16 +334,21 @@ def codec_roundtrip(
     codec, items: Sequence[EvalItem], asr, max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS
 ) -> dict:
     """ASR error of the reference audio as is and after codec encode->decode, per language."""
-    limit = max_audio_seconds
+    limit, skipped = max_audio_seconds, {}
     pairs = [
-        (item_audio(i, "source", limit), i.src_text, i.src_lang) for i in items if i.audio and i.src_text
+        (_skip_over_limit(item_audio, skipped, i, "source", limit), i.src_text, i.src_lang)
+        for i in items
+        if i.audio and i.src_text
     ]
     pairs += [
-        (item_audio(i, "target", limit), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text
+        (_skip_over_limit(item_audio, skipped, i, "target", limit), i.tgt_text, i.tgt_lang)
+        for i in items
+        if i.tgt_audio and i.tgt_text
     ]
+    pairs = [p for p in pairs if p[0] is not None]  # skipped: over the audio limit
     if not pairs:
-        return {"n": 0, "skipped": "no reference audio with its text"}
-    out: dict = {"asr": asr.name}
+        return {"n": 0, "skipped": "no reference audio with its text"} | _skipped(skipped)
+    out: dict = {"asr": asr.name} | _skipped(skipped)
     for lang in sorted({p[2] for p in pairs}):
         waves = [w for w, _, lg in pairs if lg == lang]
         refs = [t for _, t, lg in pairs if lg == lang]

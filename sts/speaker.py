@@ -9,14 +9,17 @@ package, CPU): our offline stand-in. Published speaker similarity uses WavLM-lar
 speaker verification (Seed-TTS-eval) or ECAPA-TDNN; cosines from different encoders are not
 comparable, so a report names the encoder. Same-speaker clips score about 0.75-0.95, one clip
 against itself 1.0 (tests/test_speaker.py). It tells engines apart better than the voices of one
-engine: two Kokoro voices score >= 0.6 in 67 of 90 whole-clip pairs (benchmarks/RESULTS.md).
+engine: two Kokoro voices score >= 0.6 in 67 of 90 whole-clip pairs, and 41 of 90 even at
+`MIN_VOICED_SECONDS` (benchmarks/RESULTS.md).
 
 No score on short clips. A clip with less than `MIN_VOICED_SECONDS` of voice (`voiced_seconds`:
 silero VAD, unpadded) has no embedding, and a comparison with it no score (None): on short clips
-the cosine says little about the voice (the measurement is at `MIN_VOICED_SECONDS`). Callers store
-None as null and count it apart (the corpus check passes it as "unscored"; a DPO pair score leaves
-the term out for the whole prompt). Needs the `offline` extra (`resemblyzer`, and `setuptools<81`
-for its `pkg_resources` import; `faster-whisper` for the VAD, an energy gate without it).
+the cosine says little about the voice (the measurement is at `MIN_VOICED_SECONDS`, with silero).
+Callers store None as null and count it apart (the corpus check passes it as "unscored"; a DPO pair
+score leaves the term out for the whole prompt). Needs the `offline` extra: `resemblyzer` (and
+`setuptools<81` for its `pkg_resources` import) and `faster-whisper` for silero VAD. Without
+faster-whisper there is no score at all (a warning says so once): an energy gate would count noise
+as voice, and the minimum was measured with silero.
 """
 
 from __future__ import annotations
@@ -62,14 +65,17 @@ class SpeakerEncoder:
         min_voiced_seconds: float = MIN_VOICED_SECONDS,
     ) -> np.ndarray | None:
         """`[N]` float clip -> `[256]` float32 unit embedding, or None when it has less than
-        `min_voiced_seconds` of voice (`voiced_seconds`) or none is left after resemblyzer's
+        `min_voiced_seconds` of voice (`voiced_seconds`; also None, with a warning once, when
+        faster-whisper's silero VAD is not installed to tell) or none is left after resemblyzer's
         silence trimming (webrtcvad). `min_voiced_seconds=0` embeds any voice (the benchmark)."""
         resemblyzer = _import_resemblyzer()
         wav = _to_16k(np.asarray(waveform, dtype=np.float32), sample_rate)
         if not np.any(wav):  # digital silence: its volume normalization would divide by zero
             return None
-        if min_voiced_seconds > 0 and voiced_seconds(wav) < min_voiced_seconds:
-            return None
+        if min_voiced_seconds > 0:
+            voiced = voiced_seconds(wav)
+            if voiced is None or voiced < min_voiced_seconds:
+                return None
         wav = resemblyzer.preprocess_wav(wav)
         if len(wav) == 0:
             return None
@@ -90,12 +96,29 @@ class SpeakerEncoder:
         return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb)))
 
 
-def voiced_seconds(waveform: np.ndarray, sample_rate: int = 16000) -> float:
+def voiced_seconds(waveform: np.ndarray, sample_rate: int = 16000) -> float | None:
     """Seconds of voice in a `[N]` float clip: silero VAD without padding, pauses of 100 ms or more
-    left out (`sts.asr.speech_seconds(padded=False)`; an energy gate without faster-whisper)."""
+    left out (`sts.asr.speech_seconds(padded=False)`). None, with a warning the first time, when
+    faster-whisper (which ships silero) is not installed: `sts.asr`'s energy-gate fallback counts
+    noise as voice, and `MIN_VOICED_SECONDS` was measured with silero."""
+    try:
+        from faster_whisper.vad import get_speech_timestamps  # noqa: F401  (speech_seconds' VAD)
+    except ImportError:
+        _warn_no_vad()
+        return None
     from sts.asr import speech_seconds
 
     return speech_seconds(_to_16k(np.asarray(waveform, dtype=np.float32), sample_rate), padded=False)
+
+
+@functools.cache
+def _warn_no_vad() -> None:
+    warnings.warn(
+        "speaker similarity needs faster-whisper's silero VAD to measure voice "
+        "(pip install faster-whisper, or the `offline` extra): no speaker scores without it",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _to_16k(wav: np.ndarray, sample_rate: int) -> np.ndarray:

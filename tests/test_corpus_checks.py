@@ -86,7 +86,10 @@ def test_asr_round_trip_on_real_speech():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (HAS_RESEMBLYZER and HAS_ESPEAK), reason="needs resemblyzer and espeak-ng")
+@pytest.mark.skipif(
+    not (HAS_RESEMBLYZER and HAS_WHISPER and HAS_ESPEAK),
+    reason="needs resemblyzer, faster-whisper and espeak-ng",
+)
 def test_speaker_similarity_on_real_speech():
     from corpus_builder.checks import SpeakerSimilarity
 

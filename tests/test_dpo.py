@@ -21,7 +21,7 @@ from sts.tasks import IGNORE_INDEX, Example, TaskFormatter
 from sts.testing.numerics import assert_close_rounding, rounding_tolerance
 from train.cli import main
 from train.config import CONFIG_DIR, TrainConfig
-from train.dpo import REFERENCE_FILE, preference_loss
+from train.dpo import REFERENCE_FILE, preference_loss, reference_key
 from train.logger import read_metrics
 from train.loss import CausalLMWithLoss, chunked_token_log_probs
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
@@ -358,7 +358,7 @@ def test_precomputed_reference_belongs_to_the_model_content_not_its_path(
     assert main(args) == 0
     with np.load(out / REFERENCE_FILE) as table:
         first_key, first_chosen = json.loads(str(table["fingerprints"])), table["train_chosen"].copy()
-    assert first_key["model"] == model_fingerprint(model)
+    assert first_key["model"] == model_fingerprint(model, full=True)
 
     for gone in (*out.glob("checkpoint-*"), out / "metrics.jsonl"):  # a new run in the same folder
         shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
@@ -371,9 +371,29 @@ def test_precomputed_reference_belongs_to_the_model_content_not_its_path(
             table["train_chosen"],
             table["train_rejected"],
         )
-        assert key["model"] == model_fingerprint(other) != first_key["model"]
+        assert key["model"] == model_fingerprint(other, full=True) != first_key["model"]
         beta = 0.1  # dpo.beta's default
         bound = step_one_bound(lm.config, float(np.abs([chosen, rejected]).max()), beta)
         stale = beta * np.abs(first_chosen - chosen).max()  # the scale a reused table would be off by
     assert stale > 100 * bound
     assert read_metrics(out)[0]["loss"] == pytest.approx(math.log(2), abs=bound)
+
+
+def test_reference_key_hashes_every_byte_of_the_weights(tmp_path):
+    """Two models whose 65 MiB safetensors differ in one byte between the 16 sampled blocks: the
+    quick fingerprint cannot tell them apart, the reference key does."""
+    from sts.model_files import model_fingerprint
+
+    header = json.dumps({"w": {"dtype": "U8", "shape": [65 << 20], "data_offsets": [0, 65 << 20]}}).encode()
+    data = bytearray(65 << 20)
+    folders = []
+    for name, byte in (("a", 0), ("b", 1)):
+        data[(65 << 20) // 32] = byte  # mid-way between the first two sampled 64 KiB blocks
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + data)
+        folders.append(folder)
+    assert model_fingerprint(folders[0]) == model_fingerprint(folders[1])
+    splits = {"train": PairSet()}
+    assert reference_key(folders[0], splits)["model"] != reference_key(folders[1], splits)["model"]
+    assert reference_key(folders[0], splits) == reference_key(folders[0], splits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
@@ -128,15 +129,21 @@ def test_eval_without_asr_skips_speech_scores(model_dir, manifest, tmp_path):  #
     assert "to_en" in report["tasks"]["t2tt"] and "codec_roundtrip" not in report
 
 
-def test_max_audio_seconds_refuses_a_longer_test_clip(model_dir, manifest, tmp_path, capsys):  # noqa: F811
+def test_a_clip_over_max_audio_seconds_is_skipped_and_counted(model_dir, manifest, tmp_path, caplog):  # noqa: F811
+    """Batch policy: the 0.8 s clip over a 0.7 s limit is skipped (logged with its file and the
+    limit, counted in the report); the 0.6 s clip is evaluated."""
     out = tmp_path / "report"
     args = _eval_args(manifest, model_dir, out, asr="none", max_new_tokens=4)
-    assert main([*args, "--tasks", "asr", "--max-items", "1", "--max-audio-seconds", "0.5"]) == 2
-    assert (
-        f"{manifest.parent / 'j1.wav'}: 0.8 s is longer than the 0.5 s limit (raise it with --max-audio-seconds)"
-        in capsys.readouterr().err
-    )
-    assert main([*args, "--tasks", "asr", "--max-items", "1", "--max-audio-seconds", "0.8"]) == 0
+    with caplog.at_level(logging.WARNING, logger="infer.checkpoint_eval"):
+        assert main([*args, "--tasks", "asr", "--max-audio-seconds", "0.7"]) == 0
+    assert f"{manifest.parent / 'j1.wav'}: 0.8 s is longer than the 0.7 s limit" in caplog.text
+    report = json.loads((out / "report.json").read_text())["tasks"]["asr"]
+    assert report["n"] == 1 and report["skipped_inputs"] == {"audio over the seconds limit": 1}
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["e1"]
+    assert main([*args, "--tasks", "asr", "--max-audio-seconds", "0.8"]) == 0
+    report = json.loads((out / "report.json").read_text())["tasks"]["asr"]
+    assert report["n"] == 2 and "skipped_inputs" not in report
 
 
 def test_translation_scores_say_when_ja_mecab_cannot_run(monkeypatch):

@@ -15,6 +15,7 @@ pytest.importorskip("resemblyzer")
 HAS_VAD = importlib.util.find_spec("faster_whisper") is not None
 
 
+@pytest.mark.skipif(not HAS_VAD, reason="faster-whisper (silero VAD) not installed")
 def test_same_clip_is_one_and_silence_is_none():
     from sts.speaker import SpeakerEncoder, speaker_similarity
 
@@ -68,3 +69,25 @@ def test_other_sample_rates_are_resampled_before_the_gate():
     assert voiced_seconds(at_24k, 24000) == pytest.approx(voiced_seconds(clip), abs=0.05)
     encoder = SpeakerEncoder()
     assert float(np.dot(encoder.embed(at_24k, 24000), encoder.embed(clip))) > 0.99
+
+
+def test_without_silero_there_is_no_score_and_one_warning(monkeypatch):
+    """No faster-whisper: no energy-gate stand-in (it counts noise as voice), no score, one warning
+    naming the package."""
+    import sys
+    import warnings
+
+    from sts import speaker
+
+    monkeypatch.setitem(sys.modules, "faster_whisper.vad", None)  # its import now fails
+    speaker._warn_no_vad.cache_clear()
+    clip = synthetic_utterance(2.5, 150.0, seed=7)
+    encoder = speaker.SpeakerEncoder()
+    with pytest.warns(RuntimeWarning, match="needs faster-whisper's silero VAD") as caught:
+        assert speaker.voiced_seconds(clip) is None
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning is not repeated
+        assert encoder.embed(clip) is None and encoder.similarity(clip, clip) is None
+    assert encoder.embed(clip, min_voiced_seconds=0).shape == (256,)  # no gate asked for: embeds
+    speaker._warn_no_vad.cache_clear()

@@ -176,11 +176,13 @@ class Reference:
 
 def reference_key(model: str | Path, splits: dict[str, PairSet]) -> dict[str, str]:
     """What a precomputed reference table belongs to: the reference model by content
-    (`sts.model_files.model_fingerprint`: another model copied to the same path gets another key,
-    the same model moved keeps its key; a hub id by its name) and each split's pairs by their token
-    ids (`PairSet.fingerprint`)."""
+    (`sts.model_files.model_fingerprint(full=True)`: every byte of its weights, so a model that
+    differs from the cached one in a few tensors gets another key, which the default 16 sampled
+    blocks per file could miss; the same model moved keeps its key; a hub id by its name) and each
+    split's pairs by their token ids (`PairSet.fingerprint`). Hashing runs at ~1.5 GB/s (SHA-256),
+    small next to the reference pass it guards."""
     return {
-        "model": model_fingerprint(model) or str(model),
+        "model": model_fingerprint(model, full=True) or str(model),
         **{name: pairs.fingerprint() for name, pairs in splits.items()},
     }
 
