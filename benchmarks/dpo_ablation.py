@@ -143,8 +143,9 @@ def evaluate(
             hyps = scorer.transcribe_waves([waves[i] for i in mine], lang)
             score = asr_bleu(hyps, [rows[i].ref_text for i in mine], lang)
             chrf.append(next(s.score for s in score if s.name == "chrF++"))
-        sims = [speaker.similarity(s, w) for s, w in zip(sources, waves, strict=True) if len(w) > 8000]
-        sims = [s for s in sims if s is not None]
+        sims = [
+            speaker.similarity(s, w) if len(w) > 8000 else None for s, w in zip(sources, waves, strict=True)
+        ]
         ratios = [len(d["body"]) / max(r.ref_len, 1) for d, r in zip(decoded, rows, strict=True)]
         out[split] = {
             "n": len(rows),
@@ -152,10 +153,21 @@ def evaluate(
             "loop_rate": float(np.mean([detect_loop(d["body"], SPEECH_GUARD) is not None for d in decoded])),
             "end_rate": float(np.mean([d["ended"] for d in decoded])),
             "asr_chrf": float(np.mean(chrf)),
-            "speaker_sim": float(np.mean(sims)) if sims else float("nan"),
-            "speaker_n": len(sims),
+            **speaker_scores(sims),
         }
     return out
+
+
+def speaker_scores(sims: list[float | None]) -> dict:
+    """Mean speaker similarity of the scored outputs (None when none was: JSON null, never NaN), how
+    many were scored, and how many were not (`None`: under 0.5 s, or under
+    `sts.speaker.MIN_VOICED_SECONDS` of voice on either side)."""
+    scored = [s for s in sims if s is not None]
+    return {
+        "speaker_sim": float(np.mean(scored)) if scored else None,
+        "speaker_n": len(scored),
+        "speaker_unscored": len(sims) - len(scored),
+    }
 
 
 def table(results: list[dict], scale: float) -> str:
@@ -176,7 +188,10 @@ def table(results: list[dict], scale: float) -> str:
                     continue
                 cells = []
                 for metric in METRICS:
-                    v = np.array([r[metric] for r in runs], dtype=float)
+                    v = np.array([r[metric] for r in runs], dtype=float)  # None (no score) -> NaN
+                    if np.isnan(v).all():
+                        cells.append("no score")
+                        continue
                     fmt = "{:.1f} ± {:.1f}" if metric == "asr_chrf" else "{:.2f} ± {:.2f}"
                     cells.append(fmt.format(np.nanmean(v), np.nanstd(v)))
                 lines.append(

@@ -37,6 +37,7 @@ import torch
 from annotated_types import Ge, Gt
 
 from sts.cli import parse_cli
+from sts.config import WhenOff
 from sts.devices import resolve_device, resolve_dtype
 from sts.generation import GenerationRequest, Sampling, TransformersBackend, allowed_token_ids
 from sts.testing.lm import LFM2_350M_SHAPE
@@ -129,7 +130,7 @@ class Args:
     """Source clip length."""
     repeats: Annotated[int, Ge(1)] = 2
     """Timed repeats."""
-    compile: bool = True
+    compile: Annotated[bool, WhenOff("the fast path without torch.compile")] = True
     """torch.compile on the fast path (cuda)."""
     skip_naive: bool = False
     """Time the fast path only."""

@@ -34,6 +34,8 @@ from typing import Annotated, ClassVar
 
 from annotated_types import Ge
 
+from sts.config import WhenOff
+
 TOKENS_PER_SECOND = 50.0
 LLAMA_TEXT_VOCAB = 128256
 NUM_MARKERS = 8
@@ -59,7 +61,7 @@ class Args:
     """Text prompt length per row (a Llasa prompt for one sentence is ~30-60 tokens)."""
     repeats: Annotated[int, Ge(1)] = 1
     """Timed runs per setting after one warm-up run (best is reported)."""
-    time_codec: bool = True
+    time_codec: Annotated[bool, WhenOff("time the LM alone (no XCodec2 decoding)")] = True
     """Also time XCodec2 decoding of the generated codes."""
     codec_batch_size: Annotated[int, Ge(1)] = 8
     """Clips per XCodec2 decode call."""

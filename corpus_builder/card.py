@@ -99,6 +99,19 @@ def dataset_readme(out_dir: Path, card: dict) -> str:
             "speaker similarity, DNSMOS; null where not measured)"
             + ("" if log.get("complete", True) else "; rows dropped before the log existed are only counted")
         )
+    if card.get("unscored"):
+        lines.append(
+            "- kept unscored (a check that could not score the row: no source clip to compare voices with, "
+            "too little voice, no text; the column is null): "
+            + ", ".join(f"{check} {n:,}" for check, n in card["unscored"].items())
+        )
+    config = card.get("config") or {}
+    if config.get("max_duration") is not None and config.get("source") in ("emilia", "local"):
+        lines.append(
+            f"- source clips: {config.get('min_duration', 0):g} to {config['max_duration']:g} s; a longer clip is "
+            "refused from its file header before it is decoded (`duration_long`), and so is one bigger once "
+            "decoded than that many seconds of 48 kHz stereo float32 (`audio_too_large`)"
+        )
     models = card.get("models", {})
     if models:
         lines.append(f"- MT: {models.get('mt')}; TTS: {models.get('tts')}; checks: {models.get('checks')}")

@@ -8,13 +8,14 @@ Thin `Check`s over the base: `AsrRoundTrip` transcribes the target with `sts.asr
 by default, silence -> "") in the target language and scores it against the text it was asked to
 say with `sts.metrics.asr_error` (normalized: "300円" matches 三百円, "$50" matches "fifty
 dollars"); `SpeakerSimilarity` is `sts.speaker` (resemblyzer cosine) of source and target. Each
-drops rows past its threshold (`passes`); a NaN score (e.g. no source audio, no voice) always
-passes. Models load on first use, so building checks is cheap.
+drops rows past its threshold (`passes`). A row a check cannot score (no score, None: no source
+audio, no text, or less voice than `sts.speaker.MIN_VOICED_SECONDS` on either side) passes as
+"unscored": its column is null and the corpus card counts it. Models load on first use, so building
+checks is cheap.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,22 +60,22 @@ class AsrRoundTrip(Check):
         """`[N]` float32 16 kHz -> text, decoded in `lang` ("" for silence)."""
         return self.asr.transcribe([audio], lang)[0]
 
-    def score(self, rows: Sequence[CheckInput]) -> list[float]:
+    def score(self, rows: Sequence[CheckInput]) -> list[float | None]:
         return [score for score, _ in self.score_with_evidence(rows)]
 
-    def score_with_evidence(self, rows: Sequence[CheckInput]) -> list[tuple[float, dict]]:
-        """(error, {"asr_text": the transcript it was measured on}) per row; NaN and {} unchecked."""
-        results = []
+    def score_with_evidence(self, rows: Sequence[CheckInput]) -> list[tuple[float | None, dict]]:
+        """(error, {"asr_text": the transcript it was measured on}) per row; (None, {}) unscored."""
+        results: list[tuple[float | None, dict]] = []
         for row in rows:
             if row.tgt_audio is None or len(row.tgt_audio) == 0 or not row.tgt_text.strip():
-                results.append((math.nan, {}))
+                results.append((None, {}))
                 continue
             heard = self.transcribe(row.tgt_audio, row.tgt_lang)
             results.append((asr_error(row.tgt_text, heard, row.tgt_lang), {"asr_text": heard}))
         return results
 
     def passes(self, score: float) -> bool:
-        return math.isnan(score) or score <= self.max_asr_error
+        return score <= self.max_asr_error
 
 
 class SpeakerSimilarity(Check):
@@ -83,6 +84,10 @@ class SpeakerSimilarity(Check):
     Args:
         min_speaker_similarity: rows scoring below this are dropped. Same speaker typically scores
             > 0.75 with resemblyzer; calibrate on your data (cross-lingual cloning scores lower).
+            Rows with less voice than `sts.speaker.MIN_VOICED_SECONDS` on a side are not scored
+            (below it, voices of different engines score above 0.6; above it they mostly do not,
+            but two voices of one engine still pass 41 of 90 times at 1.5 s: benchmarks/RESULTS.md).
+            Without faster-whisper (silero VAD) no row is scored.
         device: torch device of the encoder.
     """
 
@@ -93,12 +98,12 @@ class SpeakerSimilarity(Check):
         self.min_speaker_similarity = min_speaker_similarity
         self.encoder = SpeakerEncoder(device)
 
-    def score(self, rows: Sequence[CheckInput]) -> list[float]:
-        similarities = [self.encoder.similarity(row.src_audio, row.tgt_audio) for row in rows]
-        return [math.nan if s is None else s for s in similarities]  # None: a side missing or voiceless
+    def score(self, rows: Sequence[CheckInput]) -> list[float | None]:
+        """The cosine per row; None (unscored) when a side is missing or has too little voice."""
+        return [self.encoder.similarity(row.src_audio, row.tgt_audio) for row in rows]
 
     def passes(self, score: float) -> bool:
-        return math.isnan(score) or score >= self.min_speaker_similarity
+        return score >= self.min_speaker_similarity
 
 
 def default_checks(

@@ -43,7 +43,7 @@ import tyro
 from annotated_types import Interval
 
 from corpus_builder import shards
-from sts.audio import AudioError, load_audio
+from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, AudioError, load_audio
 from sts.corpus import (
     CorpusError,
     check_shards,
@@ -102,13 +102,19 @@ def read_schema(path: Path) -> pa.Schema:
 
 
 def encode_table(
-    table: pa.Table, codec, *, shard: str = "", fail_fast: bool = False
+    table: pa.Table,
+    codec,
+    *,
+    shard: str = "",
+    fail_fast: bool = False,
+    max_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS,
 ) -> tuple[pa.Table, list[dict]]:
     """`table` with `src_codes` / `tgt_codes` (`[T] int32` per row) appended, typed by `encoded_features()`,
     and the bad clips: [{"shard", "id", "side", "reason"}], whose codes are null.
 
-    A clip that `sts.audio.load_audio` refuses (`AudioError`) is a bad clip; with `fail_fast` it
-    raises `CorpusError` naming the shard, row id and side instead.
+    A clip that `sts.audio.load_audio` refuses (`AudioError`: undecodable, or longer than
+    `max_seconds` or bigger once decoded as its header says, checked before decoding) is a bad clip;
+    with `fail_fast` it raises `CorpusError` naming the shard, row id and side instead.
     """
     ids = [str(i) for i in table.column("id").to_pylist()] if "id" in table.column_names else []
     # a monolingual row (no tgt_lang) has no target to encode: its null tgt_codes are not a bad clip
@@ -129,7 +135,11 @@ def encode_table(
             try:
                 if not a or not a.get("bytes"):
                     raise AudioError(f"{row_id}: {side}_audio holds no bytes")
-                waveforms.append(load_audio(a["bytes"], name=a.get("path") or f"{row_id} ({side})"))
+                waveforms.append(
+                    load_audio(
+                        a["bytes"], name=a.get("path") or f"{row_id} ({side})", max_seconds=max_seconds
+                    )
+                )
             except AudioError as err:
                 if fail_fast:
                     raise CorpusError(f"{shard}: row {row_id}, {side}_audio: {err}") from err

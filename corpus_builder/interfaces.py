@@ -66,14 +66,15 @@ class Check(ABC):
     """Shard column the score goes into ("tgt_asr_error" or "speaker_similarity")."""
 
     @abstractmethod
-    def score(self, rows: Sequence[CheckInput]) -> list[float]:
-        """One score per row (NaN where it cannot be scored, e.g. no source audio)."""
+    def score(self, rows: Sequence[CheckInput]) -> list[float | None]:
+        """One score per row; None where it cannot be scored (no source audio, too little voice)."""
 
     @abstractmethod
     def passes(self, score: float) -> bool:
-        """Whether a row with this score is kept (NaN always passes: unchecked is not bad)."""
+        """Whether a row with this score is kept. Never asked of an unscored row: the pipeline keeps
+        those as "unscored" (stored null, counted in the corpus card), since unchecked is not bad."""
 
-    def score_with_evidence(self, rows: Sequence[CheckInput]) -> list[tuple[float, dict]]:
+    def score_with_evidence(self, rows: Sequence[CheckInput]) -> list[tuple[float | None, dict]]:
         """`score` with what each score rests on, e.g. `{"asr_text": "what Whisper heard"}`; a dropped
         row's evidence goes into the corpus's drop log. Default: no evidence beyond the score."""
         return [(score, {}) for score in self.score(rows)]

@@ -13,7 +13,9 @@ its text (`src_asr_error`; a recorded clip is not checked). Nothing about one ba
 row is fatal: undecodable audio, silent source audio (`silent_audio`, `sts.audio.is_silent`), empty
 text, an empty translation, a TTS that never stops or says nothing audible (`tts_silent`) or a
 failed check each become a drop reason. Audio is stored as FLAC bytes: the source at 16 kHz (what
-the codec reads), the target at the TTS's own rate.
+the codec reads), the target at the TTS's own rate. A row a check cannot score (no source clip to
+compare voices with, too little voice) passes it as unscored: the column is null and
+`Outcome.unscored` names the check, which the corpus card counts.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class Outcome:
     tgt_lang: str = ""
     drop: dict | None = None
     """A dropped row's drop-log record (`sts.corpus.drop_features()` columns): why, and the evidence."""
+    unscored: list[str] = field(default_factory=list)
+    """Names of the checks that ran on this row but could not score it (it passed them as unscored)."""
 
 
 @dataclass
@@ -77,6 +81,7 @@ class _Work:
     drop: str | None = None
     detail: str | None = None  # what the drop rests on, in words (an error message, a level)
     evidence: dict = field(default_factory=dict)  # what the checks saw (e.g. asr_text), for the drop log
+    unscored: list[str] = field(default_factory=list)  # checks that ran but could not score this row
 
 
 def other_language(lang: str) -> str:
@@ -143,7 +148,8 @@ def _prepare(row: SourceRow, cfg: PipelineConfig, seen_ids: set[str], monolingua
     if work.drop:
         return work
     try:
-        work.src_audio = row.load_audio()
+        # a clip longer than --max-duration is refused from its header, before it is decoded
+        work.src_audio = row.load_audio(max_seconds=cfg.filters.max_duration)
     except AudioError as err:
         work.drop, work.detail = audio_drop_reason(err), str(err)
         return work
@@ -261,8 +267,12 @@ def _check(work: list[_Work], checks: Sequence[Check]) -> None:
         ]
         for w, (score, evidence) in zip(work, check.score_with_evidence(inputs), strict=True):
             column = check.column if w.tgt_lang else "src_" + check.column.removeprefix("tgt_")
-            w.scores[column] = float(score)
             w.evidence.update(evidence)
+            if score is None or math.isnan(score):  # unscored (a NaN from an older check): kept, counted
+                w.scores[column] = None
+                w.unscored.append(check.name)
+                continue
+            w.scores[column] = float(score)
             if not check.passes(float(score)):
                 w.drop = f"check_{check.name}"
 
@@ -312,7 +322,7 @@ def _outcome(w: _Work, mt: MTBackend | None, tts: TTSBackend | None) -> Outcome:
     if w.drop:
         return Outcome(w.src.id, None, w.drop, w.src.lang, w.tgt_lang or "", drop=drop_record(w))
     if not w.tgt_lang:
-        return Outcome(w.src.id, _monolingual_row(w, tts), None, w.src.lang, "")
+        return Outcome(w.src.id, _monolingual_row(w, tts), None, w.src.lang, "", unscored=w.unscored)
     row = {
         "id": w.src.id,
         "src_lang": w.src.lang,
@@ -327,11 +337,11 @@ def _outcome(w: _Work, mt: MTBackend | None, tts: TTSBackend | None) -> Outcome:
         "source": w.src.source,
         "mt_backend": mt.name,
         "tts_backend": tts.name,
-        "tgt_asr_error": w.scores.get("tgt_asr_error", math.nan),
-        "speaker_similarity": w.scores.get("speaker_similarity", math.nan),
+        "tgt_asr_error": w.scores.get("tgt_asr_error"),  # None (null): not checked or not scorable
+        "speaker_similarity": w.scores.get("speaker_similarity"),
         "src_asr_error": None,  # a parallel row's source is recorded or, from text, not checked
     }
-    return Outcome(w.src.id, row, None, w.src.lang, w.tgt_lang)
+    return Outcome(w.src.id, row, None, w.src.lang, w.tgt_lang, unscored=w.unscored)
 
 
 def _monolingual_row(w: _Work, tts: TTSBackend | None) -> dict:

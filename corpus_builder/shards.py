@@ -270,7 +270,7 @@ def check_chunks(out_dir: Path, prefix: str) -> list[str]:
 
 
 def empty_stats() -> dict:
-    return {"input_rows": 0, "rows": 0, "drops": {}, "seconds": {}}
+    return {"input_rows": 0, "rows": 0, "drops": {}, "seconds": {}, "unscored": {}}
 
 
 def add_outcome(stats: dict, outcome) -> None:
@@ -280,6 +280,8 @@ def add_outcome(stats: dict, outcome) -> None:
         stats["drops"][outcome.drop_reason] = stats["drops"].get(outcome.drop_reason, 0) + 1
         return
     stats["rows"] += 1
+    for check in outcome.unscored:  # kept without a score from this check
+        stats["unscored"][check] = stats["unscored"].get(check, 0) + 1
     # a monolingual row counts under its language alone ("ja"), a parallel one under its direction
     direction = f"{outcome.src_lang}-{outcome.tgt_lang}" if outcome.tgt_lang else outcome.src_lang
     seconds = stats["seconds"].setdefault(direction, {"rows": 0, "src": 0.0, "tgt": 0.0})
@@ -302,10 +304,12 @@ def package_versions() -> dict[str, str]:
 
 def summarize(out_dir: Path) -> dict:
     """Counts, hours per direction (parallel rows) and per language (`monolingual` rows, no translation
-    side) and drops by reason, summed over every done chunk in `out_dir`; `kind` says which rows there
+    side), drops by reason and kept rows a check could not score (`unscored`, by check name), summed
+    over every done chunk in `out_dir`; `kind` says which rows there
     are: "parallel", "monolingual", "mixed" (both) or "empty". Also each shard's record (`shards`) and
     where the dropped rows are (`drop_log`)."""
-    total = {"input_rows": 0, "rows": 0, "chunks": 0, "drops": {}, "directions": {}, "monolingual": {}}
+    total = {"input_rows": 0, "rows": 0, "chunks": 0, "drops": {}, "unscored": {}, "directions": {},
+             "monolingual": {}}  # fmt: skip
     logged = 0
     for path in sorted((out_dir / PROGRESS_DIR).glob("part-*.json")):
         stats = json.loads(path.read_text())
@@ -315,6 +319,8 @@ def summarize(out_dir: Path) -> dict:
         logged += stats.get("logged_drops", 0)
         for reason, n in stats["drops"].items():
             total["drops"][reason] = total["drops"].get(reason, 0) + n
+        for check, n in stats.get("unscored", {}).items():  # chunks written before it: none counted
+            total["unscored"][check] = total["unscored"].get(check, 0) + n
         for direction, s in stats["seconds"].items():
             if "-" not in direction:  # a language: monolingual rows
                 m = total["monolingual"].setdefault(direction, {"rows": 0, "hours": 0.0})

@@ -22,7 +22,7 @@ import numpy as np
 from annotated_types import Ge, Gt
 
 from sts import LANGUAGES
-from sts.audio import AudioError, load_audio
+from sts.audio import AudioError, AudioLimitError, load_audio
 from sts.corpus import CorpusError
 from sts.errors import ManifestError
 from sts.manifest import Field, read_manifest
@@ -89,16 +89,26 @@ class SourceRow:
     recording: str | None = None
     """The recording (document) this segment belongs to, for context-aware MT; None: unknown."""
 
-    def load_audio(self) -> np.ndarray | None:
-        """`[N]` float32 at 16 kHz, or None for text-only rows; raises `AudioError`."""
+    def load_audio(self, max_seconds: float | None = None) -> np.ndarray | None:
+        """`[N]` float32 at 16 kHz, or None for text-only rows; raises `AudioError`, and
+        `AudioLimitError` for a clip longer than `max_seconds` (or bigger once decoded than
+        `sts.audio.decoded_bytes_limit(max_seconds)`), known from its header before it is decoded."""
         if self.audio is None:
             return None
         if isinstance(self.audio, bytes) and len(self.audio) == 0:
             raise AudioError(f"{self.id}: contains no samples (empty file)")
-        return load_audio(self.audio, name=self.id if isinstance(self.audio, bytes) else None)
+        name = self.id if isinstance(self.audio, bytes) else None
+        return load_audio(
+            self.audio, name=name, max_seconds=max_seconds, limit_hint="raise it with --max-duration"
+        )
 
 
 def audio_drop_reason(error: AudioError) -> str:
+    """The drop reason of a clip `SourceRow.load_audio` refused: longer than `--max-duration` by its
+    header ("duration_long", as when measured after decoding), too big once decoded ("audio_too_large":
+    a high rate or many channels), empty ("audio_empty") or undecodable ("audio_undecodable")."""
+    if isinstance(error, AudioLimitError):
+        return "duration_long" if error.limit == "seconds" else "audio_too_large"
     return "audio_empty" if "no samples" in str(error) else "audio_undecodable"
 
 

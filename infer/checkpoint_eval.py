@@ -52,6 +52,7 @@ whether the number is comparable with published ones and why not), also as `summ
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,10 +61,11 @@ from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import tyro
-from annotated_types import Ge
+from annotated_types import Ge, Gt
 
 from infer.eval_items import EvalItem, item_audio, read_manifest
-from sts.audio import write_audio
+from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, AudioLimitError, write_audio
+from sts.config import WhenOff
 from sts.devices import ModelArgs
 from sts.errors import UsageError
 from sts.io import remove_stale_temps, write_text_atomic
@@ -84,8 +86,10 @@ from sts.paths import absolute_if_local
 from sts.speaker import ENCODER as SPEAKER_ENCODER
 from sts.tasks import TaskName, task_spec
 
+log = logging.getLogger(__name__)
 
-def _task_input(item: EvalItem, task: str):
+
+def _task_input(item: EvalItem, task: str, max_audio_seconds: float | None):
     """(Request, reference text, reference language) for an item, or None when it lacks a field."""
     from infer.translate import Request
 
@@ -99,10 +103,29 @@ def _task_input(item: EvalItem, task: str):
     ):
         return None
     if spec.input == "speech":
-        request = Request(task, item.src_lang, tgt, wav=item_audio(item), id=item.id)
+        request = Request(
+            task, item.src_lang, tgt, wav=item_audio(item, max_seconds=max_audio_seconds), id=item.id
+        )
     else:
         request = Request(task, item.src_lang, tgt, text=item.src_text, id=item.id)
     return request, ref, tgt
+
+
+def _skip_over_limit(load, skipped: dict[str, int], item: EvalItem, *args):
+    """`load(item, *args)`, or None for a clip over the audio limit (`AudioLimitError`), counted in
+    `skipped` by reason and logged with the file and the limit."""
+    try:
+        return load(item, *args)
+    except AudioLimitError as e:
+        reason = f"audio over the {e.limit} limit"
+        skipped[reason] = skipped.get(reason, 0) + 1
+        log.warning("skipped %s: %s", item.id, e)
+        return None
+
+
+def _skipped(skipped: dict[str, int]) -> dict:
+    """`{"skipped_inputs": {reason: n}}` when a clip was skipped, else {}."""
+    return {"skipped_inputs": dict(sorted(skipped.items()))} if skipped else {}
 
 
 def evaluate_task(
@@ -115,8 +138,12 @@ def evaluate_task(
     audio_dir=None,
     dnsmos=None,
     stream: bool = False,
+    max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS,
 ):
     """Run one task over the items that support it; returns (summary dict, per-utterance rows).
+
+    A clip over `max_audio_seconds` (or its decoded-size limit) is skipped, not fatal: the summary
+    counts it in `skipped_inputs` ({reason: n}), as the batch policy asks (README, "Errors and exit codes").
 
     The summary counts the outputs per rule that cut them (`cut_by`: none, budget, and each loop rule).
     `dnsmos` (a `sts.dnsmos.Dnsmos`) rates every speech output; `stream` generates speech-to-speech
@@ -125,9 +152,14 @@ def evaluate_task(
     from infer.translate import CUT_RULES
 
     spec = task_spec(task)
-    inputs = [x for x in (_task_input(item, task) for item in items) if x is not None]
+    skipped: dict[str, int] = {}  # batch policy: a clip over the audio limit is skipped and counted
+    inputs = [
+        x
+        for x in (_skip_over_limit(_task_input, skipped, item, task, max_audio_seconds) for item in items)
+        if x
+    ]
     if not inputs:
-        return {"n": 0, "skipped": "no manifest row has the fields this task needs"}, []
+        return {"n": 0, "skipped": "no manifest row has the fields this task needs"} | _skipped(skipped), []
     started = time.perf_counter()
     latencies = None
     if stream and spec.input == "speech" and spec.output == "speech":
@@ -159,7 +191,7 @@ def evaluate_task(
                 write_audio(Path(audio_dir) / task / f"{request.id}.wav", result.waveform)
         rows.append(row)
 
-    summary: dict = {"n": len(rows), "wall_seconds": round(elapsed, 3)}
+    summary: dict = {"n": len(rows), "wall_seconds": round(elapsed, 3)} | _skipped(skipped)
     if spec.output == "speech":
         if asr is None:
             summary["skipped"] = "no ASR (--asr none or unavailable): ASR-based scores not computed"
@@ -190,6 +222,9 @@ def evaluate_task(
             row["speaker_similarity"] = None if sim is None else round(sim, 4)
         scored = [s for s in sims if s is not None]
         summary["speaker_similarity"] = round(float(np.mean(scored)), 4) if scored else None
+        # None: too little voice on a side (sts.speaker.MIN_VOICED_SECONDS): null per row, left out of
+        # the mean, and counted, since short outputs would otherwise drop out of it unseen
+        summary["speaker_unscored"] = len(sims) - len(scored)
     if dnsmos is not None and speech_out:
         summary["dnsmos"] = _naturalness(dnsmos, rows, results, sr)
     if latencies is not None:
@@ -295,13 +330,25 @@ def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str, *, s
     return block
 
 
-def codec_roundtrip(codec, items: Sequence[EvalItem], asr) -> dict:
+def codec_roundtrip(
+    codec, items: Sequence[EvalItem], asr, max_audio_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS
+) -> dict:
     """ASR error of the reference audio as is and after codec encode->decode, per language."""
-    pairs = [(item_audio(i), i.src_text, i.src_lang) for i in items if i.audio and i.src_text]
-    pairs += [(item_audio(i, "target"), i.tgt_text, i.tgt_lang) for i in items if i.tgt_audio and i.tgt_text]
+    limit, skipped = max_audio_seconds, {}
+    pairs = [
+        (_skip_over_limit(item_audio, skipped, i, "source", limit), i.src_text, i.src_lang)
+        for i in items
+        if i.audio and i.src_text
+    ]
+    pairs += [
+        (_skip_over_limit(item_audio, skipped, i, "target", limit), i.tgt_text, i.tgt_lang)
+        for i in items
+        if i.tgt_audio and i.tgt_text
+    ]
+    pairs = [p for p in pairs if p[0] is not None]  # skipped: over the audio limit
     if not pairs:
-        return {"n": 0, "skipped": "no reference audio with its text"}
-    out: dict = {"asr": asr.name}
+        return {"n": 0, "skipped": "no reference audio with its text"} | _skipped(skipped)
+    out: dict = {"asr": asr.name} | _skipped(skipped)
     for lang in sorted({p[2] for p in pairs}):
         waves = [w for w, _, lg in pairs if lg == lang]
         refs = [t for _, t, lg in pairs if lg == lang]
@@ -344,24 +391,28 @@ class EvalConfig(ModelArgs):
     """auto: Whisper (--asr-model); self: the checkpoint's own asr task; none: no ASR-based scores."""
     asr_model: str = "offline"
     """offline (Whisper base, not comparable) | seamless (large-v2 ja, medium.en en) | MODEL | ja=MODEL,en=MODEL."""
-    dnsmos: bool = True
+    dnsmos: Annotated[bool, WhenOff("no DNSMOS scores")] = True
     """DNSMOS P.835 of every speech output (needs speechmos)."""
     stream: bool = False
     """Generate speech-to-speech tasks through Translator.stream and report SimulEval latency."""
-    codec_roundtrip: bool = True
+    codec_roundtrip: Annotated[bool, WhenOff("skip the codec round trip of the references")] = True
     """Score the reference audio before and after a codec round trip (needs ASR)."""
-    speaker_similarity: bool = True
+    speaker_similarity: Annotated[bool, WhenOff("no speaker similarity (no resemblyzer needed)")] = True
     """Source<->output speaker similarity for s2st (needs resemblyzer)."""
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation engine; vllm needs the GPU extra."""
     fast: bool | None = None
     """Static KV cache + CUDA graphs (transformers backend); default: on for cuda."""
-    greedy: bool = True
-    """Greedy decoding for every task (reproducible scores); --no-greedy samples with the task defaults."""
+    greedy: Annotated[bool, WhenOff("sample with each task's default sampling (scores vary with --seed)")] = (
+        True
+    )
+    """Greedy decoding for every task (reproducible scores)."""
     max_new_tokens: Annotated[int | None, Ge(1)] = None
     """Hard cap on every output's length, on top of the per-input budget (quick smoke runs)."""
     seed: Annotated[int, Ge(0)] = 0
     """Sampling seed (with --no-greedy)."""
+    max_audio_seconds: Annotated[float, Gt(0)] = DEFAULT_MAX_AUDIO_SECONDS
+    """Refuse a test clip longer than this, known from its header before it is decoded."""
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"output": "out_dir", "limit": "max_items"}
     """Old names, for old files and flags."""
@@ -438,12 +489,13 @@ def run(cfg: EvalConfig, log=print) -> dict:
             audio_dir=cfg.out_dir / "audio",
             dnsmos=dnsmos,
             stream=cfg.stream,
+            max_audio_seconds=cfg.max_audio_seconds,
         )
         report["tasks"][task] = summary
         rows += task_rows
         log(f"{task}: {headline(summary)}")
     if cfg.codec_roundtrip and asr is not None:
-        report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr)
+        report["codec_roundtrip"] = codec_roundtrip(translator.codec, items, asr, cfg.max_audio_seconds)
     loaded = ((ASR, asr), (SPEAKER, speaker), (DNSMOS, dnsmos))
     report["not_measured"] = {
         what: not_measured(what) for what, model in loaded if model is None and not_measured(what)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sts.audio import load_audio
+from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, load_audio
 from sts.errors import ManifestError, UsageError
 from sts.manifest import Field
 from sts.manifest import read_manifest as read_manifest_rows
@@ -41,12 +41,16 @@ class EvalItem:
     """Reference target speech (used by `codec_roundtrip`)."""
 
 
-def item_audio(item: EvalItem, side: str = "source") -> np.ndarray:
-    """The item's source (or "target") speech as `[N]` float32 at 16 kHz; raises `AudioError` naming it."""
+def item_audio(
+    item: EvalItem, side: str = "source", max_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS
+) -> np.ndarray:
+    """The item's source (or "target") speech as `[N]` float32 at 16 kHz; raises `AudioError` naming
+    it, `AudioLimitError` when its header says it is longer than `max_seconds` (`--max-audio-seconds`)."""
     audio = item.audio if side == "source" else item.tgt_audio
-    if isinstance(audio, bytes):
-        return load_audio(audio, name=f"{item.id} ({side} speech)")
-    return load_audio(audio)
+    name = f"{item.id} ({side} speech)" if isinstance(audio, bytes) else None
+    return load_audio(
+        audio, name=name, max_seconds=max_seconds, limit_hint="raise it with --max-audio-seconds"
+    )
 
 
 MANIFEST_FIELDS = {

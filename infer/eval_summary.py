@@ -138,7 +138,7 @@ def headline(summary: dict) -> str:
             parts.append(
                 f"CER[{key}] {value['cer']}" + (f" WER {value['wer']}" if value["wer"] is not None else "")
             )
-    for key in ("rtf", "loops", "unfinished", "speaker_similarity", "skipped"):
+    for key in ("rtf", "loops", "unfinished", "speaker_similarity", "speaker_unscored", "skipped"):
         if summary.get(key) is not None:
             parts.append(f"{key}={summary[key]}")
     for key, value in summary.get("chain", {}).get("translation", {}).items():

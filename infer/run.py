@@ -53,7 +53,15 @@ from infer.decoding import DEFAULT_SAMPLING
 from infer.load import load_translator
 from infer.translate import CUT_RULES, Request
 from sts.asr import detect_language
-from sts.audio import GrowingWav, is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
+from sts.audio import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    GrowingWav,
+    is_silent,
+    load_audio,
+    peak_dbfs,
+    rms_dbfs,
+    write_audio,
+)
 from sts.config import Renamed
 from sts.devices import ModelArgs
 from sts.errors import DiskFullError, ManifestError, ModelNotFoundError, UsageError, error_message
@@ -63,6 +71,9 @@ from sts.lock import LOCK_NAME, folder_lock
 from sts.manifest import Field, read_manifest
 from sts.tasks import TASK_NAMES, TaskName, task_spec
 from sts.text import text_language
+
+MAX_AUDIO_HINT = "raise it with --max-audio-seconds"
+"""What a too-long input's message (`sts.audio.AudioLimitError`) ends with."""
 
 
 @dataclass(kw_only=True)
@@ -108,6 +119,8 @@ class InferConfig(ModelArgs):
     guidance_scale: Annotated[float, Gt(0)] = 1.0
     """Classifier-free guidance on speech output (`sts.generation.guidance`; 1 = off, > 1 leans away from
     the prompt without its source speech). Transformers backend only."""
+    max_audio_seconds: Annotated[float, Gt(0)] = DEFAULT_MAX_AUDIO_SECONDS
+    """Refuse input audio longer than this, known from its header before it is decoded."""
     stream: bool = False
     """One input: write the output while it is generated (OUT.wav grows, a valid wav after every
     chunk, and is replaced by the finished result at the end); prints the time to first audio and
@@ -381,7 +394,9 @@ def _request(cfg: InferConfig, item: dict, translator, notes: list[str] | None =
     """The `Request` of one input; `notes` gets the input's warnings (silence)."""
 
     spec = task_spec(cfg.task)
-    wav = load_audio(item["audio"]) if spec.input == "speech" else None
+    wav = None
+    if spec.input == "speech":
+        wav = load_audio(item["audio"], max_seconds=cfg.max_audio_seconds, limit_hint=MAX_AUDIO_HINT)
     if wav is not None and is_silent(wav):
         note = (
             f"{item['audio']}: the input is silent or near-silent (RMS {rms_dbfs(wav):.1f} dBFS, peak "

@@ -23,7 +23,7 @@ from recipes.serve import build_app, confine_writes, launch
 from recipes.serve_service import ServeConfig, load_service
 from recipes.tiny_run import TinyRunConfig, run_tiny_pipeline
 from sts.cli import Subcommand, parse_cli, run_subcommand
-from sts.errors import cli_main
+from sts.errors import cli_main, print_quietly
 
 STAGES = (
     Subcommand("build-corpus", "corpus_builder.cli:main",
@@ -86,7 +86,7 @@ def main(args: Sequence[str] | None = None) -> int:
 
 def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
-        print(usage())
+        print_quietly(usage())
         return 0
     if args[0] in ("-V", "--version"):
         from sts import __version__

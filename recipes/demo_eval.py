@@ -212,6 +212,9 @@ def _ceiling(codec, asr, chosen: list[dict], tgt: str) -> dict:
 
 
 def _speaker_similarity(out: Path, items: list[dict]) -> dict:
+    """Source-vs-output speaker similarity per item (`item["speaker_similarity"]`), its mean over the
+    scored items, how many were scored and how many were not: no output, output under 0.5 s, or
+    under `sts.speaker.MIN_VOICED_SECONDS` of voice on either side (`similarity` gives None)."""
 
     try:
         speaker = SpeakerEncoder()
@@ -229,6 +232,8 @@ def _speaker_similarity(out: Path, items: list[dict]) -> dict:
     return {
         "speaker_encoder": ENCODER,
         "speaker_similarity_mean": round(float(np.mean(sims)), 3) if sims else None,
+        "speaker_scored": len(sims),
+        "speaker_unscored": len(items) - len(sims),
     }
 
 

@@ -202,8 +202,13 @@ def write_report(out: Path, report: dict) -> None:
         lines += [
             "",
             f"Speaker similarity source -> output ({ev.get('speaker_encoder') or 'resemblyzer'} cosine, mean): "
-            f"{ev.get('speaker_similarity_mean')}. "
-            f"Real-time factor of batched translation on this CPU: {ev.get('rtf')}.",
+            f"{ev.get('speaker_similarity_mean')}"
+            + (
+                f" over {ev['speaker_scored']} outputs ({ev['speaker_unscored']} unscored: too short or too little voice). "
+                if "speaker_unscored" in ev
+                else ". "
+            )
+            + f"Real-time factor of batched translation on this CPU: {ev.get('rtf')}.",
         ]
     else:
         lines.append(ev.get("note", "no scores"))

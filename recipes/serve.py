@@ -13,10 +13,11 @@ really says; a tick box), the warnings (loops, length budget, the checkpoint's m
 ratios, silent output) and the final wav with its download, beside `result.json`.
 
 Limits, each refused with one message naming the clip and the problem (`serve_service.read_input`): longer than
-`--max-seconds`, bigger than `--max-mb` (also enforced by the upload itself), undecodable, shorter
-than 0.3 s, silent (`sts.audio.is_silent`), or a language that cannot be told in auto mode. One
-translation at a time per page (a second click is refused, `ClientGate`), one at a time on the model
-(the others wait in a queue of at most `--max-queue`).
+`--max-seconds` or bigger once decoded than that much 48 kHz stereo (both read from the file's header
+before anything is decoded, `sts.audio.load_audio`), bigger than `--max-mb` (also enforced by the
+upload itself), undecodable, shorter than 0.3 s, silent (`sts.audio.is_silent`), or a language that
+cannot be told in auto mode. One translation at a time per page (a second click is refused,
+`ClientGate`), one at a time on the model (the others wait in a queue of at most `--max-queue`).
 
 Everything it writes lands under `--out-dir` (runs/serve): `outputs/<time>-<id>/` per translation
 (`source.wav` as the model heard it, 16 kHz; `translation.wav`; `result.json`), Gradio's uploads

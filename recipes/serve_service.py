@@ -30,7 +30,16 @@ from annotated_types import Ge, Gt, Interval
 
 from infer.load import load_translator
 from infer.translate import Request
-from sts.audio import SAMPLE_RATE, AudioError, is_silent, load_audio, peak_dbfs, rms_dbfs, write_audio
+from sts.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioLimitError,
+    is_silent,
+    load_audio,
+    peak_dbfs,
+    rms_dbfs,
+    write_audio,
+)
 from sts.devices import ModelArgs
 from sts.io import write_json_atomic
 
@@ -88,7 +97,9 @@ class Limits:
 def read_input(path: str | os.PathLike | None, limits: Limits) -> np.ndarray:
     """Load an uploaded or recorded clip as `[N]` float32 at 16 kHz, or refuse it with a ServeError
     naming the file and the problem: none given, outside `limits.roots`, too big, undecodable, too
-    long, shorter than `MIN_SECONDS`, or silent (`sts.audio.is_silent`)."""
+    long or too big once decoded (`max_seconds` of 48 kHz stereo float32; both known from the header,
+    before decoding, so a small file that expands to gigabytes costs nothing), shorter than
+    `MIN_SECONDS`, or silent (`sts.audio.is_silent`)."""
     if path is None or str(path) == "":
         raise ServeError("no audio: record with the microphone or upload a file first")
     path = Path(path)
@@ -104,6 +115,9 @@ def read_input(path: str | os.PathLike | None, limits: Limits) -> np.ndarray:
         )
     try:
         wav = load_audio(path, max_seconds=limits.max_seconds, name=name)
+    except AudioLimitError as err:
+        hint = " (send a shorter clip or one recorded at 48 kHz or less)" if err.limit == "bytes" else ""
+        raise ServeError(f"{err}{hint}") from None
     except AudioError as err:
         raise ServeError(str(err)) from None
     seconds = len(wav) / SAMPLE_RATE

@@ -140,9 +140,14 @@ def energy_speech_seconds(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) 
     return float((np.sqrt((frames**2).mean(axis=1)) >= ENERGY_GATE_RMS).sum() * frame / sample_rate)
 
 
-def speech_seconds(waveform: np.ndarray) -> float:
-    """Seconds of speech in a 16 kHz clip by silero VAD (faster-whisper's; default options, speech
-    padded by 400 ms, capped at the clip's length); `energy_speech_seconds` without faster-whisper."""
+def speech_seconds(waveform: np.ndarray, *, padded: bool = True) -> float:
+    """Seconds of speech in a 16 kHz clip by silero VAD (faster-whisper's); `energy_speech_seconds`
+    without faster-whisper.
+
+    padded: faster-whisper's default options: speech padded by 400 ms each side, pauses under 2 s
+        counted as speech (capped at the clip's length). False: voiced time only, silero-vad's own
+        defaults for pauses: no padding, pauses of 100 ms or more left out (what `sts.speaker` gates on).
+    """
     wav = np.asarray(waveform, dtype=np.float32)
     if len(wav) == 0 or not np.any(wav):
         return 0.0
@@ -150,7 +155,11 @@ def speech_seconds(waveform: np.ndarray) -> float:
         from faster_whisper.vad import get_speech_timestamps
     except ImportError:
         return energy_speech_seconds(wav)
-    spans = get_speech_timestamps(wav)
+    spans = (
+        get_speech_timestamps(wav)
+        if padded
+        else get_speech_timestamps(wav, speech_pad_ms=0, min_silence_duration_ms=100)
+    )
     return min(sum(s["end"] - s["start"] for s in spans), len(wav)) / SAMPLE_RATE
 
 

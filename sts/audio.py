@@ -1,10 +1,14 @@
 """Audio I/O: decode any wav/flac/mp3/ogg to the codec's 16 kHz mono float32, write wav/flac atomically.
 
 Every stage reads speech through `load_audio`, so every bad clip fails the same way: an `AudioError`
-whose message starts with the file it is about.
+whose message starts with the file it is about. Its limits (`max_seconds`, `max_decoded_bytes`) are
+checked against the file's header before anything is decoded, so a small file that expands to
+gigabytes (a decompression bomb: an hour of 48 kHz silence is a few MB of FLAC) is refused at the
+cost of reading its header; a stream whose header gives no length is decoded in blocks and stopped
+as soon as it crosses the limit.
 
     from sts.audio import load_audio, write_audio
-    wav = load_audio("clip.mp3", max_seconds=30.0)      # [N] float32 at 16 kHz, mono
+    wav = load_audio("clip.mp3", max_seconds=30.0)      # [N] float32 at 16 kHz, mono; longer: AudioLimitError
     write_audio("out/clip.wav", wav)                      # PCM_16, written to a temp name then renamed
     GrowingWav("out/live.wav").append(chunk)              # a wav that stays valid while it grows
 """
@@ -35,6 +39,16 @@ class AudioError(InputError, ValueError):
     """A clip that cannot be used; the message starts with the file's path (or given name)."""
 
 
+class AudioLimitError(AudioError):
+    """A clip longer, or bigger once decoded, than the caller's limit; raised before decoding (from the
+    header) or while decoding in blocks (a stream of unknown length), never after the whole clip is in memory."""
+
+    def __init__(self, message: str, limit: str):
+        super().__init__(message)
+        self.limit = limit
+        """Which limit: "seconds" (`max_seconds`) or "bytes" (`max_decoded_bytes`)."""
+
+
 class AudioWarning(UserWarning):
     """A clip that was usable only after a change (e.g. scaled down from beyond full scale)."""
 
@@ -48,12 +62,61 @@ SILENCE_PEAK_DBFS = -30.0
 even if its RMS is not; normalized speech peaks within a few dB of full scale."""
 
 
+DEFAULT_MAX_AUDIO_SECONDS = 3600.0
+"""sts-infer's and sts-eval's `--max-audio-seconds` default: one hour, a long lecture or meeting (the
+input is split at pauses anyway); its 16 kHz waveform is 230 MB, its decoded 48 kHz stereo 1.4 GB."""
+DECODED_BYTES_PER_SECOND = 48_000 * 2 * 4
+"""`load_audio`'s decoded-size limit per second of `max_seconds` when none is given: float32 stereo at
+48 kHz (384 kB/s), the usual rate of recorders, phones and browsers. A clip at a higher rate or with
+more channels may be at most that size (e.g. 96 kHz stereo: half of `max_seconds`)."""
+BLOCK_FRAMES = 65_536
+"""Frames per read when a stream's length is unknown (256 kB of float32 mono)."""
+_UNKNOWN_FRAMES = 2**63 - 1
+"""libsndfile's frame count (SF_COUNT_MAX) for a stream whose header does not give its length."""
+
+
+def decoded_bytes_limit(max_seconds: float) -> int:
+    """The decoded-size limit `load_audio` derives from `max_seconds`: `DECODED_BYTES_PER_SECOND` per second."""
+    return int(max_seconds * DECODED_BYTES_PER_SECOND)
+
+
+class _Limits:
+    """`load_audio`'s limits on one clip, checked on the header's numbers and on the frames decoded so far."""
+
+    def __init__(self, label: str, max_seconds: float | None, max_bytes: int | None, hint: str | None):
+        self.label, self.max_seconds, self.max_bytes = label, max_seconds, max_bytes
+        self.hint = f" ({hint})" if hint else ""
+
+    def check(self, frames: float, rate: int, channels: int, *, stopped: str = "") -> None:
+        """Raise `AudioLimitError` if `frames` at `rate` x `channels` break a limit. `frames`: the
+        header's count, or (with `stopped`, why the header is not trusted) the frames decoded so far."""
+        seconds, size = frames / rate, frames * channels * 4  # float32
+        if self.max_seconds is not None and seconds > self.max_seconds:
+            problem = (
+                f"longer than the {self.max_seconds:.1f} s limit: {stopped}, and decoding stopped after {seconds:.1f} s"
+                if stopped
+                else f"{seconds:.1f} s is longer than the {self.max_seconds:.1f} s limit"
+            )
+            raise AudioLimitError(f"{self.label}: {problem}{self.hint}", "seconds")
+        if self.max_bytes is not None and size > self.max_bytes:
+            what = f"{seconds:.1f} s of {channels} channel(s) at {rate} Hz"
+            problem = (
+                f"bigger than the {self.max_bytes / 1e6:.1f} MB limit once decoded: {stopped}, and decoding "
+                f"stopped after {what} ({size / 1e6:.1f} MB of float32)"
+                if stopped
+                else f"{what} decode to {size / 1e6:.1f} MB of float32, more than the {self.max_bytes / 1e6:.1f} MB limit"
+            )
+            raise AudioLimitError(f"{self.label}: {problem}{self.hint}", "bytes")
+
+
 def load_audio(
     source: str | os.PathLike | bytes,
     *,
     sample_rate: int = SAMPLE_RATE,
     max_seconds: float | None = None,
+    max_decoded_bytes: int | None = None,
     name: str | None = None,
+    limit_hint: str | None = None,
 ) -> np.ndarray:
     """Decode a clip to mono float32 at `sample_rate`.
 
@@ -61,8 +124,13 @@ def load_audio(
         source: a path to a wav/flac/mp3/ogg file (any rate, any channel count), or its bytes
             (e.g. an mp3 member of a WebDataset tar).
         sample_rate: rate of the returned waveform; resampled with soxr HQ when the file differs.
-        max_seconds: refuse clips longer than this (measured at the file's own rate).
+        max_seconds: refuse clips longer than this (measured at the file's own rate), from the header
+            before decoding.
+        max_decoded_bytes: refuse clips whose float32 samples at the file's own rate and channel count
+            take more bytes than this, from the header before decoding. Default with `max_seconds`:
+            `decoded_bytes_limit(max_seconds)` (48 kHz stereo); None with neither: no limit.
         name: what error messages call the clip; defaults to the path, or "<bytes>".
+        limit_hint: appended in parentheses to a limit's message, e.g. "raise it with --max-audio-seconds".
 
     Returns:
         waveform: [N] float32, channels averaged. Silence is returned as is, not refused (callers
@@ -73,8 +141,10 @@ def load_audio(
         The resampler's few-sample overshoot past 1.0 is clipped silently.
 
     Raises:
-        AudioError: missing file, a directory, undecodable data, no samples, NaN/inf samples,
-            or longer than `max_seconds`.
+        AudioError: missing file, a directory, undecodable data, no samples, NaN/inf samples.
+        AudioLimitError: (an AudioError) longer than `max_seconds` or bigger than `max_decoded_bytes`,
+            by the header, or by the frames decoded so far of a stream whose header gives no length
+            (so at most the limit plus `BLOCK_FRAMES` is ever decoded).
     """
     if isinstance(source, bytes):
         label = name or "<bytes>"
@@ -86,14 +156,14 @@ def load_audio(
         if not path.exists():
             raise AudioError(f"{label}: no such file")
 
-    samples, native_rate = _decode(source, label)  # samples: [N, C] float32
+    if max_decoded_bytes is None and max_seconds is not None:
+        max_decoded_bytes = decoded_bytes_limit(max_seconds)
+    limits = _Limits(label, max_seconds, max_decoded_bytes, limit_hint)
+    samples, native_rate = _decode(source, label, limits)  # samples: [N, C] float32
     if samples.shape[0] == 0 or samples.shape[1] == 0:
         raise AudioError(f"{label}: contains no samples")
     if not np.isfinite(samples).all():
         raise AudioError(f"{label}: contains NaN or infinite samples")
-    seconds = samples.shape[0] / native_rate
-    if max_seconds is not None and seconds > max_seconds:
-        raise AudioError(f"{label}: {seconds:.1f} s is longer than the {max_seconds:.1f} s limit")
 
     mono = samples.mean(axis=1, dtype=np.float32)
     peak = float(np.max(np.abs(mono)))
@@ -109,18 +179,22 @@ def load_audio(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _decode(source: str | os.PathLike | bytes, label: str) -> tuple[np.ndarray, int]:
-    """Decode with soundfile (libsndfile reads all four formats); fall back to audioread.
+def _decode(source: str | os.PathLike | bytes, label: str, limits: _Limits) -> tuple[np.ndarray, int]:
+    """Decode with soundfile (libsndfile reads all four formats); fall back to audioread. Both check
+    `limits` on the header first; a limit is an answer, not a reason to try the other decoder.
 
     Returns (samples: [N, C] float32, native sample rate).
     """
     try:
         file = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
-        samples, rate = sf.read(file, dtype="float32", always_2d=True)
-        return samples, int(rate)
+        return _decode_with_soundfile(file, limits)
+    except AudioLimitError:
+        raise
     except Exception as soundfile_error:  # libsndfile raises several types for bad data
         try:
-            return _decode_with_audioread(source, label)
+            return _decode_with_audioread(source, label, limits)
+        except AudioLimitError:
+            raise
         except Exception as fallback_error:
             # error_string drops the path that LibsndfileError repeats; audioread's errors are often blank.
             soundfile_reason = getattr(soundfile_error, "error_string", None) or str(soundfile_error)
@@ -130,8 +204,45 @@ def _decode(source: str | os.PathLike | bytes, label: str) -> tuple[np.ndarray, 
             ) from soundfile_error
 
 
-def _decode_with_audioread(source: str | os.PathLike | bytes, label: str) -> tuple[np.ndarray, int]:
-    """The fallback for what libsndfile cannot open (e.g. m4a when ffmpeg is installed).
+def _decode_with_soundfile(file: str | io.BytesIO, limits: _Limits) -> tuple[np.ndarray, int]:
+    """libsndfile: the header's frame count checked first, then one read of exactly that many frames
+    (libsndfile never returns more than its header says, as for a FLAC whose STREAMINFO understates
+    the length). A stream of unknown length (a FLAC written to a pipe: total samples 0 in STREAMINFO,
+    which libsndfile reports as SF_COUNT_MAX frames) is read in `BLOCK_FRAMES` blocks, checked after each."""
+    with sf.SoundFile(file) as f:
+        rate, channels = int(f.samplerate), f.channels
+        if f.frames < _UNKNOWN_FRAMES:
+            limits.check(f.frames, rate, channels)
+            if (
+                f.seekable()
+            ):  # as `sf.read` does: libsndfile's mp3 decoder starts a little differently after it
+                f.seek(0)
+            return f.read(dtype="float32", always_2d=True), rate
+        blocks, frames = [], 0
+        while count := _read_block(f, block := np.empty((BLOCK_FRAMES, channels), np.float32)):
+            frames += count
+            limits.check(frames, rate, channels, stopped="the header gives no length")
+            blocks.append(block[:count])
+    return (np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)), rate
+
+
+def _read_block(f: sf.SoundFile, block: np.ndarray) -> int:
+    """Decode the next frames of `f` into `block` ([B, C] float32, C-contiguous); the count decoded
+    (0 at the end). libsndfile's own read rather than `SoundFile.read`: soundfile seeks to the new
+    position after every read, and libsndfile's FLAC decoder fails that seek at the end of a stream of
+    unknown length, losing the last block (soundfile 0.14, libsndfile 1.2.2)."""
+    count = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", block.ctypes.data), len(block))
+    if error := sf._snd.sf_error(f._file):
+        raise sf.LibsndfileError(error)
+    return int(count)
+
+
+def _decode_with_audioread(
+    source: str | os.PathLike | bytes, label: str, limits: _Limits
+) -> tuple[np.ndarray, int]:
+    """The fallback for what libsndfile cannot open (e.g. m4a when ffmpeg is installed): the stream
+    info's duration checked first (when the backend knows it), then the decoded buffers counted as
+    they arrive, so a stream whose info understates or omits its length stops at the limit too.
 
     audioread directly rather than `librosa.load`, which costs seconds of numba warm-up to reach the
     same call. audioread reads only paths, so bytes go through a temp file that keeps the name's
@@ -148,8 +259,16 @@ def _decode_with_audioread(source: str | os.PathLike | bytes, label: str) -> tup
         else:
             path = Path(source)
         with audioread.audio_open(os.fspath(path)) as decoder:
-            rate, channels = decoder.samplerate, decoder.channels
-            pcm = b"".join(decoder)  # interleaved 16-bit little-endian PCM, whatever the backend
+            rate, channels = int(decoder.samplerate), int(decoder.channels)
+            if decoder.duration:  # seconds; 0 or None when the backend cannot tell
+                limits.check(decoder.duration * rate, rate, channels)
+            stopped = f"the stream info gives {'a shorter' if decoder.duration else 'no'} length"
+            buffers, size = [], 0
+            for buffer in decoder:  # interleaved 16-bit little-endian PCM, whatever the backend
+                size += len(buffer)
+                limits.check(size // (2 * channels), rate, channels, stopped=stopped)
+                buffers.append(buffer)
+            pcm = b"".join(buffers)
     samples = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)
     return samples.astype(np.float32) / 32768.0, int(rate)
 

@@ -41,7 +41,7 @@ from sts.config import (
     renamed_keys,
     upgrade_keys,
 )
-from sts.errors import UsageError
+from sts.errors import UsageError, print_quietly
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ def parse_cli(
     view = cli_view(cls, hide=frozenset(hide))
     if any(a in ("-h", "--help") for a in args):
         shown = to_view(default, view) if default is not None else None
-        print(render_help(view, prog=prog, description=description or cls.__doc__, default=shown))
+        # quiet when piped into `head` (also for benchmarks, which run without `cli_main`)
+        print_quietly(render_help(view, prog=prog, description=description or cls.__doc__, default=shown))
         raise SystemExit(0)
     args = ["--help" if a == FULL_HELP_FLAG else a for a in args]
     buffer = _Utf8Buffer()
@@ -134,7 +135,7 @@ def run_subcommand(prog: str, commands: Sequence[Subcommand], args: Sequence[str
     """Run `args[0]`'s sub-command with the rest of `args`; the usage text for none or `--help`."""
     args = list(args)
     if not args or args[0] in ("-h", "--help"):
-        print(subcommand_usage(prog, commands, footer))
+        print_quietly(subcommand_usage(prog, commands, footer))
         return 0 if args else 2
     by_name = {c.name: c for c in commands}
     if args[0] not in by_name:

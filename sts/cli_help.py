@@ -15,7 +15,7 @@ from typing import Any
 
 import tyro
 
-from sts.config import _metadata, constraint_text, field_docs, field_hints
+from sts.config import _metadata, constraint_text, field_docs, field_hints, when_off
 
 FOOTER = "--config FILE.yaml reads the options from a file (flags win); --help-full: every detail."
 
@@ -102,12 +102,18 @@ def option_lines(
             groups += [(title if i == 0 else t, r) for i, (t, r) in enumerate(inner)]
             continue
         hint_text = constraint_text(hint)
-        if bare is bool:
-            tail = ["on by default"] if default is True else []
+        doc = docs.get(f.name, "")
+        if bare is bool and default is True:  # shown as --no-NAME: its text says what turning it off does
+            off = when_off(hint)
+            on = doc.rstrip(".")
+            tail = [f"on by default: {on}" if off and on else "on by default"]
+            doc = off[:1].upper() + off[1:] if off else f"Turn off: {doc}" if doc else "Turn it off."
+        elif bare is bool:
+            tail = []
         else:
             tail = [] if default is dataclasses.MISSING else [f"default {_shown(default)}"]
         tail += [hint_text] if hint_text else []
-        doc = docs.get(f.name, "") + (f" [{'; '.join(tail)}]" if tail else "")
+        doc += f" [{'; '.join(tail)}]" if tail else ""
         if positional:
             rows.append(((name or f.name).upper(), doc))
             continue

@@ -42,6 +42,27 @@ Renamed = str | Callable[[Any], dict[str, Any]]
 """A renamed key's new dotted name, or a function from its old value to {new dotted name: value}."""
 
 
+@dataclasses.dataclass(frozen=True)
+class WhenOff:
+    """What a boolean option does when turned off, on its field: `--help` shows it for the option's
+    `--no-NAME` flag (an option on by default), whose text must say what that flag does:
+
+        resume: Annotated[bool, WhenOff("start at step 0 from --model's weights")] = True
+    """
+
+    text: str
+
+
+def when_off(hint: Any) -> str | None:
+    """The `WhenOff` text on a field's hint, or None."""
+    while typing.get_origin(hint) is Annotated:
+        hint, *extra = typing.get_args(hint)
+        for item in extra:
+            if isinstance(item, WhenOff):
+                return item.text
+    return None
+
+
 class ConfigError(InputError, ValueError):
     """A setting that is not allowed: an unknown key, a value of the wrong type or out of range.
 

@@ -294,10 +294,10 @@ def _features(with_codes: bool):
         "tts_backend": datasets.Value("string"),
         "tgt_asr_error": datasets.Value(
             "float32"
-        ),  # CER (ja) / WER (en) of ASR(tgt_audio) vs tgt_text; NaN = unchecked
+        ),  # CER (ja) / WER (en) of ASR(tgt_audio) vs tgt_text; null = unchecked or unscored
         "speaker_similarity": datasets.Value(
             "float32"
-        ),  # cosine(src, tgt) speaker embeddings; NaN = unchecked
+        ),  # cosine(src, tgt) speaker embeddings; null = no comparison (no source clip, too little voice)
         # CER / WER of ASR(src_audio) vs src_text where the source speech was synthesized and checked
         # (monolingual rows made from text); null = unchecked
         "src_asr_error": datasets.Value("float32"),

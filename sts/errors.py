@@ -25,6 +25,12 @@ and raised again as an `InputError` subclass naming it (`writing`, `sts.io.read_
 
 `--debug` (accepted by every command, anywhere on its command line) or the environment variable
 `STS_TRACEBACK=1` shows the traceback of an expected failure too.
+
+A reader that goes away is not a failure either: `sts-train sft --help | head -1` closes the pipe
+after one line, and the next write raises `BrokenPipeError`. `cli_main` then points stdout at
+/dev/null (so that Python's final flush stays quiet too, as the Python docs' "Note on SIGPIPE"
+advises) and ends without a word: the command's own status for `--help` (0), else
+`EXIT_BROKEN_PIPE`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ DEBUG_FLAG = "--debug"
 """Flag every command accepts: show the traceback of an expected failure."""
 EXIT_ERROR = 2
 """Exit status of an expected failure (argparse's and tyro's status for a usage error)."""
+EXIT_BROKEN_PIPE = 141
+"""Exit status when stdout's reader went away: 128 + SIGPIPE, what a shell reports for a program
+that SIGPIPE ended (Python ignores the signal and raises `BrokenPipeError` instead)."""
 
 _MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT}
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -168,6 +177,22 @@ def error_message(err: BaseException) -> str | None:
     return " ".join(text.split()) or type(err).__name__  # one line, whatever the message held
 
 
+def silence_stdout() -> None:
+    """Send the rest of stdout to /dev/null after its reader closed the pipe (`BrokenPipeError`), so
+    that no later write or flush, the interpreter's last one included, raises again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def print_quietly(text: str) -> None:
+    """Print `text` (help, usage) to stdout; when its reader is gone, stop quietly (`silence_stdout`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        silence_stdout()
+
+
 def debug_requested(args: Sequence[str]) -> bool:
     """`--debug` among `args`, or `STS_TRACEBACK` set to anything but "", "0"."""
     return DEBUG_FLAG in args or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
@@ -188,7 +213,18 @@ def cli_main(prog: str, run: Callable[[list[str]], int | None], argv: Sequence[s
         args_env = os.environ.get(TRACEBACK_ENV)
         os.environ[TRACEBACK_ENV] = "1"  # nested mains and worker processes see it too
     try:
-        return run(args) or 0
+        status = run(args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except SystemExit:  # --help and the like: their status, quietly when the pipe is closed
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
+        raise
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as err:
         message = error_message(err)
         if message is None or debug:

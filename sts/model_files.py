@@ -21,10 +21,12 @@ import re
 import struct
 from pathlib import Path
 
+from sts.decoding_info import DECODING_FILE
 from sts.errors import CorruptFileError, ModelNotFoundError
-from sts.io import read_json
+from sts.io import read_json, write_bytes_atomic
 from sts.llasa_layout import MARKERS
-from sts.vocab import SpeechVocab
+from sts.tasks import TASKS_FILE
+from sts.vocab import VOCAB_FILE, SpeechVocab
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 """A string the hub could take as a repo id (`namespace/name` or `name`), per huggingface_hub's
@@ -154,6 +156,34 @@ def load_speech_contract(model: str | Path, *, with_config: bool = True):
     adopted = vocab.speech_start_token in MARKERS  # a Llasa layout: its first marker ends the text ids
     vocab.check_tokenizer(tokenizer, config, layout_markers=MARKERS if adopted else ())
     return vocab, tokenizer
+
+
+DECODING_FILES = (VOCAB_FILE, TASKS_FILE, DECODING_FILE)
+"""The files beside a checkpoint's weights that say how it is decoded, besides the weights, config and
+tokenizer files `save_pretrained` writes: `sts_vocab.json` (where the speech tokens are),
+`sts_tasks.json` (the s2st answer format; without it a model reads as `direct`) and
+`sts_decoding.json` (the measured duration ratios that bound a speech output). `sts-infer` reads
+exactly these (`infer.translate.Translator.from_checkpoint`); every command that writes a copy of a
+checkpoint carries them with `copy_decoding_files` (`sts-train merge-lora`, `sts-train adopt-axolotl`)."""
+
+
+def copy_decoding_files(src: str | Path, dst: str | Path) -> list[str]:
+    """Copy the `DECODING_FILES` that `src` holds into the folder `dst` (atomically, replacing any
+    there); returns the names copied. `sts_vocab.json` is loaded and saved again, because it records a
+    local codec and base model relative to its own folder (`SpeechVocab.save`); the others are copied
+    byte for byte. Raises `VocabError` for an unreadable `sts_vocab.json`, OSError for the others."""
+
+    src, dst = Path(src), Path(dst)
+    copied = []
+    for name in DECODING_FILES:
+        if not (src / name).is_file():
+            continue
+        if name == VOCAB_FILE:
+            SpeechVocab.load(src).save(dst)
+        else:
+            write_bytes_atomic(dst / name, (src / name).read_bytes())
+        copied.append(name)
+    return copied
 
 
 FINGERPRINT_FILES = (

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-# Another process on a 2-core machine can slow torch's default threading 50x.
-torch.set_num_threads(1)
+
+def threads_from_env(value: str | None) -> int:
+    """The thread count an OMP_NUM_THREADS value asks for: its first integer (a list such as "4,2"
+    gives the outer level, 4) when it is >= 1, else 1 (unset, empty, "0", or not a number)."""
+    match = re.match(r"\s*(\d+)", value or "")
+    return max(int(match.group(1)), 1) if match else 1
+
+
+TEST_THREADS = threads_from_env(os.environ.get("OMP_NUM_THREADS"))
+"""Torch threads for the tests: OMP_NUM_THREADS when set (the suite is checked at 1 and 2), else 1, as
+another process on a 2-core machine can slow torch's default threading 50x. A comparison that needs
+one thread count on both sides says so with `@pytest.mark.threads(n)`."""
+torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_threads(request):
+    """`@pytest.mark.threads(n)`: torch runs the test on n threads, then goes back to TEST_THREADS."""
+    marker = request.node.get_closest_marker("threads")
+    if marker is None:
+        yield
+        return
+    torch.set_num_threads(marker.args[0])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(TEST_THREADS)
+
 
 TINY_SPEECH_TOKENS = 1024
 """Speech block size of the tiny extended LM: the tiny XCodec2's codebook (4**5)."""

@@ -367,3 +367,41 @@ def test_installed_scripts_print_one_line(files, script, args, where):
         [str(BIN / script), *args(files), "--debug"], capture_output=True, text=True, env=env, timeout=300
     )
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+def _into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run `argv` with stdout a pipe whose reader has already gone (as `| head -1` leaves it)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE: BrokenPipeError in Python
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "STS_TRACEBACK": ""}
+    try:
+        return subprocess.run(argv, stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sts-train", "sft", "--help"],
+        ["sts-build-corpus", "--help"],
+        ["sts-infer", "--help"],
+        ["sts", "--help"],
+        ["sts-train", "--help"],
+        ["sts", "train", "sft", "--help"],
+    ],  # fmt: skip
+    ids=lambda argv: " ".join(argv),
+)
+def test_help_into_a_closed_pipe_is_quiet(argv):
+    done = _into_closed_pipe([str(BIN / argv[0]), *argv[1:]])
+    assert done.stderr == "" and done.returncode == 0  # no BrokenPipeError traceback, --help's status
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    from sts.errors import EXIT_BROKEN_PIPE
+
+    script = (
+        "import sys; from sts.errors import cli_main; sys.exit(cli_main('x', lambda a: print('y' * 99999)))"
+    )
+    done = _into_closed_pipe([sys.executable, "-c", script])
+    assert done.stderr == "" and done.returncode == EXIT_BROKEN_PIPE

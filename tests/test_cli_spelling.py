@@ -195,3 +195,44 @@ def test_every_numeric_option_declares_its_range(prog):
 
     missing = [name for name, hint in _numeric_fields(config_class(prog)) if not constraint_text(hint)]
     assert not missing, f"{prog}: no declared range for {missing}"
+
+
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+def test_a_no_flag_says_what_it_does(prog):
+    """`--help` shows an option that is on by default as its `--no-NAME` flag; the text beside it must
+    say what that flag does (`sts.config.WhenOff`), not what the option does when on."""
+    from sts.cli_help import option_lines
+
+    cls = config_class(prog)
+    hide = ()
+    if cls.__name__ == "TrainConfig":
+        from train.config import hidden_groups
+
+        hide = hidden_groups("sft")
+    for _, rows in option_lines(cli_view(cls, frozenset(hide))):  # group defaults from their factories
+        for invocation, text in rows:
+            if re.search(r"(^|--|\.)no-", invocation.split(", ")[-1]):
+                assert not text.startswith("Turn off") and "[on by default: " in text, (
+                    prog,
+                    invocation,
+                    text,
+                )
+
+
+def test_no_resume_help_and_the_fallback():
+    import dataclasses
+
+    from sts.cli_help import render_help
+
+    done = subprocess.run([Path(__import__("sys").executable).parent / "sts-train", "sft", "--help"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    line = next(line for line in done.stdout.splitlines() if line.strip().startswith("--no-resume"))
+    assert "Start at step 0" in line and "[on by default: Continue from the newest" in line
+
+    @dataclasses.dataclass
+    class Plain:
+        tidy: bool = True
+        """Tidy up at the end."""
+
+    text = render_help(cli_view(Plain), prog="x", description=None)
+    assert "--no-tidy  Turn off: Tidy up at the end. [on by default]" in text  # no WhenOff: still true

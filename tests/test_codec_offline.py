@@ -105,3 +105,7 @@ def test_fit_codec_cli_on_files_folders_and_a_corpus(tmp_path, capsys):
     assert fit_codec_main([str(tmp_path / "clips"), "-o", str(out), "--codebook-size", "4096"]) == 2
     assert fit_codec_main([str(tmp_path / "nowhere"), "-o", str(out)]) == 2  # one line, no traceback
     assert "sts-fit-codec: error: " in (err := capsys.readouterr().err) and "nowhere: no such file" in err
+    # a clip longer than all the audio the fit may use: refused from its header, one line
+    assert fit_codec_main([str(tmp_path / "clips"), "-o", str(out), "--max-seconds", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "c0.wav: 0.5 s is longer than the 0.3 s limit (raise it with --max-seconds)" in err

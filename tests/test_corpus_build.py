@@ -100,6 +100,25 @@ def test_cli_text_pairs_reference_mt(tmp_path):
     assert table.column("tts_backend").to_pylist() == ["tone:16000"] * 5
     card = json.loads((out / "corpus.json").read_text())
     assert card["directions"]["ja-en"]["rows"] == 5 and card["drops"] == {}
+    # no speaker comparison: null, as pyarrow and pandas read it (NaN would be a number to them)
+    assert (
+        table.column("speaker_similarity").null_count == 5 and table.column("tgt_asr_error").null_count == 5
+    )
+    assert table.to_pandas()["speaker_similarity"].isnull().all()
+
+
+def test_text_pairs_speaker_check_keeps_rows_unscored(tmp_path):
+    pytest.importorskip("resemblyzer")
+    out = tmp_path / "corpus"
+    check = "python:corpus_builder.checks:SpeakerSimilarity"  # the real check: no source clip to compare
+    assert main(["--out-dir", str(out), *_text_pairs(tmp_path, 3), "--mt", "reference", "--tts", TONE,
+                 "--checks", check]) == 0  # fmt: skip
+    table = pq.read_table(next((out / "data").glob("*.parquet")))
+    assert table.num_rows == 3 and table.column("speaker_similarity").null_count == 3
+    assert table.column("speaker_similarity").to_pylist() == [None] * 3  # null (NaN would read as nan)
+    card = json.loads((out / "corpus.json").read_text())
+    assert card["drops"] == {} and card["unscored"] == {"speaker_similarity": 3}
+    assert "kept unscored" in (out / "README.md").read_text()
 
 
 @pytest.mark.slow

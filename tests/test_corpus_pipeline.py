@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from corpus_builder.build import BuildConfig, build_corpus
+from corpus_builder.interfaces import Check
 from corpus_builder.pipeline import PipelineConfig, process_rows
 from corpus_builder.sources import SourceConfig, SourceRow
 from corpus_builder.testing import LengthCheck, ToneTTS, tone_bytes, tone_seconds
@@ -106,7 +106,35 @@ def test_bad_rows_are_dropped_with_reasons_and_the_rest_written():
     assert row["tgt_asr_error"] == pytest.approx(
         tone_seconds("<en>こんにちは") / len("<en>こんにちは"), rel=1e-3
     )
-    assert math.isnan(row["speaker_similarity"])
+    assert row["speaker_similarity"] is None  # no speaker check ran: null, not NaN
+    assert outcomes[0].unscored == []
+
+
+class ScoresOddIds(Check):
+    """Scores rows whose target text ends in "odd" by the target's seconds; cannot score the others."""
+
+    name, column = "odd", "speaker_similarity"
+
+    def score(self, rows):
+        return [len(r.tgt_audio) / 16000 if r.tgt_text.endswith("odd") else None for r in rows]
+
+    def passes(self, score):
+        assert score is not None  # the pipeline never asks about an unscored row
+        return score < 1.5
+
+
+def test_unscored_rows_pass_with_null_and_are_named():
+    rows = [_row(0, text="even"), _row(1, text="odd"), _row(2, text="長い odd")]
+    cfg = PipelineConfig(filters=SourceConfig(min_duration=0.5))
+    outcomes = list(process_rows(rows, mt=TagMT(), tts=ToneTTS(), checks=[ScoresOddIds()], cfg=cfg))
+    kept, scored, dropped = outcomes
+    assert kept.row["speaker_similarity"] is None and kept.unscored == ["odd"]
+    assert (
+        scored.row["speaker_similarity"] == pytest.approx(tone_seconds("<en>odd")) and scored.unscored == []
+    )
+    assert tone_seconds("<en>odd") < 1.5 <= tone_seconds("<en>長い odd")
+    assert dropped.drop_reason == "check_odd"
+    assert dropped.drop["speaker_similarity"] == pytest.approx(tone_seconds("<en>長い odd"))
 
 
 def test_voice_preserving_sends_the_source_clip_and_text():

@@ -159,3 +159,29 @@ def test_ablation_learning_curve_arms(demo_dir, tmp_path):
     assert out["table"][2].startswith("| text-first | 12 | ras |")
     with pytest.raises(ConfigError, match="possible: \\[12\\]"):
         module.training_shards(tmp_path / "data" / "corpus" / "train", 5)
+
+
+def test_demo_eval_counts_outputs_without_a_speaker_score(tmp_path, monkeypatch):
+    """A missing output, one under 0.5 s and one the encoder cannot score (None: too little voice)
+    are counted as unscored next to the mean of the scored ones."""
+    import numpy as np
+
+    from recipes import demo_eval
+    from sts.audio import write_audio
+
+    class Encoder:  # scores by the output's length: 1 s of audio -> 0.8, 0.6 s -> no score
+        def similarity(self, a, b, sample_rate=16000):
+            return 0.8 if len(b) >= 16000 else None
+
+    monkeypatch.setattr(demo_eval, "SpeakerEncoder", Encoder)
+    items = []
+    for i, seconds in enumerate((1.0, 1.0, 0.6, 0.3, 0.0)):
+        write_audio(tmp_path / f"src{i}.wav", np.zeros(16000, np.float32))
+        if seconds:
+            write_audio(tmp_path / f"out{i}.wav", np.zeros(int(16000 * seconds), np.float32))
+        items.append({"source_wav": f"src{i}.wav", "output_wav": f"out{i}.wav" if seconds else None,
+                      "output_seconds": seconds})  # fmt: skip
+    result = demo_eval._speaker_similarity(tmp_path, items)
+    assert result["speaker_similarity_mean"] == 0.8
+    assert result["speaker_scored"] == 2 and result["speaker_unscored"] == 3
+    assert [i.get("speaker_similarity") for i in items] == [0.8, 0.8, None, None, None]

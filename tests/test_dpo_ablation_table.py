@@ -3,8 +3,10 @@ model no seed trained (no answer beat another by the pair margin, so there was n
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from benchmark_scripts import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "dpo_ablation.py"
@@ -31,3 +33,23 @@ def test_table_averages_seeds_and_names_models_without_runs():
     missing = [line for line in lines if "SFT + DPO" in line]
     assert len(missing) == 4 and all("no seed had a preference pair" in line for line in missing)
     assert all(line.count("|") == lines[0].count("|") for line in lines)  # every row has every column
+
+
+def test_unscored_speaker_similarity_is_counted_and_null_not_nan():
+    bench = _bench()
+    scores = bench.speaker_scores([0.5, None, 0.7, None])
+    assert scores == {"speaker_sim": pytest.approx(0.6, abs=1e-15), "speaker_n": 2, "speaker_unscored": 2}
+    none = bench.speaker_scores([None, None])
+    assert none == {"speaker_sim": None, "speaker_n": 0, "speaker_unscored": 2}
+    assert json.loads(json.dumps(none, allow_nan=False))["speaker_sim"] is None  # valid JSON: null
+
+    results = [{"seed": s, "model": "SFT", "scale": 1.0, **_scores(0.0, 10.0)} for s in range(2)]
+    results[0]["held-out"]["speaker_sim"] = None  # one seed scored no output
+    results[1]["held-out"] = dict(results[1]["held-out"], speaker_sim=0.4)
+    lines = bench.table(results, 2.0).splitlines()
+    held_out = next(line for line in lines if line.startswith("| held-out (8) | SFT (2 seeds) | off |"))
+    assert held_out.strip("|").split("|")[-1].strip() == "0.40 ± 0.00"  # the seed that scored
+    results[1]["held-out"]["speaker_sim"] = None
+    lines = bench.table(results, 2.0).splitlines()
+    held_out = next(line for line in lines if line.startswith("| held-out (8) | SFT (2 seeds) | off |"))
+    assert held_out.strip("|").split("|")[-1].strip() == "no score"

@@ -64,6 +64,21 @@ def test_score_rules_and_pair_choice():
     assert select_pairs([worse, looped], lenient) == [(1, 0)]
 
 
+def test_an_answer_without_speaker_score_takes_the_term_out_of_its_prompt():
+    scoring = Scoring(min_margin=0.0)
+    voiced = CandidateScore("", True, 1.0, chrf=50.0, speaker_sim=0.9)
+    truncated = CandidateScore("", True, 1.0, chrf=55.0, speaker_sim=None)  # too little voice: no score
+    score_all([voiced, truncated], scoring)
+    assert not voiced.speaker_counted and not truncated.speaker_counted
+    assert voiced.score == pytest.approx(0.5) and truncated.score == pytest.approx(0.55)  # chrF++ alone
+    assert select_pairs([voiced, truncated], scoring) == [(1, 0)]  # neither gains nor loses by the voice
+    other = CandidateScore("", True, 1.0, chrf=55.0, speaker_sim=0.2)
+    score_all([voiced, other], scoring)  # both scored: the term counts
+    assert voiced.speaker_counted and other.speaker_counted
+    assert voiced.score == pytest.approx(0.5 + 0.25 * 0.9) and other.score == pytest.approx(0.55 + 0.25 * 0.2)
+    assert select_pairs([voiced, other], scoring) == [(0, 1)]
+
+
 # ---------------------------------------------------------------- deterministic, resumable (done-when)
 
 
@@ -157,8 +172,13 @@ def test_speech_answers_are_scored_by_asr_and_speaker(extended_lm_dir, shards, t
     scores = tables(out)["scores"]
     assert all(0.0 <= r["chrf"] <= 100.0 for r in scores)  # every speech answer has an ASR-chrF++
     assert max(r["chrf"] for r in scores) > 50 and min(r["chrf"] for r in scores) == 0.0
-    assert all(-1.0 <= r["speaker_sim"] <= 1.0 for r in scores if not math.isnan(r["speaker_sim"]))
+    sims = [r["speaker_sim"] for r in scores]
+    assert all(s is None or -1.0 <= s <= 1.0 for s in sims) and not any(s != s for s in sims if s is not None)
     assert card["distributions"]["speaker_sim"]["n"] > 0 and card["speaker_encoder"].startswith("resemblyzer")
+    unscored = sum(g["speaker_unscored"] for g in card["groups"].values())
+    assert unscored == sum(s is None for s in sims)  # null where the speaker gave no embedding
+    counted = {r["prompt_id"]: r["speaker_counted"] for r in scores}  # one value per prompt
+    assert all(counted[r["prompt_id"]] == r["speaker_counted"] for r in scores)
 
 
 def test_cli_writes_pairs_and_reports_errors_in_one_line(extended_lm_dir, shards, tmp_path, capsys):

@@ -84,6 +84,23 @@ def test_speech_to_text_tasks(model_dir, clips, tmp_path, capsys, task):
     assert text.endswith("\n") and text.strip() in capsys.readouterr().out
 
 
+def test_max_audio_seconds_refuses_a_longer_input_from_its_header_and_raises_the_limit(
+    model_dir, clips, tmp_path, capsys
+):
+    out = tmp_path / "asr.txt"
+    args = [str(clips / "ja.wav"), "--task", "asr", "--from", "ja", "-o", str(out), "--model", str(model_dir)]
+    assert main([*args, "--max-new-tokens", "4", "--max-audio-seconds", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"sts-infer: error: {clips / 'ja.wav'}: 0.8 s is longer than the 0.5 s limit "
+        "(raise it with --max-audio-seconds)\n" in err
+    )
+    assert not out.exists()
+    assert main([*args, "--max-new-tokens", "4", "--max-audio-seconds", "0.8"]) == 0 and out.is_file()
+    assert main([*args, "--max-audio-seconds", "0"]) == 2
+    assert "--max-audio-seconds must be > 0, got 0.0" in capsys.readouterr().err
+
+
 def test_tts_from_text_detects_japanese(model_dir, tmp_path):
     out = tmp_path / "tts.wav"
     args = ["--task", "tts", "--text", "こんにちは", "-o", str(out), "--model", str(model_dir)]
@@ -120,7 +137,9 @@ def test_batch_skips_a_bad_input_records_it_and_loads_lazily(model_dir, clips, t
     (folder / "c.wav").write_bytes(b"RIFF not really audio")
     loaded = []
     real_load = cli.load_audio
-    monkeypatch.setattr(cli, "load_audio", lambda path: loaded.append(path.name) or real_load(path))
+    monkeypatch.setattr(
+        cli, "load_audio", lambda path, **kw: loaded.append(path.name) or real_load(path, **kw)
+    )
     out = tmp_path / "out"
     args = [str(folder), "--from", "ja", "-o", str(out), "--model", str(model_dir), "--max-new-tokens", "8"]
     assert main([*args, "--batch-size", "1"]) == 1

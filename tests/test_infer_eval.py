@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from test_infer_cli import codec_dir, model_dir  # noqa: F401  (module fixtures)
@@ -128,6 +129,23 @@ def test_eval_without_asr_skips_speech_scores(model_dir, manifest, tmp_path):  #
     assert "to_en" in report["tasks"]["t2tt"] and "codec_roundtrip" not in report
 
 
+def test_a_clip_over_max_audio_seconds_is_skipped_and_counted(model_dir, manifest, tmp_path, caplog):  # noqa: F811
+    """Batch policy: the 0.8 s clip over a 0.7 s limit is skipped (logged with its file and the
+    limit, counted in the report); the 0.6 s clip is evaluated."""
+    out = tmp_path / "report"
+    args = _eval_args(manifest, model_dir, out, asr="none", max_new_tokens=4)
+    with caplog.at_level(logging.WARNING, logger="infer.checkpoint_eval"):
+        assert main([*args, "--tasks", "asr", "--max-audio-seconds", "0.7"]) == 0
+    assert f"{manifest.parent / 'j1.wav'}: 0.8 s is longer than the 0.7 s limit" in caplog.text
+    report = json.loads((out / "report.json").read_text())["tasks"]["asr"]
+    assert report["n"] == 1 and report["skipped_inputs"] == {"audio over the seconds limit": 1}
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["e1"]
+    assert main([*args, "--tasks", "asr", "--max-audio-seconds", "0.8"]) == 0
+    report = json.loads((out / "report.json").read_text())["tasks"]["asr"]
+    assert report["n"] == 2 and "skipped_inputs" not in report
+
+
 def test_translation_scores_say_when_ja_mecab_cannot_run(monkeypatch):
     import infer.checkpoint_eval
     import sts.metrics
@@ -154,4 +172,5 @@ def test_speaker_similarity_in_s2st(model_dir, manifest, tmp_path):  # noqa: F81
     assert len(rows) == 2 and all(-1 <= s <= 1 for s in sims)
     mean = report["tasks"]["s2st"]["speaker_similarity"]
     assert mean == (pytest.approx(sum(sims) / len(sims), abs=1e-4) if sims else None)
+    assert report["tasks"]["s2st"]["speaker_unscored"] == len(rows) - len(sims)  # too little voice: counted
     assert "resemblyzer" in report["tasks"]["s2st"]["speaker_encoder"]

@@ -259,6 +259,12 @@ def test_a_monolingual_row_shape_survives_an_older_shard_without_src_asr_error(t
     encoded, bad = encode_table(table, codec)
     assert bad == [] and encoded.to_pylist()[0]["src_asr_error"] is None
     assert encoded.to_pylist()[0]["tgt_codes"] is None and encoded.to_pylist()[0]["src_codes"]
+    # a clip over the limit (from its header, before decoding) is a bad clip, not a crash
+    encoded, bad = encode_table(table, codec, shard="s", max_seconds=0.5)
+    assert [(b["id"], b["side"]) for b in bad] == [("x", "src")] and encoded.to_pylist()[0][
+        "src_codes"
+    ] is None
+    assert bad[0]["reason"] == "x.wav: 1.0 s is longer than the 0.5 s limit"
 
 
 @pytest.mark.slow

@@ -77,6 +77,19 @@ def test_refused_inputs_name_the_file_and_the_problem(uploads, name, make, limit
     assert str(uploads) not in str(err.value)  # the user sees their file's name, not the server's paths
 
 
+def test_a_clip_too_big_once_decoded_gets_a_hint(uploads):
+    """1.5 s of 8 channels at 96 kHz is under 2 s but decodes to more than 2 s of 48 kHz stereo."""
+    sf.write(uploads / "wide.wav", np.zeros((144000, 8), np.float32), 96000, subtype="PCM_16")
+    with pytest.raises(ServeError) as err:
+        read_input(uploads / "wide.wav", _limits(uploads, max_seconds=2.0))
+    message = str(err.value)
+    assert message.startswith("wide.wav: 1.5 s of 8 channel(s) at 96000 Hz decode to")
+    assert message.endswith("(send a shorter clip or one recorded at 48 kHz or less)")
+    with pytest.raises(ServeError) as err:  # too long: the limit says so, no sample-rate hint
+        read_input(uploads / "wide.wav", _limits(uploads, max_seconds=1.0))
+    assert "48 kHz" not in str(err.value)
+
+
 def test_no_input_and_inputs_from_outside_the_upload_folder_are_refused(uploads, tmp_path):
     with pytest.raises(ServeError, match="no audio: record with the microphone or upload a file"):
         read_input(None, _limits(uploads))

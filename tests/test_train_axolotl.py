@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from sts.tasks import IGNORE_INDEX
+from sts.model_files import DECODING_FILES
+from sts.tasks import IGNORE_INDEX, load_task_formats
 from sts.vocab import SpeechVocab
 from train.axolotl import AXOLOTL_COLUMNS, store_rows
 from train.cli import main
@@ -33,6 +35,9 @@ def test_sft_export_schema_and_yaml(extended_lm_dir, shards, tmp_path):
     assert cfg["sequence_len"] == 256 and cfg["sample_packing"] is True and cfg["lr_scheduler"] == "cosine"
     assert cfg["attn_implementation"] == "sdpa"  # a backend with which axolotl keeps packed samples apart
     assert cfg["adapter"] == "lora" and cfg["lora_r"] == 8
+    # axolotl's LoRA cannot train the fresh extension's speech rows: the file says so, and what to do
+    assert "# WARNING: LoRA in axolotl keeps the embedding and output layer frozen" in text
+    assert "export with --lora.r 0" in text
     # CPU here, precision auto: no mixed precision, stated (axolotl's `bf16: auto` would turn fp16 on).
     assert (cfg["bf16"], cfg["fp16"]) == (False, False) and "# dtype: fp32" in text
     # Every path absolute, so `axolotl train` works from any folder.
@@ -44,6 +49,8 @@ def test_sft_export_schema_and_yaml(extended_lm_dir, shards, tmp_path):
         assert entry["ds_type"] == "parquet" and "type" not in entry  # no `type:`: pre-tokenized rows
         assert Path(entry["path"]).is_absolute() and Path(entry["path"]).is_file()
     assert SpeechVocab.load(out) == SpeechVocab.load(extended_lm_dir)  # for adopt-axolotl
+    assert load_task_formats(out)["s2st"] == "direct"  # tiny_sft.yaml's format, as a checkpoint records it
+    assert set(json.loads((out / "sts_decoding.json").read_text())["duration_ratio"]) == {"ja-en", "en-ja"}
 
     vocab = SpeechVocab.load(extended_lm_dir)
     for split in ("train", "eval"):
@@ -103,16 +110,19 @@ def test_adopt_axolotl_output_writes_the_vocabulary(extended_lm_dir, tiny_lm_dir
     from infer.translate import Translator
     from sts.testing import save_tiny_xcodec2
 
-    out = export("sft", extended_lm_dir, shards, tmp_path)
-    # What axolotl leaves: the model and tokenizer, no sts_vocab.json.
+    out = export("sft", extended_lm_dir, shards, tmp_path, "--sft.s2st-format", "text-first")
+    # What axolotl leaves: the model and tokenizer, none of the files that say how to decode it.
     output = tmp_path / "axolotl-output"
-    shutil.copytree(extended_lm_dir, output, ignore=shutil.ignore_patterns("sts_vocab.json", "*.yaml"))
+    shutil.copytree(extended_lm_dir, output, ignore=shutil.ignore_patterns(*DECODING_FILES, "*.yaml"))
     assert main(["adopt-axolotl", str(output), "--from", str(out)]) == 0
     assert SpeechVocab.load(output) == SpeechVocab.load(extended_lm_dir)
+    assert "WARNING" not in (out / "axolotl.yaml").read_text()  # full training: the rows train
+    for name in ("sts_tasks.json", "sts_decoding.json"):  # a text-first model stays text-first
+        assert json.loads((output / name).read_text()) == json.loads((out / name).read_text())
     assert yaml.safe_load((output / "axolotl_config.yaml").read_text())["base_model"]
     codec = save_tiny_xcodec2(tmp_path / "codec")
     translator = Translator.from_checkpoint(output, codec=str(codec))
-    assert translator.vocab.num_speech_tokens == 1024
+    assert translator.vocab.num_speech_tokens == 1024 and translator.formatter.s2st_format == "text-first"
 
     capsys.readouterr()
     assert main(["adopt-axolotl", str(tiny_lm_dir), "--from", str(out)]) == 2  # not extended: refused

@@ -2,7 +2,7 @@
 
     sts-train sft --config train/configs/sft_lfm2_350m.yaml --export-axolotl runs/axolotl-sft
     axolotl train runs/axolotl-sft/axolotl.yaml        # in axolotl's own environment, from any folder
-    sts-train adopt-axolotl runs/sft/axolotl --from runs/axolotl-sft   # sts_vocab.json into its output
+    sts-train adopt-axolotl runs/sft/axolotl --from runs/axolotl-sft   # sts_vocab.json & co. into its output
 
 axolotl pins its own transformers (0.19 pins 5.16.1), so it lives in another environment: this writes
 files only. Per axolotl's "custom pre-tokenized dataset" convention the dataset has exactly the
@@ -22,8 +22,9 @@ What the YAML states rather than leaves to axolotl's defaults (each with a comme
   and turns packing off, saying why, for any other backend. LFM2's short-conv layers run
   axolotl's PyTorch path (it refuses causal-conv1d for LFM2), which lets a packed sample's first two
   tokens see the previous sample's last two, as in `train.packing` without that kernel.
-- `sts_vocab.json`: axolotl does not copy it into its output; the export keeps a copy and
-  `sts-train adopt-axolotl OUTPUT --from EXPORT` checks the output's tokenizer against it and writes it,
+- `sts_vocab.json`, `sts_tasks.json`, `sts_decoding.json` (`sts.model_files.DECODING_FILES`): axolotl
+  does not copy them into its output; the export writes them and `sts-train adopt-axolotl OUTPUT
+  --from EXPORT` checks the output's tokenizer against the vocabulary and copies them,
   after which `sts-infer` and vLLM load the output like any checkpoint (a LoRA output: merge it with
   `sts-train merge-lora` first).
 """
@@ -31,6 +32,7 @@ What the YAML states rather than leaves to axolotl's defaults (each with a comme
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +42,20 @@ import numpy as np
 import tyro
 import yaml
 
+from sts.decoding_info import write_decoding_info
 from sts.errors import InputError
 from sts.io import remove_stale_temps, temp_path, write_text_atomic
 from sts.llasa_layout import MARKERS
+from sts.model_files import copy_decoding_files
 from sts.paths import absolute_if_local
-from sts.tasks import IGNORE_INDEX
+from sts.tasks import IGNORE_INDEX, save_task_formats
 from sts.vocab import VOCAB_FILE, SpeechVocab, VocabError
 from train.config import TrainConfig
+from train.data import list_shards
 from train.packing import PackedStream
 from train.token_cache import DocStore
+
+log = logging.getLogger(__name__)
 
 AXOLOTL_COLUMNS = ("input_ids", "attention_mask", "labels")
 PACKING_SAFE_ATTENTION = frozenset(
@@ -158,8 +165,10 @@ def axolotl_yaml(cfg: TrainConfig, export_dir: Path, with_eval: bool = True) -> 
 
 
 def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore, out_dir: Path) -> Path:
-    """Write `out_dir/axolotl.yaml`, `out_dir/data/{train,eval}.parquet` and a copy of the model's
-    `sts_vocab.json`; returns the YAML path.
+    """Write `out_dir/axolotl.yaml`, `out_dir/data/{train,eval}.parquet` and the files that say how
+    the trained model is decoded (`sts.model_files.DECODING_FILES`: the model's `sts_vocab.json`, the
+    data's `sts_decoding.json`, sft's `sts_tasks.json`), as a `sts-train` checkpoint would hold them;
+    returns the YAML path.
 
     The train rows follow the config's mixture: one epoch of documents drawn with replacement by group
     weight, as the trainer draws them (axolotl has no per-source weights for pre-tokenized data); the
@@ -195,15 +204,40 @@ def export_axolotl(cfg: TrainConfig, train_store: DocStore, eval_store: DocStore
                     rows = []
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))
         tmp.replace(data_dir / f"{name}.parquet")
-    SpeechVocab.load(cfg.model).save(out_dir)  # axolotl's output lacks it: adopt-axolotl takes it from here
+    # axolotl's output lacks the files that say how it is decoded: adopt-axolotl takes them from here
+    SpeechVocab.load(cfg.model).save(out_dir)
+    write_decoding_info(out_dir, list_shards(cfg.data.shards))
+    if cfg.stage == "sft":
+        save_task_formats(out_dir, cfg.sft.s2st_format)
     config, comments = axolotl_yaml(cfg, out_dir, eval_store.num_docs > 0)
+    frozen = frozen_speech_rows_warning(cfg)
+    if frozen:
+        log.warning("warning: %s", frozen)
+        comments += ["WARNING: " + frozen]
     header = "".join(f"# {line}\n" for line in comments)
     return write_text_atomic(out_dir / "axolotl.yaml", header + yaml.safe_dump(config, sort_keys=False))
 
 
+def frozen_speech_rows_warning(cfg: TrainConfig) -> str | None:
+    """What to tell an export with LoRA from a model whose speech rows are untrained (None otherwise).
+
+    axolotl's LoRA leaves the embedding and the output layer frozen (`sts-train`'s own LoRA trains the
+    speech rows, `train.lora`), so from a fresh `sts-extend-tokenizer` model its output could never
+    tell speech tokens apart."""
+    from train.lora import stored_speech_rows_untrained
+
+    if cfg.lora.r <= 0 or not stored_speech_rows_untrained(cfg.model, SpeechVocab.load(cfg.model)):
+        return None
+    return (
+        f"LoRA in axolotl keeps the embedding and output layer frozen, and the speech rows of {cfg.model} "
+        "are untrained (all one vector), so the trained model could not tell speech tokens apart; export "
+        "with --lora.r 0 (full training), or train LoRA with sts-train, which trains those rows"
+    )
+
+
 @dataclass
 class AdoptConfig:
-    """Make an axolotl output folder an sts checkpoint: check its tokenizer, write sts_vocab.json."""
+    """Make an axolotl output folder an sts checkpoint: check its tokenizer, add sts_vocab.json & co."""
 
     checkpoint: tyro.conf.Positional[Path]
     """axolotl's `output_dir` (or one of its checkpoint-N folders): a model or LoRA adapter folder."""
@@ -213,7 +247,8 @@ class AdoptConfig:
 
 def adopt_axolotl(cfg: AdoptConfig) -> Path:
     """Check `cfg.checkpoint`'s tokenizer and weights against the export's `sts_vocab.json`, then copy
-    it (and axolotl.yaml, as `axolotl_config.yaml`) there; returns the output folder.
+    the export's `DECODING_FILES` (`sts.model_files.copy_decoding_files`) and axolotl.yaml (as
+    `axolotl_config.yaml`) there; returns the output folder.
 
     Raises `AxolotlError` when the folder holds no model or tokenizer, or they disagree with the
     vocabulary (other speech token ids, fewer embedding rows than speech ids).
@@ -246,7 +281,7 @@ def adopt_axolotl(cfg: AdoptConfig) -> Path:
             raise AxolotlError(
                 f"{out}: {rows} embedding rows cannot hold speech ids up to {vocab.speech_token_stop}"
             )
-    vocab.save(out)
+    copy_decoding_files(export, out)  # sts_vocab.json, and sts_tasks.json / sts_decoding.json when exported
     if (export / "axolotl.yaml").is_file():
         shutil.copyfile(export / "axolotl.yaml", out / "axolotl_config.yaml")
     return out

@@ -20,7 +20,7 @@ from typing import Annotated, ClassVar, Literal
 import tyro
 from annotated_types import Ge, Gt, Interval
 
-from sts.config import ConfigError, Renamed, check_config
+from sts.config import ConfigError, Renamed, WhenOff, check_config
 from sts.generation.request import Sampling
 from sts.tasks import TASK_NAMES, S2STFormat
 
@@ -42,7 +42,9 @@ class DataArgs:
     """Encoded corpus shards (Parquet files or folders; dpo: only for the gen eval)."""
     seq_len: Annotated[int, Ge(8)] = 4096
     """Tokens per training sequence (dpo: the longest prompt + answer kept)."""
-    packing: bool = True
+    packing: Annotated[
+        bool, WhenOff("one document per sequence, padded to seq_len (cpt: cut at seq_len)")
+    ] = True
     """Pack several documents into one sequence (attention stays within each)."""
     overlong: Literal["drop", "trim"] = "drop"
     """Samples longer than seq_len: drop them or keep their first seq_len tokens (counted)."""
@@ -140,6 +142,11 @@ class LoraArgs:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "w1", "w2", "w3"]
     )
     """Module names LoRA adapts."""
+    train_speech_rows: Annotated[
+        bool, WhenOff("adapters only: speech and marker rows frozen (refused while they are untrained)")
+    ] = True
+    """Also train the speech and marker rows of the embedding and output layer (PEFT trainable
+    tokens, `train.lora`); off is refused while those rows are untrained."""
 
 
 @dataclass
@@ -150,7 +157,7 @@ class EvalArgs:
     """Steps between evals (0: never)."""
     batches: Annotated[int, Ge(1)] = 20
     """Batches per task in one eval-loss pass."""
-    generate: bool = True
+    generate: Annotated[bool, WhenOff("no decoding at evals: the eval loss only")] = True
     """Decode a fixed dev subset at each eval: loop/end rates, chrF++, ASR-chrF++."""
     samples: Annotated[int, Ge(1)] = 4
     """Prompts per task group in the dev subset."""
@@ -162,7 +169,7 @@ class EvalArgs:
     """Prompts per generate call."""
     sampling: Sampling = field(default_factory=lambda: Sampling(do_sample=False, top_p=0.95))
     """How the dev subset is decoded (greedy; sampling is seeded with `seed` at every eval)."""
-    fast: bool = True
+    fast: Annotated[bool, WhenOff("decode with a dynamic KV cache, no CUDA graphs (slower)")] = True
     """Static KV cache + CUDA graphs for the decoding (static cache only on a CPU)."""
     asr: str = "auto"
     """ASR for ASR-chrF++: auto (offline Whisper first), none, or a Whisper name/path."""
@@ -234,7 +241,9 @@ class TrainConfig:
     """cpt, sft or dpo (the `sts-train` sub-command sets it)."""
     seed: Annotated[int, Ge(0)] = 0
     """Seed of the data order and the model-side RNG."""
-    resume: bool = True
+    resume: Annotated[
+        bool, WhenOff("start at step 0 from --model's weights, ignoring the checkpoints in out_dir")
+    ] = True
     """Continue from the newest intact checkpoint in out_dir (it must hold the run asked for:
     `RESUME_RULES`, `train.resume_check`)."""
     override: bool = False

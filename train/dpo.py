@@ -45,11 +45,13 @@ import torch
 import torch.nn.functional as F
 
 from sts.config import config_to_dict, save_config
+from sts.model_files import model_fingerprint
 from sts.tasks import load_task_formats
 from sts.vocab import SpeechVocab
 from train.checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, run_folder
 from train.config import TrainConfig
 from train.logger import MetricLogger
+from train.lora import check_speech_rows
 from train.loss import CausalLMWithLoss
 from train.pair_data import PairError, PairSet, load_pairs, pair_batch, pair_index
 from train.resume_check import apply_optimizer_settings, check_resume, record_resume
@@ -101,9 +103,10 @@ class Reference:
     """The reference log-probs `(chosen [B], rejected [B])` of a pair batch (see `dpo_reference`).
 
     Built after `rt.prepare`. A precomputed table is read from the run folder when it belongs to
-    these pairs and `cfg.model`, else computed: with the policy's initial weights (a fresh run), or,
-    when a resumed policy has moved, with a frozen copy of `cfg.model` that is then freed. Every rank
-    computes the whole table (one no-grad pass over the pairs; rank-local under FSDP too).
+    these pairs and to what `cfg.model` holds now (`reference_key`), else computed: with the policy's
+    initial weights (a fresh run), or, when a resumed policy has moved, with a frozen copy of
+    `cfg.model` that is then freed. Every rank computes the whole table (one no-grad pass over the
+    pairs; rank-local under FSDP too).
     """
 
     def __init__(self, cfg: TrainConfig, rt, model, splits: dict[str, PairSet], pad_id: int, fresh: bool):
@@ -115,14 +118,16 @@ class Reference:
             self.model = model if self.lora else frozen_model(cfg, rt)
             return
         path = Path(cfg.out_dir) / REFERENCE_FILE
-        key = {"model": str(cfg.model), **{name: pairs.fingerprint() for name, pairs in splits.items()}}
+        key = reference_key(cfg.model, splits)
         if path.is_file():
             with np.load(path) as data:
                 if json.loads(str(data["fingerprints"])) == key:
                     self.tables = {n: (data[f"{n}_chosen"], data[f"{n}_rejected"]) for n in splits}
                     rt.print(f"reference log-probs: {path}")
                     return
-            log.warning("%s belongs to other pairs: computing it again from %s", path, cfg.model)
+            log.warning(
+                "%s belongs to another model or other pairs: computing it again from %s", path, cfg.model
+            )
         source = model if fresh else frozen_model(cfg, rt)  # a resumed policy has moved: not the reference
         started = time.perf_counter()
         for name, pairs in splits.items():
@@ -169,6 +174,19 @@ class Reference:
         return logps.float().view(2, -1).unbind(0)
 
 
+def reference_key(model: str | Path, splits: dict[str, PairSet]) -> dict[str, str]:
+    """What a precomputed reference table belongs to: the reference model by content
+    (`sts.model_files.model_fingerprint(full=True)`: every byte of its weights, so a model that
+    differs from the cached one in a few tensors gets another key, which the default 16 sampled
+    blocks per file could miss; the same model moved keeps its key; a hub id by its name) and each
+    split's pairs by their token ids (`PairSet.fingerprint`). Hashing runs at ~1.5 GB/s (SHA-256),
+    small next to the reference pass it guards."""
+    return {
+        "model": model_fingerprint(model, full=True) or str(model),
+        **{name: pairs.fingerprint() for name, pairs in splits.items()},
+    }
+
+
 def frozen_model(cfg: TrainConfig, rt) -> CausalLMWithLoss:
     """`cfg.model` as a frozen reference (no gradients, eval mode) on the runtime's device."""
     from transformers import AutoModelForCausalLM
@@ -210,6 +228,7 @@ def _train_dpo(cfg: TrainConfig, rt) -> Path | None:
     seed_everything(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     vocab = SpeechVocab.load(cfg.model)
+    check_speech_rows(cfg, vocab)  # LoRA with frozen speech rows needs trained ones
     cfg.sft.s2st_format = load_task_formats(cfg.model)[
         "s2st"
     ]  # the SFT checkpoint's; kept beside every checkpoint

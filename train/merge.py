@@ -10,8 +10,14 @@ A LoRA run (`--lora.r N`) saves adapters, which only peft-aware loaders read and
 a LoRA request. This loads the base model the run trained on (`model` in the checkpoint's
 `train_config.yaml`, else the adapter's `base_model_name_or_path`, else `--base-model`), applies the
 adapter with peft's `merge_and_unload` (W + B A * alpha / r folded into each target weight), and
-writes weights, tokenizer, `sts_vocab.json`, the run's `train_config.yaml` and `merged_from.json`
-(adapter, base, step, peft version) under a temporary name, renamed when complete.
+writes weights, tokenizer, the files that say how the checkpoint is decoded
+(`sts.model_files.DECODING_FILES`: `sts_vocab.json`, `sts_tasks.json`, `sts_decoding.json`, as the
+checkpoint holds them, so a text-first model stays text-first), the run's `train_config.yaml` and
+`merged_from.json` (adapter, base, step, peft version) under a temporary name, renamed when complete.
+
+Speech rows trained as PEFT trainable tokens (`--lora.train-speech-rows`, `train.lora`) are folded
+into the embedding matrix by the same `merge_and_unload`; with LFM2's tied embeddings the output
+layer is that same matrix, so the merged head scores speech with the trained rows too.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import yaml
 
 from sts.errors import InputError
 from sts.io import staged_dir, write_json_atomic
+from sts.model_files import copy_decoding_files
 from sts.paths import absolute_if_local, resolve_recorded
 from sts.vocab import SpeechVocab
 from train.checkpoint import STATE_FILE, safetensors_problem
@@ -113,7 +120,7 @@ def merge_lora(cfg: MergeConfig) -> Path:
     with staged_dir(out_dir) as staging:
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        vocab.save(staging)
+        copy_decoding_files(checkpoint, staging)
         if (checkpoint / "train_config.yaml").is_file():
             shutil.copyfile(checkpoint / "train_config.yaml", staging / "train_config.yaml")
         state = checkpoint / STATE_FILE

@@ -11,7 +11,8 @@ One answer's score (`Scoring.score`), higher is better:
                  eval scores it) or of the Whisper transcript (speech output, both sides through
                  `sts.metrics.normalize`, the ASR-chrF++ protocol); 0 when there is no scorer
   + speaker_weight * speaker similarity (speech output; resemblyzer cosine to the source speech, or
-                 to the reference speech, `sts.speaker`); 0 when not measured
+                 to the reference speech, `sts.speaker`), counted only when every answer of the
+                 prompt has one (`score_all`)
   - loop_penalty        when `detect_loop` finds a loop under the output's guard (all four rules of
                         `sts.generation.loops` for speech)
   - unfinished_penalty  when the answer did not reach its end marker (budget or loop guard)
@@ -21,6 +22,12 @@ The defaults put the rules first: a loop (1) outweighs any content difference (a
 unfinished answer (0.5) half of it; so the pairs teach "no loop, stop, right length" first and
 "right content, same voice" among answers that pass the rules (Koel-TTS rewards ASR error and
 speaker similarity; the rule penalties are this package's loop and end-marker metrics).
+
+No speaker score. `sts.speaker` gives none for a clip with less voice than `MIN_VOICED_SECONDS` (a
+truncated answer, a short source); on such clips different voices score as high as the same one. An
+answer without a score must neither gain nor lose by it against its rivals, so when any answer of a
+prompt has none, the speaker term is left out of every answer of that prompt (`speaker_counted`
+False; the card counts the answers per group whose score includes it).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import Annotated
 
 import numpy as np
 from annotated_types import Ge
+
+from sts.config import WhenOff
 
 
 @dataclass
@@ -46,9 +55,12 @@ class CandidateScore:
     chrf: float | None = None
     """Sentence chrF++ (0-100) against the reference text; None when not measured."""
     speaker_sim: float | None = None
-    """Speaker similarity (cosine) to the voice reference; None when not measured."""
+    """Speaker similarity (cosine) to the voice reference; None when not measured or not scorable
+    (too little voice on either side, `sts.speaker.MIN_VOICED_SECONDS`)."""
     score: float = 0.0
     """`Scoring.score` of the above, filled by `score_all`."""
+    speaker_counted: bool = False
+    """The speaker term is part of `score` (every answer of the prompt has a similarity)."""
 
 
 @dataclass(frozen=True)
@@ -67,20 +79,27 @@ class Scoring:
     """Weight of the speaker similarity (speech output)."""
     min_margin: Annotated[float, Ge(0)] = 0.1
     """A pair needs chosen score - rejected score >= this."""
-    require_clean_chosen: bool = True
+    require_clean_chosen: Annotated[
+        bool, WhenOff("the best-scoring answer is chosen even if it loops or is unfinished")
+    ] = True
     """The chosen answer must be loop-free and ended (else the prompt gives no pair)."""
 
-    def score(self, c: CandidateScore) -> float:
-        value = (c.chrf or 0.0) / 100.0 + self.speaker_weight * max(c.speaker_sim or 0.0, 0.0)
+    def score(self, c: CandidateScore, *, speaker: bool = True) -> float:
+        """The answer's score (module doc); `speaker=False` leaves the speaker term out."""
+        sim = c.speaker_sim if speaker and c.speaker_sim is not None else 0.0
+        value = (c.chrf or 0.0) / 100.0 + self.speaker_weight * max(sim, 0.0)
         value -= self.loop_penalty * bool(c.loop) + self.unfinished_penalty * (not c.ended)
         excess = abs(math.log(max(c.length_ratio, 1e-3))) - math.log(self.length_tolerance)
         return value - self.length_penalty * max(0.0, excess)
 
 
 def score_all(candidates: list[CandidateScore], scoring: Scoring) -> None:
-    """Fill each candidate's `score`."""
+    """Fill the `score` and `speaker_counted` of the answers of ONE prompt (the ones `select_pairs`
+    compares): the speaker term counts only when every answer has a similarity, else for none."""
+    speaker = all(c.speaker_sim is not None for c in candidates)
     for c in candidates:
-        c.score = scoring.score(c)
+        c.score = scoring.score(c, speaker=speaker)
+        c.speaker_counted = speaker
 
 
 def select_pairs(
@@ -144,6 +163,8 @@ def summarize_scores(scores: list[dict], pairs: list[dict]) -> dict:
             "end_marker_rate": round(float(np.mean([r["ended"] for r in mine])), 4),
             "chrf_mean": distribution([r["chrf"] for r in mine]).get("mean"),
             "speaker_sim_mean": distribution([r["speaker_sim"] for r in mine]).get("mean"),
+            "speaker_unscored": sum(r["speaker_sim"] is None for r in mine),
+            "speaker_counted": sum(bool(r.get("speaker_counted")) for r in mine),
         }
 
     def column(rows: list[dict], key: str) -> list:

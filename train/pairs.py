@@ -17,7 +17,8 @@ paired against the worst (`Scoring.min_margin` apart; the best must be loop-free
     runs/pairs/
         pairs/part-00000.parquet    id, row_id, group, task, src_lang, tgt_lang, prompt_ids, chosen_ids,
                                     rejected_ids (list<int32>), chosen_/rejected_ score, sample, loop,
-                                    ended, length_ratio, chrf, speaker_sim
+                                    ended, length_ratio, chrf, speaker_sim (null: no score,
+                                    `sts.speaker`), speaker_counted (in the score: `train.pair_scores`)
         scores/part-00000.parquet   one row per sampled answer: its measurements and score
         pairs.json                  the card: settings, counts, score distributions (all answers, chosen,
                                     rejected, margins), loop and end rates per group
@@ -42,7 +43,7 @@ import numpy as np
 import tyro
 from annotated_types import Ge, Interval
 
-from sts.config import ConfigError, Renamed, check_config, config_to_dict, load_config, save_config
+from sts.config import ConfigError, Renamed, WhenOff, check_config, config_to_dict, load_config, save_config
 from sts.devices import BatchSize, DType, ModelArgs
 from sts.errors import InputError
 from sts.generation import SPEECH_GUARD, TEXT_GUARD, detect_loop
@@ -99,7 +100,7 @@ class PairConfig(ModelArgs):
     """Stop after this many prompts (corpus order); None: every row."""
     prompts_per_chunk: Annotated[int, Ge(1)] = 64
     """Prompts per part file: the unit a rerun resumes from."""
-    skip_eval_rows: bool = True
+    skip_eval_rows: Annotated[bool, WhenOff("sample rows of the eval split too")] = True
     """Leave out rows of the eval split (`data.eval_fraction`), as SFT held them out."""
     eval_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.02
     """The SFT run's `data.eval_fraction` (rows held out by a hash of their id)."""
@@ -107,11 +108,11 @@ class PairConfig(ModelArgs):
     """Cap on an answer's budget (2x its reference + a margin below that)."""
     seq_len: Annotated[int, Ge(8)] = 4096
     """Prompts whose prompt + reference exceed this are left out (as training would drop them)."""
-    fast: bool = True
+    fast: Annotated[bool, WhenOff("sample with a dynamic KV cache, no CUDA graphs (slower)")] = True
     """Static KV cache (+ CUDA graphs on a GPU) for the sampling (`TransformersBackend(fast=True)`)."""
     asr: str = "auto"
     """ASR for ASR-chrF++ of speech answers: auto (offline Whisper first), none, or a Whisper name/path."""
-    speaker: bool = True
+    speaker: Annotated[bool, WhenOff("no speaker similarity in the scores (no resemblyzer needed)")] = True
     """Score speaker similarity of speech answers (resemblyzer, `sts.speaker`)."""
     speaker_reference: Literal["source", "target"] = "source"
     """Voice to compare with: the source speech (s2st; tts has none and uses its reference speech), or
@@ -335,10 +336,10 @@ def _sample_chunk(
     with torch.no_grad():
         decoded = decode(lm, expanded, tokenizer=fmt.tokenizer, vocab=fmt.vocab, pad_id=pad_id, cfg=settings)
     candidates = scorer.measure(expanded, decoded)
-    score_all(candidates, cfg.scoring)
     score_rows, pair_rows = [], []
     for p, item in enumerate(chunk):
         mine = list(range(p * cfg.samples, (p + 1) * cfg.samples))
+        score_all([candidates[i] for i in mine], cfg.scoring)  # per prompt: the answers pairs compare
         answers = [answer_ids(decoded[i], item, fmt.end_of_turn_id) for i in mine]
         for s, i in enumerate(mine):
             score_rows.append({"prompt_id": f"{item.row_id}/{item.group}", "row_id": item.row_id, "group": item.group,
@@ -356,6 +357,9 @@ def _sample_chunk(
             pair_rows.append(row)
     for kind, rows, schema in ((SCORES_SUBDIR, score_rows, None), (PAIRS_SUBDIR, pair_rows, _pair_schema())):
         table = pa.Table.from_pylist(rows, schema=schema) if rows else (schema or pa.schema([])).empty_table()
+        if schema is None and "speaker_sim" in table.column_names:  # all null in a chunk: still a float
+            table = table.set_column(table.column_names.index("speaker_sim"), "speaker_sim",
+                                     table["speaker_sim"].cast(pa.float64()))  # fmt: skip
         with atomic_open(_part(cfg, kind, k), "wb") as f:
             pq.write_table(table, f)
 
@@ -363,7 +367,8 @@ def _sample_chunk(
 def _measured(c: CandidateScore) -> dict:
     nan = float("nan")
     return {"score": c.score, "loop": c.loop, "ended": c.ended, "length_ratio": c.length_ratio,
-            "chrf": nan if c.chrf is None else c.chrf, "speaker_sim": nan if c.speaker_sim is None else c.speaker_sim}  # fmt: skip
+            "chrf": nan if c.chrf is None else c.chrf,
+            "speaker_sim": c.speaker_sim, "speaker_counted": c.speaker_counted}  # fmt: skip
 
 
 def _pair_schema():
@@ -376,7 +381,7 @@ def _pair_schema():
     for side in ("chosen", "rejected"):
         fields += [(f"{side}_score", pa.float64()), (f"{side}_loop", pa.string()), (f"{side}_ended", pa.bool_()),
                    (f"{side}_length_ratio", pa.float64()), (f"{side}_chrf", pa.float64()),
-                   (f"{side}_speaker_sim", pa.float64())]  # fmt: skip
+                   (f"{side}_speaker_sim", pa.float64()), (f"{side}_speaker_counted", pa.bool_())]  # fmt: skip
     return pa.schema(fields)
 
 

@@ -77,8 +77,8 @@ def write_tiny_encoded_shards(
                     "source": "tiny",
                     "mt_backend": "reference",
                     "tts_backend": "none",
-                    "tgt_asr_error": float("nan"),
-                    "speaker_similarity": float("nan"),
+                    "tgt_asr_error": None,  # not checked: null, as the builder writes it
+                    "speaker_similarity": None,
                     "src_codes": rng.integers(0, num_codes, size=src_len, dtype=np.int32).tolist(),
                     "tgt_codes": rng.integers(0, num_codes, size=tgt_len, dtype=np.int32).tolist(),
                 }
@@ -131,7 +131,7 @@ def write_looping_shards(
                       "tgt_audio": {"bytes": wav, "path": f"loop-{r}-tgt.wav"},
                       "src_duration": len(codes) / 50, "tgt_duration": len(codes) / 50, "speaker": "",
                       "source": "tiny", "mt_backend": "reference", "tts_backend": "none",
-                      "tgt_asr_error": float("nan"), "speaker_similarity": float("nan"),
+                      "tgt_asr_error": None, "speaker_similarity": None,
                       "src_codes": codes, "tgt_codes": codes})  # fmt: skip
     out_dir = Path(out_dir)
     path = shard_dir(out_dir) / "part-00000-of-00001.parquet"

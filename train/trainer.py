@@ -27,6 +27,7 @@ from sts.config import ConfigError, config_to_dict, save_config
 from sts.errors import UsageError
 from sts.model_files import load_speech_contract
 from sts.tasks import IGNORE_INDEX
+from sts.vocab import SpeechVocab
 from train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -37,6 +38,7 @@ from train.checkpoint import (
 from train.config import TrainConfig
 from train.data import build_doc_stores, data_counts
 from train.logger import MetricLogger
+from train.lora import check_speech_rows
 from train.loss import CausalLMWithLoss
 from train.packing import PackedStream
 from train.resume_check import apply_optimizer_settings, check_resume, record_resume
@@ -66,7 +68,8 @@ def lr_lambda(cfg: TrainConfig):
 
 
 def load_model(cfg: TrainConfig, weights_from: Path | None = None):
-    """The extended HF model (+ LoRA adapters when lora_r > 0), fp32 master weights.
+    """The extended HF model (+ LoRA adapters and trainable speech rows when lora.r > 0, `train.lora`),
+    fp32 master weights.
 
     weights_from: a checkpoint folder to take the weights from instead of `cfg.model` (resume).
     """
@@ -90,21 +93,23 @@ def load_model(cfg: TrainConfig, weights_from: Path | None = None):
         for layer in lm.model.layers:
             layer.compile()
     if cfg.lora.r > 0:
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel
+
+        from train.lora import add_lora
 
         if lora_resume:
             return PeftModel.from_pretrained(lm, weights_from, is_trainable=True)
-        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.targets)
-        lm = get_peft_model(lm, lora)
+        lm = add_lora(lm, cfg.lora, SpeechVocab.load(cfg.model), model_name=cfg.model)
     return lm
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices, none on norms, biases and embeddings."""
+    """AdamW groups: weight decay on matrices, none on norms, biases and embedding rows."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "embed" in name or "norm" in name else decay).append(p)
+            embedding = "embed" in name or "token_adapter" in name  # LoRA's trainable token rows too
+            (no_decay if p.ndim < 2 or embedding or "norm" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -153,6 +158,7 @@ def _train(cfg: TrainConfig, rt) -> Path | None:
     # The model folder and the whole sts_vocab.json against its tokenizer and config, before any data
     # is tokenized (a one-off offset would otherwise train every code as its neighbour).
     vocab, tokenizer = load_speech_contract(cfg.model)
+    check_speech_rows(cfg, vocab)  # LoRA with frozen speech rows needs trained ones
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # which checkpoint, and whether the request is its run, before any data is tokenized

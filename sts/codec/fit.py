@@ -14,6 +14,7 @@ cannot be decoded, too little audio) are one line and exit status 2 (`sts.errors
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import tyro
 from annotated_types import Ge, Gt
 
-from sts.audio import load_audio
+from sts.audio import DEFAULT_MAX_AUDIO_SECONDS, load_audio
 from sts.codec.melkmeans import MelKMeansCodec
 from sts.corpus import shard_paths
 from sts.errors import UsageError, writing
@@ -42,7 +43,7 @@ class FitCodecConfig:
     codebook_size: Annotated[int, Ge(2)] = 512
     """Number of codes (speech tokens)."""
     max_seconds: Annotated[float, Gt(0)] = 3600.0
-    """Use at most this much audio (the first files found)."""
+    """Use at most this much audio (the first files found); one clip longer than this is refused from its header."""
     seed: Annotated[int, Ge(0)] = 0
     """Seed of the k-means initialisation."""
 
@@ -50,8 +51,14 @@ class FitCodecConfig:
     """Old names, for old files and flags."""
 
 
-def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
-    """16 kHz mono float32 waveforms from files, folders and corpus folders, in a stable order."""
+def iter_waveforms(
+    inputs: Sequence[Path], max_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS
+) -> Iterator[np.ndarray]:
+    """16 kHz mono float32 waveforms from files, folders and corpus folders, in a stable order.
+
+    A clip longer than `max_seconds` (or bigger once decoded, `sts.audio.load_audio`), as its header
+    says, is refused before it is decoded: `AudioLimitError` naming it (raise it with --max-seconds)."""
+    load = functools.partial(load_audio, max_seconds=max_seconds, limit_hint="raise it with --max-seconds")
     for path in inputs:
         path = Path(path)
         if not path.exists():
@@ -66,12 +73,12 @@ def iter_waveforms(inputs: Sequence[Path]) -> Iterator[np.ndarray]:
                     for side in ("src_audio", "tgt_audio"):
                         if row[side] is None:  # a monolingual row has no target side
                             continue
-                        yield load_audio(row[side]["bytes"], name=f"{shard.name}:{row['id']}:{side}")
+                        yield load(row[side]["bytes"], name=f"{shard.name}:{row['id']}:{side}")
         elif path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
-                yield load_audio(file)
+                yield load(file)
         else:
-            yield load_audio(path)
+            yield load(path)
 
 
 def fit_codec(cfg: FitCodecConfig) -> tuple[object, int, float]:
@@ -80,7 +87,7 @@ def fit_codec(cfg: FitCodecConfig) -> tuple[object, int, float]:
     `UsageError` naming the inputs."""
 
     waveforms, seconds = [], 0.0
-    for waveform in iter_waveforms(cfg.inputs):
+    for waveform in iter_waveforms(cfg.inputs, cfg.max_seconds):  # no one clip beyond the whole budget
         waveforms.append(waveform)
         seconds += len(waveform) / MelKMeansCodec.sample_rate
         if seconds >= cfg.max_seconds:

@@ -21,7 +21,7 @@ from typing import Annotated
 import numpy as np
 from annotated_types import Ge, Gt, Interval
 
-from sts.config import ConfigError, check_config
+from sts.config import ConfigError, WhenOff, check_config
 from sts.generation.loops import LoopGuard
 
 GUIDANCE_PROCESSOR = "UnbatchedClassifierFreeGuidanceLogitsProcessor"
@@ -41,8 +41,10 @@ class Sampling:
     CosyVoice's settings. Raises ValueError for settings that cannot sample.
     """
 
-    do_sample: bool = True
-    """False: greedy decoding (the other fields are unused)."""
+    do_sample: Annotated[
+        bool, WhenOff("greedy decoding: the most likely token at each step (the other fields are unused)")
+    ] = True
+    """Sample with the settings below."""
     temperature: Annotated[float, Ge(0)] = 0.8
     """Softmax temperature (> 0 when sampling)."""
     top_p: Annotated[float, Interval(gt=0, le=1)] = 1.0
@@ -53,8 +55,8 @@ class Sampling:
     """Drop ids below min_p x the top probability; 0: off."""
     repetition_penalty: Annotated[float, Gt(0)] = 1.0
     """Penalty on ids already in prompt or output; 1: off."""
-    repetition_aware: bool = False
-    """Repetition-aware sampling (RAS, see above)."""
+    repetition_aware: Annotated[bool, WhenOff("plain sampling: a repeated draw is kept")] = False
+    """Repetition-aware sampling (RAS): a token drawn too often in the last ras_window is drawn again."""
     ras_window: Annotated[int, Ge(1)] = 10
     """RAS: last tokens looked at (VALL-E 2 / CosyVoice: 10)."""
     ras_tau: Annotated[float, Gt(0)] = 0.1
