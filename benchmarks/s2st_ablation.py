@@ -175,6 +175,7 @@ def summarize(evaluation: dict) -> dict:
             "end_marker_rate": mean("end_marker_rate"),
             "transcript_error": mean("transcript_error"),
             "translation_chrf": mean("translation_chrf++"),
+            "speaking_chrf": mean("speech_vs_own_translation_chrf++"),
             "by_direction": {d: g["scores"]["chrF++"] for d, g in chosen.items()},
         }
     return out
@@ -206,8 +207,9 @@ def table(results: dict) -> list[str]:
     rows = [
         "| format | pairs | decoding | train ASR-chrF++ | held-out ja→en (share of ceiling) | held-out en→ja (share) "
         "| held-out voice ja→en / en→ja | held-out transcript error | held-out translation chrF++ "
+        "| held-out speech vs own translation "
         "| loop rate | end-marker rate | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, by_seed in results.items():
         if arm.startswith("_"):  # "_setting"
@@ -225,7 +227,7 @@ def table(results: dict) -> list[str]:
                 f"{_held_out(runs, 'ja->en')} | {_held_out(runs, 'en->ja')} | "
                 f"{voice if any('test-voice' in r for r in runs) else ''} | "
                 f"{_stat(_values(runs, 'test', 'transcript_error'), 3)} | "
-                f"{_stat(_values(runs, 'test', 'translation_chrf'))} | {_stat(loops, 2)} | {_stat(ends, 2)} | {len(runs)} |"
+                f"{_stat(_values(runs, 'test', 'translation_chrf'))} | {_stat(_values(runs, 'test', 'speaking_chrf'))} | {_stat(loops, 2)} | {_stat(ends, 2)} | {len(runs)} |"
             )
     return rows
 

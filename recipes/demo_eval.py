@@ -14,7 +14,9 @@ Per group (split x direction): ASR-BLEU / ASR-chrF++ of the output speech by the
 protocol (`sts.metrics.asr_bleu`), the ceiling (the same score for the reference target speech after
 the codec round trip: what a model that reproduced its targets exactly would get), the loop rate
 (outputs a loop rule cut), the end-marker rate (outputs that ended themselves), and, for a text-first
-or translation-first checkpoint, the raw-text chrF++ of the translation it wrote before its speech.
+or translation-first checkpoint, the raw-text chrF++ of the translation it wrote before its speech
+(translating), the ASR-chrF++ of its speech against that translation (speaking) and, text-first, the
+error of the transcript it wrote (hearing: CER ja, WER en; a missing transcript counts as all wrong).
 """
 
 from __future__ import annotations
@@ -164,6 +166,11 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
             translations = [i.get("translation") for i in chosen]
             if any(t is not None for t in translations):
                 group["translation_chrf++"] = round(chrf([t or "" for t in translations], refs).score, 2)
+                # speaking: what Whisper hears in the speech against the translation the model wrote first
+                own = [t or "" for t in translations]
+                group["speech_vs_own_translation_chrf++"] = round(
+                    next(s.score for s in asr_bleu(hyps, own, tgt) if s.name == "chrF++"), 2
+                )
             transcripts = [i.get("transcript") for i in chosen]
             if any(t is not None for t in transcripts):  # hearing: the chain's own transcript of the source
                 group["transcript_error"] = round(float(np.mean(

@@ -177,16 +177,16 @@ def write_report(out: Path, report: dict) -> None:
             "| sentences | n | "
             + " | ".join(f"ASR-{n}" for n in names)
             + " | ceiling ASR-chrF++ | loop rate | end-marker rate | translation chrF++ (text) "
-            "| transcript error (CER ja, WER en) |"
+            "| speech vs its own translation (ASR-chrF++) | transcript error (CER ja, WER en) |"
         ]
-        lines += ["|---|---|" + "---|" * (len(names) + 5)]
+        lines += ["|---|---|" + "---|" * (len(names) + 6)]
         for key, g in ev["asr_bleu"].items():
             cells = " | ".join(f"{g['scores'][n]:.1f}" if n in g["scores"] else "" for n in names)
             ceiling = g.get("ceiling", {}).get("chrF++")
             lines.append(
                 f"| {key} | {g['n']} | {cells} | {'' if ceiling is None else f'{ceiling:.1f}'} | "
                 f"{g.get('loop_rate', '')} | {g.get('end_marker_rate', '')} | {g.get('translation_chrf++', '')} | "
-                f"{g.get('transcript_error', '')} |"
+                f"{g.get('speech_vs_own_translation_chrf++', '')} | {g.get('transcript_error', '')} |"
             )
         lines += [
             "",
