@@ -4,6 +4,11 @@ each decoded with plain sampling and with repetition-aware sampling, over severa
     python benchmarks/s2st_ablation.py --out-dir runs/ablation                     # the default demo size, 3 seeds
     python benchmarks/s2st_ablation.py --out-dir runs/ablation --size small --seeds 0 1
     python benchmarks/s2st_ablation.py --out-dir /tmp/abl --tiny                  # logic check (tests)
+    # the closed domain (`sts demo --size domain`, reusing its corpus and codec): seeds, learning curves
+    python benchmarks/s2st_ablation.py -o runs/domain-seeds --size domain --data-dir runs/domain \
+        --formats text-first --seeds 1 2 --decodings default --eval-steps 1000 2000
+    python benchmarks/s2st_ablation.py -o runs/domain-curve --size domain --data-dir runs/domain \
+        --formats text-first --seeds 0 --train-pairs 256 512 --decodings default
 
 The setting is `sts demo`'s (`recipes.demo`): sentence pairs from the bundled set spoken by the
 offline TTS voices (Kokoro ja, Piper en), checked by offline Whisper, encoded with the demo codec
@@ -21,11 +26,19 @@ codec ceiling, the loop rate and the end-marker rate. The table gives mean +- st
 seeds. What a CPU-scale run can show: which format lets a small model reproduce (memorize) its
 training pairs in a fixed budget, and whether a decoding loops; what it cannot: translation of unseen
 sentences, which needs orders of magnitude more data and a real codec.
+
+`--size domain` is the exception: its held-out sentences are new combinations of a closed domain
+(`sts.domain`), every one of them scored, with the held-out-voice set beside them; the table then
+gives each direction's share of the codec ceiling, the chain's transcript error (hearing) and its
+translation chrF++ (translating). `--train-pairs` trains on the first shards of the training corpus
+(the domain's pool order, so the sets nest); the text tokenizer and the codec stay those of the whole
+training corpus. `--eval-steps` also scores intermediate checkpoints (a curve against steps).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,85 +55,223 @@ from sts.config import ConfigError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FORMATS = ("direct", "text-first", "translation-first")
+MAX_SAVES = 20  # checkpoints an --eval-steps arm keeps (every gcd(eval steps, steps) steps)
 DECODINGS = ("plain", "ras")
 
 
-def run_one(out: Path, data: dict, size: dict, fmt: str, seed: int, steps: int, examples: int, log) -> dict:
-    """Train one format x seed and score both decodings; returns {decoding: metrics}."""
+def run_one(out: Path, data: dict, size: dict, arm: Arm, log) -> dict:
+    """Train one format x seed (x training-set size) and score each decoding, at the end and at each
+    of `arm.eval_steps`; returns {"train_seconds", "scores": {decoding: metrics}, "by_step"}."""
     import torch
 
     from recipes.demo import DemoConfig, build_lm, train_sft
     from recipes.demo_eval import evaluate_outputs, translate_examples
 
-    run = out / f"{fmt}-seed{seed}"
-    torch.manual_seed(seed)
+    run = out / arm.name
+    torch.manual_seed(arm.seed)
     started = time.perf_counter()
     lm = build_lm(
-        run, DemoConfig(run, seed=seed), size, data["codec_dir"], data["codec"].codebook_size, data["texts"]
+        run,
+        DemoConfig(run, seed=arm.seed),
+        size,
+        data["codec_dir"],
+        data["codec"].codebook_size,
+        data["texts"],
     )
+    save_every = (
+        math.gcd(*arm.eval_steps, arm.steps) if arm.eval_steps else None
+    )  # checked by Args: <= 20 saves
     checkpoint = train_sft(
-        lm, run / "train", data["corpora"]["train"], size, steps=steps, s2st_format=fmt, seed=seed
-    )
+        lm, run / "train", training_shards(data["corpora"]["train"], arm.train_pairs), size,
+        steps=arm.steps, s2st_format=arm.fmt, seed=arm.seed, save_every=save_every,
+    )  # fmt: skip
     train_seconds = time.perf_counter() - started
-    scores = {}
-    for decoding in DECODINGS:
+
+    def score(checkpoint: Path, decoding: str, tag: str) -> dict:
         items, _ = translate_examples(
-            run, checkpoint, data["codec_dir"], data["corpora"], examples, decoding=decoding, seed=seed,
-            audio_dir=f"outputs-{decoding}",
+            run, checkpoint, data["codec_dir"], data["corpora"], data["examples"], decoding=decoding,
+            seed=arm.seed, audio_dir=f"outputs-{tag}",
         )  # fmt: skip
         ev = evaluate_outputs(run, items, data["codec"], data["corpora"]["test"], speaker=False)
-        scores[decoding] = summarize(ev)
-        log(f"{fmt} seed {seed} {decoding}: {json.dumps(scores[decoding])}")
-    return {"train_seconds": round(train_seconds, 1), "scores": scores}
+        log(f"{arm.name} {tag}: {json.dumps(summarize(ev))}")
+        return summarize(ev)
+
+    scores = {decoding: score(checkpoint, decoding, decoding) for decoding in arm.decodings}
+    by_step = {
+        str(step): score(checkpoint.parent / f"checkpoint-{step:07d}", arm.decodings[0], f"step{step}")
+        for step in arm.eval_steps
+        if step != arm.steps
+    }
+    return {"train_seconds": round(train_seconds, 1), "scores": scores, "by_step": by_step}
+
+
+def data_config(data_dir: Path, size: str):
+    """The DemoConfig whose data `data_dir` holds: a `sts demo` run folder's own (its seed and codec, from
+    report.json; refused when its size differs), else the size's with seed 0."""
+    from recipes.demo import DemoConfig
+
+    report = data_dir / "report.json"
+    if not report.is_file():
+        return DemoConfig(data_dir, size=size, seed=0)
+    recorded = json.loads(report.read_text())["config"]
+    if recorded.get("size") != size:
+        raise ConfigError(
+            f"{data_dir} holds a `sts demo --size {recorded.get('size')}` run, not {size}", key="data_dir"
+        )
+    return DemoConfig(data_dir, size=size, seed=recorded.get("seed", 0), codec=recorded.get("codec") or "")
+
+
+def covers(done: dict | None, arm: Arm) -> bool:
+    """Whether a stored run already holds every decoding and intermediate step `arm` asks for (a rerun
+    with another --decodings or --eval-steps trains that arm again rather than skip it silently)."""
+    if not done:
+        return False
+    return set(arm.decodings) <= set(done["scores"]) and {
+        str(s) for s in arm.eval_steps if s != arm.steps
+    } <= set(done.get("by_step", {}))
+
+
+def training_shards(corpus: Path, pairs: int | None) -> Path | list[Path]:
+    """The corpus folder, or its first shards holding exactly `pairs` rows (a learning-curve point: the
+    domain's shards follow its seeded pool order, so a prefix is a smaller training set)."""
+    if pairs is None:
+        return corpus
+    import pyarrow.parquet as pq
+
+    from sts.corpus import shard_paths
+
+    chosen, sizes = [], []
+    for path in shard_paths(corpus):
+        sizes.append((sizes[-1] if sizes else 0) + pq.ParquetFile(path).metadata.num_rows)
+        if sizes[-1] <= pairs:
+            chosen.append(path)
+    if pairs not in sizes:
+        raise ConfigError(
+            f"{corpus}: no first shards hold exactly {pairs} pairs; possible: {sizes}", key="train_pairs"
+        )
+    return chosen
 
 
 def summarize(evaluation: dict) -> dict:
-    """Mean over directions per split: ASR-chrF++, its ceiling, loop and end-marker rates."""
+    """Per split (train, test, test-voice), mean over directions: ASR-chrF++, its ceiling, the share
+    of the ceiling, loop and end-marker rates, the chain's transcript error and translation chrF++."""
     groups = evaluation.get("asr_bleu") or {}
     out = {}
-    for split in ("train", "test"):
-        chosen = [g for k, g in groups.items() if k.startswith(split)]
-        if not chosen:
-            continue
+    for split in dict.fromkeys(k.split(" ", 1)[0] for k in groups):
+        chosen = {k.split(" ", 1)[1]: g for k, g in groups.items() if k.split(" ", 1)[0] == split}
+
+        def mean(key: str, chosen=chosen):
+            values = [g[key] for g in chosen.values() if g.get(key) is not None]
+            return float(np.mean(values)) if values else None
+
         out[split] = {
-            "asr_chrf": float(np.mean([g["scores"]["chrF++"] for g in chosen])),
-            "ceiling": float(np.mean([g["ceiling"]["chrF++"] for g in chosen])),
-            "loop_rate": float(np.mean([g["loop_rate"] for g in chosen])),
-            "end_marker_rate": float(np.mean([g["end_marker_rate"] for g in chosen])),
-            "by_direction": {
-                k.split(" ", 1)[1]: g["scores"]["chrF++"] for k, g in groups.items() if k.startswith(split)
-            },
+            "asr_chrf": float(np.mean([g["scores"]["chrF++"] for g in chosen.values()])),
+            "ceiling": float(np.mean([g["ceiling"]["chrF++"] for g in chosen.values()])),
+            "share_of_ceiling": {
+                d: g["scores"]["chrF++"] / g["ceiling"]["chrF++"] if g["ceiling"]["chrF++"] else None
+                for d, g in chosen.items()
+            },  # fmt: skip
+            "loop_rate": mean("loop_rate"),
+            "end_marker_rate": mean("end_marker_rate"),
+            "transcript_error": mean("transcript_error"),
+            "translation_chrf": mean("translation_chrf++"),
+            "speaking_chrf": mean("speech_vs_own_translation_chrf++"),
+            "by_direction": {d: g["scores"]["chrF++"] for d, g in chosen.items()},
         }
     return out
 
 
+def _stat(values: list[float], digits: int = 1) -> str:
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else ""
+
+
+def _values(runs: list[dict], split: str, key: str, direction: str | None = None) -> list[float]:
+    """One metric of `split` from each run's summary (`summarize`), per direction when given."""
+    found = [r[split].get(key) for r in runs if split in r]  # None: a run scored before the key existed
+    if direction is not None:
+        found = [v.get(direction) for v in found if v is not None]
+    return [v for v in found if v is not None]
+
+
+def _held_out(runs: list[dict], direction: str) -> str:
+    scores = _stat(_values(runs, "test", "by_direction", direction))
+    shares = _stat([100 * v for v in _values(runs, "test", "share_of_ceiling", direction)], 0)
+    return f"{scores} ({shares} %)"
+
+
 def table(results: dict) -> list[str]:
-    """Markdown rows: format x decoding, mean +- std over seeds."""
-
-    def stat(values: list[float], digits: int = 1) -> str:
-        return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else ""
-
+    """Markdown rows: arm (format, training pairs) x decoding, mean ± sd over seeds. Held-out columns
+    per direction with the share of the ceiling; the chain's transcript error (hearing) and its
+    translation chrF++ (translating) beside them."""
     rows = [
-        "| format | decoding | train ASR-chrF++ | held-out ASR-chrF++ | ceiling (train) | loop rate | end-marker rate | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| format | pairs | decoding | train ASR-chrF++ | held-out ja→en (share of ceiling) | held-out en→ja (share) "
+        "| held-out voice ja→en / en→ja | held-out transcript error | held-out translation chrF++ "
+        "| held-out speech vs own translation "
+        "| loop rate | end-marker rate | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for fmt, by_seed in results.items():
-        if fmt.startswith("_"):  # "_setting"
+    for arm, by_seed in results.items():
+        if arm.startswith("_"):  # "_setting"
             continue
-        for decoding in DECODINGS:
+        fmt, _, pairs = arm.partition("@")
+        for decoding in dict.fromkeys(d for r in by_seed.values() for d in r["scores"]):
             runs = [r["scores"][decoding] for r in by_seed.values() if decoding in r["scores"]]
-            if not runs:
-                continue
-            train = [r["train"]["asr_chrf"] for r in runs if "train" in r]
-            test = [r["test"]["asr_chrf"] for r in runs if "test" in r]
-            ceiling = [r["train"]["ceiling"] for r in runs if "train" in r]
-            loops = [np.mean([r[s]["loop_rate"] for s in ("train", "test") if s in r]) for r in runs]
-            ends = [np.mean([r[s]["end_marker_rate"] for s in ("train", "test") if s in r]) for r in runs]
+            voice = " / ".join(
+                _stat(_values(runs, "test-voice", "by_direction", d)) for d in ("ja->en", "en->ja")
+            )
+            loops = [np.mean([r[s]["loop_rate"] for s in r]) for r in runs]
+            ends = [np.mean([r[s]["end_marker_rate"] for s in r]) for r in runs]
             rows.append(
-                f"| {fmt} | {decoding} | {stat(train)} | {stat(test)} | {stat(ceiling)} | {stat(loops, 2)} | "
-                f"{stat(ends, 2)} | {len(runs)} |"
+                f"| {fmt} | {pairs or 'all'} | {decoding} | {_stat(_values(runs, 'train', 'asr_chrf'))} | "
+                f"{_held_out(runs, 'ja->en')} | {_held_out(runs, 'en->ja')} | "
+                f"{voice if any('test-voice' in r for r in runs) else ''} | "
+                f"{_stat(_values(runs, 'test', 'transcript_error'), 3)} | "
+                f"{_stat(_values(runs, 'test', 'translation_chrf'))} | {_stat(_values(runs, 'test', 'speaking_chrf'))} | {_stat(loops, 2)} | {_stat(ends, 2)} | {len(runs)} |"
             )
     return rows
+
+
+def curve_rows(results: dict) -> list[str]:
+    """Held-out ASR-chrF++ against SFT steps (the arms' `--eval-steps`), mean ± sd over seeds."""
+    rows = ["| format | pairs | step | held-out ja→en | held-out en→ja | transcript error | seeds |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, by_seed in results.items():
+        if arm.startswith("_"):
+            continue
+        fmt, _, pairs = arm.partition("@")
+        final = results["_setting"]["steps"]
+        steps = sorted({int(s) for r in by_seed.values() for s in r.get("by_step", {})} | {final})
+        for step in steps:
+            runs = [r["by_step"][str(step)] if step != final else next(iter(r["scores"].values()))
+                    for r in by_seed.values() if step == final or str(step) in r.get("by_step", {})]  # fmt: skip
+            runs = [r for r in runs if "test" in r]
+            rows.append(
+                f"| {fmt} | {pairs or 'all'} | {step} | {_stat(_values(runs, 'test', 'by_direction', 'ja->en'))} | "
+                f"{_stat(_values(runs, 'test', 'by_direction', 'en->ja'))} | "
+                f"{_stat(_values(runs, 'test', 'transcript_error'), 3)} | {len(runs)} |"
+            )
+    return rows
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trained model: s2st format, seed, training pairs (None: all), steps, decodings scored."""
+
+    fmt: str
+    seed: int
+    train_pairs: int | None
+    steps: int
+    decodings: tuple[str, ...]
+    eval_steps: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.fmt + (f"@{self.train_pairs}" if self.train_pairs else "")
+
+    @property
+    def name(self) -> str:
+        return f"{self.fmt}-seed{self.seed}" + (f"-n{self.train_pairs}" if self.train_pairs else "")
 
 
 @dataclass
@@ -128,17 +279,26 @@ class Args:
     """The s2st answer formats at an equal budget (see the module docstring)."""
 
     out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/ablation")
-    """Work folder (data, one run per format and seed, ablation.json)."""
-    size: Literal["tiny", "small", "default", "large"] = "default"
-    """Demo size."""
+    """Work folder (one run per arm and seed, ablation.json)."""
+    size: Literal["tiny", "small", "default", "large", "domain"] = "default"
+    """Demo size (domain: held-out combinations of `sts demo --size domain`)."""
+    data_dir: Path | None = None
+    """Corpus and codec folder, shared by several work folders (default: OUT_DIR/data); a finished
+    `sts demo` run folder of the same size, read with its own seed and codec."""
     formats: list[str] = field(default_factory=lambda: list(FORMATS))
     """Formats compared (direct, text-first, translation-first)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds per format."""
+    train_pairs: list[int] = field(default_factory=list)
+    """Training-set sizes (a learning curve: the first shards of the training corpus); default all."""
     steps: Annotated[int | None, Ge(1)] = None
     """SFT steps (default: the size's)."""
+    eval_steps: list[int] = field(default_factory=list)
+    """Also score the checkpoints at these steps (a learning curve against steps)."""
+    decodings: list[str] = field(default_factory=lambda: list(DECODINGS))
+    """Decodings scored (plain, ras, default, greedy; recipes.demo_eval)."""
     examples: Annotated[int, Ge(1)] = 8
-    """Sentences per split translated both ways."""
+    """Sentences per split translated both ways (domain: every held-out pair, this many training ones)."""
     tiny: bool = False
     """Size tiny, 1 seed, 4 steps, 1 example (logic check)."""
     threads: Annotated[int | None, Ge(1)] = None
@@ -150,6 +310,20 @@ class Args:
     def __post_init__(self):
         if set(self.formats) - set(FORMATS):
             raise ConfigError(f"must be among {list(FORMATS)}, got {self.formats}", key="formats")
+        for key in ("train_pairs", "eval_steps"):
+            if any(v < 1 for v in getattr(self, key)):
+                raise ConfigError(f"must be at least 1, got {getattr(self, key)}", key=key)
+        if self.steps and any(s > self.steps for s in self.eval_steps):
+            raise ConfigError(
+                f"must lie in [1, --steps {self.steps}], got {self.eval_steps}", key="eval_steps"
+            )
+        if self.eval_steps and (self.steps or 1) // math.gcd(*self.eval_steps, self.steps or 1) > MAX_SAVES:
+            raise ConfigError(f"the steps share a divisor too small: every checkpoint between would be kept "
+                              f"(more than {MAX_SAVES}); pick multiples of one step", key="eval_steps")  # fmt: skip
+        from recipes.demo_eval import DECODINGS as KNOWN
+
+        if set(self.decodings) - set(KNOWN) or not self.decodings:
+            raise ConfigError(f"must be among {list(KNOWN)}, got {self.decodings}", key="decodings")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -159,23 +333,37 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from recipes.demo import SIZES, DemoConfig, prepare_data
+    from recipes.demo import SIZES, prepare_data
+    from sts.corpus import read_rows
     from sts.io import write_json_atomic
 
     if args.threads:  # another busy process on the cores slows torch's default threading many times over
         torch.set_num_threads(args.threads)
     size = SIZES[args.size]
     steps = args.steps or size["steps"]
+    if any(s > steps for s in args.eval_steps) or (
+        args.eval_steps and steps // math.gcd(*args.eval_steps, steps) > MAX_SAVES
+    ):
+        raise SystemExit(f"error: --eval-steps {args.eval_steps}: must lie in [1, {steps}] and be multiples of one "
+                         f"step that divides {steps} at most {MAX_SAVES} times")  # fmt: skip
     args.out_dir.mkdir(parents=True, exist_ok=True)
     log = print
+    data_dir = args.data_dir or args.out_dir / "data"
     train_pairs, corpora, codec_dir, codec = prepare_data(
-        args.out_dir / "data", DemoConfig(args.out_dir / "data", size=args.size), size, log
+        data_dir, data_config(data_dir, args.size), size, log
     )
+    examples: int | dict[str, int] = args.examples
+    if size.get("domain"):
+        examples = {
+            name: len(read_rows(path, columns=["id"])) for name, path in corpora.items() if name != "train"
+        }
+        examples["train"] = args.examples
     data = {
         "corpora": corpora,
         "codec_dir": codec_dir,
         "codec": codec,
         "texts": [p["ja"] for p in train_pairs] + [p["en"] for p in train_pairs],
+        "examples": examples,
     }
     results_path = args.out_dir / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -184,22 +372,23 @@ def main(argv: list[str] | None = None) -> dict:
         or results.get("_setting", {}).get("size", args.size) != args.size
     ):
         results = {}  # another setting: start over
-    setting = {"size": args.size, "steps": steps, "examples": args.examples, "tasks": size["tasks"], "lr": size["lr"],
+    setting = {"size": args.size, "steps": steps, "examples": examples, "tasks": size["tasks"], "lr": size["lr"],
                "hidden": size["hidden"], "layers": size["layers"], "codebook": size["codebook"]}  # fmt: skip
-    for fmt in args.formats:
-        for seed in args.seeds:
-            if str(seed) in results.get(fmt, {}):
-                continue  # done by an earlier run of this command
-            results.setdefault(fmt, {})[str(seed)] = run_one(
-                args.out_dir, data, size, fmt, seed, steps, args.examples, log
-            )
-            results["_setting"] = setting
-            write_json_atomic(results_path, results)  # the resume point: never half written
+    for pairs in args.train_pairs or [None]:
+        for fmt in args.formats:
+            for seed in args.seeds:
+                arm = Arm(fmt, seed, pairs, steps, tuple(args.decodings), tuple(args.eval_steps))
+                if covers(results.get(arm.key, {}).get(str(seed)), arm):
+                    continue  # done by an earlier run of this command
+                results.setdefault(arm.key, {})[str(seed)] = run_one(args.out_dir, data, size, arm, log)
+                results["_setting"] = setting
+                write_json_atomic(results_path, results)  # the resume point: never half written
     rows = table(results)
+    curve = curve_rows(results) if args.eval_steps else []
     command = "python benchmarks/s2st_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\n{command}  ({time.strftime('%Y-%m-%d')}, setting {json.dumps(setting)})\n")
-    print("\n".join(rows))
-    return {"setting": setting, "results": results, "table": rows}
+    print("\n".join(rows + ([""] + curve if curve else [])))
+    return {"setting": setting, "results": results, "table": rows, "curve": curve}
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ What it does, with every stage's real code:
    the codec round trip on the references, real-time factor; and writes `report.md` (audio links,
    plots) and `report.json`.
 
-The small LM is trained from scratch for minutes on a few hundred utterances: it can memorize its
+The small LM is trained from scratch for minutes on tens of sentences: it can memorize its
 training pairs but does not translate unseen sentences. The report says so; it is a pipeline demo,
-not a translation model. Rerunning the same command reuses the corpus (the builder resumes).
+not a translation model. `--size domain` (recipes/domain.py) is the one that measures translation of
+unseen sentences: 800 pairs of a closed domain, every held-out combination scored. Rerunning the
+same command reuses the corpus (the builder resumes).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from recipes.demo_report import write_report
 from sts.codec.fit import iter_waveforms
 from sts.codec.melkmeans import MelKMeansCodec, is_mel_kmeans_dir
 from sts.config import config_to_dict, make_config
+from sts.corpus import read_rows
 from sts.errors import UsageError
 from sts.paths import record_path, same_location
 from train.config import TrainConfig
@@ -68,6 +71,10 @@ SIZES: dict[str, dict] = {
                     codebook=256, s2st_format="text-first"),
     "large": dict(train=288, test=32, steps=3000, seq_len=1024, lr=2e-3, tasks=ALL_TASKS, hidden=256, layers=8,
                   codebook=512, s2st_format="text-first"),
+    # the closed domain (recipes/domain.py): held-out combinations, every one of them evaluated
+    "domain": dict(domain=True, train=800, test=120, voice_test=40, steps=3000, seq_len=512, lr=3e-3,
+                   tasks=ALL_TASKS, hidden=128, layers=4, codebook=512, s2st_format="text-first",
+                   batch_size=8),
 }  # fmt: skip
 
 
@@ -77,8 +84,9 @@ class DemoConfig:
 
     out_dir: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("runs/demo")
     """Run folder (data, corpus, codec, models, outputs, report.md)."""
-    size: Literal["tiny", "small", "default", "large"] = "default"
-    """tiny ~2 min (CI), small ~5 min, default ~10 min, large ~1 h on 2 CPU cores."""
+    size: Literal["tiny", "small", "default", "large", "domain"] = "default"
+    """tiny ~2 min (CI), small ~5 min, default ~10 min, large ~1 h on 2 CPU cores; domain: unseen
+    sentences of a closed domain (recipes/domain.py), 85 min on 2 busy cores."""
     model: str = ""
     """A local causal LM to extend and fine-tune instead of the small demo LM (e.g. an LFM2-350M dir)."""
     codec: str = ""
@@ -120,12 +128,30 @@ def _write_pairs(folder: Path, name: str, pairs: Sequence[dict]) -> tuple[Path, 
     return ja, en
 
 
-def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
-    """Offline-TTS corpora (ja source, en target) for the training and the test pairs."""
+@dataclass(frozen=True)
+class CorpusSpec:
+    """One corpus the demo builds: its pairs (dicts with ja, en), the offline voices that speak them
+    (`corpus_builder.tts.offline.offline_tts`) and the checks run on them."""
+
+    pairs: Sequence[dict]
+    ja_voice: str = "jf_alpha"
+    en: str = "auto"  # "auto" (Piper, else espeak-ng), "piper" or "espeak"
+    checks: tuple[str, ...] = ("default",)
+
+
+def _voice_kwargs(spec: CorpusSpec) -> dict:
+    default = CorpusSpec(())
+    return {k: getattr(spec, k) for k in ("ja_voice", "en") if getattr(spec, k) != getattr(default, k)}
+
+
+def build_corpora(out: Path, specs: dict[str, CorpusSpec], log) -> dict[str, Path]:
+    """Offline-TTS corpora (ja source, en target), one per spec, under `out/corpus/<name>`."""
+
+    from tqdm import tqdm
 
     corpora = {}
-    for name, pairs in (("train", train_pairs), ("test", test_pairs)):
-        ja, en = _write_pairs(out / "data", name, pairs)
+    for name, spec in specs.items():
+        ja, en = _write_pairs(out / "data", name, spec.pairs)
         cfg = BuildConfig(
             out_dir=out / "corpus" / name,
             source="text-pairs",
@@ -134,15 +160,15 @@ def build_corpora(out: Path, train_pairs, test_pairs, log) -> dict[str, Path]:
             folder_lang="ja",
             mt="reference",
             tts="offline",
-            checks=["default"],
+            # only what differs from the default voices: a folder built before voices were chosen resumes
+            tts_kwargs=json.dumps(_voice_kwargs(spec)),
+            checks=list(spec.checks),
             max_asr_error=0.5,
             min_duration=0.0,
             rows_per_shard=64,
             batch_size=16,
         )
-        from tqdm import tqdm
-
-        with tqdm(total=len(pairs), desc=f"   {name} corpus", unit="pair", leave=False) as bar:
+        with tqdm(total=len(spec.pairs), desc=f"   {name} corpus", unit="pair", leave=False) as bar:
             for chunk in build_corpus(cfg, argv=["sts demo"], on_outcome=lambda _: bar.update(1)):
                 if chunk.skipped:  # built by an earlier run of the same command
                     bar.update(chunk.stats["input_rows"])
@@ -191,15 +217,21 @@ def build_lm(out: Path, cfg: DemoConfig, size: dict, codec_dir: Path, codebook_s
 def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
     """Steps 1-2: the offline-TTS corpora (reused by a rerun) and the codec, corpora encoded with it.
 
-    Returns (train pairs, corpora {"train", "test"}, codec dir, codec).
+    Returns (train pairs, corpora {"train", "test"[, "test-voice"]}, codec dir, codec).
     """
     from sts.codec import load_codec
 
-    train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
-    log(
-        f"1/7 corpus: {len(train_pairs)} training + {len(test_pairs)} held-out pairs, offline TTS + Whisper check"
-    )
-    corpora = build_corpora(out, train_pairs, test_pairs, log)
+    if size.get("domain"):
+        from recipes.domain import domain_specs
+
+        specs = domain_specs(size, cfg.seed, log)
+    else:
+        train_pairs, test_pairs = split_sentences(size["train"], size["test"], cfg.seed)
+        specs = {"train": CorpusSpec(train_pairs), "test": CorpusSpec(test_pairs)}
+    held_out = " + ".join(f"{len(s.pairs)} {name}" for name, s in specs.items() if name != "train")
+    log(f"1/7 corpus: {len(specs['train'].pairs)} training + {held_out} held-out pairs, offline TTS")
+    corpora = build_corpora(out, specs, log)
+    train_pairs = specs["train"].pairs
     codebook = size["codebook"]
     fitted = False
     if cfg.codec:
@@ -222,9 +254,19 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
 
 
 def train_sft(
-    lm_dir: Path, train_dir: Path, corpus: Path, size: dict, *, steps: int, s2st_format: str, seed: int
+    lm_dir: Path,
+    train_dir: Path,
+    corpus: Path | Sequence[Path],
+    size: dict,
+    *,
+    steps: int,
+    s2st_format: str,
+    seed: int,
+    save_every: int | None = None,
 ):
-    """Step 4: multitask SFT of `lm_dir` on `corpus` with the size's tasks; returns the checkpoint."""
+    """Step 4: multitask SFT of `lm_dir` on `corpus` (a corpus folder, or shard files) with the
+    size's tasks; returns the last checkpoint. `save_every`: also keep a checkpoint every that many
+    steps (a learning curve against steps)."""
     from train.trainer import train
 
     if train_dir.exists():
@@ -235,20 +277,20 @@ def train_sft(
         out_dir=train_dir,
         stage="sft",
         seed=seed,
-        data__shards=[str(corpus)],
+        data__shards=[str(corpus)] if isinstance(corpus, (str, Path)) else [str(c) for c in corpus],
         data__seq_len=size["seq_len"],
         data__eval_fraction=0.0,
         sft__task_weights=dict(size["tasks"]),
         sft__s2st_format=s2st_format,
-        optim__batch_size=4,
+        optim__batch_size=size.get("batch_size", 4),
         optim__max_steps=steps,
         optim__lr=size["lr"],
         optim__warmup_steps=max(1, steps // 20),
         eval__every=0,
         eval__generate=False,
         log__every=max(1, steps // 20),
-        log__save_every=steps,
-        log__keep_last=1,
+        log__save_every=save_every or steps,
+        log__keep_last=0 if save_every else 1,
         log__logger="none",
     )
     return train(train_cfg)
@@ -286,7 +328,11 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     step("train")
 
     log("5/7 translating held-out and training sentences, both directions")
-    outputs, rtf = translate_examples(out, checkpoint, codec_dir, corpora, cfg.examples, seed=cfg.seed)
+    examples: int | dict[str, int] = cfg.examples
+    if size.get("domain"):  # every held-out pair, a few training ones to compare
+        examples = {name: len(read_rows(path)) for name, path in corpora.items() if name != "train"}
+        examples["train"] = cfg.examples
+    outputs, rtf = translate_examples(out, checkpoint, codec_dir, corpora, examples, seed=cfg.seed)
     step("translate")
 
     log("6/7 evaluating with offline Whisper and resemblyzer")

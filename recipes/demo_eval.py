@@ -14,7 +14,9 @@ Per group (split x direction): ASR-BLEU / ASR-chrF++ of the output speech by the
 protocol (`sts.metrics.asr_bleu`), the ceiling (the same score for the reference target speech after
 the codec round trip: what a model that reproduced its targets exactly would get), the loop rate
 (outputs a loop rule cut), the end-marker rate (outputs that ended themselves), and, for a text-first
-or translation-first checkpoint, the raw-text chrF++ of the translation it wrote before its speech.
+or translation-first checkpoint, the raw-text chrF++ of the translation it wrote before its speech
+(translating), the ASR-chrF++ of its speech against that translation (speaking) and, text-first, the
+error of the transcript it wrote (hearing: CER ja, WER en; a missing transcript counts as all wrong).
 """
 
 from __future__ import annotations
@@ -57,21 +59,23 @@ def translate_examples(
     checkpoint,
     codec_dir: Path,
     corpora: dict[str, Path],
-    n: int,
+    n: int | dict[str, int],
     *,
     decoding: str = "default",
     seed: int = 0,
     audio_dir: str = "outputs",
 ) -> tuple[list[dict], float]:
-    """s2st ja->en and en->ja on the first `n` held-out and `n` training rows; writes wavs under
-    `out/audio_dir`. Returns one dict per output and the real-time factor of the whole batch."""
+    """s2st ja->en and en->ja on the first `n` held-out ("test") and `n` training rows, or on the
+    first `n[name]` rows of each corpus `n` names; writes wavs under `out/audio_dir`. Returns one
+    dict per output and the real-time factor of the whole batch."""
     from infer import Request, Translator
 
     translator = Translator.from_checkpoint(checkpoint, codec=str(codec_dir), seed=seed)
     _set_decoding(translator, decoding)
+    counts = n if isinstance(n, dict) else {"test": n, "train": n}
     items, requests = [], []
-    for split in ("test", "train"):
-        for row in read_rows(corpora[split])[:n]:
+    for split, count in counts.items():
+        for row in read_rows(corpora[split])[:count]:
             for src, tgt in (("ja", "en"), ("en", "ja")):
                 side = "src" if src == row["src_lang"] else "tgt"
                 other = "tgt" if side == "src" else "src"
@@ -125,7 +129,7 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
     """
 
     try:
-        asr = FasterWhisperASR(compute_type="int8", beam_size=1)  # the protocol's greedy decoding
+        asr = _whisper()
     except ImportError:
         asr = None
     result: dict = {"asr": asr is not None}
@@ -138,15 +142,14 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
         wav = load_audio(out / item["output_wav"]) if item["output_wav"] else np.zeros(0, np.float32)
         item["asr_text"] = asr.transcribe([wav], item["tgt_lang"])[0]
     groups: dict[str, dict] = {}
-    for split in ("test", "train"):
+    for split in dict.fromkeys(i["split"] for i in items):
         for src, tgt in (("ja", "en"), ("en", "ja")):
             chosen = [i for i in items if i["split"] == split and i["src_lang"] == src]
             if not chosen:
                 continue
             hyps, refs = [i["asr_text"] for i in chosen], [i["reference_text"] for i in chosen]
             # The ceiling: the reference target speech through the codec, heard by the same ASR.
-            resynth = codec.decode(codec.encode([load_audio(i["reference_audio"]) for i in chosen]))
-            ceiling = {s.name: round(s.score, 2) for s in asr_bleu(asr.transcribe(resynth, tgt), refs, tgt)}
+            ceiling = _ceiling(codec, asr, chosen, tgt)
             scores = asr_bleu(hyps, refs, tgt)
             group = {
                 "n": len(chosen),
@@ -163,14 +166,56 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
             translations = [i.get("translation") for i in chosen]
             if any(t is not None for t in translations):
                 group["translation_chrf++"] = round(chrf([t or "" for t in translations], refs).score, 2)
+                # speaking: what Whisper hears in the speech against the translation the model wrote first
+                own = [t or "" for t in translations]
+                group["speech_vs_own_translation_chrf++"] = round(
+                    next(s.score for s in asr_bleu(hyps, own, tgt) if s.name == "chrF++"), 2
+                )
+            transcripts = [i.get("transcript") for i in chosen]
+            if any(t is not None for t in transcripts):  # hearing: the chain's own transcript of the source
+                group["transcript_error"] = round(float(np.mean(
+                    [asr_error(i["source_text"], i.get("transcript") or "", src) for i in chosen])), 3)  # fmt: skip
             groups[f"{split} {src}->{tgt}"] = group
     for item in items:
         item.pop("reference_audio", None)
     result["asr_bleu"] = groups
     if speaker:
         result |= _speaker_similarity(out, items)
-    result["codec_round_trip"] = _codec_round_trip(codec, test_corpus, asr)
+    key = ("round_trip", _codec_key(codec), str(test_corpus))
+    if key not in _CACHE:
+        _CACHE[key] = _codec_round_trip(codec, test_corpus, asr)
+    result["codec_round_trip"] = _CACHE[key]
     return result
+
+
+# The ceiling and the codec round trip depend only on the references, the codec and the ASR: an
+# ablation scoring many checkpoints on one held-out set computes them once per process.
+_CACHE: dict[tuple, dict] = {}
+_ALIVE: list = []  # the codecs keyed by id() in _CACHE, kept alive so that no other object takes their id
+
+
+def _whisper():
+    """The scoring ASR (offline Whisper, greedy: the protocol's decoding), loaded once per process."""
+    if "asr" not in _CACHE:
+        _CACHE["asr"] = FasterWhisperASR(compute_type="int8", beam_size=1)
+    return _CACHE["asr"]
+
+
+def _codec_key(codec) -> int:
+    if not any(c is codec for c in _ALIVE):
+        _ALIVE.append(codec)
+    return id(codec)
+
+
+def _ceiling(codec, asr, chosen: list[dict], tgt: str) -> dict:
+    """The scores of the reference target speech after the codec round trip (what a model that
+    reproduced its targets exactly would get), heard by the same ASR."""
+    key = ("ceiling", _codec_key(codec), tgt, tuple(i["reference_audio"] for i in chosen))
+    if key not in _CACHE:
+        resynth = codec.decode(codec.encode([load_audio(i["reference_audio"]) for i in chosen]))
+        refs = [i["reference_text"] for i in chosen]
+        _CACHE[key] = {s.name: round(s.score, 2) for s in asr_bleu(asr.transcribe(resynth, tgt), refs, tgt)}
+    return _CACHE[key]
 
 
 def _speaker_similarity(out: Path, items: list[dict]) -> dict:

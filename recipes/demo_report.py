@@ -9,11 +9,12 @@ Plots (`loss.png`, `corpus.png`) need matplotlib (the `eval` extra); without it 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from sts.corpus import read_rows
+
+EXAMPLES_SHOWN = 8
 
 
 def plot_figures(out: Path, report: dict) -> list[str]:
@@ -44,7 +45,7 @@ def plot_figures(out: Path, report: dict) -> list[str]:
         axes[0].hist([r["tgt_duration"] for r in rows], bins=20, alpha=0.7, label="en (target)")
         axes[0].set(xlabel="seconds", ylabel="utterances", title="Corpus durations")
         axes[0].legend()
-        errors = [r["tgt_asr_error"] for r in rows if r["tgt_asr_error"] == r["tgt_asr_error"]]
+        errors = [e for r in rows if isinstance(e := r.get("tgt_asr_error"), float) and e == e]
         axes[1].hist(errors, bins=20, color="tab:green")
         axes[1].set(xlabel="Whisper WER of the English target", ylabel="utterances", title="ASR check")
         fig.tight_layout()
@@ -54,7 +55,7 @@ def plot_figures(out: Path, report: dict) -> list[str]:
     return written
 
 
-def learned_summary(evaluation: dict) -> str:
+def learned_summary(evaluation: dict, domain: bool = False) -> str:
     """What the model learned, in numbers: training vs held-out ASR-chrF++ against the codec's ceiling."""
     groups = evaluation.get("asr_bleu") or {}
     if not groups:
@@ -64,25 +65,44 @@ def learned_summary(evaluation: dict) -> str:
         score, ceiling = g["scores"].get("chrF++"), g.get("ceiling", {}).get("chrF++")
         if score is not None and ceiling is not None:
             lines.append(f"{key} {score:.1f} (ceiling {ceiling:.1f})")
-    train = [g for k, g in groups.items() if k.startswith("train")]
-    test = [g for k, g in groups.items() if k.startswith("test")]
+    train = [g for k, g in groups.items() if k.split(" ")[0] == "train"]
     gaps = [g.get("ceiling", {}).get("chrF++", 0.0) - g["scores"].get("chrF++", 0.0) for g in train]
     text = (
         "ASR-chrF++ of the output speech by direction, next to its ceiling (the reference target speech "
-        "after the codec round trip, heard by the same Whisper): " + "; ".join(lines) + ". "
+        "after the codec round trip, heard by the same Whisper): " + "; ".join(lines) + "."
     )
     if train and all(gap <= 10 for gap in gaps):
-        text += "The model reproduces its training pairs in both directions, within 10 points of the ceiling"
-    elif train:
         text += (
-            f"The model does not yet reproduce all its training pairs (up to {max(gaps):.1f} points below the "
-            "ceiling)"
+            " The model reproduces its training pairs in both directions, within 10 points of the ceiling."
         )
-    if test:
-        mean_test = float(np.mean([g["scores"].get("chrF++", 0.0) for g in test]))
-        text += f"; on held-out sentences it scores {mean_test:.1f}: it does not translate unseen sentences."
-    text += " A model this small, trained for minutes on tens of sentences, is a pipeline demo, not a translation model."
+    elif train:
+        text += f" The model does not yet reproduce all its training pairs (up to {max(gaps):.1f} points below the ceiling)."
+    for split, what in (
+        ("test", "held-out sentences"),
+        ("test-voice", "held-out sentences in unheard voices"),
+    ):
+        shares = [
+            s for k, g in groups.items() if k.split(" ")[0] == split and (s := held_out_share(g)) is not None
+        ]
+        if shares:
+            text += f" On {what} it reaches {100 * min(shares):.0f}-{100 * max(shares):.0f} % of the ceiling"
+            if domain and split == "test":  # the recipe's target (issue: 70 % of the ceiling both ways)
+                text += ": the target of 70 % " + ("is met." if min(shares) >= 0.7 else "is not met.")
+            else:
+                text += "."
+    if not domain:
+        text += (
+            " A model this small, trained for minutes on tens of sentences, is a pipeline demo, not a translation "
+            "model; `sts demo --size domain` measures translation of unseen sentences (held-out combinations of a "
+            "closed domain)."
+        )
     return text
+
+
+def held_out_share(group: dict) -> float | None:
+    """A group's ASR-chrF++ as a share of its ceiling (None without both)."""
+    score, ceiling = group["scores"].get("chrF++"), group.get("ceiling", {}).get("chrF++")
+    return score / ceiling if score is not None and ceiling else None
 
 
 def write_report(out: Path, report: dict) -> None:
@@ -103,7 +123,7 @@ def write_report(out: Path, report: dict) -> None:
         )
         + ".",
         "",
-        f"**What the model learned.** {learned_summary(ev)}",
+        f"**What the model learned.** {learned_summary(ev, bool(report['size'].get('domain')))}",
         "",
         "## Steps and time",
         "",
@@ -156,15 +176,17 @@ def write_report(out: Path, report: dict) -> None:
         lines += [
             "| sentences | n | "
             + " | ".join(f"ASR-{n}" for n in names)
-            + " | ceiling ASR-chrF++ | loop rate | end-marker rate | translation chrF++ (text) |"
+            + " | ceiling ASR-chrF++ | loop rate | end-marker rate | translation chrF++ (text) "
+            "| speech vs its own translation (ASR-chrF++) | transcript error (CER ja, WER en) |"
         ]
-        lines += ["|---|---|" + "---|" * (len(names) + 4)]
+        lines += ["|---|---|" + "---|" * (len(names) + 6)]
         for key, g in ev["asr_bleu"].items():
             cells = " | ".join(f"{g['scores'][n]:.1f}" if n in g["scores"] else "" for n in names)
             ceiling = g.get("ceiling", {}).get("chrF++")
             lines.append(
                 f"| {key} | {g['n']} | {cells} | {'' if ceiling is None else f'{ceiling:.1f}'} | "
-                f"{g.get('loop_rate', '')} | {g.get('end_marker_rate', '')} | {g.get('translation_chrf++', '')} |"
+                f"{g.get('loop_rate', '')} | {g.get('end_marker_rate', '')} | {g.get('translation_chrf++', '')} | "
+                f"{g.get('speech_vs_own_translation_chrf++', '')} | {g.get('transcript_error', '')} |"
             )
         lines += [
             "",
@@ -191,7 +213,18 @@ def write_report(out: Path, report: dict) -> None:
     else:
         lines.append(ev.get("note", "no scores"))
     lines += ["", "## Translations", ""]
-    for item in report["outputs"]:
+    shown, per_group = [], Counter()
+    for item in report["outputs"]:  # the first few of each split and direction; report.json has all
+        key = (item["split"], item["src_lang"])
+        per_group[key] += 1
+        if per_group[key] <= EXAMPLES_SHOWN:
+            shown.append(item)
+    if len(shown) < len(report["outputs"]):
+        lines += [
+            f"The first {EXAMPLES_SHOWN} of each split and direction; report.json lists all {len(report['outputs'])}.",
+            "",
+        ]
+    for item in shown:
         lines += [
             f"### {item['split']} {item['src_lang']} -> {item['tgt_lang']}: {item['id']}",
             "",

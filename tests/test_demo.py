@@ -138,6 +138,29 @@ def test_ablation_benchmark_runs_every_format_and_decoding(demo_dir, tmp_path, c
     assert again["results"] == results
 
 
+@pytest.mark.slow
+def test_ablation_learning_curve_arms(demo_dir, tmp_path):
+    """--train-pairs (first shards of the training corpus) and --eval-steps (intermediate checkpoints)
+    on the tiny demo's corpus, shared through --data-dir."""
+    import shutil
+
+    from sts.config import ConfigError
+
+    shutil.copytree(demo_dir / "corpus", tmp_path / "data" / "corpus")
+    module = load_benchmark("s2st_ablation")
+    common = ["--data-dir", str(tmp_path / "data"), "--size", "tiny", "--steps", "4", "--examples", "1"]
+    out = module.main(["-o", str(tmp_path / "curve"), *common, "--formats", "text-first", "--seeds", "0",
+                       "--train-pairs", "12", "--eval-steps", "2", "--decodings", "ras"])  # fmt: skip
+    run = out["results"]["text-first@12"]["0"]
+    assert set(run["scores"]) == {"ras"} and set(run["by_step"]) == {"2"}
+    assert {"train", "test"} <= set(run["by_step"]["2"])
+    assert (tmp_path / "curve" / "text-first-seed0-n12" / "train" / "checkpoint-0000002").is_dir()
+    assert len(out["curve"]) == 2 + 2  # header, rule, steps 2 and 4
+    assert out["table"][2].startswith("| text-first | 12 | ras |")
+    with pytest.raises(ConfigError, match="possible: \\[12\\]"):
+        module.training_shards(tmp_path / "data" / "corpus" / "train", 5)
+
+
 def test_demo_eval_counts_outputs_without_a_speaker_score(tmp_path, monkeypatch):
     """A missing output, one under 0.5 s and one the encoder cannot score (None: too little voice)
     are counted as unscored next to the mean of the scored ones."""

