@@ -46,6 +46,7 @@ from annotated_types import Ge
 
 from corpus_builder.build import BuildConfig, build_corpus
 from corpus_builder.encode import EncodeConfig, encode_corpus, recorded_codec
+from recipes.corpus_spec import CorpusSpec
 from recipes.demo_eval import evaluate_outputs, translate_examples
 from recipes.demo_report import write_report
 from sts.codec.fit import iter_waveforms
@@ -126,17 +127,6 @@ def _write_pairs(folder: Path, name: str, pairs: Sequence[dict]) -> tuple[Path, 
     ja.write_text("".join(p["ja"] + "\n" for p in pairs), encoding="utf-8")
     en.write_text("".join(p["en"] + "\n" for p in pairs), encoding="utf-8")
     return ja, en
-
-
-@dataclass(frozen=True)
-class CorpusSpec:
-    """One corpus the demo builds: its pairs (dicts with ja, en), the offline voices that speak them
-    (`corpus_builder.tts.offline.offline_tts`) and the checks run on them."""
-
-    pairs: Sequence[dict]
-    ja_voice: str = "jf_alpha"
-    en: str = "auto"  # "auto" (Piper, else espeak-ng), "piper" or "espeak"
-    checks: tuple[str, ...] = ("default",)
 
 
 def _voice_kwargs(spec: CorpusSpec) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 
+from recipes.corpus_spec import CorpusSpec
 from sts.domain import split_pairs
 
 TRAIN_VOICES = "jf_alpha,jf_gongitsune"
@@ -29,8 +30,6 @@ HELD_OUT_JA_VOICE, HELD_OUT_EN = "jm_kumo", "espeak"
 
 def domain_specs(size: dict, seed: int, log=print) -> dict:
     """The `CorpusSpec`s of a domain size: {"train", "test"[, "test-voice"]}."""
-    from recipes.demo import CorpusSpec
-
     split = split_pairs(seed=seed, n_test=size["test"], n_train=size["train"])
     as_dicts = lambda pairs: [{"id": p.id, "ja": p.ja, "en": p.en} for p in pairs]  # noqa: E731
     specs = {
