@@ -105,6 +105,17 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log) -> dict:
     return {"train_seconds": round(train_seconds, 1), "scores": scores, "by_step": by_step}
 
 
+def eval_steps_problem(eval_steps: list[int], steps: int) -> str | None:
+    """Why `eval_steps` cannot be scored in a run of `steps` steps (None: they can): a step past the end,
+    or steps whose common divisor would keep more than MAX_SAVES checkpoints."""
+    if any(s > steps for s in eval_steps):
+        return f"must lie in [1, {steps}]"
+    if eval_steps and steps // math.gcd(*eval_steps, steps) > MAX_SAVES:
+        return (f"their common divisor with {steps} would keep every checkpoint between (more than "
+                f"{MAX_SAVES}); pick multiples of one step")  # fmt: skip
+    return None
+
+
 def data_config(data_dir: Path, size: str):
     """The DemoConfig whose data `data_dir` holds: a `sts demo` run folder's own (its seed and codec, from
     report.json; refused when its size differs), else the size's with seed 0."""
@@ -155,6 +166,8 @@ def training_shards(corpus: Path, pairs: int | None) -> Path | list[Path]:
 def summarize(evaluation: dict) -> dict:
     """Per split (train, test, test-voice), mean over directions: ASR-chrF++, its ceiling, the share
     of the ceiling, loop and end-marker rates, the chain's transcript error and translation chrF++."""
+    from recipes.demo_report import held_out_share
+
     groups = evaluation.get("asr_bleu") or {}
     out = {}
     for split in dict.fromkeys(k.split(" ", 1)[0] for k in groups):
@@ -167,10 +180,7 @@ def summarize(evaluation: dict) -> dict:
         out[split] = {
             "asr_chrf": float(np.mean([g["scores"]["chrF++"] for g in chosen.values()])),
             "ceiling": float(np.mean([g["ceiling"]["chrF++"] for g in chosen.values()])),
-            "share_of_ceiling": {
-                d: g["scores"]["chrF++"] / g["ceiling"]["chrF++"] if g["ceiling"]["chrF++"] else None
-                for d, g in chosen.items()
-            },  # fmt: skip
+            "share_of_ceiling": {d: held_out_share(g) for d, g in chosen.items()},
             "loop_rate": mean("loop_rate"),
             "end_marker_rate": mean("end_marker_rate"),
             "transcript_error": mean("transcript_error"),
@@ -313,13 +323,8 @@ class Args:
         for key in ("train_pairs", "eval_steps"):
             if any(v < 1 for v in getattr(self, key)):
                 raise ConfigError(f"must be at least 1, got {getattr(self, key)}", key=key)
-        if self.steps and any(s > self.steps for s in self.eval_steps):
-            raise ConfigError(
-                f"must lie in [1, --steps {self.steps}], got {self.eval_steps}", key="eval_steps"
-            )
-        if self.eval_steps and (self.steps or 1) // math.gcd(*self.eval_steps, self.steps or 1) > MAX_SAVES:
-            raise ConfigError(f"the steps share a divisor too small: every checkpoint between would be kept "
-                              f"(more than {MAX_SAVES}); pick multiples of one step", key="eval_steps")  # fmt: skip
+        if self.steps and (problem := eval_steps_problem(self.eval_steps, self.steps)):
+            raise ConfigError(f"{problem}, got {self.eval_steps}", key="eval_steps")
         from recipes.demo_eval import DECODINGS as KNOWN
 
         if set(self.decodings) - set(KNOWN) or not self.decodings:
@@ -333,31 +338,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from recipes.demo import SIZES, prepare_data
-    from sts.corpus import read_rows
+    from recipes.demo import SIZES, prepare_data, scored_examples
     from sts.io import write_json_atomic
 
     if args.threads:  # another busy process on the cores slows torch's default threading many times over
         torch.set_num_threads(args.threads)
     size = SIZES[args.size]
     steps = args.steps or size["steps"]
-    if any(s > steps for s in args.eval_steps) or (
-        args.eval_steps and steps // math.gcd(*args.eval_steps, steps) > MAX_SAVES
-    ):
-        raise SystemExit(f"error: --eval-steps {args.eval_steps}: must lie in [1, {steps}] and be multiples of one "
-                         f"step that divides {steps} at most {MAX_SAVES} times")  # fmt: skip
+    if problem := eval_steps_problem(args.eval_steps, steps):  # the size's steps, known only now
+        raise SystemExit(f"error: --eval-steps {args.eval_steps}: {problem}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     log = print
     data_dir = args.data_dir or args.out_dir / "data"
     train_pairs, corpora, codec_dir, codec = prepare_data(
         data_dir, data_config(data_dir, args.size), size, log
     )
-    examples: int | dict[str, int] = args.examples
-    if size.get("domain"):
-        examples = {
-            name: len(read_rows(path, columns=["id"])) for name, path in corpora.items() if name != "train"
-        }
-        examples["train"] = args.examples
+    examples = scored_examples(size, corpora, args.examples)
     data = {
         "corpora": corpora,
         "codec_dir": codec_dir,

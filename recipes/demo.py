@@ -243,6 +243,15 @@ def prepare_data(out: Path, cfg: DemoConfig, size: dict, log=print):
     return train_pairs, corpora, codec_dir, codec
 
 
+def scored_examples(size: dict, corpora: dict[str, Path], n: int) -> int | dict[str, int]:
+    """What `translate_examples` translates: `n` held-out and `n` training rows, or for the domain every
+    held-out row of each held-out corpus and `n` training ones to compare."""
+    if not size.get("domain"):
+        return n
+    counts = {name: len(read_rows(path, columns=["id"])) for name, path in corpora.items() if name != "train"}
+    return counts | {"train": n}
+
+
 def train_sft(
     lm_dir: Path,
     train_dir: Path,
@@ -318,10 +327,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     step("train")
 
     log("5/7 translating held-out and training sentences, both directions")
-    examples: int | dict[str, int] = cfg.examples
-    if size.get("domain"):  # every held-out pair, a few training ones to compare
-        examples = {name: len(read_rows(path)) for name, path in corpora.items() if name != "train"}
-        examples["train"] = cfg.examples
+    examples = scored_examples(size, corpora, cfg.examples)
     outputs, rtf = translate_examples(out, checkpoint, codec_dir, corpora, examples, seed=cfg.seed)
     step("translate")
 

@@ -21,7 +21,9 @@ error of the transcript it wrote (hearing: CER ja, WER en; a missing transcript 
 
 from __future__ import annotations
 
+import functools
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -181,41 +183,40 @@ def evaluate_outputs(out: Path, items: list[dict], codec, test_corpus: Path, *, 
     result["asr_bleu"] = groups
     if speaker:
         result |= _speaker_similarity(out, items)
-    key = ("round_trip", _codec_key(codec), str(test_corpus))
-    if key not in _CACHE:
-        _CACHE[key] = _codec_round_trip(codec, test_corpus, asr)
-    result["codec_round_trip"] = _CACHE[key]
+    result["codec_round_trip"] = _once(
+        codec, ("round_trip", str(test_corpus)), lambda: _codec_round_trip(codec, test_corpus, asr)
+    )
     return result
 
 
-# The ceiling and the codec round trip depend only on the references, the codec and the ASR: an
-# ablation scoring many checkpoints on one held-out set computes them once per process.
-_CACHE: dict[tuple, dict] = {}
-_ALIVE: list = []  # the codecs keyed by id() in _CACHE, kept alive so that no other object takes their id
+# The ceiling and the codec round trip depend only on the references, the codec and the scoring ASR
+# (one per process): an ablation scoring many checkpoints on one held-out set computes them once.
+_SCORED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # codec -> {key: result}
 
 
+@functools.cache
 def _whisper():
     """The scoring ASR (offline Whisper, greedy: the protocol's decoding), loaded once per process."""
-    if "asr" not in _CACHE:
-        _CACHE["asr"] = FasterWhisperASR(compute_type="int8", beam_size=1)
-    return _CACHE["asr"]
+    return FasterWhisperASR(compute_type="int8", beam_size=1)
 
 
-def _codec_key(codec) -> int:
-    if not any(c is codec for c in _ALIVE):
-        _ALIVE.append(codec)
-    return id(codec)
+def _once(codec, key: tuple, compute):
+    done = _SCORED.setdefault(codec, {})
+    if key not in done:
+        done[key] = compute()
+    return done[key]
 
 
 def _ceiling(codec, asr, chosen: list[dict], tgt: str) -> dict:
     """The scores of the reference target speech after the codec round trip (what a model that
     reproduced its targets exactly would get), heard by the same ASR."""
-    key = ("ceiling", _codec_key(codec), tgt, tuple(i["reference_audio"] for i in chosen))
-    if key not in _CACHE:
+
+    def compute():
         resynth = codec.decode(codec.encode([load_audio(i["reference_audio"]) for i in chosen]))
         refs = [i["reference_text"] for i in chosen]
-        _CACHE[key] = {s.name: round(s.score, 2) for s in asr_bleu(asr.transcribe(resynth, tgt), refs, tgt)}
-    return _CACHE[key]
+        return {s.name: round(s.score, 2) for s in asr_bleu(asr.transcribe(resynth, tgt), refs, tgt)}
+
+    return _once(codec, ("ceiling", tgt, tuple(i["reference_audio"] for i in chosen)), compute)
 
 
 def _speaker_similarity(out: Path, items: list[dict]) -> dict:

@@ -28,17 +28,20 @@ TRAIN_VOICES = "jf_alpha,jf_gongitsune"
 HELD_OUT_JA_VOICE, HELD_OUT_EN = "jm_kumo", "espeak"
 
 
+def _as_dicts(pairs) -> list[dict]:
+    return [{"id": p.id, "ja": p.ja, "en": p.en} for p in pairs]
+
+
 def domain_specs(size: dict, seed: int, log=print) -> dict:
     """The `CorpusSpec`s of a domain size: {"train", "test"[, "test-voice"]}."""
     split = split_pairs(seed=seed, n_test=size["test"], n_train=size["train"])
-    as_dicts = lambda pairs: [{"id": p.id, "ja": p.ja, "en": p.en} for p in pairs]  # noqa: E731
     specs = {
-        "train": CorpusSpec(as_dicts(split.train), ja_voice=TRAIN_VOICES, en="piper", checks=("none",)),
-        "test": CorpusSpec(as_dicts(split.test), ja_voice="jf_alpha", en="piper"),
+        "train": CorpusSpec(_as_dicts(split.train), ja_voice=TRAIN_VOICES, en="piper", checks=("none",)),
+        "test": CorpusSpec(_as_dicts(split.test), ja_voice="jf_alpha", en="piper"),
     }
     if size.get("voice_test") and shutil.which("espeak-ng"):
         specs["test-voice"] = CorpusSpec(
-            as_dicts(split.test[: size["voice_test"]]), ja_voice=HELD_OUT_JA_VOICE, en=HELD_OUT_EN
+            _as_dicts(split.test[: size["voice_test"]]), ja_voice=HELD_OUT_JA_VOICE, en=HELD_OUT_EN
         )
     elif size.get("voice_test"):
         log("   no held-out-voice set: espeak-ng (the unheard English voice) is not installed")
