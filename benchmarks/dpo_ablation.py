@@ -89,6 +89,7 @@ def pairs_and_dpo(run: dict, out: Path, seed: int, args, log, scorer, speaker) -
                                   tasks=["s2st"], samples=args.samples,
                                   sampling=Sampling(temperature=args.pair_temperature, top_p=0.95),
                                   codec=str(run["codec"]), skip_eval_rows=False, seq_len=1024,
+                                  max_prompts=args.pair_prompts,
                                   asr="auto" if args.pair_asr else "none", max_new_tokens=1000, fast=True,
                                   seed=seed, device="cpu"), speech_scorer=scorer, speaker=speaker)  # fmt: skip
     log(f"seed {seed}: {card['pairs']} pairs from {card['answers']} answers ({time.perf_counter() - started:.0f} s); "
@@ -217,7 +218,10 @@ class Args:
     samples: Annotated[int, Ge(2)] = 4
     """Answers sampled per training prompt."""
     pair_temperature: Annotated[float, Gt(0)] = 1.0
-    """Sampling temperature of the pairs' answers."""
+    """Sampling temperature of the pairs' answers (the decoding's, `--temperature`, keeps them on-policy)."""
+    pair_prompts: Annotated[int | None, Ge(1)] = None
+    """Sample pairs for the first this many s2st prompts of the training corpus (two per row, one per
+    direction); None: every row (the domain's 800 rows would be 6,400 answers)."""
     steps: Annotated[int, Ge(1)] = 40
     """DPO steps (8 pairs each)."""
     lr: Annotated[float, Gt(0)] = 2e-4

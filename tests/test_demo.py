@@ -185,3 +185,49 @@ def test_demo_eval_counts_outputs_without_a_speaker_score(tmp_path, monkeypatch)
     assert result["speaker_similarity_mean"] == 0.8
     assert result["speaker_scored"] == 2 and result["speaker_unscored"] == 3
     assert [i.get("speaker_similarity") for i in items] == [0.8, 0.8, None, None, None]
+
+
+def test_ceiling_and_codec_round_trip_hear_each_reference_once(tmp_path):
+    """The ceiling and the codec round-trip table share the held-out references: each clip goes
+    through the codec and the ASR once per process, and both read the same transcripts."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recipes import demo_eval
+    from sts.audio import write_audio
+
+    def wav(seconds: float) -> bytes:
+        return write_audio(tmp_path / "clip.wav", np.full(int(16000 * seconds), 0.1, np.float32)).read_bytes()
+
+    class Codec:  # halves every clip, so the ASR can tell a round trip from the reference
+        def encode(self, waves):
+            return [w[: len(w) // 2] for w in waves]
+
+        def decode(self, codes):
+            return list(codes)
+
+    class ASR:  # "hears" a clip's length in tenths of a second
+        def __init__(self):
+            self.heard = 0
+
+        def transcribe(self, waves, lang):
+            self.heard += len(waves)
+            return [f"n{round(len(w) / 1600)}" for w in waves]
+
+    seconds = {"ja": (1.0, 2.0, 3.0), "en": (0.4, 0.8, 1.2)}
+    rows = [{"src_audio": {"bytes": wav(j)}, "tgt_audio": {"bytes": wav(e)}, "src_text": f"n{round(j * 5)}",
+             "tgt_text": f"n{round(e * 10)}"} for j, e in zip(seconds["ja"], seconds["en"], strict=True)]  # fmt: skip
+    (tmp_path / "test").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test" / "part-00000.parquet")
+    codec, asr = Codec(), ASR()
+    chosen = [{"reference_audio": r["tgt_audio"]["bytes"], "reference_text": r["tgt_text"]} for r in rows]
+    ceiling = demo_eval._ceiling(codec, asr, chosen, "en")
+    assert asr.heard == 3
+    table = demo_eval._codec_round_trip(codec, tmp_path / "test", asr)
+    # en: 3 references heard raw, their round trips reused; ja: 3 raw + 3 round trips
+    assert asr.heard == 3 + 3 + 6
+    assert table["en"]["reference_audio"] == 0.0 and table["en"]["codec_round_trip"] > 0
+    assert table["ja"]["codec_round_trip"] == 0.0 and table["ja"]["reference_audio"] > 0
+    assert ceiling["chrF++"] < 100  # the halved clips say n2, n4, n6 against n4, n8, n12
+    assert demo_eval._ceiling(codec, asr, chosen, "en") == ceiling and asr.heard == 12
