@@ -59,33 +59,42 @@ MAX_SAVES = 20  # checkpoints an --eval-steps arm keeps (every gcd(eval steps, s
 DECODINGS = ("plain", "ras")
 
 
-def run_one(out: Path, data: dict, size: dict, arm: Arm, log) -> dict:
+def run_one(out: Path, data: dict, size: dict, arm: Arm, log, done: dict | None = None) -> dict:
     """Train one format x seed (x training-set size) and score each decoding, at the end and at each
-    of `arm.eval_steps`; returns {"train_seconds", "scores": {decoding: metrics}, "by_step"}."""
+    of `arm.eval_steps`; returns {"train_seconds", "scores": {decoding: metrics}, "by_step"}. `done`:
+    this arm's stored result; when its checkpoints are still on disk, only what it lacks is scored
+    (a rerun with another --decodings does not train again)."""
     import torch
 
     from recipes.demo import DemoConfig, build_lm, train_sft
     from recipes.demo_eval import evaluate_outputs, translate_examples
 
     run = out / arm.name
-    torch.manual_seed(arm.seed)
-    started = time.perf_counter()
-    lm = build_lm(
-        run,
-        DemoConfig(run, seed=arm.seed),
-        size,
-        data["codec_dir"],
-        data["codec"].codebook_size,
-        data["texts"],
-    )
-    save_every = (
-        math.gcd(*arm.eval_steps, arm.steps) if arm.eval_steps else None
-    )  # checked by Args: <= 20 saves
-    checkpoint = train_sft(
-        lm, run / "train", training_shards(data["corpora"]["train"], arm.train_pairs), size,
-        steps=arm.steps, s2st_format=arm.fmt, seed=arm.seed, save_every=save_every,
-    )  # fmt: skip
-    train_seconds = time.perf_counter() - started
+    final = run / "train" / f"checkpoint-{arm.steps:07d}"
+    needed = [final] + [final.parent / f"checkpoint-{s:07d}" for s in arm.eval_steps]
+    if done and all(c.is_dir() for c in needed):
+        checkpoint, train_seconds = final, done["train_seconds"]
+        scores, by_step = dict(done["scores"]), dict(done.get("by_step", {}))
+        log(f"{arm.name}: trained by an earlier run; scoring what it lacks")
+    else:
+        torch.manual_seed(arm.seed)
+        started = time.perf_counter()
+        lm = build_lm(
+            run,
+            DemoConfig(run, seed=arm.seed),
+            size,
+            data["codec_dir"],
+            data["codec"].codebook_size,
+            data["texts"],
+        )
+        save_every = (
+            math.gcd(*arm.eval_steps, arm.steps) if arm.eval_steps else None
+        )  # checked by Args: <= 20 saves
+        checkpoint = train_sft(
+            lm, run / "train", training_shards(data["corpora"]["train"], arm.train_pairs), size,
+            steps=arm.steps, s2st_format=arm.fmt, seed=arm.seed, save_every=save_every,
+        )  # fmt: skip
+        train_seconds, scores, by_step = time.perf_counter() - started, {}, {}
 
     def score(checkpoint: Path, decoding: str, tag: str) -> dict:
         items, _ = translate_examples(
@@ -96,12 +105,14 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log) -> dict:
         log(f"{arm.name} {tag}: {json.dumps(summarize(ev))}")
         return summarize(ev)
 
-    scores = {decoding: score(checkpoint, decoding, decoding) for decoding in arm.decodings}
-    by_step = {
-        str(step): score(checkpoint.parent / f"checkpoint-{step:07d}", arm.decodings[0], f"step{step}")
-        for step in arm.eval_steps
-        if step != arm.steps
-    }
+    for decoding in arm.decodings:
+        if decoding not in scores:
+            scores[decoding] = score(checkpoint, decoding, decoding)
+    for step in arm.eval_steps:
+        if step != arm.steps and str(step) not in by_step:
+            by_step[str(step)] = score(
+                checkpoint.parent / f"checkpoint-{step:07d}", arm.decodings[0], f"step{step}"
+            )
     return {"train_seconds": round(train_seconds, 1), "scores": scores, "by_step": by_step}
 
 
@@ -306,7 +317,7 @@ class Args:
     eval_steps: list[int] = field(default_factory=list)
     """Also score the checkpoints at these steps (a learning curve against steps)."""
     decodings: list[str] = field(default_factory=lambda: list(DECODINGS))
-    """Decodings scored (plain, ras, default, greedy; recipes.demo_eval)."""
+    """Decodings scored (plain, ras, default, greedy, ras-t<temperature>; recipes.demo_eval)."""
     examples: Annotated[int, Ge(1)] = 8
     """Sentences per split translated both ways (domain: every held-out pair, this many training ones)."""
     tiny: bool = False
@@ -325,10 +336,13 @@ class Args:
                 raise ConfigError(f"must be at least 1, got {getattr(self, key)}", key=key)
         if self.steps and (problem := eval_steps_problem(self.eval_steps, self.steps)):
             raise ConfigError(f"{problem}, got {self.eval_steps}", key="eval_steps")
-        from recipes.demo_eval import DECODINGS as KNOWN
+        from recipes.demo_eval import decoding_problem
 
-        if set(self.decodings) - set(KNOWN) or not self.decodings:
-            raise ConfigError(f"must be among {list(KNOWN)}, got {self.decodings}", key="decodings")
+        problems = [p for p in map(decoding_problem, self.decodings) if p] or (
+            ["must name one"] if not self.decodings else []
+        )
+        if problems:
+            raise ConfigError(problems[0], key="decodings")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -374,9 +388,10 @@ def main(argv: list[str] | None = None) -> dict:
         for fmt in args.formats:
             for seed in args.seeds:
                 arm = Arm(fmt, seed, pairs, steps, tuple(args.decodings), tuple(args.eval_steps))
-                if covers(results.get(arm.key, {}).get(str(seed)), arm):
+                done = results.get(arm.key, {}).get(str(seed))
+                if covers(done, arm):
                     continue  # done by an earlier run of this command
-                results.setdefault(arm.key, {})[str(seed)] = run_one(args.out_dir, data, size, arm, log)
+                results.setdefault(arm.key, {})[str(seed)] = run_one(args.out_dir, data, size, arm, log, done)
                 results["_setting"] = setting
                 write_json_atomic(results_path, results)  # the resume point: never half written
     rows = table(results)

@@ -6,8 +6,9 @@ offline Whisper against the references and against the codec's own ceiling.
 
 `decoding`: "default" (the checkpoint's own: repetition-aware sampling for speech, the s2tt sampling
 for a text-first answer's texts), "greedy", "plain" (nucleus sampling at temperature 0.8, top-p 0.95,
-no repetition awareness: the setting before repetition-aware sampling became the default) or "ras"
-(repetition-aware sampling for speech, greedy texts). Shared by `sts demo` and
+no repetition awareness: the setting before repetition-aware sampling became the default), "ras"
+(repetition-aware sampling for speech, greedy texts) or "ras-t<T>" (the same at temperature T, e.g.
+"ras-t0.6", the domain recipe's: benchmarks/RESULTS.md). Shared by `sts demo` and
 `benchmarks/s2st_ablation.py`, so the demo's numbers and the ablation's are one computation.
 
 Per group (split x direction): ASR-BLEU / ASR-chrF++ of the output speech by the SeamlessM4T
@@ -38,13 +39,35 @@ from sts.metrics import asr_bleu, asr_error, chrf
 from sts.speaker import ENCODER, SpeakerEncoder
 
 DECODINGS = ("default", "greedy", "plain", "ras")
+"""The named decodings; besides them "ras-t<T>" (`ras_temperature`)."""
 LOOP_RULES = ("exact", "approximate", "long_repeat", "low_diversity")
 
 
-def _set_decoding(translator, decoding: str) -> None:
+def ras_temperature(decoding: str) -> float | None:
+    """T of a "ras-t<T>" decoding (repetition-aware sampling of the speech at temperature T > 0, the
+    rest of CosyVoice's settings as they are; greedy texts), else None."""
+    if not decoding.startswith("ras-t"):
+        return None
+    try:
+        value = float(decoding.removeprefix("ras-t"))
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
 
-    if decoding not in DECODINGS:
-        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+
+def decoding_problem(decoding: str) -> str | None:
+    """Why `decoding` is not one `translate_examples` knows (None: it is)."""
+    if decoding in DECODINGS or ras_temperature(decoding) is not None:
+        return None
+    return f"must be one of {list(DECODINGS)} or ras-t<temperature> (e.g. ras-t0.6), got {decoding!r}"
+
+
+def _set_decoding(translator, decoding: str) -> None:
+    if problem := decoding_problem(decoding):
+        raise ValueError(f"decoding {problem}")
+    if (temperature := ras_temperature(decoding)) is not None:
+        translator.sampling["s2st"] = replace_sampling(RAS_SAMPLING, temperature=temperature)
+        translator.sampling["s2tt"] = Sampling(do_sample=False)
     if decoding == "greedy":
         translator.sampling = {
             t: replace_sampling(s, do_sample=False) for t, s in translator.sampling.items()

@@ -159,6 +159,19 @@ def test_ablation_learning_curve_arms(demo_dir, tmp_path):
     assert out["table"][2].startswith("| text-first | 12 | ras |")
     with pytest.raises(ConfigError, match="possible: \\[12\\]"):
         module.training_shards(tmp_path / "data" / "corpus" / "train", 5)
+    # another decoding on the same arm: scored on the checkpoints already trained, not trained again
+    weights = (
+        tmp_path / "curve" / "text-first-seed0-n12" / "train" / "checkpoint-0000004" / "model.safetensors"
+    )
+    written = weights.stat().st_mtime_ns
+    again = module.main(["-o", str(tmp_path / "curve"), *common, "--formats", "text-first", "--seeds", "0",
+                         "--train-pairs", "12", "--eval-steps", "2", "--decodings", "ras", "ras-t0.5"])  # fmt: skip
+    rerun = again["results"]["text-first@12"]["0"]
+    assert weights.stat().st_mtime_ns == written and rerun["train_seconds"] == run["train_seconds"]
+    assert set(rerun["scores"]) == {"ras", "ras-t0.5"} and rerun["scores"]["ras"] == run["scores"]["ras"]
+    assert (tmp_path / "curve" / "text-first-seed0-n12" / "outputs-ras-t0.5").is_dir()
+    with pytest.raises(ConfigError, match="got 'ras-tcold'"):  # the CLI's one-line error
+        module.main(["-o", str(tmp_path / "curve"), *common, "--decodings", "ras-tcold"])
 
 
 def test_demo_eval_counts_outputs_without_a_speaker_score(tmp_path, monkeypatch):
