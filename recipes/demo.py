@@ -328,7 +328,10 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
 
     log("5/7 translating held-out and training sentences, both directions")
     examples = scored_examples(size, corpora, cfg.examples)
-    outputs, rtf = translate_examples(out, checkpoint, codec_dir, corpora, examples, seed=cfg.seed)
+    decoding = size.get("decoding", "default")
+    outputs, rtf = translate_examples(
+        out, checkpoint, codec_dir, corpora, examples, decoding=decoding, seed=cfg.seed
+    )
     step("translate")
 
     log("6/7 evaluating with offline Whisper and resemblyzer")
@@ -341,6 +344,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         "size": size,
         "steps": steps,
         "s2st_format": s2st_format,
+        "decoding": decoding,
         "corpus": {name: json.loads((c / "corpus.json").read_text()) for name, c in corpora.items()},
         # paths relative to this report's folder (absolute when outside it): found from anywhere
         "codec": {

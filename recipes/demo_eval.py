@@ -62,6 +62,19 @@ def decoding_problem(decoding: str) -> str | None:
     return f"must be one of {list(DECODINGS)} or ras-t<temperature> (e.g. ras-t0.6), got {decoding!r}"
 
 
+def describe_decoding(decoding: str) -> str:
+    """A report's words for a decoding `translate_examples` knows."""
+    ras = "repetition-aware sampling of the speech (CosyVoice's top-k 25, top-p 0.8, window 10, tau 0.1)"
+    if (temperature := ras_temperature(decoding)) is not None:
+        return f"{ras} at temperature {temperature:g}, greedy texts"
+    return {
+        "default": f"the package's defaults: {ras} at temperature 1, texts as LFM2-350M-ENJP-MT's card samples",
+        "greedy": "greedy",
+        "plain": "nucleus sampling at temperature 0.8, top-p 0.95",
+        "ras": f"{ras} at temperature 1, greedy texts",
+    }[decoding]
+
+
 def _set_decoding(translator, decoding: str) -> None:
     if problem := decoding_problem(decoding):
         raise ValueError(f"decoding {problem}")

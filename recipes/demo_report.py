@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from recipes.demo_eval import describe_decoding
 from sts.corpus import read_rows
 
 EXAMPLES_SHOWN = 8
@@ -192,7 +193,9 @@ def write_report(out: Path, report: dict) -> None:
             "",
             "The ceiling is the same score for the reference target speech after the codec round trip: "
             "what a model that reproduced its targets exactly would get. Loop rate: outputs a loop rule "
-            "cut; end-marker rate: outputs that ended on their own.",
+            "cut; end-marker rate: outputs that ended on their own. Decoding: "
+            + describe_decoding(report.get("decoding", "default"))
+            + ".",
         ]
         signatures = {n: s for g in ev["asr_bleu"].values() for n, s in g["signatures"].items()}
         protocols = {n: p for g in ev["asr_bleu"].values() for n, p in g.get("protocols", {}).items()}
