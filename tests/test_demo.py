@@ -244,3 +244,15 @@ def test_ceiling_and_codec_round_trip_hear_each_reference_once(tmp_path):
     assert table["ja"]["codec_round_trip"] == 0.0 and table["ja"]["reference_audio"] > 0
     assert ceiling["chrF++"] < 100  # the halved clips say n2, n4, n6 against n4, n8, n12
     assert demo_eval._ceiling(codec, asr, chosen, "en") == ceiling and asr.heard == 12
+
+
+def test_every_size_names_a_decoding_the_demo_knows():
+    from recipes.demo import SIZES
+    from recipes.demo_eval import decoding_problem, describe_decoding
+
+    for name, size in SIZES.items():
+        decoding = size.get("decoding", "default")
+        assert decoding_problem(decoding) is None, name
+        assert "temperature" in describe_decoding(decoding) or decoding in ("greedy",)
+    assert "temperature 0.4" in describe_decoding(SIZES["domain"]["decoding"])
+    assert decoding_problem("ras-t0") and decoding_problem("ras-tinf") and decoding_problem("ras-t-1")
