@@ -6,9 +6,9 @@ each decoded with plain sampling and with repetition-aware sampling, over severa
     python benchmarks/s2st_ablation.py --out-dir /tmp/abl --tiny                  # logic check (tests)
     # the closed domain (`sts demo --size domain`, reusing its corpus and codec): seeds, learning curves
     python benchmarks/s2st_ablation.py -o runs/domain-seeds --size domain --data-dir runs/domain \
-        --formats text-first --seeds 1 2 --decodings default --eval-steps 1000 2000
+        --formats text-first --seeds 0 1 2 --decodings default ras-t0.4 plain
     python benchmarks/s2st_ablation.py -o runs/domain-curve --size domain --data-dir runs/domain \
-        --formats text-first --seeds 0 --train-pairs 256 512 --decodings default
+        --formats text-first --seeds 0 --train-pairs 256 512 --decodings ras-t0.4
 
 The setting is `sts demo`'s (`recipes.demo`): sentence pairs from the bundled set spoken by the
 offline TTS voices (Kokoro ja, Piper en), checked by offline Whisper, encoded with the demo codec
@@ -32,7 +32,10 @@ sentences, which needs orders of magnitude more data and a real codec.
 gives each direction's share of the codec ceiling, the chain's transcript error (hearing) and its
 translation chrF++ (translating). `--train-pairs` trains on the first shards of the training corpus
 (the domain's pool order, so the sets nest); the text tokenizer and the codec stay those of the whole
-training corpus. `--eval-steps` also scores intermediate checkpoints (a curve against steps).
+training corpus. `--eval-steps` also scores intermediate checkpoints (a curve against steps). The
+`sts demo` run named by `--data-dir` is the arm it trained (its seed, text-first, its steps): scored
+from its checkpoint, not trained again; a rerun with another `--decodings` scores the checkpoints
+already trained.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log, done: dict | None 
         checkpoint, train_seconds = final, done["train_seconds"]
         scores, by_step = dict(done["scores"]), dict(done.get("by_step", {}))
         log(f"{arm.name}: trained by an earlier run; scoring what it lacks")
+    elif found := demo_run_arm(data["data_dir"], arm):
+        (checkpoint, train_seconds), scores, by_step = found, {}, {}
+        log(f"{arm.name}: the `sts demo` run in {data['data_dir']} trained this arm; scoring {checkpoint}")
     else:
         torch.manual_seed(arm.seed)
         started = time.perf_counter()
@@ -141,6 +147,28 @@ def data_config(data_dir: Path, size: str):
             f"{data_dir} holds a `sts demo --size {recorded.get('size')}` run, not {size}", key="data_dir"
         )
     return DemoConfig(data_dir, size=size, seed=recorded.get("seed", 0), codec=recorded.get("codec") or "")
+
+
+def demo_run_arm(data_dir: Path, arm: Arm) -> tuple[Path, float] | None:
+    """The checkpoint and training seconds of the `sts demo` run in `data_dir` when it trained exactly
+    `arm` (its seed, format and steps, the small demo LM, the whole training corpus; an arm that also
+    scores intermediate steps needs checkpoints the demo did not keep), else None."""
+    from sts.paths import resolve_recorded
+
+    path = data_dir / "report.json"
+    if arm.train_pairs or arm.eval_steps or not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    checkpoint = Path(resolve_recorded(report["checkpoint"], data_dir))
+    trained = (
+        report["config"].get("seed", 0),
+        report["s2st_format"],
+        report["steps"],
+        report["config"].get("model"),
+    )
+    if trained != (arm.seed, arm.fmt, arm.steps, "") or not checkpoint.is_dir():
+        return None
+    return checkpoint, report["timings_s"]["train"]
 
 
 def covers(done: dict | None, arm: Arm) -> bool:
@@ -369,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     examples = scored_examples(size, corpora, args.examples)
     data = {
+        "data_dir": data_dir,
         "corpora": corpora,
         "codec_dir": codec_dir,
         "codec": codec,

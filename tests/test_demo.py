@@ -256,3 +256,27 @@ def test_every_size_names_a_decoding_the_demo_knows():
         assert "temperature" in describe_decoding(decoding) or decoding in ("greedy",)
     assert "temperature 0.4" in describe_decoding(SIZES["domain"]["decoding"])
     assert decoding_problem("ras-t0") and decoding_problem("ras-tinf") and decoding_problem("ras-t-1")
+
+
+def test_ablation_takes_the_demo_runs_own_model_as_its_arm(tmp_path):
+    """`--data-dir` of a finished `sts demo` run: the arm that run trained (seed, format, steps, the
+    demo LM, the whole corpus) is scored from its checkpoint, every other arm is trained."""
+    module = load_benchmark("s2st_ablation")
+    (tmp_path / "train" / "checkpoint-0003000").mkdir(parents=True)
+    report = {"checkpoint": "train/checkpoint-0003000", "steps": 3000, "s2st_format": "text-first",
+              "config": {"seed": 0, "model": "", "size": "domain"}, "timings_s": {"train": 1165.2}}  # fmt: skip
+    (tmp_path / "report.json").write_text(json.dumps(report))
+
+    def arm(fmt="text-first", seed=0, pairs=None, steps=3000, eval_steps=()):
+        return module.Arm(fmt, seed, pairs, steps, ("ras-t0.4",), eval_steps)
+
+    assert module.demo_run_arm(tmp_path, arm()) == (tmp_path / "train" / "checkpoint-0003000", 1165.2)
+    for other in (arm(seed=1), arm(fmt="direct"), arm(pairs=256), arm(steps=1000), arm(eval_steps=(1000,))):
+        assert module.demo_run_arm(tmp_path, other) is None
+    (tmp_path / "report.json").write_text(
+        json.dumps(report | {"config": report["config"] | {"model": "lfm2"}})
+    )
+    assert module.demo_run_arm(tmp_path, arm()) is None  # a demo run that fine-tuned another LM
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    (tmp_path / "train" / "checkpoint-0003000").rmdir()
+    assert module.demo_run_arm(tmp_path, arm()) is None  # its checkpoint is gone
