@@ -40,7 +40,7 @@ import tyro
 from annotated_types import Ge, Gt
 
 from sts.cli import parse_cli
-from sts.config import make_config
+from sts.config import ConfigError, make_config
 from sts.generation import SPEECH_GUARD, Sampling, detect_loop
 from sts.io import write_json_atomic
 from sts.tasks import TaskFormatter, load_task_formats
@@ -159,6 +159,27 @@ def evaluate(
     return out
 
 
+SETTINGS = ("demo", "samples", "pair_temperature", "pair_prompts", "steps", "lr", "beta", "cfg_scale",
+            "temperature", "train_rows", "pair_asr")  # fmt: skip
+"""The flags a seed's stored pairs, DPO run and scores depend on."""
+
+
+def scored_settings(args) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k in SETTINGS}
+
+
+def settings_problem(path: Path, args) -> str | None:
+    """Why a seed's stored results (`settings.json`) do not fit `args` (None: they do, or a folder
+    from before the file existed)."""
+    if not path.is_file():
+        return None
+    stored, now = json.loads(path.read_text()), scored_settings(args)
+    changed = [k for k in SETTINGS if k in stored and stored[k] != now.get(k)]
+    if not changed:
+        return None
+    return "scored with " + ", ".join(f"--{k.replace('_', '-')} {stored[k]}" for k in changed)
+
+
 def speaker_scores(sims: list[float | None]) -> dict:
     """Mean speaker similarity of the scored outputs (None when none was: JSON null, never NaN), how
     many were scored, and how many were not (`None`: under 0.5 s, or under
@@ -218,7 +239,7 @@ class Args:
     samples: Annotated[int, Ge(2)] = 4
     """Answers sampled per training prompt."""
     pair_temperature: Annotated[float, Gt(0)] = 1.0
-    """Sampling temperature of the pairs' answers (the decoding's, `--temperature`, keeps them on-policy)."""
+    """Sampling temperature of the pairs' answers (set it to `--temperature` to keep the pairs on-policy)."""
     pair_prompts: Annotated[int | None, Ge(1)] = None
     """Sample pairs for the first this many s2st prompts of the training corpus (two per row, one per
     direction); None: every row (the domain's 800 rows would be 6,400 answers)."""
@@ -276,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
         out = args.out_dir / f"seed-{seed}"
         cache = out / "eval.json"
         done = json.loads(cache.read_text()) if cache.is_file() else []
+        if done and (problem := settings_problem(out / "settings.json", args)):
+            raise ConfigError(f"{out}: {problem}; rerun with those flags or another --out-dir", key="out_dir")
         if not done:
             dpo = pairs_and_dpo(run, out, seed, args, log, scorer, speaker)
             for model, checkpoint in (("SFT", run["sft"]), ("SFT + DPO", dpo)):
@@ -290,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
                     done.append({"seed": seed, "model": model, "scale": scale, "seconds": seconds, **scores})
                     log(f"seed {seed} {model} CFG {scale:g} ({seconds} s): " + json.dumps(scores))
             out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "settings.json", scored_settings(args), indent=1)
             write_json_atomic(cache, done, indent=1)  # the resume point: never half written
         results += done
     text = table(results, args.cfg_scale)

@@ -73,13 +73,17 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log, done: dict | None 
     from recipes.demo_eval import evaluate_outputs, translate_examples
 
     run = out / arm.name
-    final = run / "train" / f"checkpoint-{arm.steps:07d}"
-    needed = [final] + [final.parent / f"checkpoint-{s:07d}" for s in arm.eval_steps]
-    if done and all(c.is_dir() for c in needed):
+    shards = training_shards(data["corpora"]["train"], arm.train_pairs)
+    found = demo_run_arm(data["data_dir"], arm)
+    final = found[0] if found else run / "train" / f"checkpoint-{arm.steps:07d}"
+    needed = [final] + [final.parent / f"checkpoint-{s:07d}" for s in arm.eval_steps if s != arm.steps]
+    if done and all(trained_as(c, arm, shards) for c in needed):
         checkpoint, train_seconds = final, done["train_seconds"]
         scores, by_step = dict(done["scores"]), dict(done.get("by_step", {}))
+        if curve_decoding(done) != arm.decodings[0]:
+            by_step = {}  # the curve is one decoding's: another first --decodings scores it again
         log(f"{arm.name}: trained by an earlier run; scoring what it lacks")
-    elif found := demo_run_arm(data["data_dir"], arm):
+    elif found:
         (checkpoint, train_seconds), scores, by_step = found, {}, {}
         log(f"{arm.name}: the `sts demo` run in {data['data_dir']} trained this arm; scoring {checkpoint}")
     else:
@@ -97,8 +101,8 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log, done: dict | None 
             math.gcd(*arm.eval_steps, arm.steps) if arm.eval_steps else None
         )  # checked by Args: <= 20 saves
         checkpoint = train_sft(
-            lm, run / "train", training_shards(data["corpora"]["train"], arm.train_pairs), size,
-            steps=arm.steps, s2st_format=arm.fmt, seed=arm.seed, save_every=save_every,
+            lm, run / "train", shards, size, steps=arm.steps, s2st_format=arm.fmt, seed=arm.seed,
+            save_every=save_every,
         )  # fmt: skip
         train_seconds, scores, by_step = time.perf_counter() - started, {}, {}
 
@@ -119,7 +123,32 @@ def run_one(out: Path, data: dict, size: dict, arm: Arm, log, done: dict | None 
             by_step[str(step)] = score(
                 checkpoint.parent / f"checkpoint-{step:07d}", arm.decodings[0], f"step{step}"
             )
-    return {"train_seconds": round(train_seconds, 1), "scores": scores, "by_step": by_step}
+    return {"train_seconds": round(train_seconds, 1), "scores": scores, "by_step": by_step,
+            "curve_decoding": arm.decodings[0]}  # fmt: skip
+
+
+def curve_decoding(done: dict) -> str:
+    """The decoding a stored arm's intermediate steps were scored with (the first of its --decodings;
+    an arm stored before the key existed: its first stored decoding)."""
+    return done.get("curve_decoding") or next(iter(done["scores"]))
+
+
+def trained_as(checkpoint: Path, arm: Arm, shards: Path | list[Path]) -> bool:
+    """Whether `checkpoint` is a step of the SFT run `arm` describes: its recorded seed, s2st format,
+    steps and training shards (a folder left by another arm or setting is not reused)."""
+    import yaml
+
+    recorded = checkpoint / "train_config.yaml"
+    if not recorded.is_file():
+        return False
+    cfg = yaml.safe_load(recorded.read_text())
+    wanted = [Path(p).resolve() for p in ([shards] if isinstance(shards, Path) else shards)]
+    return (
+        cfg.get("seed") == arm.seed
+        and cfg.get("sft", {}).get("s2st_format") == arm.fmt
+        and cfg.get("optim", {}).get("max_steps") == arm.steps
+        and [Path(p).resolve() for p in cfg.get("data", {}).get("shards", [])] == wanted
+    )
 
 
 def eval_steps_problem(eval_steps: list[int], steps: int) -> str | None:
@@ -172,13 +201,17 @@ def demo_run_arm(data_dir: Path, arm: Arm) -> tuple[Path, float] | None:
 
 
 def covers(done: dict | None, arm: Arm) -> bool:
-    """Whether a stored run already holds every decoding and intermediate step `arm` asks for (a rerun
-    with another --decodings or --eval-steps trains that arm again rather than skip it silently)."""
+    """Whether a stored run already holds every decoding and intermediate step `arm` asks for, its
+    curve scored with the arm's first decoding (else `run_one` scores what is missing, on the stored
+    checkpoints when they are still there)."""
     if not done:
         return False
-    return set(arm.decodings) <= set(done["scores"]) and {
-        str(s) for s in arm.eval_steps if s != arm.steps
-    } <= set(done.get("by_step", {}))
+    steps = {str(s) for s in arm.eval_steps if s != arm.steps}
+    return (
+        set(arm.decodings) <= set(done["scores"])
+        and steps <= set(done.get("by_step", {}))
+        and (not steps or curve_decoding(done) == arm.decodings[0])
+    )
 
 
 def training_shards(corpus: Path, pairs: int | None) -> Path | list[Path]:
@@ -283,8 +316,8 @@ def table(results: dict) -> list[str]:
 
 def curve_rows(results: dict) -> list[str]:
     """Held-out ASR-chrF++ against SFT steps (the arms' `--eval-steps`), mean ± sd over seeds."""
-    rows = ["| format | pairs | step | held-out ja→en | held-out en→ja | transcript error | seeds |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| format | pairs | decoding | step | held-out ja→en | held-out en→ja | transcript error | seeds |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, by_seed in results.items():
         if arm.startswith("_"):
             continue
@@ -292,11 +325,14 @@ def curve_rows(results: dict) -> list[str]:
         final = results["_setting"]["steps"]
         steps = sorted({int(s) for r in by_seed.values() for s in r.get("by_step", {})} | {final})
         for step in steps:
-            runs = [r["by_step"][str(step)] if step != final else next(iter(r["scores"].values()))
-                    for r in by_seed.values() if step == final or str(step) in r.get("by_step", {})]  # fmt: skip
+            chosen = [r for r in by_seed.values() if step == final or str(step) in r.get("by_step", {})]
+            runs = [
+                r["by_step"][str(step)] if step != final else r["scores"][curve_decoding(r)] for r in chosen
+            ]
+            decodings = ", ".join(dict.fromkeys(curve_decoding(r) for r in chosen))
             runs = [r for r in runs if "test" in r]
             rows.append(
-                f"| {fmt} | {pairs or 'all'} | {step} | {_stat(_values(runs, 'test', 'by_direction', 'ja->en'))} | "
+                f"| {fmt} | {pairs or 'all'} | {decodings} | {step} | {_stat(_values(runs, 'test', 'by_direction', 'ja->en'))} | "
                 f"{_stat(_values(runs, 'test', 'by_direction', 'en->ja'))} | "
                 f"{_stat(_values(runs, 'test', 'transcript_error'), 3)} | {len(runs)} |"
             )
@@ -406,13 +442,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     results_path = args.out_dir / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if (
-        results.get("_setting", {}).get("steps", steps) != steps
-        or results.get("_setting", {}).get("size", args.size) != args.size
-    ):
-        results = {}  # another setting: start over
     setting = {"size": args.size, "steps": steps, "examples": examples, "tasks": size["tasks"], "lr": size["lr"],
-               "hidden": size["hidden"], "layers": size["layers"], "codebook": size["codebook"]}  # fmt: skip
+               "hidden": size["hidden"], "layers": size["layers"], "codebook": size["codebook"],
+               "codec": str(Path(codec_dir).resolve())}  # fmt: skip
+    stored = results.get("_setting", {})
+    if changed := [k for k, v in json.loads(json.dumps(setting)).items() if k in stored and stored[k] != v]:
+        log(f"{results_path}: scored under another {', '.join(changed)}; starting over")
+        results = {}  # another setting: its scores are not comparable
     for pairs in args.train_pairs or [None]:
         for fmt in args.formats:
             for seed in args.seeds:

@@ -8,7 +8,7 @@ offline Whisper against the references and against the codec's own ceiling.
 for a text-first answer's texts), "greedy", "plain" (nucleus sampling at temperature 0.8, top-p 0.95,
 no repetition awareness: the setting before repetition-aware sampling became the default), "ras"
 (repetition-aware sampling for speech, greedy texts) or "ras-t<T>" (the same at temperature T, e.g.
-"ras-t0.6", the domain recipe's: benchmarks/RESULTS.md). Shared by `sts demo` and
+"ras-t0.4", the domain recipe's: benchmarks/RESULTS.md). Shared by `sts demo` and
 `benchmarks/s2st_ablation.py`, so the demo's numbers and the ablation's are one computation.
 
 Per group (split x direction): ASR-BLEU / ASR-chrF++ of the output speech by the SeamlessM4T
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import time
 import weakref
 from pathlib import Path
@@ -40,56 +41,61 @@ from sts.speaker import ENCODER, SpeakerEncoder
 
 DECODINGS = ("default", "greedy", "plain", "ras")
 """The named decodings; besides them "ras-t<T>" (`ras_temperature`)."""
+PLAIN_SAMPLING = Sampling(temperature=0.8, top_p=0.95)
+"""The "plain" decoding's nucleus sampling (the setting before repetition-aware sampling)."""
 LOOP_RULES = ("exact", "approximate", "long_repeat", "low_diversity")
 
 
 def ras_temperature(decoding: str) -> float | None:
     """T of a "ras-t<T>" decoding (repetition-aware sampling of the speech at temperature T > 0, the
-    rest of CosyVoice's settings as they are; greedy texts), else None."""
-    if not decoding.startswith("ras-t"):
-        return None
-    try:
-        value = float(decoding.removeprefix("ras-t"))
-    except ValueError:
-        return None
-    return value if 0 < value < float("inf") else None
+    rest of `RAS_SAMPLING` as it is; greedy texts), else None. One spelling per temperature ("ras-t0.4",
+    not "ras-t0.40" or "ras-t.4"), so one temperature is one result key and one outputs folder."""
+    match = re.fullmatch(r"ras-t(\d+(?:\.\d+)?)", decoding)
+    value = float(match[1]) if match else 0.0
+    return value if value > 0 and decoding == f"ras-t{value:g}" else None
 
 
 def decoding_problem(decoding: str) -> str | None:
     """Why `decoding` is not one `translate_examples` knows (None: it is)."""
     if decoding in DECODINGS or ras_temperature(decoding) is not None:
         return None
-    return f"must be one of {list(DECODINGS)} or ras-t<temperature> (e.g. ras-t0.6), got {decoding!r}"
+    return f"must be one of {list(DECODINGS)} or ras-t<temperature> (e.g. ras-t0.4), got {decoding!r}"
 
 
 def describe_decoding(decoding: str) -> str:
-    """A report's words for a decoding `translate_examples` knows."""
-    ras = "repetition-aware sampling of the speech (CosyVoice's top-k 25, top-p 0.8, window 10, tau 0.1)"
-    if (temperature := ras_temperature(decoding)) is not None:
-        return f"{ras} at temperature {temperature:g}, greedy texts"
-    return {
-        "default": f"the package's defaults: {ras} at temperature 1, texts as LFM2-350M-ENJP-MT's card samples",
-        "greedy": "greedy",
-        "plain": "nucleus sampling at temperature 0.8, top-p 0.95",
-        "ras": f"{ras} at temperature 1, greedy texts",
-    }[decoding]
+    """A report's words for `decoding`. Raises ValueError for one `translate_examples` does not know."""
+    if problem := decoding_problem(decoding):
+        raise ValueError(f"decoding {problem}")
+    r = RAS_SAMPLING
+    ras = (f"repetition-aware sampling of the speech (top-k {r.top_k}, top-p {r.top_p:g}, window {r.ras_window}, "
+           f"tau {r.ras_tau:g}; CosyVoice 2's)")  # fmt: skip
+    if decoding == "default":
+        return (
+            f"the package's defaults: {ras} at temperature {r.temperature:g}, texts as sts-infer samples them"
+        )
+    if decoding == "greedy":
+        return "greedy"
+    if decoding == "plain":
+        return (
+            f"nucleus sampling at temperature {PLAIN_SAMPLING.temperature:g}, top-p {PLAIN_SAMPLING.top_p:g}"
+        )
+    temperature = r.temperature if decoding == "ras" else ras_temperature(decoding)
+    return f"{ras} at temperature {temperature:g}, greedy texts"
 
 
 def _set_decoding(translator, decoding: str) -> None:
     if problem := decoding_problem(decoding):
         raise ValueError(f"decoding {problem}")
-    if (temperature := ras_temperature(decoding)) is not None:
-        translator.sampling["s2st"] = replace_sampling(RAS_SAMPLING, temperature=temperature)
-        translator.sampling["s2tt"] = Sampling(do_sample=False)
     if decoding == "greedy":
         translator.sampling = {
             t: replace_sampling(s, do_sample=False) for t, s in translator.sampling.items()
         }
     elif decoding == "plain":
-        translator.sampling["s2st"] = Sampling(temperature=0.8, top_p=0.95)
-        translator.sampling["s2tt"] = Sampling(temperature=0.8, top_p=0.95)
-    elif decoding == "ras":
-        translator.sampling["s2st"] = RAS_SAMPLING
+        translator.sampling["s2st"] = PLAIN_SAMPLING
+        translator.sampling["s2tt"] = PLAIN_SAMPLING
+    elif decoding != "default":  # "ras", "ras-t<T>"
+        temperature = RAS_SAMPLING.temperature if decoding == "ras" else ras_temperature(decoding)
+        translator.sampling["s2st"] = replace_sampling(RAS_SAMPLING, temperature=temperature)
         translator.sampling["s2tt"] = Sampling(do_sample=False)
 
 
@@ -257,7 +263,7 @@ def _heard_through_codec(codec, asr, clips: list[bytes], lang: str) -> list[str]
     per process: the ceiling and the codec round-trip table share the held-out references' audio."""
     done = _SCORED.setdefault(codec, {})
     keys = [("heard", lang, hashlib.sha1(clip).hexdigest()) for clip in clips]
-    todo = list(dict.fromkeys(i for i, key in enumerate(keys) if key not in done))
+    todo = list({key: i for i, key in enumerate(keys) if key not in done}.values())  # one per clip
     if todo:
         resynth = codec.decode(codec.encode([load_audio(clips[i]) for i in todo]))
         for i, text in zip(todo, asr.transcribe(resynth, lang), strict=True):

@@ -160,17 +160,23 @@ def test_ablation_learning_curve_arms(demo_dir, tmp_path):
     with pytest.raises(ConfigError, match="possible: \\[12\\]"):
         module.training_shards(tmp_path / "data" / "corpus" / "train", 5)
     # another decoding on the same arm: scored on the checkpoints already trained, not trained again
-    weights = (
-        tmp_path / "curve" / "text-first-seed0-n12" / "train" / "checkpoint-0000004" / "model.safetensors"
-    )
-    written = weights.stat().st_mtime_ns
-    again = module.main(["-o", str(tmp_path / "curve"), *common, "--formats", "text-first", "--seeds", "0",
-                         "--train-pairs", "12", "--eval-steps", "2", "--decodings", "ras", "ras-t0.5"])  # fmt: skip
+    arm_dir = tmp_path / "curve" / "text-first-seed0-n12"
+    written = {p: p.stat().st_mtime_ns for p in [*arm_dir.glob("train/checkpoint-*/model.safetensors"),
+                                                 *arm_dir.glob("outputs-*/*.wav")]}  # fmt: skip
+    flags = [*common, "--formats", "text-first", "--seeds", "0", "--train-pairs", "12", "--eval-steps", "2"]
+    again = module.main(["-o", str(tmp_path / "curve"), *flags, "--decodings", "ras", "ras-t0.5"])
     rerun = again["results"]["text-first@12"]["0"]
-    assert weights.stat().st_mtime_ns == written and rerun["train_seconds"] == run["train_seconds"]
-    assert set(rerun["scores"]) == {"ras", "ras-t0.5"} and rerun["scores"]["ras"] == run["scores"]["ras"]
-    assert (tmp_path / "curve" / "text-first-seed0-n12" / "outputs-ras-t0.5").is_dir()
-    with pytest.raises(ConfigError, match="got 'ras-tcold'"):  # the CLI's one-line error
+    assert {p: p.stat().st_mtime_ns for p in written} == written  # nothing trained or scored again
+    assert set(rerun["scores"]) == {"ras", "ras-t0.5"} and rerun["train_seconds"] == run["train_seconds"]
+    assert (arm_dir / "outputs-ras-t0.5").is_dir() and rerun["curve_decoding"] == "ras"
+    # the curve is one decoding's: a rerun whose first decoding differs scores the steps again with it
+    third = module.main(["-o", str(tmp_path / "curve"), *flags, "--decodings", "ras-t0.5", "ras"])
+    assert third["results"]["text-first@12"]["0"]["curve_decoding"] == "ras-t0.5"
+    step_wavs = [p for p in written if p.parent.name == "outputs-step2"]
+    assert step_wavs and all(p.stat().st_mtime_ns != written[p] for p in step_wavs)
+    assert all(p.stat().st_mtime_ns == written[p] for p in written if p.parent.name == "outputs-ras")
+    assert all(row.startswith("| text-first | 12 | ras-t0.5 |") for row in third["curve"][2:])
+    with pytest.raises(ConfigError, match="got 'ras-tcold'"):
         module.main(["-o", str(tmp_path / "curve"), *common, "--decodings", "ras-tcold"])
 
 
@@ -255,7 +261,10 @@ def test_every_size_names_a_decoding_the_demo_knows():
         assert decoding_problem(decoding) is None, name
         assert "temperature" in describe_decoding(decoding) or decoding in ("greedy",)
     assert "temperature 0.4" in describe_decoding(SIZES["domain"]["decoding"])
-    assert decoding_problem("ras-t0") and decoding_problem("ras-tinf") and decoding_problem("ras-t-1")
+    for wrong in ("ras-t0", "ras-tinf", "ras-t-1", "ras-t0_4", "ras-t0.40", "ras-t.4", "ras-t 0.4", "beam"):
+        assert decoding_problem(wrong), wrong  # one spelling per temperature: one result key
+    with pytest.raises(ValueError, match="got 'beam'"):
+        describe_decoding("beam")
 
 
 def test_ablation_takes_the_demo_runs_own_model_as_its_arm(tmp_path):

@@ -53,3 +53,15 @@ def test_unscored_speaker_similarity_is_counted_and_null_not_nan():
     lines = bench.table(results, 2.0).splitlines()
     held_out = next(line for line in lines if line.startswith("| held-out (8) | SFT (2 seeds) | off |"))
     assert held_out.strip("|").split("|")[-1].strip() == "no score"
+
+
+def test_a_seed_scored_under_other_flags_is_refused_not_mixed(tmp_path):
+    """A seed folder remembers the flags its pairs, DPO run and scores came from; a rerun with others
+    is told which, instead of reusing them under the new flags' name."""
+    bench = _bench()
+    args = bench.Args(demo=tmp_path / "demo", pair_prompts=64, pair_temperature=0.8)
+    (tmp_path / "settings.json").write_text(json.dumps(bench.scored_settings(args)))
+    assert bench.settings_problem(tmp_path / "settings.json", args) is None
+    other = bench.Args(demo=tmp_path / "demo", pair_prompts=32, pair_temperature=0.8, seeds=[5])
+    assert bench.settings_problem(tmp_path / "settings.json", other) == "scored with --pair-prompts 64"
+    assert bench.settings_problem(tmp_path / "missing.json", other) is None  # a folder from before the file
