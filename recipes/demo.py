@@ -159,6 +159,7 @@ def build_corpora(out: Path, specs: dict[str, CorpusSpec], log) -> dict[str, Pat
             min_duration=0.0,
             rows_per_shard=64,
             batch_size=16,
+            wait_for_lock=True,  # ablations sharing one --data-dir: wait for the one building, then resume
         )
         with tqdm(total=len(spec.pairs), desc=f"   {name} corpus", unit="pair", leave=False) as bar:
             for chunk in build_corpus(cfg, argv=["sts demo"], on_outcome=lambda _: bar.update(1)):
