@@ -73,8 +73,8 @@ SIZES: dict[str, dict] = {
     "large": dict(train=288, test=32, steps=3000, seq_len=1024, lr=2e-3, tasks=ALL_TASKS, hidden=256, layers=8,
                   codebook=512, s2st_format="text-first"),
     # the closed domain (recipes/domain.py): held-out combinations, every one of them evaluated
-    # decoding: repetition-aware sampling at temperature 0.4 (held-out ASR-chrF++ 50.8 / 15.3 vs 43.2 / 10.2 at
-    # CosyVoice's temperature 1, seed 0; benchmarks/RESULTS.md)
+    # decoding: repetition-aware sampling at temperature 0.4, greedy texts (held-out ASR-chrF++ ja->en / en->ja
+    # 46.5 / 14.3 vs 38.4 / 9.3 with the package defaults, seeds 0-2; benchmarks/RESULTS.md)
     "domain": dict(domain=True, train=800, test=120, voice_test=40, steps=3000, seq_len=512, lr=3e-3,
                    tasks=ALL_TASKS, hidden=128, layers=4, codebook=512, s2st_format="text-first",
                    batch_size=8, decoding="ras-t0.4"),
