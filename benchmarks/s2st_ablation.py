@@ -402,11 +402,11 @@ class Args:
             raise ConfigError(f"{problem}, got {self.eval_steps}", key="eval_steps")
         from recipes.demo_eval import decoding_problem
 
-        problems = [p for p in map(decoding_problem, self.decodings) if p] or (
-            ["must name one"] if not self.decodings else []
-        )
-        if problems:
-            raise ConfigError(problems[0], key="decodings")
+        if not self.decodings:
+            raise ConfigError("must name one", key="decodings")
+        for decoding in self.decodings:
+            if problem := decoding_problem(decoding):
+                raise ConfigError(problem, key="decodings")
 
 
 def main(argv: list[str] | None = None) -> dict:
